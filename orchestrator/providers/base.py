@@ -1,0 +1,106 @@
+"""The provider interface the engine talks to.
+
+A provider turns a :class:`TaskRequest` into its wire format, sends exactly one HTTP request per
+call (no retries: the engine is the one retry layer), and translates every failure into a
+:class:`~orchestrator.errors.ProviderError` carrying an :class:`~orchestrator.errors.ErrorInfo`.
+It knows nothing about the ledger; the engine knows nothing about the wire format.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.errors import ErrorInfo
+
+
+class Kind(enum.StrEnum):
+    TEXT2VIDEO = "text2video"
+    IMAGE2VIDEO = "image2video"
+    IMAGE = "image"
+
+    @property
+    def media(self) -> str:
+        """What one asset of this kind is: "video" or "image"."""
+        return "image" if self is Kind.IMAGE else "video"
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An input image: a local file (sent inline) or a public URL (sent as is)."""
+
+    path: Path | None = None
+    url: str | None = None
+
+    def describe(self) -> str:
+        return str(self.path) if self.path is not None else str(self.url)
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One generation, validated and with defaults applied.
+
+    ``fields`` uses the manifest's field names (``model``, ``prompt``, ``negative_prompt``,
+    ``mode``, ``duration`` as int, ``aspect_ratio``, ``cfg_scale``, ``camera_control``, ``n``,
+    ``resolution``, ...). Image-valued fields (``image``, ``image_tail``, ``static_mask``) hold
+    an :class:`ImageSource`. The provider converts names and types for the wire.
+    """
+
+    kind: Kind
+    fields: Mapping[str, Any]
+    expected_assets: int
+
+
+class TaskStatus(enum.StrEnum):
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class Asset:
+    index: int
+    url: str
+    media: str  # "video" | "image"
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the provider knows about one task, in provider-neutral terms."""
+
+    task_id: str
+    status: TaskStatus
+    external_task_id: str | None = None
+    #: Provider's reason text, for failed tasks (Kling: task_status_msg).
+    message: str | None = None
+    assets: tuple[Asset, ...] = ()
+    request_id: str | None = None
+    #: Classification of a failed task (category, retryable, hint); None unless FAILED.
+    failure: ErrorInfo | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class Provider(Protocol):
+    name: str
+
+    async def create(self, request: TaskRequest, external_task_id: str) -> Task:
+        """Submit one paid task. Raises ProviderError (see .sent / .ambiguous)."""
+        ...
+
+    async def query(self, kind: Kind, task_id: str) -> Task:
+        """Current state of a task by the provider's task id."""
+        ...
+
+    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
+        """Find a task by our external id; None when the provider says it does not exist."""
+        ...
+
+    async def aclose(self) -> None: ...

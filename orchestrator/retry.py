@@ -1,0 +1,86 @@
+"""Backoff policy as data and the pure function that turns it into a delay.
+
+The delay before retry number ``attempt`` (1 for the first retry) is full jitter
+(AWS Architecture Blog, "Exponential Backoff And Jitter")::
+
+    delay = uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
+
+unless the server asked for a wait (Retry-After), in which case that wait is honoured, capped at
+``max_retry_after`` so a hostile or broken header cannot park the batch for a day.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Longest server-requested wait we honour (openai-python uses 120 s, ComfyUI 150 s).
+MAX_RETRY_AFTER = 120.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    max_retry_after: float = MAX_RETRY_AFTER
+
+
+def backoff_delay(
+    policy: RetryPolicy,
+    attempt: int,
+    retry_after: float | None = None,
+    rand: Callable[[], float] = lambda: 0.5,
+) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based).
+
+    ``rand`` returns a float in [0, 1); pass ``random.random`` in production and a constant in
+    tests. A Retry-After, when given, replaces the jittered delay (capped).
+    """
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, policy.max_retry_after)
+    exponent = min(max(attempt - 1, 0), 62)  # 2**62 already dwarfs any max_delay
+    ceiling = min(policy.max_delay, policy.base_delay * math.pow(2, exponent))
+    return rand() * ceiling
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Parse a Retry-After header: delta seconds or an HTTP date. ``now`` is Unix time.
+
+    Returns None when absent or unparseable; never negative.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if math.isnan(seconds) or math.isinf(seconds):
+            return None
+        return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - now, 0.0)
+
+
+def parse_retry_after_ms(value: str | None) -> float | None:
+    """Parse the non-standard ``retry-after-ms`` header into seconds."""
+    if value is None:
+        return None
+    try:
+        ms = float(value.strip())
+    except ValueError:
+        return None
+    if math.isnan(ms) or math.isinf(ms):
+        return None
+    return max(ms / 1000.0, 0.0)
