@@ -1,0 +1,49 @@
+"""The simulator's settings: one frozen dataclass, every field defaulted to the demo setup."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.simulator.faults import FaultRule
+
+NOT_FOUND_STYLES = ("400/1201", "404/1203")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    access_key: str = "sim-access-key"
+    secret_key: str = "sim-secret-key"
+    #: Accepted verbatim as a Bearer token; None accepts JWTs only.
+    api_key: str | None = "sim-api-key"
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: Seeds the one random.Random behind task ids, durations and request ids.
+    seed: int = 0
+    #: Seconds from creation to the final status, drawn uniformly per task.
+    task_duration: tuple[float, float] = (0.3, 0.8)
+    #: Account slot limit (images hold n slots, videos 1); None means unlimited.
+    concurrency_slots: int | None = None
+    #: Create requests admitted per sliding second; None means unlimited.
+    requests_per_second: float | None = None
+    #: What a query for an unknown id answers: what live probes saw, or what the docs say.
+    not_found_style: str = "400/1201"
+    #: Seconds added to the server's wall clock when checking a JWT's exp/nbf.
+    clock_skew: float = 0.0
+    faults: tuple[FaultRule, ...] = ()
+    #: After this many committed creates every further create answers 429/1102.
+    billing_after: int | None = None
+    #: Drives task lifecycles, slots and the rate window; inject a fake one in tests.
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.not_found_style not in NOT_FOUND_STYLES:
+            raise ValueError(f"not_found_style must be one of {NOT_FOUND_STYLES}")
+        low, high = self.task_duration
+        if not 0 <= low <= high:
+            raise ValueError("task_duration must be (low, high) with 0 <= low <= high")
+        if self.concurrency_slots is not None and self.concurrency_slots < 0:
+            raise ValueError("concurrency_slots must be >= 0 or None")
+        if self.requests_per_second is not None and self.requests_per_second <= 0:
+            raise ValueError("requests_per_second must be > 0 or None")

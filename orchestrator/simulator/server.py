@@ -1,0 +1,442 @@
+"""The HTTP side: a keep-alive ThreadingHTTPServer speaking Kling's legacy /v1 wire format.
+
+Routes::
+
+    POST /v1/<family>                 create        (auth, faults, billing, rate, validation, slots)
+    GET  /v1/<family>/<id>            query         (<id>: task id or external_task_id)
+    GET  /v1/<family>?pageNum=&pageSize=   list     (newest first)
+    GET  /assets/<task_id>/<i>.<mp4|png>   asset download (no auth, like a CDN URL)
+    GET  /_sim/stats                  SimStats as JSON (for out-of-process users)
+
+Handlers do no work per task beyond a few dict lookups under one lock; the only sleeps are
+injected delays, which end early when the simulator stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import socketserver
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from orchestrator.simulator.auth import check_authorization
+from orchestrator.simulator.config import SimConfig
+from orchestrator.simulator.families import FAMILIES, CreateSpec, Family
+from orchestrator.simulator.faults import PRE_COMMIT_EFFECTS, FaultBook, FaultRule
+from orchestrator.simulator.media import BUILDERS, MEDIA_TYPES
+from orchestrator.simulator.state import SimState, SimStats
+from orchestrator.simulator.wire import ApiError, failure, invalid, success
+
+#: Large enough for a 10 MB image sent as base64 plus the rest of the body.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+#: How long stop() waits for connection threads after closing their sockets.
+_JOIN_TIMEOUT = 2.0
+#: serve_forever() notices shutdown() only between polls: keep stop() fast.
+_POLL_INTERVAL = 0.02
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 would drop SYNs when a benchmark opens ~200
+    # connections at once, turning into 1 s client-side connect retries.
+    request_queue_size = 1024
+
+    def __init__(
+        self, address: tuple[str, int], config: SimConfig, state: SimState, faults: FaultBook
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.faults = faults
+        self.base_url = ""
+        self.stopping = threading.Event()
+        self._connections_lock = threading.Lock()
+        self._connections: dict[threading.Thread, Any] = {}
+        self._closing = False
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup that can stall start().
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Track each connection thread (ThreadingMixIn does not track daemon threads), so that
+        # stop() can close idle keep-alive connections and join their threads.
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="kling-simulator-connection",
+            daemon=True,
+        )
+        with self._connections_lock:
+            if self._closing:
+                self.shutdown_request(request)
+                return
+            self._connections[thread] = request
+        thread.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(threading.current_thread(), None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-answer is routine under fault injection and at shutdown.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            self._closing = True
+            open_connections = list(self._connections.items())
+        for _, request in open_connections:
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
+        for thread, _ in open_connections:
+            thread.join(_JOIN_TIMEOUT)
+
+
+def _route(path: str) -> tuple[Family, str | None] | None:
+    """Split ``/v1/<family>[/<id>]`` into the family and the (unquoted) id, if any."""
+    rest = path[len("/v1/") :]
+    for family_path, family in FAMILIES.items():
+        if rest == family_path:
+            return family, None
+        if rest.startswith(family_path + "/"):
+            ident = rest[len(family_path) + 1 :]
+            if ident and "/" not in ident:
+                return family, unquote(ident)
+    return None
+
+
+def _page_param(params: dict[str, list[str]], name: str, default: int, high: int) -> int:
+    values = params.get(name)
+    if not values:
+        return default
+    try:
+        value = int(values[0])
+    except ValueError:
+        raise invalid(f"{name} must be an integer from 1 to {high}") from None
+    if not 1 <= value <= high:
+        raise invalid(f"{name} must be an integer from 1 to {high}, got {value}")
+    return value
+
+
+def _fault_error(rule: FaultRule) -> ApiError:
+    return ApiError(
+        rule.code, rule.message, http_status=rule.http_status, retry_after=rule.retry_after
+    )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without this, Nagle plus delayed ACKs can add
+    # ~40 ms to every keep-alive answer.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Quiet by design: tests and the demo own the terminal, and headers carry tokens.
+        pass
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        url = urlsplit(self.path)
+        try:
+            if url.path.startswith("/v1/"):
+                self._serve_api(method, url.path, url.query, body)
+            elif url.path.startswith("/assets/") and method == "GET":
+                self._serve_asset(url.path)
+            elif url.path == "/_sim/stats" and method == "GET":
+                self._send_json(200, self.server.state.stats().to_dict())
+            else:
+                self._send_json(404, failure("", ApiError(1202, "invalid method")))
+        except OSError:
+            raise
+        except Exception:
+            # A simulator bug must look like a server error to the client, and be visible.
+            self.server.handle_error(self.request, self.client_address)
+            self._send_error("", ApiError(5000, "internal error"))
+
+    def _serve_api(self, method: str, path: str, query: str, body: bytes) -> None:
+        state = self.server.state
+        route = _route(path)
+        op: str | None = None
+        if route is not None:
+            ident = route[1]
+            if method == "POST" and ident is None:
+                op = "create"
+            elif method == "GET":
+                op = "list" if ident is None else "query"
+        if op is not None:
+            state.count_request(op)
+        request_id = state.new_request_id()
+        try:
+            check_authorization(self.headers.get("Authorization"), self.server.config)
+            if route is None or op is None:
+                raise ApiError(1202, "invalid method")
+            family, ident = route
+            if op == "create":
+                self._create(family, body, request_id)
+            elif ident is not None:
+                self._query(family, ident, request_id)
+            else:
+                self._list(family, query, request_id)
+        except ApiError as error:
+            if op == "create":
+                state.note_create_answer(str(error.code))
+            self._send_error(request_id, error)
+
+    def _create(self, family: Family, raw: bytes, request_id: str) -> None:
+        server = self.server
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = None
+        prompt = body.get("prompt") if body is not None else None
+        prompt = prompt if isinstance(prompt, str) else None
+        self._pause(server.faults.total_delay("create", prompt))
+        rule = server.faults.take("create", prompt, PRE_COMMIT_EFFECTS)
+        if rule is not None:
+            if rule.effect == "drop_before_commit":
+                server.state.note_create_answer("dropped")
+                self._drop()
+                return
+            raise _fault_error(rule)
+        spec: CreateSpec | ApiError
+        if body is None:
+            spec = invalid("request body must be a JSON object")
+        else:
+            try:
+                spec = family.validate(body)
+            except ApiError as error:
+                spec = error
+        task, answer = server.state.commit(family, spec)
+        if answer is not None and answer.effect == "drop_after_commit":
+            server.state.note_create_answer("dropped")
+            self._drop()
+        elif answer is not None:
+            server.state.note_create_answer(str(answer.code))
+            self._send_error(request_id, _fault_error(answer))
+        else:
+            server.state.note_create_answer("0")
+            wire = task.to_wire(server.state.now(), server.base_url)
+            self._send_json(200, success(request_id, wire))
+
+    def _query(self, family: Family, ident: str, request_id: str) -> None:
+        server = self.server
+        peeked = server.state.find(family, ident, looked_up=False)
+        prompt = peeked.spec.prompt if peeked is not None else None
+        if not self._apply_faults("query", prompt):
+            return
+        task = server.state.find(family, ident, looked_up=True)
+        if task is None:
+            if server.config.not_found_style == "404/1203":
+                raise ApiError(1203, "Task not found")
+            raise ApiError(1201, "Task not found")
+        self._send_json(200, success(request_id, task.to_wire(server.state.now(), server.base_url)))
+
+    def _list(self, family: Family, query: str, request_id: str) -> None:
+        server = self.server
+        if not self._apply_faults("list", None):
+            return
+        params = parse_qs(query)
+        page = _page_param(params, "pageNum", 1, 1000)
+        size = _page_param(params, "pageSize", 30, 500)
+        tasks = server.state.list_page(family, page, size)
+        now = server.state.now()
+        self._send_json(200, success(request_id, [t.to_wire(now, server.base_url) for t in tasks]))
+
+    def _apply_faults(self, op: str, prompt: str | None) -> bool:
+        """Run read-side faults; False when the connection was dropped. Raises for errors."""
+        self._pause(self.server.faults.total_delay(op, prompt))
+        rule = self.server.faults.take(op, prompt, PRE_COMMIT_EFFECTS)
+        if rule is None:
+            return True
+        if rule.effect == "drop_before_commit":
+            self._drop()
+            return False
+        raise _fault_error(rule)
+
+    def _serve_asset(self, path: str) -> None:
+        state = self.server.state
+        state.count_request("asset")
+        parts = path[len("/assets/") :].split("/")
+        task = None
+        if len(parts) == 2:
+            stem, _, suffix = parts[1].partition(".")
+            if stem.isdigit() and suffix in BUILDERS:
+                task_id, index = unquote(parts[0]), int(stem)
+                task = state.asset_task(task_id, index, suffix)
+        if task is None:
+            self._send_json(404, failure("", ApiError(1203, "asset not found")))
+            return
+        content = BUILDERS[suffix](task_id, index)
+        self._send_bytes(200, content, MEDIA_TYPES[suffix])
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering a body we refuse to read."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            self._send_error("", ApiError(1200, "chunked request bodies are not supported"))
+            return None
+        header = self.headers.get("Content-Length")
+        if not header:
+            return b""
+        try:
+            length = int(header)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            # The unread body would desynchronise the keep-alive stream: answer and close.
+            self.close_connection = True
+            self._send_error("", ApiError(1200, "invalid or too large Content-Length"))
+            return None
+        return self.rfile.read(length)
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self.server.stopping.wait(seconds)
+
+    def _drop(self) -> None:
+        # shutdown() rather than just closing: the client must see the connection end now
+        # (a transport error), not a hang until its own timeout.
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send_error(self, request_id: str, error: ApiError) -> None:
+        headers = [("Retry-After", error.retry_after)] if error.retry_after is not None else []
+        self._send_json(error.http_status, failure(request_id, error), headers)
+
+    def _send_json(
+        self, status: int, payload: Any, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._send_bytes(status, body, "application/json; charset=utf-8", headers)
+
+    def _send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers or ():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Simulator:
+    """A Kling-compatible server on loopback, run in a background thread.
+
+    ``start()`` returns the base URL; ``stop()`` closes every connection and joins every thread
+    it started. Also a context manager. State (tasks, counters) lives as long as the object.
+    """
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config if config is not None else SimConfig()
+        self._faults = FaultBook(self.config.faults)
+        self._state = SimState(self.config, self._faults)
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the simulator is not running: call start() first")
+        return self._url
+
+    def start(self) -> str:
+        with self._lock:
+            if self._server is not None:
+                raise RuntimeError("the simulator is already running")
+            server = _Server(
+                (self.config.host, self.config.port), self.config, self._state, self._faults
+            )
+            host, port = server.server_address[:2]
+            # A wildcard bind is reachable on loopback; asset URLs must name a connectable host.
+            url_host = "127.0.0.1" if host in ("", "0.0.0.0") else str(host)
+            server.base_url = f"http://{url_host}:{port}"
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": _POLL_INTERVAL},
+                name="kling-simulator",
+                daemon=True,
+            )
+            thread.start()
+            self._server, self._thread, self._url = server, thread, server.base_url
+            return server.base_url
+
+    def stop(self) -> None:
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server, self._thread, self._url = None, None, None
+        if server is None or thread is None:
+            return
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        thread.join()
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stats(self) -> SimStats:
+        return self._state.stats()
+
+    def add_fault(self, rule: FaultRule) -> None:
+        self._faults.add(rule)
+
+    def set_billing_after(self, k: int | None) -> None:
+        """After ``k`` committed creates in total (since the simulator was built), every further
+        create answers 429/1102; None lifts the limit."""
+        self._state.set_billing_after(k)

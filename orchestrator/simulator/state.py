@@ -1,0 +1,387 @@
+"""The simulated account: committed tasks, limits, counters. One lock guards it all.
+
+A task's status is derived from the clock at each read (submitted for the first 20% of its
+duration, then processing, then its final status), so the simulator runs no timer or thread per
+task and a test can step through a lifecycle by moving an injected clock. Slots are released the
+same way: a heap of finish times is drained lazily on the next create.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from orchestrator.simulator.config import SimConfig
+from orchestrator.simulator.families import CreateSpec, Family
+from orchestrator.simulator.faults import (
+    AFTER_COMMIT_EFFECTS,
+    OUTCOME_EFFECTS,
+    FaultBook,
+    FaultRule,
+)
+from orchestrator.simulator.wire import ApiError
+
+#: Share of a task's duration spent "submitted" before it turns "processing".
+SUBMITTED_SHARE = 0.2
+#: Status reported in stats for a task that has not finished yet.
+PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    family: Family
+    spec: CreateSpec
+    created_at_ms: int
+    #: ``config.clock()`` at creation; status is derived from the clock relative to this.
+    started: float
+    duration: float
+    #: How the task ends: "succeed" or "failed".
+    outcome: str
+    failure_message: str
+    #: Assets the task returns when it succeeds (may be below spec.assets under a fault).
+    assets: int
+    asset_ids: tuple[str, ...]
+
+    @property
+    def finishes(self) -> float:
+        return self.started + self.duration
+
+    def status(self, now: float) -> str:
+        elapsed = now - self.started
+        if elapsed >= self.duration:
+            return self.outcome
+        if elapsed < SUBMITTED_SHARE * self.duration:
+            return "submitted"
+        return "processing"
+
+    def to_wire(self, now: float, base_url: str) -> dict[str, Any]:
+        status = self.status(now)
+        if status == "submitted":
+            changed = 0.0
+        elif status == "processing":
+            changed = SUBMITTED_SHARE * self.duration
+        else:
+            changed = self.duration
+        task_info = {}
+        if self.spec.external_task_id is not None:
+            task_info["external_task_id"] = self.spec.external_task_id
+        wire: dict[str, Any] = {
+            "task_id": self.task_id,
+            "task_status": status,
+            "task_status_msg": self.failure_message if status == "failed" else "",
+            "task_info": task_info,
+            "created_at": self.created_at_ms,
+            "updated_at": self.created_at_ms + int(changed * 1000),
+        }
+        if status == "succeed":
+            wire["task_result"] = self._result(base_url)
+        return wire
+
+    def asset_url(self, base_url: str, index: int) -> str:
+        return f"{base_url}/assets/{self.task_id}/{index}.{self.family.asset_suffix}"
+
+    def _result(self, base_url: str) -> dict[str, Any]:
+        if self.family.media == "image":
+            images = [{"index": i, "url": self.asset_url(base_url, i)} for i in range(self.assets)]
+            return {"images": images}
+        videos = [
+            {
+                "id": self.asset_ids[i],
+                "url": self.asset_url(base_url, i),
+                "duration": self.spec.video_duration,
+            }
+            for i in range(self.assets)
+        ]
+        return {"videos": videos}
+
+
+@dataclass(frozen=True)
+class SimStats:
+    """A snapshot of what the simulator saw; ``to_dict()`` is what ``GET /_sim/stats`` returns."""
+
+    #: Every POST to a family, whatever its answer.
+    create_requests: int = 0
+    #: Committed creates (a task exists and counts against the account).
+    tasks_created: int = 0
+    #: GETs of one task, by task id or external id.
+    query_requests: int = 0
+    list_requests: int = 0
+    asset_requests: int = 0
+    #: Most slots in use right after any committed create.
+    peak_slots: int = 0
+    #: Slots held by unfinished tasks at the time of the snapshot.
+    slots_in_use: int = 0
+    #: One entry per committed task, in creation order.
+    tasks: tuple[dict[str, Any], ...] = ()
+    external_id_counts: dict[str, int] = field(default_factory=dict)
+    duplicate_external_ids: tuple[str, ...] = ()
+    #: Creates reusing a committed external id with no lookup by it (or list) since that commit:
+    #: the client resubmitted without checking, the double-pay pattern.
+    creates_reusing_external_id_without_lookup: int = 0
+    by_prompt: dict[str, int] = field(default_factory=dict)
+    #: How creates were answered: Kling code as a string ("0", "1303", ...) or "dropped".
+    create_answers: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "create_requests": self.create_requests,
+            "tasks_created": self.tasks_created,
+            "query_requests": self.query_requests,
+            "list_requests": self.list_requests,
+            "asset_requests": self.asset_requests,
+            "peak_slots": self.peak_slots,
+            "slots_in_use": self.slots_in_use,
+            "tasks": [dict(task) for task in self.tasks],
+            "external_id_counts": dict(self.external_id_counts),
+            "duplicate_external_ids": list(self.duplicate_external_ids),
+            "creates_reusing_external_id_without_lookup": (
+                self.creates_reusing_external_id_without_lookup
+            ),
+            "by_prompt": dict(self.by_prompt),
+            "create_answers": dict(self.create_answers),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimStats:
+        """Rebuild a snapshot fetched from ``/_sim/stats`` by an out-of-process user."""
+        return cls(
+            create_requests=int(data["create_requests"]),
+            tasks_created=int(data["tasks_created"]),
+            query_requests=int(data["query_requests"]),
+            list_requests=int(data["list_requests"]),
+            asset_requests=int(data["asset_requests"]),
+            peak_slots=int(data["peak_slots"]),
+            slots_in_use=int(data.get("slots_in_use", 0)),
+            tasks=tuple(dict(task) for task in data["tasks"]),
+            external_id_counts=dict(data["external_id_counts"]),
+            duplicate_external_ids=tuple(data["duplicate_external_ids"]),
+            creates_reusing_external_id_without_lookup=int(
+                data["creates_reusing_external_id_without_lookup"]
+            ),
+            by_prompt=dict(data["by_prompt"]),
+            create_answers=dict(data.get("create_answers", {})),
+        )
+
+
+class SimState:
+    """Everything the simulated account remembers. Every method is safe from any thread."""
+
+    def __init__(self, config: SimConfig, faults: FaultBook) -> None:
+        self._config = config
+        self._clock = config.clock
+        self._faults = faults
+        self._lock = threading.Lock()
+        self._rng = random.Random(config.seed)
+        self._billing_after = config.billing_after
+        self._tasks: list[TaskRecord] = []
+        self._by_id: dict[str, TaskRecord] = {}
+        self._by_external: dict[str, list[TaskRecord]] = {}
+        self._by_family: dict[str, list[TaskRecord]] = {}
+        # (finish time, slots) of tasks that may still hold slots.
+        self._holding: list[tuple[float, int]] = []
+        self._slots_in_use = 0
+        self._peak_slots = 0
+        self._recent_creates: deque[float] = deque()
+        self._requests: Counter[str] = Counter()
+        self._create_answers: Counter[str] = Counter()
+        # Double-pay indicator: a sequence number orders commits, lookups and lists.
+        self._seq = 0
+        self._last_commit: dict[str, tuple[int, str]] = {}  # external id -> (seq, family path)
+        self._last_lookup: dict[str, int] = {}  # path id of a GET -> seq
+        self._last_list: dict[str, int] = {}  # family path -> seq
+        self._reuse_without_lookup = 0
+
+    def now(self) -> float:
+        return self._clock()
+
+    def count_request(self, op: str) -> None:
+        with self._lock:
+            self._requests[op] += 1
+
+    def note_create_answer(self, label: str) -> None:
+        with self._lock:
+            self._create_answers[label] += 1
+
+    def new_request_id(self) -> str:
+        with self._lock:
+            return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    def set_billing_after(self, count: int | None) -> None:
+        with self._lock:
+            self._billing_after = count
+
+    def commit(
+        self, family: Family, spec: CreateSpec | ApiError
+    ) -> tuple[TaskRecord, FaultRule | None]:
+        """Admit and record one create, or raise the ApiError that rejects it.
+
+        ``spec`` is the validation result (or its error), checked here rather than before so
+        that billing and the rate limit take precedence over it, as on Kling, and so that every
+        admission check and the commit happen atomically. Returns the task and the fault rule,
+        if any, that decides how the create is answered.
+        """
+        with self._lock:
+            now = self._clock()
+            if self._billing_after is not None and len(self._tasks) >= self._billing_after:
+                raise ApiError(1102, "resource pack depleted")
+            self._admit_rate(now)
+            if isinstance(spec, ApiError):
+                raise spec
+            self._release_finished(now)
+            limit = self._config.concurrency_slots
+            if limit is not None and self._slots_in_use + spec.slots > limit:
+                raise ApiError(1303, "parallel task over resource pack limit")
+            outcome_rule = self._faults.take("create", spec.prompt, OUTCOME_EFFECTS)
+            answer_rule = self._faults.take("create", spec.prompt, AFTER_COMMIT_EFFECTS)
+            task = self._new_task(family, spec, now, outcome_rule)
+            self._record(task)
+            return task, answer_rule
+
+    def find(self, family: Family, ident: str, *, looked_up: bool) -> TaskRecord | None:
+        """The task a GET path id names: a task id, else the newest task with that external id.
+
+        ``looked_up`` records the GET for the double-pay indicator; pass False to peek (e.g. to
+        match fault rules against the task's prompt before the request is served).
+        """
+        with self._lock:
+            if looked_up:
+                self._seq += 1
+                self._last_lookup[ident] = self._seq
+            task = self._by_id.get(ident)
+            if task is not None and task.family.path == family.path:
+                return task
+            for candidate in reversed(self._by_external.get(ident, ())):
+                if candidate.family.path == family.path:
+                    return candidate
+            return None
+
+    def list_page(self, family: Family, page: int, size: int) -> list[TaskRecord]:
+        """One page of the family's tasks, newest first."""
+        with self._lock:
+            self._seq += 1
+            self._last_list[family.path] = self._seq
+            tasks = self._by_family.get(family.path, [])
+            end = len(tasks) - (page - 1) * size
+            if end <= 0:
+                return []
+            return tasks[max(0, end - size) : end][::-1]
+
+    def asset_task(self, task_id: str, index: int, suffix: str) -> TaskRecord | None:
+        """The task whose asset ``index`` is served, if it exists and has succeeded."""
+        now = self._clock()
+        with self._lock:
+            task = self._by_id.get(task_id)
+        if task is None or task.family.asset_suffix != suffix or not 0 <= index < task.assets:
+            return None
+        return task if task.status(now) == "succeed" else None
+
+    def stats(self) -> SimStats:
+        with self._lock:
+            now = self._clock()
+            self._release_finished(now)
+            tasks = list(self._tasks)
+            external_counts = {ext: len(items) for ext, items in self._by_external.items()}
+            snapshot = SimStats(
+                create_requests=self._requests["create"],
+                tasks_created=len(tasks),
+                query_requests=self._requests["query"],
+                list_requests=self._requests["list"],
+                asset_requests=self._requests["asset"],
+                peak_slots=self._peak_slots,
+                slots_in_use=self._slots_in_use,
+                external_id_counts=external_counts,
+                duplicate_external_ids=tuple(e for e, n in external_counts.items() if n > 1),
+                creates_reusing_external_id_without_lookup=self._reuse_without_lookup,
+                by_prompt=dict(Counter(task.spec.prompt for task in tasks)),
+                create_answers=dict(self._create_answers),
+            )
+        rows = tuple(_stats_row(task, now) for task in tasks)
+        return replace(snapshot, tasks=rows)
+
+    # The methods below run with self._lock held.
+
+    def _admit_rate(self, now: float) -> None:
+        limit = self._config.requests_per_second
+        if limit is None:
+            return
+        window = self._recent_creates
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= limit:
+            raise ApiError(1302, "request rate too high")
+        window.append(now)
+
+    def _release_finished(self, now: float) -> None:
+        while self._holding and self._holding[0][0] <= now:
+            _, slots = heapq.heappop(self._holding)
+            self._slots_in_use -= slots
+
+    def _new_task(
+        self, family: Family, spec: CreateSpec, now: float, rule: FaultRule | None
+    ) -> TaskRecord:
+        task_id = str(self._rng.randrange(10**17, 10**18))
+        while task_id in self._by_id:
+            task_id = str(self._rng.randrange(10**17, 10**18))
+        low, high = self._config.task_duration
+        outcome, message, assets = "succeed", "", spec.assets
+        if rule is not None and rule.effect == "task_failed":
+            outcome, message = "failed", rule.message
+        elif rule is not None and rule.effect == "fewer_assets":
+            assets = min(rule.assets, spec.assets)
+        return TaskRecord(
+            task_id=task_id,
+            family=family,
+            spec=spec,
+            created_at_ms=int(time.time() * 1000),
+            started=now,
+            duration=self._rng.uniform(low, high),
+            outcome=outcome,
+            failure_message=message,
+            assets=assets,
+            asset_ids=tuple(
+                str(uuid.UUID(int=self._rng.getrandbits(128), version=4)) for _ in range(assets)
+            ),
+        )
+
+    def _record(self, task: TaskRecord) -> None:
+        self._tasks.append(task)
+        self._by_id[task.task_id] = task
+        self._by_family.setdefault(task.family.path, []).append(task)
+        heapq.heappush(self._holding, (task.finishes, task.spec.slots))
+        self._slots_in_use += task.spec.slots
+        self._peak_slots = max(self._peak_slots, self._slots_in_use)
+        external = task.spec.external_task_id
+        if external is None:
+            return
+        self._seq += 1
+        previous = self._last_commit.get(external)
+        if previous is not None:
+            commit_seq, family_path = previous
+            looked = max(self._last_lookup.get(external, -1), self._last_list.get(family_path, -1))
+            if looked < commit_seq:
+                self._reuse_without_lookup += 1
+        self._last_commit[external] = (self._seq, task.family.path)
+        self._by_external.setdefault(external, []).append(task)
+
+
+def _stats_row(task: TaskRecord, now: float) -> dict[str, Any]:
+    status = task.status(now)
+    return {
+        "task_id": task.task_id,
+        "external_task_id": task.spec.external_task_id,
+        "family": task.family.path,
+        "model_name": task.spec.model_name,
+        "prompt": task.spec.prompt,
+        "n": task.spec.assets,
+        "status": status if status in ("succeed", "failed") else PENDING,
+        "outcome": task.outcome,
+        "assets": task.assets,
+        "created_at": task.created_at_ms,
+    }
