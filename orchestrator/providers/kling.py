@@ -1,0 +1,536 @@
+"""The Kling adapter: manifest fields to Kling's wire format, Kling's answers to provider-neutral
+tasks and errors.
+
+One HTTP request per call (plus the one resend ``JwtAuth`` makes after a token renewal): the
+engine is the only retry layer. Every failure leaves as a ``ProviderError``:
+
+    _send          httpx exceptions -> network / timeout errors with .sent and .ambiguous
+    _answer        HTTP status + envelope code -> kling_codes.classify, Retry-After, request_id
+    _parse_task    task objects -> Task; garbage -> SERVER error (never KeyError/TypeError)
+
+Task families are data (``FAMILIES``): adding one is adding a path and its wire fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn, Self
+from urllib.parse import quote
+
+import anyio.to_thread
+import httpx
+
+from orchestrator.errors import (
+    Category,
+    ErrorInfo,
+    ProviderError,
+    Scope,
+    network_error,
+    request_timeout,
+)
+from orchestrator.providers.base import Asset, ImageSource, Kind, Task, TaskRequest, TaskStatus
+from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth, auth_from_env
+from orchestrator.providers.kling_codes import (
+    CODES,
+    classify,
+    classify_task_failure,
+    not_found,
+    parse_code,
+    rule_for,
+)
+from orchestrator.retry import parse_retry_after, parse_retry_after_ms
+
+__all__ = [
+    "FAMILIES",
+    "ApiKeyAuth",
+    "Family",
+    "JwtAuth",
+    "KlingProvider",
+    "auth_from_env",
+    "build_body",
+]
+
+_COMMON_FIELDS = frozenset({"model_name", "prompt", "negative_prompt", "callback_url",
+                            "external_task_id"})
+
+
+@dataclass(frozen=True)
+class Family:
+    """One Kling task family: where it lives and which body fields it accepts."""
+
+    path: str
+    fields: frozenset[str]
+
+
+FAMILIES: Mapping[Kind, Family] = {
+    Kind.TEXT2VIDEO: Family(
+        "videos/text2video",
+        _COMMON_FIELDS | {"cfg_scale", "mode", "aspect_ratio", "duration", "camera_control"},
+    ),
+    Kind.IMAGE2VIDEO: Family(
+        "videos/image2video",
+        _COMMON_FIELDS | {"cfg_scale", "mode", "duration", "camera_control", "image",
+                          "image_tail", "static_mask", "dynamic_masks"},
+    ),
+    Kind.IMAGE: Family(
+        "images/generations",
+        _COMMON_FIELDS | {"image", "image_reference", "image_fidelity", "human_fidelity",
+                          "resolution", "n", "aspect_ratio"},
+    ),
+}
+
+#: Manifest names that differ from Kling's.
+_WIRE_NAMES: Mapping[str, str] = {"model": "model_name"}
+
+_STATUSES: Mapping[str, TaskStatus] = {
+    "submitted": TaskStatus.SUBMITTED,
+    "processing": TaskStatus.PROCESSING,
+    "succeed": TaskStatus.SUCCEEDED,
+    # Not Kling's spelling today; accepted so a fix on their side does not fail paid tasks.
+    "succeeded": TaskStatus.SUCCEEDED,
+    "failed": TaskStatus.FAILED,
+}
+
+#: Kling's page size ceiling for the list endpoint.
+MAX_PAGE_SIZE = 500
+_USER_AGENT = "kling-batch-orchestrator/0.1"
+
+_REDACTIONS = (
+    (re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "<jwt>"),
+    (re.compile(r"(?i)bearer\s+\S+"), "Bearer <redacted>"),
+)
+
+
+class _Op(enum.Enum):
+    """What a request is for: it decides ambiguity and what "not found" means."""
+
+    CREATE = "create"
+    QUERY = "query"
+    LIST = "list"
+
+
+class _Malformed(Exception):
+    """A 2xx answer that is not the shape Kling documents."""
+
+
+def _validation(message: str, hint: str) -> ProviderError:
+    info = ErrorInfo(Category.VALIDATION, message, retryable=False, hint=hint)
+    return ProviderError(info, sent=False)
+
+
+# -- request bodies ----------------------------------------------------------------------------
+
+def _read_base64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+async def _encode_image(source: ImageSource) -> str:
+    if source.url is not None:
+        return source.url
+    if source.path is None:
+        raise _validation("an image field has neither a path nor a url",
+                          "Give the image as a local file path or a public URL.")
+    try:
+        # Kling wants raw base64 (no "data:" prefix); reading up to 10 MB off the event loop.
+        return await anyio.to_thread.run_sync(_read_base64, source.path)
+    except OSError as exc:
+        raise _validation(
+            f"cannot read image {source.path}: {exc.strerror or type(exc).__name__}",
+            "Check that the image file exists and is readable.",
+        ) from None
+
+
+async def _to_wire(value: Any) -> Any:
+    """Images to URL/base64 at any depth (dynamic_masks[].mask too); None values dropped."""
+    if isinstance(value, ImageSource):
+        return await _encode_image(value)
+    if isinstance(value, Mapping):
+        return {str(k): await _to_wire(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [await _to_wire(v) for v in value if v is not None]
+    return value
+
+
+async def build_body(request: TaskRequest, external_task_id: str) -> dict[str, Any]:
+    """The create body for ``request``; raises a VALIDATION ProviderError (sent=False)."""
+    family = FAMILIES[request.kind]
+    body: dict[str, Any] = {}
+    for name, value in request.fields.items():
+        if value is None:
+            continue
+        wire = _WIRE_NAMES.get(name, name)
+        if wire not in family.fields:
+            raise _validation(
+                f"field '{name}' is not accepted by Kling {family.path}",
+                f"Remove '{name}' from the item, or use a kind that accepts it.",
+            )
+        if wire == "duration" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # Kling wants "5", not 5
+        body[wire] = await _to_wire(value)
+    body["external_task_id"] = external_task_id
+    return body
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _parse_assets(kind: Kind, result: object) -> tuple[Asset, ...]:
+    if result is None:
+        return ()
+    if not isinstance(result, dict):
+        raise _Malformed("task_result is not an object")
+    media = kind.media
+    entries = result.get(f"{media}s")
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise _Malformed(f"task_result.{media}s is not a list")
+    assets = []
+    for position, entry in enumerate(entries):
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if not isinstance(url, str) or not url:
+            raise _Malformed(f"task_result.{media}s[{position}] has no url")
+        index = entry.get("index") if media == "image" else None
+        if not isinstance(index, int) or isinstance(index, bool):
+            index = position
+        assets.append(Asset(index=index, url=url, media=media))
+    return tuple(assets)
+
+
+def _external_id(data: Mapping[str, Any]) -> str | None:
+    info = data.get("task_info")
+    return _text(info.get("external_task_id")) if isinstance(info, dict) else None
+
+
+def _parse_task(kind: Kind, data: object, request_id: str | None) -> Task:
+    if not isinstance(data, dict):
+        raise _Malformed(f"data is {type(data).__name__}, not a task object")
+    task_id = data.get("task_id")
+    if isinstance(task_id, int) and not isinstance(task_id, bool):
+        task_id = str(task_id)
+    if not isinstance(task_id, str) or not task_id:
+        raise _Malformed("task object has no task_id")
+    raw_status = data.get("task_status")
+    status = _STATUSES.get(raw_status) if isinstance(raw_status, str) else None
+    if status is None:
+        raise _Malformed(f"task {task_id} has unknown task_status {str(raw_status)[:40]!r}")
+    message = _text(data.get("task_status_msg"))
+    return Task(
+        task_id=task_id,
+        status=status,
+        external_task_id=_external_id(data),
+        message=message,
+        assets=_parse_assets(kind, data.get("task_result")),
+        request_id=request_id,
+        failure=classify_task_failure(message) if status is TaskStatus.FAILED else None,
+        raw=data,
+    )
+
+
+@dataclass(frozen=True)
+class _Answer:
+    data: object
+    request_id: str | None
+    http_status: int
+
+
+_NOT_JSON = object()
+
+
+def _json(content: bytes) -> object:
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+class KlingProvider:
+    """Kling's legacy ``/v1`` API. ``base_url`` is the host, e.g. https://api-singapore.klingai.com.
+
+    Usable as ``async with KlingProvider(...) as provider:``; otherwise call ``aclose()``.
+    """
+
+    name: str = "kling"
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: httpx.Auth,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        lookup_pages: int = 2,
+    ) -> None:
+        if transport is None:
+            # retries=0: the engine is the one retry layer, and a silent resend of a create
+            # could pay twice.
+            transport = httpx.AsyncHTTPTransport(
+                retries=0,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            )
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            auth=auth,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+        )
+        self._auth = auth
+        self._clock = clock
+        self._lookup_pages = lookup_pages
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- the Provider protocol -----------------------------------------------------------------
+
+    async def create(self, request: TaskRequest, external_task_id: str) -> Task:
+        body = await build_body(request, external_task_id)
+        try:
+            content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise _validation(
+                f"the item's fields cannot be sent as JSON: {exc}",
+                "Check the item's field values (numbers, strings, lists and mappings only).",
+            ) from None
+        path = FAMILIES[request.kind].path
+        answer = await self._call(_Op.CREATE, "POST", path, content=content)
+        return self._task(_Op.CREATE, request.kind, answer)
+
+    async def query(self, kind: Kind, task_id: str) -> Task:
+        answer = await self._call(_Op.QUERY, "GET", self._item_path(kind, task_id))
+        return self._task(_Op.QUERY, kind, answer)
+
+    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
+        """Find our task by external id: by path first, then by scanning the newest pages.
+
+        Kling documents the query path as accepting the external id, but public clients disagree,
+        so a "not found" there is confirmed against the list before answering None.
+        """
+        try:
+            task = await self.query(kind, external_task_id)
+        except ProviderError as exc:
+            if not exc.not_found:
+                raise
+        else:
+            if task.external_task_id in (None, external_task_id):
+                return task
+        for page in range(1, self._lookup_pages + 1):
+            entries, answer = await self._list(kind, page, MAX_PAGE_SIZE)
+            for entry in entries:
+                if isinstance(entry, dict) and _external_id(entry) == external_task_id:
+                    return self._task(_Op.LIST, kind, _Answer(entry, answer.request_id,
+                                                              answer.http_status))
+            if len(entries) < MAX_PAGE_SIZE:
+                break
+        return None
+
+    async def list_tasks(self, kind: Kind, page: int, page_size: int) -> list[Task]:
+        """One page of tasks, newest first (Kling: pageNum 1..1000, pageSize 1..500)."""
+        if not 1 <= page <= 1000 or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError("page must be 1..1000 and page_size 1..500")
+        entries, answer = await self._list(kind, page, page_size)
+        return [self._task(_Op.LIST, kind, _Answer(entry, answer.request_id, answer.http_status))
+                for entry in entries]
+
+    # -- one request, one answer ---------------------------------------------------------------
+
+    @staticmethod
+    def _item_path(kind: Kind, ident: str) -> str:
+        return f"{FAMILIES[kind].path}/{quote(ident, safe='')}"
+
+    async def _list(self, kind: Kind, page: int, page_size: int) -> tuple[list[object], _Answer]:
+        params = {"pageNum": str(page), "pageSize": str(page_size)}
+        answer = await self._call(_Op.LIST, "GET", FAMILIES[kind].path, params=params)
+        if not isinstance(answer.data, list):
+            raise self._malformed(_Op.LIST, answer, "list data is not an array")
+        return answer.data, answer
+
+    def _task(self, op: _Op, kind: Kind, answer: _Answer) -> Task:
+        try:
+            return _parse_task(kind, answer.data, answer.request_id)
+        except _Malformed as exc:
+            raise self._malformed(op, answer, str(exc)) from None
+
+    def _malformed(self, op: _Op, answer: _Answer, message: str) -> ProviderError:
+        info = ErrorInfo(
+            category=Category.SERVER,
+            message=f"unexpected answer from Kling: {message}",
+            retryable=True,
+            hint=(
+                "Kling's answer did not have the documented shape; the item is retried. If this "
+                "persists, check provider.base_url."
+            ),
+            http_status=answer.http_status,
+        )
+        # A 2xx to a create most likely means the task exists: look it up, do not resubmit.
+        return ProviderError(info, sent=True, ambiguous=op is _Op.CREATE,
+                             request_id=answer.request_id, details={"operation": op.value})
+
+    async def _call(
+        self,
+        op: _Op,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> _Answer:
+        response = await self._send(op, method, "v1/" + path, content=content, params=params)
+        return self._answer(op, response)
+
+    async def _send(
+        self,
+        op: _Op,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """The one place httpx exceptions become ProviderErrors."""
+        creating = op is _Op.CREATE
+        where = f"{method} /{path}"
+        details: dict[str, Any] = {"operation": op.value}
+        try:
+            request = self._client.build_request(
+                method, path, content=content, params=params,
+                headers={"Content-Type": "application/json"} if content is not None else None,
+            )
+            return await self._client.send(request)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            info = ErrorInfo(
+                category=Category.NETWORK,
+                message=self._describe(where, exc),
+                retryable=False,
+                hint="Fix provider.base_url: it must be an https:// (or http://) URL of the host.",
+                scope=Scope.ACCOUNT,
+            )
+            raise ProviderError(info, sent=False, details=details) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                httpx.ProxyError) as exc:
+            # Nothing reached Kling: safe to resend, even a create.
+            raise ProviderError(network_error(self._describe(where, exc), sent=False),
+                                sent=False, details=details) from None
+        except httpx.TimeoutException as exc:
+            raise ProviderError(request_timeout(self._describe(where, exc)),
+                                sent=True, ambiguous=creating, details=details) from None
+        except httpx.RequestError as exc:
+            # Dropped connections, protocol errors, undecodable bodies: the request may have
+            # been acted on.
+            raise ProviderError(network_error(self._describe(where, exc), sent=True),
+                                sent=True, ambiguous=creating, details=details) from None
+
+    def _answer(self, op: _Op, response: httpx.Response) -> _Answer:
+        status = response.status_code
+        envelope = _json(response.content)
+        code: int | None = None
+        message = ""
+        request_id: str | None = None
+        data: object = None
+        if isinstance(envelope, dict):
+            code = parse_code(envelope.get("code"))
+            raw_message = envelope.get("message")
+            message = self._clean(raw_message) if isinstance(raw_message, str) else ""
+            request_id = _text(envelope.get("request_id"))
+            data = envelope.get("data")
+        answer = _Answer(data, request_id, status)
+
+        if 200 <= status <= 299:
+            if not isinstance(envelope, dict):
+                raise self._malformed(op, answer, self._describe_body(response, envelope))
+            if code in (0, None):
+                return answer
+        self._raise_rejected(op, response, envelope, answer, code, message)
+
+    def _raise_rejected(
+        self,
+        op: _Op,
+        response: httpx.Response,
+        envelope: object,
+        answer: _Answer,
+        code: int | None,
+        message: str,
+    ) -> NoReturn:
+        status = answer.http_status
+        is_envelope = isinstance(envelope, dict)
+        if not message and not is_envelope:
+            message = self._describe_body(response, envelope)
+        rule = rule_for(status, code)
+        # A bare 404 page (no Kling envelope) is a wrong URL or a proxy, not proof of absence:
+        # answering "absent" on it could make the engine resubmit a task that exists.
+        absent = op is _Op.QUERY and (
+            code in (1201, 1203) or (status == 404 and is_envelope)
+        )
+        info = not_found(status, code, message) if absent else classify(status, code, message)
+        retry_after = parse_retry_after_ms(response.headers.get("retry-after-ms"))
+        if retry_after is None:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
+        if retry_after is None:
+            retry_after = rule.min_wait
+        ambiguous = op is _Op.CREATE and (
+            rule.may_have_committed
+            or status >= 500
+            # A 2xx with a code we do not know: nothing says the task was not created.
+            or (200 <= status <= 299 and code not in CODES)
+        )
+        raise ProviderError(
+            info,
+            sent=True,
+            ambiguous=ambiguous,
+            retry_after=retry_after,
+            request_id=answer.request_id,
+            not_found=absent,
+            details={"operation": op.value},
+        )
+
+    @staticmethod
+    def _describe_body(response: httpx.Response, envelope: object) -> str:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        if not response.content:
+            shape = "an empty body"
+        elif envelope is _NOT_JSON:
+            shape = f"a non-JSON body ({kind}, {len(response.content)} bytes)"
+        else:
+            shape = f"a JSON {type(envelope).__name__}, not an object"
+        return f"HTTP {response.status_code} with {shape}"
+
+    def _describe(self, where: str, exc: Exception) -> str:
+        detail = self._clean(str(exc))
+        name = type(exc).__name__
+        return f"{where}: {name}: {detail}" if detail else f"{where}: {name}"
+
+    def _clean(self, text: str) -> str:
+        """Server and library text, stripped of anything credential-shaped and kept short."""
+        secrets = getattr(self._auth, "secrets", None)
+        values: Iterable[object] = secrets() if callable(secrets) else ()
+        for value in values:
+            if isinstance(value, str) and value:
+                text = text.replace(value, "<redacted>")
+        for pattern, replacement in _REDACTIONS:
+            text = pattern.sub(replacement, text)
+        return text[:500]

@@ -1,0 +1,178 @@
+"""Kling's code table and task-failure table: every documented code means what the docs say."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import Category, Scope
+from orchestrator.providers.kling_codes import (
+    CODES,
+    FAILURE_RULES,
+    STATUS_RULES,
+    FailureRule,
+    Rule,
+    classify,
+    classify_task_failure,
+    not_found,
+    parse_code,
+)
+
+C = Category
+ACCOUNT = Scope.ACCOUNT
+ITEM = Scope.ITEM
+
+# (http status Kling documents, code, category, retryable, scope, words the hint must contain)
+DOCUMENTED = [
+    (401, 1000, C.AUTH, False, ACCOUNT, "KLING_ACCESS_KEY"),
+    (401, 1001, C.AUTH, False, ACCOUNT, "KLING_API_KEY"),
+    (401, 1002, C.AUTH, False, ACCOUNT, "KLING_SECRET_KEY"),
+    (401, 1003, C.AUTH, True, ITEM, "clock"),
+    (401, 1004, C.AUTH, True, ITEM, "new token"),
+    (429, 1100, C.BILLING, False, ACCOUNT, "account status in the Kling console"),
+    (429, 1101, C.BILLING, False, ACCOUNT, "pay"),
+    (429, 1102, C.BILLING, False, ACCOUNT, "finished items are not resubmitted"),
+    (403, 1103, C.PERMISSION, False, ACCOUNT, "no access"),
+    (400, 1200, C.VALIDATION, False, ITEM, "fields"),
+    (400, 1201, C.VALIDATION, False, ITEM, "value"),
+    (404, 1202, C.VALIDATION, False, ITEM, "base_url"),
+    (404, 1203, C.VALIDATION, False, ITEM, "`model`"),
+    (400, 1300, C.POLICY, False, ITEM, "Rewrite the prompt"),
+    (400, 1301, C.POLICY, False, ITEM, "Rewrite the prompt"),
+    (429, 1302, C.RATE_LIMIT, True, ITEM, "backoff"),
+    (429, 1303, C.RATE_LIMIT, True, ITEM, "limits.concurrency"),
+    (429, 1304, C.PERMISSION, False, ACCOUNT, "IP address"),
+    (500, 5000, C.SERVER, True, ITEM, "looked up"),
+    (503, 5001, C.SERVER, True, ITEM, "maintenance"),
+    (504, 5002, C.SERVER, True, ITEM, "looked up"),
+]
+
+
+@pytest.mark.parametrize(("status", "code", "category", "retryable", "scope", "words"), DOCUMENTED)
+def test_documented_code_classifies_as_documented(
+    status: int, code: int, category: Category, retryable: bool, scope: Scope, words: str
+) -> None:
+    info = classify(status, code, "kling says no")
+    assert (info.category, info.retryable, info.scope) == (category, retryable, scope)
+    assert words in info.hint
+    assert (info.code, info.http_status, info.message) == (code, status, "kling says no")
+
+
+@pytest.mark.parametrize(("status", "code", "category", "retryable", "scope", "words"), DOCUMENTED)
+def test_code_wins_over_an_inconsistent_status(
+    status: int, code: int, category: Category, retryable: bool, scope: Scope, words: str
+) -> None:
+    assert classify(200, code, "").category is category
+    assert classify(500, code, "").retryable is retryable
+
+
+def test_table_covers_exactly_the_documented_codes() -> None:
+    assert set(CODES) == {row[1] for row in DOCUMENTED}
+
+
+def test_every_hint_is_an_actionable_sentence() -> None:
+    rules: list[Rule | FailureRule] = [*CODES.values(), *STATUS_RULES.values(), *FAILURE_RULES]
+    for rule in rules:
+        assert rule.hint[0].isupper() and rule.hint.endswith("."), rule.hint
+
+
+def test_429_with_billing_code_is_billing_not_rate_limit() -> None:
+    info = classify(429, 1102, "resource pack exhausted")
+    assert info.category is Category.BILLING
+    assert info.scope is Scope.ACCOUNT
+    assert not info.retryable
+
+
+def test_empty_message_falls_back_to_the_code_meaning() -> None:
+    assert classify(429, 1303, "").message == "concurrency over the resource pack limit"
+
+
+@pytest.mark.parametrize(
+    ("status", "category", "retryable", "scope"),
+    [
+        (401, C.AUTH, False, ACCOUNT),
+        (403, C.PERMISSION, False, ACCOUNT),
+        (429, C.RATE_LIMIT, True, ITEM),
+        (500, C.SERVER, True, ITEM),
+        (502, C.SERVER, True, ITEM),
+        (503, C.SERVER, True, ITEM),
+        (599, C.SERVER, True, ITEM),
+        (400, C.VALIDATION, False, ITEM),
+        (404, C.VALIDATION, False, ITEM),
+        (422, C.VALIDATION, False, ITEM),
+        (413, C.VALIDATION, False, ITEM),
+        (408, C.TIMEOUT, True, ITEM),
+        (200, C.SERVER, False, ITEM),
+        (302, C.SERVER, False, ITEM),
+    ],
+)
+@pytest.mark.parametrize("code", [None, 9999])
+def test_unknown_code_falls_back_to_http_status(
+    status: int, category: Category, retryable: bool, scope: Scope, code: int | None
+) -> None:
+    info = classify(status, code, "")
+    assert (info.category, info.retryable, info.scope) == (category, retryable, scope)
+    assert info.message  # never empty: the user sees something
+
+
+def test_no_status_and_no_code_is_an_unknown_server_answer() -> None:
+    info = classify(None, None, "")
+    assert info.category is Category.SERVER and not info.retryable
+
+
+def test_not_found_info() -> None:
+    info = not_found(400, 1201, "Task not found")
+    assert info.category is Category.VALIDATION and not info.retryable
+    assert (info.code, info.http_status, info.message) == (1201, 400, "Task not found")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, 0), (1303, 1303), ("1303", 1303), (" 5000 ", 5000), (True, None), (None, None),
+     ("abc", None), (1.5, None), ([1], None)],
+)
+def test_parse_code(value: object, expected: int | None) -> None:
+    assert parse_code(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("message", "category", "retryable"),
+    [
+        ("The content violates our content policy", C.POLICY, False),
+        ("Failure to pass the risk control system", C.POLICY, False),
+        ("sensitive content detected", C.POLICY, False),
+        ("Inappropriate image", C.POLICY, False),
+        ("SAFETY check failed", C.POLICY, False),
+        ("Image pixel is invalid", C.TASK_FAILED, False),
+        ("unsupported image format", C.TASK_FAILED, False),
+        ("image resolution too small", C.TASK_FAILED, False),
+        ("The image is too large", C.TASK_FAILED, False),
+        ("aspect ratio out of range", C.TASK_FAILED, False),
+        ("generation timeout", C.TASK_FAILED, True),
+        ("Request timed out", C.TASK_FAILED, True),
+        ("internal error", C.TASK_FAILED, True),
+        ("System error, please try again later", C.TASK_FAILED, True),
+        ("server busy", C.TASK_FAILED, True),
+        ("something odd happened", C.TASK_FAILED, False),
+        ("", C.TASK_FAILED, False),
+        (None, C.TASK_FAILED, False),
+    ],
+)
+def test_task_failure_messages(message: str | None, category: Category, retryable: bool) -> None:
+    info = classify_task_failure(message)
+    assert (info.category, info.retryable) == (category, retryable)
+    assert info.scope is Scope.ITEM
+    assert info.message  # the user always sees a reason
+
+
+def test_task_failure_hints() -> None:
+    assert "Rewrite the prompt" in classify_task_failure("policy").hint
+    assert "input image" in classify_task_failure("Image pixel is invalid").hint
+    assert "new attempt may succeed" in classify_task_failure("busy").hint
+    assert "message" in classify_task_failure("weird").hint
+    assert classify_task_failure(None).message == "task failed without a reason"
+
+
+def test_non_retryable_failure_wins_over_transient_words() -> None:
+    # A retry of a failed task is a new paid generation: a doomed one must not be retried.
+    assert not classify_task_failure("image too large, please try again").retryable
+    assert not classify_task_failure("risk control busy").retryable

@@ -1,0 +1,705 @@
+"""The Kling adapter against httpx.MockTransport: bodies, parsing, errors, lookup."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator.errors import Category, ProviderError, Scope
+from orchestrator.providers.base import (
+    Asset,
+    ImageSource,
+    Kind,
+    Provider,
+    TaskRequest,
+    TaskStatus,
+)
+from orchestrator.providers.kling import FAMILIES, KlingProvider
+from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth
+
+API_KEY = "apikey-test-0123456789abcdefghijkl"
+AK = "ak-test-0123456789abcdef"
+SK = "sk-test-secret-0123456789abcdefghijkl"
+NOW = 1_700_000_000.0
+EXT = "batch1-item7-a1"
+
+Answer = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Server:
+    """Answers queued in order; every request the provider sends is recorded."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        if callable(answer):
+            return answer(request)
+        return answer
+
+    def body(self, index: int = -1) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.requests[index].content)
+        return parsed
+
+
+def ok(data: object, request_id: str = "req-ok") -> httpx.Response:
+    return httpx.Response(
+        200, json={"code": 0, "message": "SUCCEED", "request_id": request_id, "data": data}
+    )
+
+
+def fail(status: int, code: int, message: str = "no", **headers: str) -> httpx.Response:
+    return httpx.Response(
+        status,
+        json={"code": code, "message": message, "request_id": "req-err", "data": None},
+        headers=headers,
+    )
+
+
+def task(
+    task_id: str = "t1", status: str = "submitted", external: str | None = EXT, **extra: Any
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"task_id": task_id, "task_status": status, **extra}
+    if external is not None:
+        data["task_info"] = {"external_task_id": external}
+    return data
+
+
+def provider_for(server: Server, *, auth: httpx.Auth | None = None, **kwargs: Any) -> KlingProvider:
+    return KlingProvider(
+        "https://kling.test",
+        auth or ApiKeyAuth(API_KEY),
+        transport=httpx.MockTransport(server),
+        clock=lambda: NOW,
+        **kwargs,
+    )
+
+
+def assert_clean(error: ProviderError) -> None:
+    for secret in (API_KEY, AK, SK):
+        assert secret not in str(error) and secret not in repr(error)
+    assert "Authorization" not in str(error) and "Authorization" not in repr(error)
+
+
+async def raises(call: Any) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        await call
+    assert_clean(caught.value)
+    return caught.value
+
+
+T2V = TaskRequest(
+    Kind.TEXT2VIDEO,
+    {
+        "model": "kling-v2-5-turbo",
+        "prompt": "a red fox in snow",
+        "negative_prompt": None,
+        "duration": 5,
+        "mode": "std",
+        "aspect_ratio": "16:9",
+        "cfg_scale": 0.5,
+        "camera_control": {"type": "simple", "config": {"zoom": 5, "pan": None}},
+    },
+    expected_assets=1,
+)
+
+
+def test_provider_satisfies_the_protocol() -> None:
+    provider: Provider = provider_for(Server())
+    assert provider.name == "kling"
+
+
+def test_families_are_data() -> None:
+    assert {kind: family.path for kind, family in FAMILIES.items()} == {
+        Kind.TEXT2VIDEO: "videos/text2video",
+        Kind.IMAGE2VIDEO: "videos/image2video",
+        Kind.IMAGE: "images/generations",
+    }
+
+
+# -- create bodies -----------------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_text2video_body() -> None:
+    server = Server(ok(task()))
+    async with provider_for(server) as provider:
+        created = await provider.create(T2V, EXT)
+    request = server.requests[0]
+    assert (request.method, request.url.path) == ("POST", "/v1/videos/text2video")
+    assert request.headers["Content-Type"] == "application/json"
+    assert server.body() == {
+        "model_name": "kling-v2-5-turbo",
+        "prompt": "a red fox in snow",
+        "duration": "5",
+        "mode": "std",
+        "aspect_ratio": "16:9",
+        "cfg_scale": 0.5,
+        "camera_control": {"type": "simple", "config": {"zoom": 5}},
+        "external_task_id": EXT,
+    }
+    assert created.task_id == "t1" and created.status is TaskStatus.SUBMITTED
+    assert created.external_task_id == EXT and created.request_id == "req-ok"
+    assert created.failure is None
+
+
+@pytest.mark.anyio
+async def test_image2video_body_inlines_local_files_as_raw_base64(tmp_path: Path) -> None:
+    first = tmp_path / "first.png"
+    first.write_bytes(b"\x89PNG\r\n\x1a\nfirst-frame")
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(b"\x89PNG\r\n\x1a\nmask")
+    request = TaskRequest(
+        Kind.IMAGE2VIDEO,
+        {
+            "model": "kling-v2-5-turbo",
+            "prompt": "the fox turns",
+            "image": ImageSource(path=first),
+            "image_tail": None,
+            "dynamic_masks": [
+                {"mask": ImageSource(path=mask), "trajectories": [{"x": 1, "y": 2}]},
+            ],
+            "duration": 10,
+        },
+        expected_assets=1,
+    )
+    server = Server(ok(task()))
+    async with provider_for(server) as provider:
+        await provider.create(request, EXT)
+    body = server.body()
+    assert server.requests[0].url.path == "/v1/videos/image2video"
+    assert body["image"] == base64.b64encode(first.read_bytes()).decode()
+    assert not body["image"].startswith("data:")
+    assert body["dynamic_masks"] == [
+        {"mask": base64.b64encode(mask.read_bytes()).decode(), "trajectories": [{"x": 1, "y": 2}]}
+    ]
+    assert body["duration"] == "10" and "image_tail" not in body
+    assert body["external_task_id"] == EXT
+
+
+@pytest.mark.anyio
+async def test_image_body_passes_urls_through() -> None:
+    request = TaskRequest(
+        Kind.IMAGE,
+        {
+            "model": "kling-v2-1",
+            "prompt": "a lighthouse",
+            "image": ImageSource(url="https://example.test/ref.jpg"),
+            "image_reference": "subject",
+            "n": 4,
+            "resolution": "2k",
+            "aspect_ratio": "3:2",
+        },
+        expected_assets=4,
+    )
+    server = Server(ok(task()))
+    async with provider_for(server) as provider:
+        await provider.create(request, EXT)
+    assert server.requests[0].url.path == "/v1/images/generations"
+    assert server.body() == {
+        "model_name": "kling-v2-1",
+        "prompt": "a lighthouse",
+        "image": "https://example.test/ref.jpg",
+        "image_reference": "subject",
+        "n": 4,
+        "resolution": "2k",
+        "aspect_ratio": "3:2",
+        "external_task_id": EXT,
+    }
+
+
+@pytest.mark.anyio
+async def test_field_the_family_does_not_accept_is_refused_before_sending() -> None:
+    server = Server()
+    request = TaskRequest(Kind.IMAGE, {"prompt": "x", "duration": 5}, expected_assets=1)
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(request, EXT))
+    assert error.info.category is Category.VALIDATION and not error.sent
+    assert "duration" in error.info.message
+    assert server.requests == []
+
+
+@pytest.mark.anyio
+async def test_unreadable_image_is_a_validation_error_before_sending(tmp_path: Path) -> None:
+    server = Server()
+    request = TaskRequest(
+        Kind.IMAGE2VIDEO, {"image": ImageSource(path=tmp_path / "missing.png")}, 1
+    )
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(request, EXT))
+    assert error.info.category is Category.VALIDATION and not error.sent
+    assert "missing.png" in error.info.message
+    assert server.requests == []
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_query_parses_video_results() -> None:
+    result = {"videos": [{"id": "v1", "url": "https://cdn.test/v1.mp4", "duration": "5.1"}]}
+    server = Server(ok(task(status="succeed", task_result=result, task_status_msg="")))
+    async with provider_for(server) as provider:
+        got = await provider.query(Kind.TEXT2VIDEO, "t1")
+    assert server.requests[0].method == "GET"
+    assert server.requests[0].url.path == "/v1/videos/text2video/t1"
+    assert got.status is TaskStatus.SUCCEEDED and got.status.finished
+    assert got.assets == (Asset(0, "https://cdn.test/v1.mp4", "video"),)
+    assert got.message is None and got.failure is None
+    assert got.raw["task_result"] == result
+
+
+@pytest.mark.anyio
+async def test_query_parses_image_results_with_their_index() -> None:
+    result = {"images": [{"index": 0, "url": "https://cdn.test/0.png"},
+                         {"index": 2, "url": "https://cdn.test/2.png"}]}
+    server = Server(ok(task(status="succeed", task_result=result)))
+    async with provider_for(server) as provider:
+        got = await provider.query(Kind.IMAGE, "t1")
+    assert got.assets == (
+        Asset(0, "https://cdn.test/0.png", "image"),
+        Asset(2, "https://cdn.test/2.png", "image"),
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", ["submitted", "processing"])
+async def test_query_in_progress(status: str) -> None:
+    server = Server(ok(task(status=status)))
+    async with provider_for(server) as provider:
+        got = await provider.query(Kind.TEXT2VIDEO, "t1")
+    assert got.status == TaskStatus(status) and not got.status.finished and got.assets == ()
+
+
+@pytest.mark.anyio
+async def test_failed_task_is_an_answer_not_an_error() -> None:
+    server = Server(ok(task(status="failed", task_status_msg="Image pixel is invalid")))
+    async with provider_for(server) as provider:
+        got = await provider.query(Kind.IMAGE2VIDEO, "t1")
+    assert got.status is TaskStatus.FAILED
+    assert got.message == "Image pixel is invalid"
+    assert got.failure is not None
+    assert got.failure.category is Category.TASK_FAILED and not got.failure.retryable
+
+
+@pytest.mark.anyio
+async def test_ids_are_escaped_in_the_path() -> None:
+    server = Server(ok(task(task_id="a/b c")))
+    async with provider_for(server) as provider:
+        await provider.query(Kind.TEXT2VIDEO, "a/b c")
+    assert server.requests[0].url.raw_path == b"/v1/videos/text2video/a%2Fb%20c"
+
+
+@pytest.mark.anyio
+async def test_list_tasks() -> None:
+    server = Server(ok([task("t2", "processing", "e2"), task("t1", "succeed", "e1")]))
+    async with provider_for(server) as provider:
+        tasks = await provider.list_tasks(Kind.IMAGE, 3, 50)
+    assert [t.task_id for t in tasks] == ["t2", "t1"]
+    assert server.requests[0].url.path == "/v1/images/generations"
+    assert dict(server.requests[0].url.params) == {"pageNum": "3", "pageSize": "50"}
+
+
+# -- Kling's error answers ---------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_error_answer_carries_code_status_and_request_id() -> None:
+    server = Server(fail(429, 1303, "parallel task over resource pack limit"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert error.info.category is Category.RATE_LIMIT and error.info.retryable
+    assert (error.info.code, error.info.http_status) == (1303, 429)
+    assert error.request_id == "req-err"
+    assert error.sent and not error.ambiguous and not error.not_found
+    assert "parallel task over resource pack limit" in str(error) and "1303" in str(error)
+    assert len(server.requests) == 1  # the engine is the only retry layer
+
+
+@pytest.mark.anyio
+async def test_429_with_billing_code_stops_the_batch() -> None:
+    server = Server(fail(429, 1102, "resource pack exhausted", **{"Retry-After": "5"}))
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert error.info.category is Category.BILLING
+    assert error.info.scope is Scope.ACCOUNT and not error.info.retryable
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "code", "ambiguous"),
+    [(500, 5000, True), (503, 5001, True), (504, 5002, True), (502, 0, True),
+     (400, 1201, False), (400, 1301, False), (429, 1302, False), (401, 1000, False)],
+)
+async def test_create_ambiguity(status: int, code: int, ambiguous: bool) -> None:
+    server = Server(fail(status, code))
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert error.ambiguous is ambiguous and error.sent
+
+
+@pytest.mark.anyio
+async def test_create_with_unknown_code_on_2xx_is_ambiguous() -> None:
+    server = Server(fail(200, 4242, "surprise"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert error.info.category is Category.SERVER and error.ambiguous
+
+
+@pytest.mark.anyio
+async def test_reads_are_never_ambiguous() -> None:
+    server = Server(fail(500, 5000), httpx.ReadTimeout("slow"))
+    async with provider_for(server) as provider:
+        assert not (await raises(provider.query(Kind.TEXT2VIDEO, "t1"))).ambiguous
+        assert not (await raises(provider.query(Kind.TEXT2VIDEO, "t1"))).ambiguous
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"Retry-After": email.utils.formatdate(NOW + 30, usegmt=True)}, 30.0),
+        ({"retry-after-ms": "1500", "Retry-After": "7"}, 1.5),
+        ({"retry-after-ms": "garbage", "Retry-After": "7"}, 7.0),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
+@pytest.mark.anyio
+async def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    server = Server(fail(429, 1302, "too fast", **headers))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert error.retry_after == expected
+
+
+@pytest.mark.anyio
+async def test_maintenance_waits_longer_without_retry_after() -> None:
+    server = Server(fail(503, 5001, "maintenance"), fail(503, 5001, "maintenance",
+                                                         **{"Retry-After": "3"}))
+    async with provider_for(server) as provider:
+        assert (await raises(provider.query(Kind.TEXT2VIDEO, "t1"))).retry_after == 30.0
+        assert (await raises(provider.query(Kind.TEXT2VIDEO, "t1"))).retry_after == 3.0
+
+
+# -- not found ---------------------------------------------------------------------------------
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, 1203), (400, 1201), (404, 1202), (404, 0), (200, 1203)]
+)
+async def test_query_not_found(status: int, code: int) -> None:
+    server = Server(fail(status, code, "Task not found"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(Kind.TEXT2VIDEO, "nope"))
+    assert error.not_found
+    assert error.info.category is Category.VALIDATION and not error.info.retryable
+
+
+@pytest.mark.anyio
+async def test_1201_on_create_is_a_bad_value_not_absence() -> None:
+    server = Server(fail(400, 1201, "duration invalid"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert not error.not_found and error.info.category is Category.VALIDATION
+
+
+@pytest.mark.anyio
+async def test_bare_404_page_is_not_proof_of_absence() -> None:
+    server = Server(httpx.Response(404, text="<html>Not Found</html>"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert not error.not_found
+
+
+# -- malformed answers -------------------------------------------------------------------------
+
+MALFORMED = [
+    pytest.param(httpx.Response(502, html="<html><body>Bad Gateway</body></html>"), id="html-502"),
+    pytest.param(httpx.Response(200, content=b""), id="empty-200"),
+    pytest.param(httpx.Response(500, content=b""), id="empty-500"),
+    pytest.param(httpx.Response(200, html="<html>hi</html>"), id="html-200"),
+    pytest.param(httpx.Response(200, json=[1, 2]), id="json-list"),
+    pytest.param(httpx.Response(500, json=[1, 2]), id="json-list-500"),
+    pytest.param(httpx.Response(200, content=b"\xff\xfe\x00garbage"), id="binary"),
+    pytest.param(ok(None), id="no-data"),
+    pytest.param(ok("t1"), id="data-string"),
+    pytest.param(ok({"task_status": "submitted"}), id="no-task-id"),
+    pytest.param(ok({"task_id": "", "task_status": "submitted"}), id="empty-task-id"),
+    pytest.param(ok({"task_id": "t1", "task_status": "exploded"}), id="unknown-status"),
+    pytest.param(ok({"task_id": "t1"}), id="no-status"),
+    pytest.param(ok({"task_id": "t1", "task_status": ["succeed"]}), id="status-list"),
+    pytest.param(ok(task(status="succeed", task_result=[])), id="result-list"),
+    pytest.param(ok(task(status="succeed", task_result={"videos": {}})), id="videos-dict"),
+    pytest.param(ok(task(status="succeed", task_result={"videos": [{"id": "v"}]})),
+                 id="video-no-url"),
+    pytest.param(ok(task(status="succeed", task_result={"videos": ["u"]})), id="video-str"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("answer", MALFORMED)
+async def test_malformed_answers_become_server_errors(answer: httpx.Response) -> None:
+    for call in ("create", "query"):
+        server = Server(answer)
+        async with provider_for(server) as provider:
+            if call == "create":
+                error = await raises(provider.create(T2V, EXT))
+            else:
+                error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        assert error.info.category is Category.SERVER, error
+        assert error.info.message
+        if call == "create":
+            assert error.ambiguous  # a task may exist: look it up, never resubmit blindly
+        if call == "query":
+            assert not error.ambiguous
+
+
+@pytest.mark.anyio
+async def test_html_error_page_is_described_not_quoted() -> None:
+    server = Server(httpx.Response(502, html="<html><body>Bad Gateway nginx</body></html>"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert error.info.retryable and error.info.http_status == 502
+    assert "non-JSON" in error.info.message and "text/html" in error.info.message
+    assert "nginx" not in error.info.message
+
+
+@pytest.mark.anyio
+async def test_list_with_non_array_data_is_a_server_error() -> None:
+    server = Server(ok({"task_id": "t1"}))
+    async with provider_for(server) as provider:
+        error = await raises(provider.list_tasks(Kind.TEXT2VIDEO, 1, 10))
+    assert error.info.category is Category.SERVER
+
+
+# -- transport failures ------------------------------------------------------------------------
+
+TRANSPORT = [
+    # (exception, category, sent, ambiguous on create)
+    (httpx.ConnectError("connection refused"), Category.NETWORK, False, False),
+    (httpx.ConnectTimeout("connect timed out"), Category.NETWORK, False, False),
+    (httpx.PoolTimeout("no free connection"), Category.NETWORK, False, False),
+    (httpx.ProxyError("proxy refused"), Category.NETWORK, False, False),
+    (httpx.UnsupportedProtocol("ftp?"), Category.NETWORK, False, False),
+    (httpx.ReadTimeout("read timed out"), Category.TIMEOUT, True, True),
+    (httpx.WriteTimeout("write timed out"), Category.TIMEOUT, True, True),
+    (httpx.RemoteProtocolError("Server disconnected"), Category.NETWORK, True, True),
+    (httpx.ReadError("reset by peer"), Category.NETWORK, True, True),
+    (httpx.WriteError("broken pipe"), Category.NETWORK, True, True),
+    (httpx.CloseError("close failed"), Category.NETWORK, True, True),
+    (httpx.LocalProtocolError("bad"), Category.NETWORK, True, True),
+    (httpx.DecodingError("bad gzip"), Category.NETWORK, True, True),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("exc", "category", "sent", "ambiguous"),
+    TRANSPORT,
+    ids=[type(row[0]).__name__ for row in TRANSPORT],
+)
+async def test_transport_failures(
+    exc: Exception, category: Category, sent: bool, ambiguous: bool
+) -> None:
+    server = Server(exc, exc)
+    async with provider_for(server) as provider:
+        created = await raises(provider.create(T2V, EXT))
+        queried = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert created.info.category is category
+    assert (created.sent, created.ambiguous) == (sent, ambiguous)
+    assert (queried.sent, queried.ambiguous) == (sent, False)
+    assert type(exc).__name__ in created.info.message
+    assert len(server.requests) == 2
+
+
+def _name(cls: type[Exception]) -> str:
+    return cls.__name__
+
+
+def _all_subclasses(cls: type[Exception]) -> Iterator[type[Exception]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+_HTTPX_ERRORS: list[type[Exception]] = sorted(
+    {*_all_subclasses(httpx.RequestError), httpx.InvalidURL}, key=_name
+)
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError,
+               httpx.UnsupportedProtocol, httpx.InvalidURL)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("exc_type", _HTTPX_ERRORS, ids=_name)
+async def test_no_httpx_request_error_slips_through(exc_type: type[Exception]) -> None:
+    server = Server(exc_type("boom"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert error.info.category in (Category.NETWORK, Category.TIMEOUT)
+    # Only failures that provably never reached Kling may claim sent=False; anything else on a
+    # create must send the engine to look the task up before resubmitting.
+    if issubclass(exc_type, _NEVER_SENT):
+        assert not error.sent and not error.ambiguous
+    else:
+        assert error.sent and error.ambiguous
+
+
+@pytest.mark.anyio
+async def test_unsupported_protocol_is_a_configuration_error() -> None:
+    server = Server(httpx.UnsupportedProtocol("Request URL has an unsupported protocol"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert not error.info.retryable and error.info.scope is Scope.ACCOUNT
+    assert "base_url" in error.info.hint
+
+
+# -- lookup by external id ---------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_lookup_via_path() -> None:
+    server = Server(ok(task("t9", "processing", EXT)))
+    async with provider_for(server) as provider:
+        found = await provider.lookup(Kind.TEXT2VIDEO, EXT)
+    assert found is not None and found.task_id == "t9"
+    assert server.requests[0].url.path == f"/v1/videos/text2video/{EXT}"
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_lookup_via_path_without_task_info() -> None:
+    server = Server(ok(task("t9", "processing", external=None)))
+    async with provider_for(server) as provider:
+        found = await provider.lookup(Kind.TEXT2VIDEO, EXT)
+    assert found is not None and found.task_id == "t9"
+
+
+@pytest.mark.anyio
+async def test_lookup_falls_back_to_the_list() -> None:
+    server = Server(
+        fail(400, 1201, "Task not found"),
+        ok([task("t3", "processing", "other"), task("t2", "succeed", EXT), "junk", {"x": 1}],
+           request_id="req-list"),
+    )
+    async with provider_for(server) as provider:
+        found = await provider.lookup(Kind.IMAGE, EXT)
+    assert found is not None
+    assert (found.task_id, found.status, found.request_id) == ("t2", TaskStatus.SUCCEEDED,
+                                                               "req-list")
+    listing = server.requests[1]
+    assert listing.url.path == "/v1/images/generations"
+    assert dict(listing.url.params) == {"pageNum": "1", "pageSize": "500"}
+
+
+@pytest.mark.anyio
+async def test_lookup_scans_further_pages_when_the_first_is_full() -> None:
+    full_page = [task(f"x{i}", "succeed", f"other-{i}") for i in range(500)]
+    server = Server(
+        fail(404, 1203, "not found"), ok(full_page), ok([task("t1", "processing", EXT)])
+    )
+    async with provider_for(server) as provider:
+        found = await provider.lookup(Kind.TEXT2VIDEO, EXT)
+    assert found is not None and found.task_id == "t1"
+    assert server.requests[2].url.params["pageNum"] == "2"
+
+
+@pytest.mark.anyio
+async def test_lookup_path_returning_another_task_is_confirmed_by_the_list() -> None:
+    server = Server(ok(task("t5", "processing", "someone-else")), ok([]))
+    async with provider_for(server) as provider:
+        assert await provider.lookup(Kind.TEXT2VIDEO, EXT) is None
+    assert len(server.requests) == 2
+
+
+@pytest.mark.anyio
+async def test_lookup_absent() -> None:
+    full_page = [task(f"x{i}", "succeed", f"other-{i}") for i in range(500)]
+    server = Server(fail(404, 1203, "not found"), ok(full_page), ok(full_page))
+    async with provider_for(server, lookup_pages=2) as provider:
+        assert await provider.lookup(Kind.TEXT2VIDEO, EXT) is None
+    assert len(server.requests) == 3  # path + lookup_pages pages, no more
+
+
+@pytest.mark.anyio
+async def test_lookup_stops_at_a_short_page() -> None:
+    server = Server(fail(400, 1201, "Task not found"), ok([task("x", "succeed", "other")]))
+    async with provider_for(server, lookup_pages=5) as provider:
+        assert await provider.lookup(Kind.TEXT2VIDEO, EXT) is None
+    assert len(server.requests) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [fail(500, 5000, "internal")],
+        [fail(429, 1302, "slow down")],
+        [fail(400, 1201, "Task not found"), fail(500, 5000, "internal")],
+        [httpx.Response(404, text="<html>Not Found</html>")],
+        [httpx.ConnectError("refused")],
+    ],
+    ids=["path-5xx", "path-429", "list-5xx", "bare-404", "connect"],
+)
+async def test_lookup_errors_propagate_instead_of_claiming_absence(answers: list[Answer]) -> None:
+    server = Server(*answers)
+    async with provider_for(server) as provider:
+        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT))
+    assert not error.not_found and not error.ambiguous
+
+
+@pytest.mark.anyio
+async def test_lookup_with_garbage_matching_entry_is_a_server_error() -> None:
+    server = Server(
+        fail(404, 1203, "not found"),
+        ok([{"task_id": "t1", "task_status": "??", "task_info": {"external_task_id": EXT}}]),
+    )
+    async with provider_for(server) as provider:
+        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT))
+    assert error.info.category is Category.SERVER
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_credentials_echoed_back_never_reach_an_error() -> None:
+    tokens: list[str] = []
+    auth = JwtAuth(AK, SK, clock=lambda: NOW, on_token=tokens.append)
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        header = request.headers["Authorization"]
+        return fail(400, 1200, f"bad request; you sent {header} signed with {SK}")
+
+    def echo_exc(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError(f"reset while sending {request.headers['Authorization']}")
+
+    server = Server(echo, echo_exc)
+    async with provider_for(server, auth=auth) as provider:
+        first = await raises(provider.create(T2V, EXT))
+        second = await raises(provider.create(T2V, EXT))
+    for error in (first, second):
+        for secret in (SK, *tokens):
+            assert secret not in str(error) and secret not in repr(error)
+    assert SK.encode() not in server.requests[0].content  # nor, of course, in the body
+
+
+@pytest.mark.anyio
+async def test_aclose_closes_the_client() -> None:
+    server = Server(ok(task()))
+    provider = provider_for(server)
+    await provider.aclose()
+    with pytest.raises(RuntimeError):
+        await provider.query(Kind.TEXT2VIDEO, "t1")
