@@ -1,0 +1,248 @@
+"""Command line: parse, load, call the engine, map outcomes to exit codes.
+
+Exit codes (DESIGN.md): 0 every item succeeded; 1 finished with failed or partial items;
+2 invalid manifest/arguments/credentials (nothing sent); 3 stopped by an account-level error
+(resumable); 4 another run of the same batch holds the lock (nothing sent); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import enum
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+import httpx
+
+from orchestrator import logs, report
+from orchestrator.engine import Engine, RunOutcome
+from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
+from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
+from orchestrator.providers.kling import JwtAuth, KlingProvider, auth_from_env
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    ITEMS_FAILED = 1
+    INVALID = 2
+    ACCOUNT_STOP = 3
+    LOCKED = 4
+    INTERRUPTED = 130
+
+
+class _Usage(Exception):
+    """Bad input found by the CLI itself: printed, exit 2, nothing sent."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="Run batches of generation tasks (Kling) resumably, never paying twice.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run (or resume) a batch")
+    run.add_argument("manifest", type=Path)
+    run.add_argument("--state", type=Path, help="ledger file (default: <output.dir>/state.sqlite3)")
+    run.add_argument("--report", type=Path, help="report path (default: <output.dir>/report.json)")
+    run.add_argument("--concurrency", type=_positive_int, help="override limits.concurrency")
+    run.add_argument("--rpm", type=_positive_float, help="override limits.requests_per_minute")
+
+    validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
+    validate.add_argument("manifest", type=Path)
+    return parser
+
+
+def _load(path: Path, err: TextIO) -> Manifest:
+    try:
+        return load_manifest(path)
+    except ManifestError as exc:
+        n = len(exc.problems)
+        err.write(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was sent.\n")
+        for problem in exc.problems:
+            err.write(problem.format(exc.source) + "\n")
+        raise _Usage from None
+
+
+def _credentials(manifest: Manifest) -> httpx.Auth | None:
+    """None for the bundled simulator (it brings its own demo credentials)."""
+    if manifest.provider.base_url == SIMULATOR_BASE_URL:
+        return None
+    try:
+        auth = auth_from_env(os.environ)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+    if auth is None:
+        raise _Usage(
+            "no Kling credentials: set KLING_ACCESS_KEY and KLING_SECRET_KEY (or KLING_API_KEY) "
+            "in the environment; nothing was sent."
+        )
+    return auth
+
+
+@contextlib.contextmanager
+def _provider_endpoint(
+    manifest: Manifest, auth: httpx.Auth | None, redactor: logs.Redactor
+) -> Iterator[tuple[str, httpx.Auth]]:
+    if manifest.provider.base_url != SIMULATOR_BASE_URL:
+        assert auth is not None
+        for secret in getattr(auth, "secrets", tuple)():
+            redactor.add(secret)
+        yield manifest.provider.base_url, auth
+        return
+    from orchestrator.simulator import SimConfig, Simulator
+
+    config = SimConfig()
+    sim_auth = JwtAuth(config.access_key, config.secret_key, on_token=redactor.add)
+    redactor.add(config.secret_key)
+    with Simulator(config) as sim:
+        yield sim.url, sim_auth
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+async def _run_engine(engine: Engine) -> RunOutcome:
+    async def watch_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if engine.outcome.interrupted:
+                    os._exit(Exit.INTERRUPTED)  # second signal: the user insists
+                sys.stderr.write(
+                    "\nInterrupted: no new submissions; tasks in flight stay in the ledger and "
+                    "the next run collects them. Press Ctrl-C again to quit at once.\n"
+                )
+                engine.interrupt()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_signals)
+        outcome = await engine.run()
+        tg.cancel_scope.cancel()
+    return outcome
+
+
+def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
+    manifest = _load(args.manifest, err)
+    if args.concurrency is not None or args.rpm is not None:
+        manifest = replace(
+            manifest,
+            limits=replace(
+                manifest.limits,
+                concurrency=args.concurrency or manifest.limits.concurrency,
+                requests_per_minute=args.rpm or manifest.limits.requests_per_minute,
+            ),
+        )
+    auth = _credentials(manifest)
+    out = manifest.output_dir
+    state_path = args.state or out / "state.sqlite3"
+    report_path = args.report or out / "report.json"
+    try:
+        ledger = Ledger(state_path, manifest.name)
+    except LedgerLocked as exc:
+        err.write(f"Refused: {exc}\n")
+        return Exit.LOCKED
+    except LedgerError as exc:
+        raise _Usage(str(exc)) from None
+
+    redactor = logs.Redactor()
+    log_path, log_file = logs.open_log_file(out)
+    logs.configure(redactor, file=log_file, console=err)
+    started = _now()
+    try:
+        with _provider_endpoint(manifest, auth, redactor) as (base_url, used_auth):
+            provider = KlingProvider(base_url, used_auth, timeout=manifest.provider.timeout)
+            engine = Engine(manifest, provider, ledger)
+
+            async def main() -> RunOutcome:
+                try:
+                    return await _run_engine(engine)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await provider.aclose()
+
+            outcome = anyio.run(main, backend="asyncio")
+        data = report.build_report(
+            batch=manifest.name,
+            manifest=manifest.path,
+            item_ids=[i.id for i in manifest.items],
+            records=ledger.all(),
+            started_at=started,
+            finished_at=_now(),
+            extra={
+                "requests": dict(outcome.requests),
+                "retries": outcome.retries,
+                "peak_slots": outcome.peak_slots,
+                "stopped_by": report._error(outcome.stopped_by),
+                "interrupted": outcome.interrupted,
+                "log": str(log_path),
+            },
+        )
+        report.write_json_atomic(report_path, data)
+    finally:
+        ledger.close()
+        log_file.close()
+    err.write(report.summary(data, report_path=report_path, stop=outcome.stopped_by) + "\n")
+    if outcome.interrupted:
+        return Exit.INTERRUPTED
+    if outcome.stopped_by is not None:
+        return Exit.ACCOUNT_STOP
+    counts = data["counts"]
+    return Exit.OK if counts["succeeded"] == len(data["items"]) else Exit.ITEMS_FAILED
+
+
+def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
+    manifest = _load(args.manifest, err)
+    _credentials(manifest)
+    kinds: dict[str, int] = {}
+    for item in manifest.items:
+        kinds[str(item.request.kind)] = kinds.get(str(item.request.kind), 0) + 1
+    detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    out.write(
+        f"{args.manifest}: OK: batch '{manifest.name}', {len(manifest.items)} items ({detail}).\n"
+    )
+    return Exit.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return int(cmd_run(args, sys.stderr))
+        return int(cmd_validate(args, sys.stderr, sys.stdout))
+    except _Usage as exc:
+        if exc.args:
+            sys.stderr.write(f"{exc.args[0]}\n")
+        return int(Exit.INVALID)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,492 @@
+"""The per-item state machine: submit under limits, reconcile ambiguity, poll, verify.
+
+One coroutine drives one item from its ledger state to a terminal state. The engine is the one
+retry layer: providers send exactly one request per call and raise ``ProviderError``; the
+engine decides, from ``ErrorInfo`` alone, whether to retry (with full-jitter backoff that honours
+Retry-After), to look the task up first (ambiguous create), to fail the item, or to stop the
+whole batch (account-scope errors).
+
+Never paying twice rests on three rules:
+1. the ledger records the intent (with the external id) before a create is sent;
+2. a create whose outcome is ambiguous is resolved by looking the task up by external id (after
+   a grace period, twice) and is re-sent only when the task is absent;
+3. a task id, once known, is only ever polled, never resubmitted.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+
+from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, asset_mismatch
+from orchestrator.errors import poll_timeout as poll_timeout_error
+from orchestrator.ledger import ItemRecord, ItemState, Ledger
+from orchestrator.limits import PoolClosed, SlotPool, create_rate_limiter
+from orchestrator.manifest import Item, Manifest
+from orchestrator.providers.base import Provider, Task, TaskStatus
+from orchestrator.retry import RetryPolicy, backoff_delay
+
+#: Growth of the poll interval between two polls of one task (up to poll.max_interval).
+POLL_GROWTH = 1.5
+#: A known task id answered "not found" this many polls in a row is given up on.
+MAX_NOT_FOUND = 3
+#: Lookups by external id before an ambiguous create is declared absent.
+LOOKUPS = 2
+
+
+@dataclass
+class RunOutcome:
+    stopped_by: ErrorInfo | None = None
+    interrupted: bool = False
+    requests: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    peak_slots: int = 0
+
+
+class _Unresolved(Exception):
+    """A create's outcome could not be established; the item stays ``submitting``."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        self.info = info
+
+
+class _PollAbandoned(Exception):
+    """Polling stopped without a verdict (the batch is stopping); the task stays running."""
+
+
+class Engine:
+    def __init__(
+        self,
+        manifest: Manifest,
+        provider: Provider,
+        ledger: Ledger,
+        *,
+        rand: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._m = manifest
+        self._provider = provider
+        self._ledger = ledger
+        self._rand = rand
+        self._sleep = sleep
+        self._clock = clock
+        self._policy = RetryPolicy(
+            max_attempts=manifest.retry.max_attempts,
+            base_delay=manifest.retry.base_delay,
+            max_delay=manifest.retry.max_delay,
+        )
+        self._slots = SlotPool(manifest.limits.concurrency)
+        self._stop_event: anyio.Event | None = None
+        self._cancel: anyio.CancelScope | None = None
+        self.outcome = RunOutcome()
+        self._log = structlog.get_logger("orchestrator").bind(batch=manifest.name)
+
+    # -- control --------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_event is not None and self._stop_event.is_set()
+
+    def _stop(self, cause: ErrorInfo | None) -> None:
+        """No new submissions from now on; running tasks are still polled to the end."""
+        if self.stopping:
+            return
+        if cause is not None:
+            self.outcome.stopped_by = cause
+            self._log.error(
+                "batch.stopping",
+                category=str(cause.category),
+                code=cause.code,
+                http_status=cause.http_status,
+                reason=cause.message,
+                hint=cause.hint,
+            )
+        assert self._stop_event is not None
+        self._stop_event.set()
+        self._slots.close()
+
+    def interrupt(self) -> None:
+        """SIGINT/SIGTERM: stop submitting, abandon polls (tasks stay running in the ledger).
+
+        A create already in flight finishes and its task id is recorded (shielded).
+        """
+        self.outcome.interrupted = True
+        self._log.warning("batch.interrupted")
+        if self._stop_event is not None:
+            self._stop(None)
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> RunOutcome:
+        self._stop_event = anyio.Event()
+        self._limiter = create_rate_limiter(self._m.limits.requests_per_minute)
+        self._ledger.sync_items(
+            (item.id, str(item.request.kind), item.request.expected_assets)
+            for item in self._m.items
+        )
+        records = {r.id: r for r in self._ledger.all()}
+        self._reopen(records)
+        records = {r.id: r for r in self._ledger.all()}
+        self._log.info(
+            "batch.started",
+            items=len(self._m.items),
+            concurrency=self._m.limits.concurrency,
+            requests_per_minute=self._m.limits.requests_per_minute,
+        )
+        in_flight = [
+            i for i in self._m.items
+            if records[i.id].state in (ItemState.SUBMITTING, ItemState.RUNNING)
+        ]
+        pending = [i for i in self._m.items if records[i.id].state is ItemState.PENDING]
+        with anyio.CancelScope() as scope:
+            self._cancel = scope
+            async with anyio.create_task_group() as tg:
+                # Tasks from an earlier run already hold provider slots: count them at once.
+                for item in in_flight:
+                    taken = self._slots.take_now(item.request.expected_assets)
+                    tg.start_soon(self._item_task, item, taken)
+                for item in pending:
+                    if self.stopping:
+                        break
+                    try:
+                        taken = await self._slots.acquire(item.request.expected_assets)
+                    except PoolClosed:
+                        break
+                    tg.start_soon(self._item_task, item, taken)
+        self.outcome.peak_slots = self._slots.peak
+        self._log.info(
+            "batch.finished",
+            interrupted=self.outcome.interrupted,
+            stopped=self.outcome.stopped_by is not None,
+            requests=dict(self.outcome.requests),
+            retries=self.outcome.retries,
+        )
+        return self.outcome
+
+    def _reopen(self, records: dict[str, ItemRecord]) -> None:
+        """A rerun retries what is worth retrying and re-polls what timed out while polling."""
+        for item in self._m.items:
+            rec = records[item.id]
+            if rec.state is not ItemState.FAILED or rec.error is None:
+                continue
+            if rec.error.category is Category.TIMEOUT and rec.task_id is not None:
+                self._ledger.reopen(item.id, ItemState.RUNNING)
+            elif rec.error.retryable:
+                self._ledger.reopen(item.id, ItemState.PENDING)
+
+    async def _item_task(self, item: Item, slots: int) -> None:
+        log = self._log.bind(item=item.id)
+        try:
+            await self._drive(item, log)
+        finally:
+            self._slots.release(slots)
+
+    # -- one item -------------------------------------------------------------------------
+
+    async def _drive(self, item: Item, log: Any) -> None:
+        attempts_this_run = 0
+        while True:
+            rec = self._ledger.get(item.id)
+            log = log.bind(attempt=rec.attempt, external_task_id=rec.external_task_id)
+            task: Task | None = None
+            try:
+                if rec.state is ItemState.SUBMITTING:
+                    assert rec.external_task_id is not None
+                    log.info("item.reconciling")
+                    task = await self._reconcile(
+                        item, rec.external_task_id, log, grace=False, answered=False
+                    )
+                    if task is None:
+                        task = await self._create(
+                            item, rec.attempt, rec.external_task_id, log, resend=True
+                        )
+                elif rec.state is ItemState.PENDING:
+                    if self.stopping:
+                        return
+                    if attempts_this_run >= self._policy.max_attempts:
+                        self._ledger.finish(item.id, ItemState.FAILED, error=rec.error)
+                        log.warning("item.failed", reason="attempts exhausted")
+                        return
+                    attempts_this_run += 1
+                    attempt = rec.attempt + 1
+                    ext = self._ledger.external_task_id(item.id, attempt)
+                    log = log.bind(attempt=attempt, external_task_id=ext)
+                    task = await self._create(item, attempt, ext, log, resend=False)
+                elif rec.state is ItemState.RUNNING:
+                    pass
+                else:
+                    return
+            except _Unresolved as exc:
+                self._ledger.record_unresolved(item.id, exc.info)
+                log.error(
+                    "item.unresolved", category=str(exc.info.category), reason=exc.info.message
+                )
+                return
+            if self._ledger.get(item.id).state is not ItemState.RUNNING:
+                return  # the create ended the item (failed, or not sent because stopping)
+            rec = self._ledger.get(item.id)
+            assert rec.task_id is not None
+            log = log.bind(task_id=rec.task_id)
+            try:
+                final = await self._poll(item, rec, log)
+            except _PollAbandoned:
+                return
+            if final is None:
+                return
+            if final.status is TaskStatus.FAILED:
+                info = final.failure or ErrorInfo(
+                    category=Category.TASK_FAILED,
+                    message=final.message or "task failed without a reason",
+                    retryable=False,
+                    hint="Read the provider's message; fix the input before resubmitting.",
+                )
+                if info.retryable and attempts_this_run < self._policy.max_attempts:
+                    self._ledger.record_retry(item.id, info)
+                    delay = backoff_delay(self._policy, attempts_this_run, None, self._rand)
+                    self.outcome.retries += 1
+                    log.warning(
+                        "item.task_failed",
+                        reason=info.message,
+                        category=str(info.category),
+                        retry_in=round(delay, 3),
+                    )
+                    await self._pause(delay)
+                    continue
+                self._ledger.finish(item.id, ItemState.FAILED, error=info)
+                log.warning("item.failed", reason=info.message, category=str(info.category))
+                return
+            self._verify(item, final, log)
+            return
+
+    def _verify(self, item: Item, task: Task, log: Any) -> None:
+        expected = item.request.expected_assets
+        assets = [{"index": a.index, "url": a.url, "media": a.media} for a in task.assets]
+        got = len(assets)
+        if got == 0:
+            info = asset_mismatch(expected, 0, item.request.kind.media)
+            self._ledger.finish(item.id, ItemState.FAILED, assets=assets, error=info)
+            log.warning("item.failed", reason=info.message, category=str(info.category))
+        elif got < expected:
+            info = asset_mismatch(expected, got, item.request.kind.media)
+            self._ledger.finish(item.id, ItemState.PARTIAL, assets=assets, error=info)
+            log.warning("item.partial", expected=expected, got=got)
+        else:
+            self._ledger.finish(item.id, ItemState.SUCCEEDED, assets=assets)
+            log.info("item.succeeded", assets=got)
+
+    async def _pause(self, delay: float) -> None:
+        """A backoff wait that ends early when the batch stops (nothing new will be sent)."""
+        assert self._stop_event is not None
+        with anyio.move_on_after(delay):
+            await self._stop_event.wait()
+
+    # -- create ---------------------------------------------------------------------------
+
+    async def _create(
+        self, item: Item, attempt: int, ext: str, log: Any, *, resend: bool
+    ) -> Task | None:
+        """Send the create for ``attempt``, recording the intent before every send.
+
+        Returns the task (ledger: running), or None when the item ended here (failed, or left
+        pending because the batch is stopping).
+        """
+        tries = 0
+        last_error: ErrorInfo | None = None
+        retry_after: float | None = None
+        while True:
+            await self._limiter.acquire()
+            if self.stopping:
+                if resend:
+                    self._ledger.record_not_created(item.id, last_error)
+                log.info("item.not_sent", reason="batch stopping")
+                return None
+            # Durable before the request leaves; also stamps the send time that bounds how
+            # long a lookup must wait before "absent" is conclusive.
+            self._ledger.record_intent(item.id, attempt, ext)
+            log.info("item.submit", resend=resend)
+            self.outcome.requests["create"] += 1
+            try:
+                # A create in flight is allowed to finish and be recorded even on SIGINT:
+                # cancelling it would leave a paid task we know nothing about.
+                with anyio.CancelScope(shield=True):
+                    task = await self._provider.create(item.request, ext)
+                    self._ledger.record_submitted(item.id, task.task_id)
+                log.info("item.submitted", task_id=task.task_id, request_id=task.request_id)
+                return task
+            except ProviderError as err:
+                info = err.info
+                last_error = info
+                retry_after = err.retry_after
+                log.warning(
+                    "item.create_failed",
+                    category=str(info.category),
+                    code=info.code,
+                    http_status=info.http_status,
+                    request_id=err.request_id,
+                    reason=info.message,
+                    ambiguous=err.ambiguous,
+                    sent=err.sent,
+                )
+                if err.ambiguous:
+                    found = await self._reconcile(
+                        item, ext, log, grace=True, answered=info.http_status is not None
+                    )
+                    if found is not None:
+                        return found
+                    # Absent: the create never took effect; it may be sent again.
+                elif info.scope is Scope.ACCOUNT:
+                    self._ledger.record_not_created(item.id, info)
+                    self._stop(info)
+                    return None
+                elif not info.retryable:
+                    self._ledger.finish(item.id, ItemState.FAILED, error=info)
+                    log.warning("item.failed", reason=info.message, category=str(info.category))
+                    return None
+            tries += 1
+            assert last_error is not None
+            if tries >= self._policy.max_attempts:
+                self._ledger.finish(item.id, ItemState.FAILED, error=last_error)
+                log.warning(
+                    "item.failed",
+                    reason="create retries exhausted",
+                    category=str(last_error.category),
+                )
+                return None
+            delay = backoff_delay(self._policy, tries, retry_after, self._rand)
+            self.outcome.retries += 1
+            log.info("item.retry_scheduled", delay=round(delay, 3), retry=tries)
+            await self._pause(delay)
+            resend = True
+
+    async def _reconcile(
+        self, item: Item, ext: str, log: Any, *, grace: bool, answered: bool
+    ) -> Task | None:
+        """Look an ambiguous create up by external id.
+
+        Returns the task (recorded as running), or None once it was absent on ``LOOKUPS``
+        lookups a grace period apart. When the create got no answer (timeout, dropped
+        connection, a run killed mid-request) it may still be in flight at the server for up
+        to the client timeout, so absence counts only after that. Raises _Unresolved when the
+        provider cannot answer: then nothing may be sent.
+        """
+        grace_s = self._m.retry.lookup_grace
+        settled_at = 0.0
+        if not answered:
+            sent_at = self._ledger.get(item.id).submitted_at or self._clock()
+            settled_at = sent_at + self._m.provider.timeout + grace_s
+        if grace:
+            await self._sleep(grace_s)
+        looks = 0
+        errors = 0
+        while True:
+            self.outcome.requests["lookup"] += 1
+            try:
+                found = await self._provider.lookup(item.request.kind, ext)
+            except ProviderError as err:
+                log.warning(
+                    "item.lookup_failed",
+                    category=str(err.info.category),
+                    code=err.info.code,
+                    http_status=err.info.http_status,
+                    reason=err.info.message,
+                )
+                if err.info.scope is Scope.ACCOUNT:
+                    self._stop(err.info)
+                    raise _Unresolved(err.info) from None
+                errors += 1
+                if errors >= self._policy.max_attempts or not err.info.retryable:
+                    raise _Unresolved(
+                        ErrorInfo(
+                            category=err.info.category,
+                            code=err.info.code,
+                            http_status=err.info.http_status,
+                            message=f"could not confirm whether the create took effect: "
+                            f"{err.info.message}",
+                            retryable=True,
+                            hint="Rerun the manifest: the task is looked up again by its "
+                            "external id before anything is resubmitted.",
+                        )
+                    ) from None
+                self.outcome.retries += 1
+                await self._sleep(backoff_delay(self._policy, errors, err.retry_after, self._rand))
+                continue
+            if found is not None:
+                self._ledger.record_submitted(item.id, found.task_id)
+                log.info("item.reconciled", found=True, task_id=found.task_id)
+                return found
+            looks += 1
+            if looks >= LOOKUPS and self._clock() >= settled_at:
+                log.info("item.reconciled", found=False)
+                return None
+            # Reads may lag a commit, and a create may still be in flight: absence right
+            # after a send is not proof.
+            await self._sleep(max(grace_s, settled_at - self._clock()))
+
+    # -- poll -----------------------------------------------------------------------------
+
+    async def _poll(self, item: Item, rec: ItemRecord, log: Any) -> Task | None:
+        poll = self._m.poll
+        assert rec.task_id is not None
+        started = rec.submitted_at if rec.submitted_at is not None else self._clock()
+        # A task resumed long after submission still gets polled before it can time out.
+        deadline = max(started + poll.timeout, self._clock() + poll.max_interval)
+        interval = poll.interval
+        not_found = 0
+        while True:
+            await self._sleep(interval)
+            self.outcome.requests["query"] += 1
+            delay_hint: float | None = None
+            try:
+                task = await self._provider.query(item.request.kind, rec.task_id)
+            except ProviderError as err:
+                if err.info.scope is Scope.ACCOUNT:
+                    self._stop(err.info)
+                    log.warning("item.poll_abandoned", category=str(err.info.category))
+                    raise _PollAbandoned from None
+                if err.not_found:
+                    not_found += 1
+                    if not_found >= MAX_NOT_FOUND:
+                        info = ErrorInfo(
+                            category=Category.SERVER,
+                            code=err.info.code,
+                            http_status=err.info.http_status,
+                            message=f"task {rec.task_id} is no longer found by the provider",
+                            retryable=False,
+                            hint="Contact the provider's support with the task id; it is not "
+                            "resubmitted automatically so that it is not paid twice.",
+                        )
+                        self._ledger.finish(item.id, ItemState.FAILED, error=info)
+                        log.warning("item.failed", reason=info.message)
+                        return None
+                else:
+                    not_found = 0
+                log.info(
+                    "item.poll_failed",
+                    category=str(err.info.category),
+                    code=err.info.code,
+                    http_status=err.info.http_status,
+                    reason=err.info.message,
+                )
+                delay_hint = err.retry_after
+            else:
+                not_found = 0
+                if task.status.finished:
+                    return task
+            if self._clock() > deadline:
+                info = poll_timeout_error(poll.timeout)
+                self._ledger.finish(item.id, ItemState.FAILED, error=info)
+                log.warning("item.failed", reason=info.message, category=str(info.category))
+                return None
+            interval = min(interval * POLL_GROWTH, poll.max_interval)
+            if delay_hint is not None:
+                interval = max(interval, min(delay_hint, self._policy.max_retry_after))

@@ -1,0 +1,419 @@
+"""Durable batch state: the only writer of item state.
+
+SQLite in WAL mode with ``synchronous=FULL``: a transaction that returned is on disk, so a
+SIGKILL (or power loss) right after ``record_intent`` returns cannot lose the intent. The engine
+calls ``record_intent`` BEFORE it sends a create and ``record_submitted`` right after the answer;
+a row left in ``submitting`` therefore means "a create may have been sent": the next run looks the
+task up by its external id instead of sending another.
+
+Item states::
+
+    pending --record_intent--> submitting --record_submitted--> running --finish--> succeeded
+       ^                          |                                |                 partial
+       |                          +--(rejected, nothing created)---+                 failed
+       +---- record_retry (retryable failure; next attempt gets a new external id) --+
+
+A second process opening the same ledger is refused (an exclusive ``flock`` on a lock file
+beside it), so two cron runs of one batch cannot both submit.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from orchestrator.errors import ErrorInfo
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    external_task_id TEXT,
+    task_id TEXT,
+    expected_assets INTEGER NOT NULL,
+    assets TEXT,
+    error TEXT,
+    submitted_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    item_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    external_task_id TEXT NOT NULL UNIQUE,
+    task_id TEXT,
+    state TEXT NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (item_id, attempt)
+);
+"""
+
+
+class ItemState(enum.StrEnum):
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ItemState.SUCCEEDED, ItemState.PARTIAL, ItemState.FAILED)
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    id: str
+    kind: str
+    state: ItemState
+    attempt: int
+    external_task_id: str | None
+    task_id: str | None
+    expected_assets: int
+    assets: list[dict[str, Any]]
+    error: ErrorInfo | None
+    submitted_at: float | None
+    finished_at: float | None
+    #: attempts that provably created a task (have a task id)
+    tasks_created: int = 0
+
+
+class LedgerError(Exception):
+    """The state file cannot be used (locked by another run, or belongs to another batch)."""
+
+
+class LedgerLocked(LedgerError):
+    pass
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class Ledger:
+    def __init__(
+        self,
+        path: Path,
+        batch: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.batch = batch
+        self._clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._acquire_lock(path.with_name(path.name + ".lock"))
+        try:
+            self._db = self._connect(path)
+        except BaseException:
+            self._release_lock()
+            raise
+        try:
+            self.salt = self._init_meta()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _acquire_lock(lock_path: Path) -> IO[str]:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        handle = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip()
+            handle.close()
+            who = f" (pid {holder})" if holder else ""
+            raise LedgerLocked(
+                f"another run of this batch is in progress{who}: it holds {lock_path}. "
+                "Wait for it to finish; two runs of one batch at once are refused so that "
+                "nothing is submitted twice."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return handle
+
+    def _release_lock(self) -> None:
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._lock_file.close()
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        if not path.exists():
+            # Created owner-only: the ledger names tasks of a paid account.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _init_meta(self) -> str:
+        with self._tx() as db:
+            rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if not rows:
+                salt = secrets.token_hex(4)
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("batch", self.batch),
+                        ("salt", salt),
+                        ("created_at", str(self._clock())),
+                    ],
+                )
+                return salt
+        if rows.get("batch") != self.batch:
+            raise LedgerError(
+                f"state file {self.path} belongs to batch '{rows.get('batch')}', not "
+                f"'{self.batch}': use another output.dir or --state for this manifest."
+            )
+        if int(rows.get("schema_version", "0")) != SCHEMA_VERSION:
+            raise LedgerError(
+                f"state file {self.path} has schema version {rows.get('schema_version')}; "
+                f"this version of the orchestrator reads version {SCHEMA_VERSION}."
+            )
+        return str(rows["salt"])
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        finally:
+            self._release_lock()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def external_task_id(self, item_id: str, attempt: int) -> str:
+        """Deterministic per (batch, item, attempt) within this ledger.
+
+        The ledger's random salt keeps ids unique in the Kling account even if the same batch
+        name is run again from a fresh state file: an id is never reused by a new create.
+        """
+        digest = hashlib.sha256(f"{self.batch}\0{self.salt}\0{item_id}".encode()).hexdigest()
+        return f"orc-{digest[:20]}-{attempt}"
+
+    # -- reads ----------------------------------------------------------------------------
+
+    _ITEM_COLUMNS = (
+        "id, kind, state, attempt, external_task_id, task_id, expected_assets, assets, error, "
+        "submitted_at, finished_at, "
+        "(SELECT COUNT(*) FROM attempts a WHERE a.item_id = items.id AND a.task_id IS NOT NULL)"
+    )
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> ItemRecord:
+        return ItemRecord(
+            id=row[0],
+            kind=row[1],
+            state=ItemState(row[2]),
+            attempt=row[3],
+            external_task_id=row[4],
+            task_id=row[5],
+            expected_assets=row[6],
+            assets=json.loads(row[7]) if row[7] else [],
+            error=ErrorInfo.from_dict(json.loads(row[8])) if row[8] else None,
+            submitted_at=row[9],
+            finished_at=row[10],
+            tasks_created=row[11],
+        )
+
+    def get(self, item_id: str) -> ItemRecord:
+        row = self._db.execute(
+            f"SELECT {self._ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(item_id)
+        return self._record(row)
+
+    def all(self) -> list[ItemRecord]:
+        rows = self._db.execute(f"SELECT {self._ITEM_COLUMNS} FROM items ORDER BY id").fetchall()
+        return [self._record(r) for r in rows]
+
+    def attempts(self, item_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT attempt, external_task_id, task_id, state, error FROM attempts "
+            "WHERE item_id = ? ORDER BY attempt",
+            (item_id,),
+        ).fetchall()
+        return [
+            {
+                "attempt": r[0],
+                "external_task_id": r[1],
+                "task_id": r[2],
+                "state": r[3],
+                "error": json.loads(r[4]) if r[4] else None,
+            }
+            for r in rows
+        ]
+
+    # -- writes (each one transaction, durable when it returns) -------------------------------
+
+    def sync_items(self, items: Iterable[tuple[str, str, int]]) -> None:
+        """Add (id, kind, expected_assets) rows for items the ledger has not seen yet."""
+        now = self._clock()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO items (id, kind, state, expected_assets, updated_at) "
+                "VALUES (?, ?, 'pending', ?, ?)",
+                [(i, k, n, now) for i, k, n in items],
+            )
+
+    def record_intent(self, item_id: str, attempt: int, external_task_id: str) -> None:
+        """Written BEFORE the create is sent."""
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO attempts (item_id, attempt, external_task_id, state, created_at, "
+                "updated_at) VALUES (?, ?, ?, 'submitting', ?, ?) "
+                "ON CONFLICT (item_id, attempt) DO UPDATE SET updated_at = excluded.updated_at",
+                (item_id, attempt, external_task_id, now, now),
+            )
+            db.execute(
+                "UPDATE items SET state = 'submitting', attempt = ?, external_task_id = ?, "
+                "task_id = NULL, assets = NULL, error = NULL, submitted_at = ?, "
+                "finished_at = NULL, updated_at = ? WHERE id = ?",
+                (attempt, external_task_id, now, now, item_id),
+            )
+
+    def record_submitted(self, item_id: str, task_id: str) -> None:
+        """Written right after the provider answered with a task id (or a lookup found it)."""
+        now = self._clock()
+        with self._tx() as db:
+            row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
+            db.execute(
+                "UPDATE attempts SET task_id = ?, state = 'running', updated_at = ? "
+                "WHERE item_id = ? AND attempt = ?",
+                (task_id, now, item_id, row[0]),
+            )
+            db.execute(
+                "UPDATE items SET state = 'running', task_id = ?, error = NULL, updated_at = ? "
+                "WHERE id = ?",
+                (task_id, now, item_id),
+            )
+
+    def record_not_created(self, item_id: str, error: ErrorInfo | None) -> None:
+        """The create was answered with a definite rejection: no task exists for the attempt.
+
+        The item goes back to pending; the attempt's external id is retired (never reused).
+        """
+        now = self._clock()
+        err = _dumps(error.to_dict()) if error else None
+        with self._tx() as db:
+            row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
+            db.execute(
+                "UPDATE attempts SET state = 'not_created', error = ?, updated_at = ? "
+                "WHERE item_id = ? AND attempt = ?",
+                (err, now, item_id, row[0]),
+            )
+            db.execute(
+                "UPDATE items SET state = 'pending', error = ?, updated_at = ? WHERE id = ?",
+                (err, now, item_id),
+            )
+
+    def record_unresolved(self, item_id: str, error: ErrorInfo) -> None:
+        """A create's outcome could not be established: stays ``submitting`` for the next run."""
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE items SET error = ?, updated_at = ? WHERE id = ?",
+                (_dumps(error.to_dict()), now, item_id),
+            )
+
+    def record_retry(self, item_id: str, error: ErrorInfo) -> None:
+        """The attempt's task failed retryably: pending again; the next attempt is a new task."""
+        self._end_attempt(item_id, ItemState.PENDING, error, None)
+
+    def finish(
+        self,
+        item_id: str,
+        state: ItemState,
+        *,
+        assets: list[dict[str, Any]] | None = None,
+        error: ErrorInfo | None = None,
+    ) -> None:
+        if not state.terminal:
+            raise ValueError(f"finish() needs a terminal state, got {state}")
+        self._end_attempt(item_id, state, error, assets)
+
+    def _end_attempt(
+        self,
+        item_id: str,
+        state: ItemState,
+        error: ErrorInfo | None,
+        assets: list[dict[str, Any]] | None,
+    ) -> None:
+        now = self._clock()
+        err = _dumps(error.to_dict()) if error else None
+        with self._tx() as db:
+            row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
+            db.execute(
+                "UPDATE attempts SET state = ?, error = ?, updated_at = ? "
+                "WHERE item_id = ? AND attempt = ?",
+                (str(state), err, now, item_id, row[0]),
+            )
+            db.execute(
+                "UPDATE items SET state = ?, error = ?, assets = ?, finished_at = ?, "
+                "updated_at = ? WHERE id = ?",
+                (
+                    str(state),
+                    err,
+                    _dumps(assets) if assets is not None else None,
+                    now if state.terminal else None,
+                    now,
+                    item_id,
+                ),
+            )
+
+    def reopen(self, item_id: str, state: ItemState) -> None:
+        """Put a finished item back in play (rerun of a retryable failure or a poll timeout)."""
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE items SET state = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
+                (str(state), now, item_id),
+            )

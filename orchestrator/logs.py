@@ -1,0 +1,119 @@
+"""structlog configuration: JSON lines to a file, readable lines on a terminal, secrets redacted.
+
+Every event goes to ``<output.dir>/logs/<timestamp>.jsonl`` as one JSON object per line. The
+console gets the same events rendered for people when stderr is a terminal; under cron (no
+terminal) it gets only warnings and errors, as JSON, so a cron mail stays short.
+
+The redactor runs before any renderer: registered secrets (secret key, API key, every JWT minted)
+and anything shaped like a JWT are replaced, wherever they appear in an event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[REDACTED]"
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
+
+
+class Redactor:
+    """A structlog processor that scrubs secrets from every string in an event."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add(self, secret: str | None) -> None:
+        # Very short values would redact ordinary words; real keys are long.
+        if secret and len(secret) >= 6:
+            self._secrets.add(secret)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        text = _JWT.sub(REDACTED, text)
+        return _BEARER.sub(r"\1" + REDACTED, text)
+
+    def _walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {k: self._walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._walk(v) for v in value]
+        return value
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in list(event_dict.items()):
+            event_dict[key] = self._walk(value)
+        return event_dict
+
+
+class _Tee:
+    """Final processor: one JSON line to the file, a rendered line to the console."""
+
+    def __init__(self, file: TextIO | None, console: TextIO, tty: bool) -> None:
+        self._file = file
+        self._console = console
+        self._tty = tty
+        self._pretty = structlog.dev.ConsoleRenderer(colors=False) if tty else None
+        self._console_level = logging.INFO if tty else logging.WARNING
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        line = json.dumps(event_dict, default=str, separators=(",", ":"))
+        if self._file is not None:
+            self._file.write(line + "\n")
+            self._file.flush()
+        level = logging.getLevelName(str(event_dict.get("level", "info")).upper())
+        if isinstance(level, int) and level >= self._console_level:
+            if self._pretty is not None:
+                self._console.write(str(self._pretty(logger, method, dict(event_dict))) + "\n")
+            else:
+                self._console.write(line + "\n")
+            self._console.flush()
+        raise structlog.DropEvent
+
+
+def open_log_file(output_dir: Path, now: float | None = None) -> tuple[Path, TextIO]:
+    logs = output_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
+    path = logs / f"run-{stamp}-{os.getpid()}.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return path, os.fdopen(fd, "a", encoding="utf-8")
+
+
+def configure(
+    redactor: Redactor,
+    *,
+    file: TextIO | None,
+    console: TextIO = sys.stderr,
+    tty: bool | None = None,
+) -> None:
+    if tty is None:
+        tty = console.isatty()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redactor,
+            _Tee(file, console, tty),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,344 @@
+"""End to end: the CLI, as a user runs it, against the simulator on loopback.
+
+What was paid for is checked from the simulator's own accounting, not from our report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.simulator import FaultRule, Simulator
+from tests.conftest import cli_env, png_bytes, run_cli, start_cli, write_manifest
+
+
+def load_report(directory: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((directory / "out" / "report.json").read_text())
+    return data
+
+
+def by_id(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["id"]: item for item in report["items"]}
+
+
+def text_items(n: int, prefix: str = "clip") -> list[dict[str, Any]]:
+    return [{"id": f"{prefix}-{i:03d}", "prompt": f"{prefix} prompt number {i}"} for i in range(n)]
+
+
+def assert_each_prompt_paid_once(sim: Simulator, prompts: list[str]) -> None:
+    stats = sim.stats()
+    assert stats.duplicate_external_ids == ()
+    assert {p: stats.by_prompt.get(p, 0) for p in prompts} == dict.fromkeys(prompts, 1)
+    assert stats.tasks_created == len(prompts)
+
+
+def test_mixed_batch_succeeds(tmp_path: Path, sim: Simulator) -> None:
+    (tmp_path / "cat.png").write_bytes(png_bytes(512, 384))
+    items: list[dict[str, Any]] = [
+        {"id": "drone", "prompt": "Aerial drone shot over misty mountains"},
+        {"id": "cat", "kind": "image2video", "image": "cat.png", "prompt": "The cat turns"},
+        {"id": "mug", "kind": "image", "model": "kling-v2-1", "prompt": "A mug", "n": 3},
+    ]
+    manifest = write_manifest(tmp_path, sim, items)
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 0, result.stderr
+    report = load_report(tmp_path)
+    assert report["counts"]["succeeded"] == 3
+    items_by_id = by_id(report)
+    assert len(items_by_id["mug"]["assets"]) == 3
+    assert items_by_id["cat"]["kind"] == "image2video"
+    assert all(item["attempts"] == 1 and item["error"] is None for item in report["items"])
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+    # The simulator checks the wire format (duration as a string, raw base64): a wrong body
+    # would have been a 400, so three creates means three well-formed requests.
+    assert sim.stats().create_requests == 3
+    assert "3 succeeded" in result.stderr
+
+    # A rerun of a finished batch sends nothing at all.
+    before = sim.stats()
+    rerun = run_cli(["run", str(manifest)], cli_env(sim))
+    assert rerun.code == 0, rerun.stderr
+    after = sim.stats()
+    assert (after.create_requests, after.query_requests, after.list_requests) == (
+        before.create_requests,
+        before.query_requests,
+        before.list_requests,
+    )
+
+
+def test_504_after_commit_is_looked_up_not_resubmitted(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(
+        FaultRule(
+            op="create", effect="error_after_commit", match="flaky", times=1,
+            http_status=504, code=5002, message="internal timeout",
+        )
+    )
+    items = [{"id": "flaky", "prompt": "a flaky gateway"}, {"id": "calm", "prompt": "calm sea"}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 0, result.stderr
+    assert_each_prompt_paid_once(sim, ["a flaky gateway", "calm sea"])
+    assert sim.stats().create_requests == 2
+    report = by_id(load_report(tmp_path))
+    assert report["flaky"]["status"] == "succeeded"
+
+
+def test_connection_dropped_after_commit_is_looked_up(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="drop_after_commit", match="dropped", times=1))
+    items = [{"id": "d", "prompt": "dropped connection"}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 0, result.stderr
+    assert_each_prompt_paid_once(sim, ["dropped connection"])
+
+
+def test_500_before_commit_is_resubmitted_after_lookup(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="error", match="hiccup", times=1))
+    items = [{"id": "h", "prompt": "a server hiccup"}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 0, result.stderr
+    stats = sim.stats()
+    assert stats.create_requests == 2  # the first never committed: sent again
+    assert stats.creates_reusing_external_id_without_lookup == 0
+    assert_each_prompt_paid_once(sim, ["a server hiccup"])
+
+
+def test_rate_limited_create_is_retried(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(
+        FaultRule(
+            op="create", effect="error", match="busy", times=2,
+            http_status=429, code=1302, message="request too fast", retry_after="0",
+        )
+    )
+    items = [{"id": "r", "prompt": "busy hour"}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 0, result.stderr
+    assert sim.stats().create_requests == 3
+    assert_each_prompt_paid_once(sim, ["busy hour"])
+
+
+def test_fewer_assets_is_partial(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="fewer_assets", match="mugs", assets=2))
+    items = [{"id": "mugs", "kind": "image", "model": "kling-v2-1", "prompt": "mugs", "n": 4}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 1, result.stderr
+    item = by_id(load_report(tmp_path))["mugs"]
+    assert item["status"] == "partial"
+    assert item["expected_assets"] == 4
+    assert len(item["assets"]) == 2
+    assert item["error"]["category"] == "asset_mismatch"
+    assert "2 of 4" in item["error"]["message"]
+    assert sim.stats().tasks_created == 1  # partial is not resubmitted (it was paid)
+
+
+def test_zero_assets_is_failed(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="fewer_assets", match="empty", assets=0))
+    items = [{"id": "e", "prompt": "empty result"}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 1
+    item = by_id(load_report(tmp_path))["e"]
+    assert (item["status"], item["error"]["category"]) == ("failed", "asset_mismatch")
+
+
+def test_content_policy_failure_is_not_retried(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(
+        FaultRule(
+            op="create", effect="task_failed", match="forbidden",
+            message="Failure to pass the risk control system: content safety policy",
+        )
+    )
+    items = [{"id": "bad", "prompt": "something forbidden"}, {"id": "ok", "prompt": "a meadow"}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 1, result.stderr
+    report = by_id(load_report(tmp_path))
+    assert report["bad"]["status"] == "failed"
+    assert report["bad"]["error"]["category"] == "policy"
+    assert report["bad"]["error"]["retryable"] is False
+    assert report["bad"]["error"]["hint"]
+    assert report["ok"]["status"] == "succeeded"
+    assert sim.stats().by_prompt["something forbidden"] == 1
+    assert "bad" in result.stderr and "policy" in result.stderr
+
+
+def test_generation_timeout_failure_gets_a_new_attempt(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(
+        FaultRule(
+            op="create", effect="task_failed", match="slow", times=1,
+            message="Generation timeout, please try again",
+        )
+    )
+    items = [{"id": "s", "prompt": "slow render"}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 0, result.stderr
+    stats = sim.stats()
+    assert stats.by_prompt["slow render"] == 2  # a failed generation, then a new one
+    assert stats.duplicate_external_ids == ()  # each attempt has its own external id
+    assert by_id(load_report(tmp_path))["s"]["attempts"] == 2
+
+
+def test_billing_exhaustion_stops_the_batch(tmp_path: Path, sim: Simulator) -> None:
+    sim.set_billing_after(3)
+    items = text_items(12)
+    manifest = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 2, "requests_per_minute": 6000}
+    )
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 3, result.stderr
+    stats = sim.stats()
+    assert stats.tasks_created == 3
+    # One refused create stops the batch: not one failed create per remaining item.
+    assert stats.create_requests <= 3 + 2
+    report = load_report(tmp_path)
+    assert report["counts"]["succeeded"] == 3  # running tasks were allowed to finish
+    assert report["counts"]["not_run"] == 9
+    assert report["stopped_by"]["category"] == "billing"
+    assert report["stopped_by"]["code"] == 1102
+    assert "1102" in result.stderr and "What to do" in result.stderr
+
+    # After "topping up", the rerun finishes the batch without resubmitting anything.
+    sim.set_billing_after(None)
+    rerun = run_cli(["run", str(manifest)], cli_env(sim))
+    assert rerun.code == 0, rerun.stderr
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+
+
+def test_auth_failure_stops_with_exit_3(tmp_path: Path, sim: Simulator) -> None:
+    env = cli_env(sim)
+    env["KLING_SECRET_KEY"] = "not-the-secret-key-at-all"
+    items = text_items(5)
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], env)
+    assert result.code == 3, result.stderr
+    assert sim.stats().tasks_created == 0
+    assert sim.stats().create_requests <= 2
+    assert load_report(tmp_path)["counts"]["not_run"] == 5
+    assert "not-the-secret-key-at-all" not in result.stderr
+
+
+def wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def test_sigkill_mid_batch_then_rerun_pays_each_item_once(tmp_path: Path, sim: Simulator) -> None:
+    items = text_items(30)
+    # One create is held by the server for a while: the kill lands while it is in flight, after
+    # the ledger recorded the intent and before any answer. The server still commits it.
+    sim.add_fault(FaultRule(op="create", effect="delay", match="number 7", delay=1.0, times=1))
+    manifest = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 6, "requests_per_minute": 6000}
+    )
+    env = cli_env(sim)
+    for kill_at in (8, 19):
+        proc = start_cli(["run", str(manifest)], env)
+        wait_for(lambda at=kill_at: sim.stats().create_requests >= at)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+    result = run_cli(["run", str(manifest)], env)
+    assert result.code == 0, result.stderr
+    report = load_report(tmp_path)
+    assert report["counts"]["succeeded"] == 30
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+    assert sim.stats().creates_reusing_external_id_without_lookup == 0
+
+
+def test_sigint_exits_130_and_rerun_collects(tmp_path: Path, sim: Simulator) -> None:
+    items = text_items(20)
+    manifest = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 3, "requests_per_minute": 600}
+    )
+    env = cli_env(sim)
+    proc = start_cli(["run", str(manifest)], env)
+    wait_for(lambda: sim.stats().create_requests >= 4)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+    report = load_report(tmp_path)
+    assert report["interrupted"] is True
+    assert report["counts"]["not_run"] > 0
+    result = run_cli(["run", str(manifest)], env)
+    assert result.code == 0, result.stderr
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+
+
+def test_second_run_of_same_batch_is_refused(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="delay", delay=1.5, times=1))
+    manifest = write_manifest(tmp_path, sim, text_items(2))
+    env = cli_env(sim)
+    first = start_cli(["run", str(manifest)], env)
+    wait_for(lambda: sim.stats().create_requests >= 1)
+    second = run_cli(["run", str(manifest)], env)
+    assert second.code == 4
+    assert "another run" in second.stderr
+    first.communicate(timeout=30)
+    assert first.returncode == 0
+    assert sim.stats().tasks_created == 2
+
+
+INVALID: dict[str, tuple[list[dict[str, Any]], str]] = {
+    "duplicate ids": (
+        [{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}],
+        "duplicate",
+    ),
+    "unknown key": ([{"id": "a", "prompt": "x", "duraton": 5}], "duraton"),
+    "bad duration": ([{"id": "a", "prompt": "x", "duration": 7}], "duration"),
+    "prompt too long": ([{"id": "a", "prompt": "x" * 2501}], "prompt"),
+    "missing image": (
+        [{"id": "a", "kind": "image2video", "image": "nope.png", "prompt": "x"}],
+        "image",
+    ),
+    "n too large": (
+        [{"id": "a", "kind": "image", "model": "kling-v2-1", "prompt": "x", "n": 10}],
+        "n",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_manifest_exits_2_and_sends_nothing(
+    tmp_path: Path, sim: Simulator, case: str
+) -> None:
+    items, needle = INVALID[case]
+    manifest = write_manifest(tmp_path, sim, [*text_items(3), *items])
+    for command in ("validate", "run"):
+        result = run_cli([command, str(manifest)], cli_env(sim))
+        assert result.code == 2, (command, result.stderr)
+        assert needle in result.stderr
+        assert "item 'a'" in result.stderr
+        assert "Traceback" not in result.stderr
+    stats = sim.stats()
+    assert stats.create_requests + stats.query_requests + stats.list_requests == 0
+    assert not (tmp_path / "out" / "state.sqlite3").exists()
+
+
+def test_missing_credentials_exit_2(tmp_path: Path, sim: Simulator) -> None:
+    env = {k: v for k, v in cli_env(sim).items() if not k.startswith("KLING_")}
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, text_items(1)))], env)
+    assert result.code == 2
+    assert "KLING_ACCESS_KEY" in result.stderr
+    assert sim.stats().create_requests == 0
+
+
+def test_secrets_never_written(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="error", match="number 1", times=1,
+                            http_status=401, code=1004, message="token expired"))
+    manifest = write_manifest(tmp_path, sim, text_items(3))
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 0, result.stderr
+    secret = sim.config.secret_key
+    outputs = [result.stdout, result.stderr]
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            outputs.append(path.read_bytes().decode("utf-8", "replace"))
+    for text in outputs:
+        assert secret not in text
+        assert "eyJhbGciOi" not in text  # no JWT (base64 of '{"alg":')
+    log_files = list((tmp_path / "out" / "logs").glob("*.jsonl"))
+    assert log_files and all(os.stat(p).st_mode & 0o077 == 0 for p in log_files)
