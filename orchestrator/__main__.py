@@ -242,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.args:
             sys.stderr.write(f"{exc.args[0]}\n")
         return int(Exit.INVALID)
+    except KeyboardInterrupt:
+        # Before the engine's own signal handling is in place: nothing was sent yet.
+        sys.stderr.write("\nInterrupted.\n")
+        return int(Exit.INTERRUPTED)
 
 
 if __name__ == "__main__":

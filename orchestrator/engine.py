@@ -48,6 +48,8 @@ class RunOutcome:
     requests: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     peak_slots: int = 0
+    #: items whose coroutine hit an unexpected exception (a bug); logged with a traceback
+    crashed: int = 0
 
 
 class _Unresolved(Exception):
@@ -188,6 +190,21 @@ class Engine:
         log = self._log.bind(item=item.id)
         try:
             await self._drive(item, log)
+        except Exception as exc:
+            # A bug must not take the other items down. The ledger row keeps whatever state it
+            # had (so a rerun resumes it safely); the error says what happened.
+            log.exception("item.crashed", error_type=type(exc).__name__)
+            self.outcome.crashed += 1
+            self._ledger.record_unresolved(
+                item.id,
+                ErrorInfo(
+                    category=Category.SERVER,
+                    message=f"internal error in the orchestrator ({type(exc).__name__})",
+                    retryable=True,
+                    hint="Please report this with the log file; rerunning resumes the item "
+                    "safely (it is looked up before anything is resubmitted).",
+                ),
+            )
         finally:
             self._slots.release(slots)
 
@@ -286,9 +303,19 @@ class Engine:
 
     async def _pause(self, delay: float) -> None:
         """A backoff wait that ends early when the batch stops (nothing new will be sent)."""
-        assert self._stop_event is not None
-        with anyio.move_on_after(delay):
-            await self._stop_event.wait()
+        stop = self._stop_event
+        assert stop is not None
+        if stop.is_set():
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def until_stop() -> None:
+                await stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_stop)
+            await self._sleep(delay)
+            tg.cancel_scope.cancel()
 
     # -- create ---------------------------------------------------------------------------
 

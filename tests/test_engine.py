@@ -1,0 +1,334 @@
+"""Engine decisions with a scripted provider and a fake clock: no real waiting.
+
+The end-to-end tests run the real thing against the simulator; these pin down timing rules and
+corner cases that are hard to provoke over HTTP (lookups that keep failing, a create still in
+flight at the server, a bug inside one item).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.lowlevel import checkpoint
+
+from orchestrator.engine import Engine, RunOutcome
+from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
+from orchestrator.ledger import ItemState, Ledger
+from orchestrator.manifest import (
+    Item,
+    Limits,
+    Manifest,
+    PollSettings,
+    ProviderSettings,
+    RetrySettings,
+)
+from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 10.0
+GRACE = 2.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await checkpoint()
+
+
+def server_error(code: int = 5000, *, ambiguous: bool, status: int | None = 500) -> ProviderError:
+    info = ErrorInfo(
+        category=Category.SERVER, message="boom", retryable=True, hint="h",
+        code=code, http_status=status,
+    )
+    return ProviderError(info, ambiguous=ambiguous)
+
+
+CreateRule = Callable[[str, int], tuple[bool, ProviderError | None]]
+
+
+class FakeProvider:
+    """Creates commit (or not) and answer (or raise) as ``create_rule`` says."""
+
+    name = "fake"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.committed: dict[str, Task] = {}
+        self.create_calls: list[tuple[str, float]] = []
+        self.lookup_calls = 0
+        self.create_rule: CreateRule = lambda ext, n: (True, None)
+        self.lookup_error: ProviderError | None = None
+        self.status: Callable[[Task], Task] = lambda t: Task(
+            t.task_id, TaskStatus.SUCCEEDED, assets=(Asset(0, "https://x/0.mp4", "video"),)
+        )
+        self.query_error: Exception | None = None
+
+    async def create(self, request: TaskRequest, external_task_id: str) -> Task:
+        self.create_calls.append((external_task_id, self.clock.now))
+        n = sum(1 for e, _ in self.create_calls if e == external_task_id)
+        commit, error = self.create_rule(external_task_id, n)
+        task = Task(f"T{len(self.create_calls)}", TaskStatus.SUBMITTED, external_task_id)
+        if commit:
+            self.committed[external_task_id] = task
+        if error is not None:
+            raise error
+        return task
+
+    async def query(self, kind: Kind, task_id: str) -> Task:
+        if self.query_error is not None:
+            raise self.query_error
+        task = next(t for t in self.committed.values() if t.task_id == task_id)
+        return self.status(task)
+
+    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
+        self.lookup_calls += 1
+        if self.lookup_error is not None:
+            raise self.lookup_error
+        return self.committed.get(external_task_id)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def manifest(tmp_path: Path, ids: list[str], **retry: float) -> Manifest:
+    items = tuple(
+        Item(i, TaskRequest(Kind.TEXT2VIDEO, {"prompt": f"prompt {i}"}, 1)) for i in ids
+    )
+    return Manifest(
+        version=1,
+        name="t",
+        path=tmp_path / "m.yaml",
+        provider=ProviderSettings(base_url="http://fake", timeout=TIMEOUT),
+        limits=Limits(concurrency=2, requests_per_minute=600_000),
+        retry=RetrySettings(
+            max_attempts=int(retry.get("max_attempts", 3)),
+            base_delay=1.0,
+            max_delay=10.0,
+            lookup_grace=GRACE,
+        ),
+        poll=PollSettings(interval=5, max_interval=30, timeout=100),
+        output_dir=tmp_path,
+        items=items,
+    )
+
+
+async def run(
+    m: Manifest, provider: FakeProvider, clock: FakeClock, ledger: Ledger
+) -> RunOutcome:
+    engine = Engine(m, provider, ledger, sleep=clock.sleep, clock=clock.time, rand=lambda: 1.0)
+    return await engine.run()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def provider(clock: FakeClock) -> FakeProvider:
+    return FakeProvider(clock)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_unanswered_create_is_resent_only_after_it_could_have_committed(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    timeout = ProviderError(request_timeout("read timed out"), ambiguous=True)
+    provider.create_rule = lambda ext, n: (n > 1, timeout if n == 1 else None)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    (ext1, t1), (ext2, t2) = provider.create_calls
+    assert ext1 == ext2  # absent, so the same attempt is sent again under its id
+    assert t2 - t1 >= TIMEOUT + GRACE
+    assert provider.lookup_calls >= 2
+
+
+async def test_answered_5xx_that_committed_is_found_not_resent(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    provider.create_rule = lambda ext, n: (True, server_error(5002, ambiguous=True, status=504))
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        rec = ledger.get("a")
+        assert rec.state is ItemState.SUCCEEDED
+        assert rec.task_id == "T1"
+    assert len(provider.create_calls) == 1
+    assert clock.sleeps[0] == GRACE  # looked up after the grace period
+
+
+async def test_answered_5xx_absent_is_resent_without_waiting_for_timeout(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    provider.create_rule = lambda ext, n: (
+        (False, server_error(ambiguous=True)) if n == 1 else (True, None)
+    )
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    (_, t1), (_, t2) = provider.create_calls
+    assert t2 - t1 < TIMEOUT
+
+
+async def test_lookups_that_keep_failing_never_lead_to_a_resend(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    provider.create_rule = lambda ext, n: (True, server_error(ambiguous=True))
+    provider.lookup_error = server_error(ambiguous=False)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        rec = ledger.get("a")
+        assert rec.state is ItemState.SUBMITTING  # the next run looks it up again
+        assert rec.error is not None and "could not confirm" in rec.error.message
+        assert len(provider.create_calls) == 1
+
+        provider.lookup_error = None
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    assert len(provider.create_calls) == 1
+
+
+async def test_retry_after_is_honoured_for_rate_limits(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    info = ErrorInfo(
+        category=Category.RATE_LIMIT, message="too fast", retryable=True, hint="h", code=1302
+    )
+    provider.create_rule = lambda ext, n: (
+        (False, ProviderError(info, retry_after=7.0)) if n <= 2 else (True, None)
+    )
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        outcome = await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    assert clock.sleeps[:2] == [7.0, 7.0]
+    assert outcome.retries == 2
+    assert len(provider.create_calls) == 3
+
+
+async def test_non_retryable_create_error_fails_once(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    info = ErrorInfo(
+        category=Category.VALIDATION, message="bad", retryable=False, hint="h", code=1201
+    )
+    provider.create_rule = lambda ext, n: (False, ProviderError(info))
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        rec = ledger.get("a")
+        assert rec.state is ItemState.FAILED
+        assert rec.error == info
+    assert len(provider.create_calls) == 1
+
+
+async def test_account_error_stops_new_submissions(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    billing = ErrorInfo(
+        category=Category.BILLING, message="pack depleted", retryable=False, hint="buy",
+        scope=Scope.ACCOUNT, code=1102, http_status=429,
+    )
+    provider.create_rule = lambda ext, n: (False, ProviderError(billing))
+    ids = [f"i{n}" for n in range(6)]
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        outcome = await run(manifest(tmp_path, ids), provider, clock, ledger)
+        states = {r.id: r.state for r in ledger.all()}
+    assert outcome.stopped_by == billing
+    assert len(provider.create_calls) <= 2  # at most the ones already in flight
+    assert set(states.values()) == {ItemState.PENDING}
+
+
+async def test_poll_timeout_then_rerun_polls_instead_of_resubmitting(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    provider.status = lambda t: Task(t.task_id, TaskStatus.PROCESSING)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        rec = ledger.get("a")
+        assert rec.state is ItemState.FAILED
+        assert rec.error is not None and rec.error.category is Category.TIMEOUT
+        provider.status = lambda t: Task(
+            t.task_id, TaskStatus.SUCCEEDED, assets=(Asset(0, "u", "video"),)
+        )
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    assert len(provider.create_calls) == 1
+
+
+async def test_poll_interval_grows_to_the_cap(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    provider.status = lambda t: Task(t.task_id, TaskStatus.PROCESSING)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+    assert clock.sleeps[:5] == [5, 7.5, 11.25, 16.875, 25.3125]
+    assert max(clock.sleeps) == 30
+
+
+async def test_retryable_task_failures_are_bounded_then_rerun_tries_again(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    transient = ErrorInfo(
+        category=Category.TASK_FAILED, message="Generation timeout", retryable=True, hint="h"
+    )
+    provider.status = lambda t: Task(t.task_id, TaskStatus.FAILED, failure=transient)
+    m = manifest(tmp_path, ["a"], max_attempts=2)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(m, provider, clock, ledger)
+        rec = ledger.get("a")
+        assert (rec.state, rec.tasks_created, rec.error) == (ItemState.FAILED, 2, transient)
+        await run(m, provider, clock, ledger)
+        assert ledger.get("a").tasks_created == 4
+    ext_ids = [e for e, _ in provider.create_calls]
+    assert len(set(ext_ids)) == 4  # every paid attempt has its own external id
+
+
+async def test_a_bug_in_one_item_does_not_stop_the_others(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    original = provider.query
+
+    async def query(kind: Kind, task_id: str) -> Task:
+        if task_id == "T1":
+            raise RuntimeError("unexpected")
+        return await original(kind, task_id)
+
+    provider.query = query  # type: ignore[method-assign]
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        outcome = await run(manifest(tmp_path, ["a", "b"]), provider, clock, ledger)
+        states = {r.id: r.state for r in ledger.all()}
+    assert outcome.crashed == 1
+    assert ItemState.SUCCEEDED in states.values()
+    assert ItemState.RUNNING in states.values()  # resumable: polled again next run
+
+
+async def test_interrupt_keeps_running_tasks_for_the_rerun(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    provider.status = lambda t: Task(t.task_id, TaskStatus.PROCESSING)
+    m = manifest(tmp_path, ["a", "b", "c"])
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(m, provider, ledger, sleep=clock.sleep, clock=clock.time)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            while len(provider.create_calls) < 2:
+                await checkpoint()
+            engine.interrupt()
+        states = sorted(r.state for r in ledger.all())
+    assert engine.outcome.interrupted
+    assert states == [ItemState.PENDING, ItemState.RUNNING, ItemState.RUNNING]
