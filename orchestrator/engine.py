@@ -52,6 +52,16 @@ class RunOutcome:
     crashed: int = 0
 
 
+def _error_fields(info: ErrorInfo) -> dict[str, Any]:
+    """The fields every log event about a failure carries."""
+    return {
+        "category": str(info.category),
+        "code": info.code,
+        "http_status": info.http_status,
+        "reason": info.message,
+    }
+
+
 class _Unresolved(Exception):
     """A create's outcome could not be established; the item stays ``submitting``."""
 
@@ -103,14 +113,7 @@ class Engine:
             return
         if cause is not None:
             self.outcome.stopped_by = cause
-            self._log.error(
-                "batch.stopping",
-                category=str(cause.category),
-                code=cause.code,
-                http_status=cause.http_status,
-                reason=cause.message,
-                hint=cause.hint,
-            )
+            self._log.error("batch.stopping", hint=cause.hint, **_error_fields(cause))
         assert self._stop_event is not None
         self._stop_event.set()
         self._slots.close()
@@ -245,9 +248,7 @@ class Engine:
                     return
             except _Unresolved as exc:
                 self._ledger.record_unresolved(item.id, exc.info)
-                log.error(
-                    "item.unresolved", category=str(exc.info.category), reason=exc.info.message
-                )
+                log.error("item.unresolved", **_error_fields(exc.info))
                 return
             if self._ledger.get(item.id).state is not ItemState.RUNNING:
                 return  # the create ended the item (failed, or not sent because stopping)
@@ -271,16 +272,11 @@ class Engine:
                     self._ledger.record_retry(item.id, info)
                     delay = backoff_delay(self._policy, attempts_this_run, None, self._rand)
                     self.outcome.retries += 1
-                    log.warning(
-                        "item.task_failed",
-                        reason=info.message,
-                        category=str(info.category),
-                        retry_in=round(delay, 3),
-                    )
+                    log.warning("item.task_failed", retry_in=round(delay, 3), **_error_fields(info))
                     await self._pause(delay)
                     continue
                 self._ledger.finish(item.id, ItemState.FAILED, error=info)
-                log.warning("item.failed", reason=info.message, category=str(info.category))
+                log.warning("item.failed", **_error_fields(info))
                 return
             self._verify(item, final, log)
             return
@@ -292,7 +288,7 @@ class Engine:
         if got == 0:
             info = asset_mismatch(expected, 0, item.request.kind.media)
             self._ledger.finish(item.id, ItemState.FAILED, assets=assets, error=info)
-            log.warning("item.failed", reason=info.message, category=str(info.category))
+            log.warning("item.failed", **_error_fields(info))
         elif got < expected:
             info = asset_mismatch(expected, got, item.request.kind.media)
             self._ledger.finish(item.id, ItemState.PARTIAL, assets=assets, error=info)
@@ -356,13 +352,10 @@ class Engine:
                 retry_after = err.retry_after
                 log.warning(
                     "item.create_failed",
-                    category=str(info.category),
-                    code=info.code,
-                    http_status=info.http_status,
                     request_id=err.request_id,
-                    reason=info.message,
                     ambiguous=err.ambiguous,
                     sent=err.sent,
+                    **_error_fields(info),
                 )
                 if err.ambiguous:
                     found = await self._reconcile(
@@ -377,17 +370,13 @@ class Engine:
                     return None
                 elif not info.retryable:
                     self._ledger.finish(item.id, ItemState.FAILED, error=info)
-                    log.warning("item.failed", reason=info.message, category=str(info.category))
+                    log.warning("item.failed", **_error_fields(info))
                     return None
             tries += 1
             assert last_error is not None
             if tries >= self._policy.max_attempts:
                 self._ledger.finish(item.id, ItemState.FAILED, error=last_error)
-                log.warning(
-                    "item.failed",
-                    reason="create retries exhausted",
-                    category=str(last_error.category),
-                )
+                log.warning("item.failed", retries_exhausted=True, **_error_fields(last_error))
                 return None
             delay = backoff_delay(self._policy, tries, retry_after, self._rand)
             self.outcome.retries += 1
@@ -421,11 +410,7 @@ class Engine:
                 found = await self._provider.lookup(item.request.kind, ext)
             except ProviderError as err:
                 log.warning(
-                    "item.lookup_failed",
-                    category=str(err.info.category),
-                    code=err.info.code,
-                    http_status=err.info.http_status,
-                    reason=err.info.message,
+                    "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)
                 )
                 if err.info.scope is Scope.ACCOUNT:
                     self._stop(err.info)
@@ -478,7 +463,7 @@ class Engine:
             except ProviderError as err:
                 if err.info.scope is Scope.ACCOUNT:
                     self._stop(err.info)
-                    log.warning("item.poll_abandoned", category=str(err.info.category))
+                    log.warning("item.poll_abandoned", **_error_fields(err.info))
                     raise _PollAbandoned from None
                 if err.not_found:
                     not_found += 1
@@ -493,17 +478,11 @@ class Engine:
                             "resubmitted automatically so that it is not paid twice.",
                         )
                         self._ledger.finish(item.id, ItemState.FAILED, error=info)
-                        log.warning("item.failed", reason=info.message)
+                        log.warning("item.failed", **_error_fields(info))
                         return None
                 else:
                     not_found = 0
-                log.info(
-                    "item.poll_failed",
-                    category=str(err.info.category),
-                    code=err.info.code,
-                    http_status=err.info.http_status,
-                    reason=err.info.message,
-                )
+                log.info("item.poll_failed", request_id=err.request_id, **_error_fields(err.info))
                 delay_hint = err.retry_after
             else:
                 not_found = 0
@@ -512,7 +491,7 @@ class Engine:
             if self._clock() > deadline:
                 info = poll_timeout_error(poll.timeout)
                 self._ledger.finish(item.id, ItemState.FAILED, error=info)
-                log.warning("item.failed", reason=info.message, category=str(info.category))
+                log.warning("item.failed", **_error_fields(info))
                 return None
             interval = min(interval * POLL_GROWTH, poll.max_interval)
             if delay_hint is not None:
