@@ -94,6 +94,9 @@ class ProviderError(Exception):
     request_id: str | None = None
     #: True when the provider reports that the looked-up resource does not exist.
     not_found: bool = False
+    #: True when the account is over its concurrency allowance (Kling 1303): the engine lowers
+    #: its in-flight cap (adaptive concurrency).
+    over_capacity: bool = False
     details: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
