@@ -201,8 +201,11 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 "requests": dict(outcome.requests),
                 "retries": outcome.retries,
                 "peak_slots": outcome.peak_slots,
-                "stopped_by": report._error(outcome.stopped_by),
+                "concurrency": outcome.concurrency,
+                "retries_denied": outcome.retries_denied,
+                "stopped_by": report.error_entry(outcome.stopped_by),
                 "interrupted": outcome.interrupted,
+                "deadline_reached": outcome.deadline_reached,
                 "log": str(log_path),
             },
         )
@@ -211,6 +214,11 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         ledger.close()
         log_file.close()
     err.write(report.summary(data, report_path=report_path, stop=outcome.stopped_by) + "\n")
+    if outcome.crashed:
+        err.write(
+            f"{outcome.crashed} item(s) hit an internal error (a bug): see 'item.crashed' in "
+            f"{log_path}. Rerunning resumes them safely.\n"
+        )
     if outcome.interrupted:
         return Exit.INTERRUPTED
     if outcome.stopped_by is not None:

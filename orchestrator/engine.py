@@ -28,10 +28,10 @@ import structlog
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, asset_mismatch
 from orchestrator.errors import poll_timeout as poll_timeout_error
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
-from orchestrator.limits import PoolClosed, SlotPool, create_rate_limiter
+from orchestrator.limits import AdaptiveConcurrency, PoolClosed, SlotPool, create_rate_limiter
 from orchestrator.manifest import Item, Manifest
 from orchestrator.providers.base import Provider, Task, TaskStatus
-from orchestrator.retry import RetryPolicy, backoff_delay
+from orchestrator.retry import RetryBudget, RetryPolicy, backoff_delay
 
 #: Growth of the poll interval between two polls of one task (up to poll.max_interval).
 POLL_GROWTH = 1.5
@@ -39,6 +39,8 @@ POLL_GROWTH = 1.5
 MAX_NOT_FOUND = 3
 #: Lookups by external id before an ambiguous create is declared absent.
 LOOKUPS = 2
+#: Failures that mean "the provider is failing" and are charged to the retry budget.
+_BUDGETED = (Category.SERVER, Category.NETWORK, Category.TIMEOUT)
 
 
 @dataclass
@@ -50,6 +52,16 @@ class RunOutcome:
     peak_slots: int = 0
     #: items whose coroutine hit an unexpected exception (a bug); logged with a traceback
     crashed: int = 0
+    deadline_reached: bool = False
+    retries_denied: int = 0
+    concurrency: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Held:
+    """Slots an item holds right now (it gives them back while it backs off a 1303)."""
+
+    count: int
 
 
 def _error_fields(info: ErrorInfo) -> dict[str, Any]:
@@ -60,6 +72,19 @@ def _error_fields(info: ErrorInfo) -> dict[str, Any]:
         "http_status": info.http_status,
         "reason": info.message,
     }
+
+
+def _budget_spent(info: ErrorInfo) -> ErrorInfo:
+    return ErrorInfo(
+        category=info.category,
+        code=info.code,
+        http_status=info.http_status,
+        message=f"{info.message} (not retried: the retry budget is spent because the provider "
+        "keeps failing)",
+        retryable=True,
+        hint="The provider was failing for many requests in a row; rerun later and the item "
+        "is retried.",
+    )
 
 
 class _Unresolved(Exception):
@@ -96,6 +121,8 @@ class Engine:
             max_delay=manifest.retry.max_delay,
         )
         self._slots = SlotPool(manifest.limits.concurrency)
+        self._adaptive = AdaptiveConcurrency(self._slots, manifest.limits.concurrency)
+        self._budget = RetryBudget()
         self._stop_event: anyio.Event | None = None
         self._cancel: anyio.CancelScope | None = None
         self.outcome = RunOutcome()
@@ -134,6 +161,7 @@ class Engine:
 
     async def run(self) -> RunOutcome:
         self._stop_event = anyio.Event()
+        self._run_started = self._clock()
         self._limiter = create_rate_limiter(self._m.limits.requests_per_minute)
         self._ledger.sync_items(
             (item.id, str(item.request.kind), item.request.expected_assets)
@@ -156,19 +184,32 @@ class Engine:
         with anyio.CancelScope() as scope:
             self._cancel = scope
             async with anyio.create_task_group() as tg:
-                # Tasks from an earlier run already hold provider slots: count them at once.
-                for item in in_flight:
-                    taken = self._slots.take_now(item.request.expected_assets)
-                    tg.start_soon(self._item_task, item, taken)
-                for item in pending:
-                    if self.stopping:
-                        break
-                    try:
-                        taken = await self._slots.acquire(item.request.expected_assets)
-                    except PoolClosed:
-                        break
-                    tg.start_soon(self._item_task, item, taken)
+                watcher = anyio.CancelScope()
+                if self._m.limits.deadline is not None:
+                    tg.start_soon(self._deadline_watch, watcher)
+                async with anyio.create_task_group() as items:
+                    # Tasks from an earlier run already hold provider slots: count them at once.
+                    for item in in_flight:
+                        taken = self._slots.take_now(item.request.expected_assets)
+                        items.start_soon(self._item_task, item, _Held(taken))
+                    for item in pending:
+                        if self.stopping:
+                            break
+                        try:
+                            taken = await self._slots.acquire(item.request.expected_assets)
+                        except PoolClosed:
+                            break
+                        items.start_soon(self._item_task, item, _Held(taken))
+                watcher.cancel()
         self.outcome.peak_slots = self._slots.peak
+        self.outcome.retries_denied = self._budget.denied
+        self.outcome.concurrency = {
+            "configured": self._m.limits.concurrency,
+            "final": self._adaptive.cap,
+            "lowest": self._adaptive.lowest,
+            "sustained": self._adaptive.sustained or self._adaptive.cap,
+            "over_capacity_cuts": self._adaptive.cuts,
+        }
         self._log.info(
             "batch.finished",
             interrupted=self.outcome.interrupted,
@@ -177,6 +218,17 @@ class Engine:
             retries=self.outcome.retries,
         )
         return self.outcome
+
+    async def _deadline_watch(self, scope: anyio.CancelScope) -> None:
+        deadline = self._m.limits.deadline
+        assert deadline is not None
+        at = deadline.resolve(self._run_started)
+        with scope:
+            await self._sleep(max(0.0, at - self._clock()))
+            if not self.stopping:
+                self.outcome.deadline_reached = True
+                self._log.warning("batch.deadline_reached")
+                self._stop(None)
 
     def _reopen(self, records: dict[str, ItemRecord]) -> None:
         """A rerun retries what is worth retrying and re-polls what timed out while polling."""
@@ -189,10 +241,10 @@ class Engine:
             elif rec.error.retryable:
                 self._ledger.reopen(item.id, ItemState.PENDING)
 
-    async def _item_task(self, item: Item, slots: int) -> None:
+    async def _item_task(self, item: Item, held: _Held) -> None:
         log = self._log.bind(item=item.id)
         try:
-            await self._drive(item, log)
+            await self._drive(item, held, log)
         except Exception as exc:
             # A bug must not take the other items down. The ledger row keeps whatever state it
             # had (so a rerun resumes it safely); the error says what happened.
@@ -209,11 +261,11 @@ class Engine:
                 ),
             )
         finally:
-            self._slots.release(slots)
+            self._slots.release(held.count)
 
     # -- one item -------------------------------------------------------------------------
 
-    async def _drive(self, item: Item, log: Any) -> None:
+    async def _drive(self, item: Item, held: _Held, log: Any) -> None:
         attempts_this_run = 0
         while True:
             rec = self._ledger.get(item.id)
@@ -228,7 +280,7 @@ class Engine:
                     )
                     if task is None:
                         task = await self._create(
-                            item, rec.attempt, rec.external_task_id, log, resend=True
+                            item, held, rec.attempt, rec.external_task_id, log, resend=True
                         )
                 elif rec.state is ItemState.PENDING:
                     if self.stopping:
@@ -241,7 +293,7 @@ class Engine:
                     attempt = rec.attempt + 1
                     ext = self._ledger.external_task_id(item.id, attempt)
                     log = log.bind(attempt=attempt, external_task_id=ext)
-                    task = await self._create(item, attempt, ext, log, resend=False)
+                    task = await self._create(item, held, attempt, ext, log, resend=False)
                 elif rec.state is ItemState.RUNNING:
                     pass
                 else:
@@ -316,7 +368,7 @@ class Engine:
     # -- create ---------------------------------------------------------------------------
 
     async def _create(
-        self, item: Item, attempt: int, ext: str, log: Any, *, resend: bool
+        self, item: Item, held: _Held, attempt: int, ext: str, log: Any, *, resend: bool
     ) -> Task | None:
         """Send the create for ``attempt``, recording the intent before every send.
 
@@ -338,6 +390,8 @@ class Engine:
             self._ledger.record_intent(item.id, attempt, ext)
             log.info("item.submit", resend=resend)
             self.outcome.requests["create"] += 1
+            epoch = self._adaptive.epoch
+            over_capacity = False
             try:
                 # A create in flight is allowed to finish and be recorded even on SIGINT:
                 # cancelling it would leave a paid task we know nothing about.
@@ -345,11 +399,14 @@ class Engine:
                     task = await self._provider.create(item.request, ext)
                     self._ledger.record_submitted(item.id, task.task_id)
                 log.info("item.submitted", task_id=task.task_id, request_id=task.request_id)
+                self._budget.on_success()
+                self._adaptive.on_accepted(self._slots.used)
                 return task
             except ProviderError as err:
                 info = err.info
                 last_error = info
                 retry_after = err.retry_after
+                over_capacity = err.over_capacity
                 log.warning(
                     "item.create_failed",
                     request_id=err.request_id,
@@ -357,6 +414,13 @@ class Engine:
                     sent=err.sent,
                     **_error_fields(info),
                 )
+                self._charge(info)
+                if over_capacity and self._adaptive.on_over_capacity(epoch):
+                    log.warning(
+                        "limits.concurrency_lowered",
+                        cap=self._adaptive.cap,
+                        configured=self._m.limits.concurrency,
+                    )
                 if err.ambiguous:
                     found = await self._reconcile(
                         item, ext, log, grace=True, answered=info.http_status is not None
@@ -378,11 +442,35 @@ class Engine:
                 self._ledger.finish(item.id, ItemState.FAILED, error=last_error)
                 log.warning("item.failed", retries_exhausted=True, **_error_fields(last_error))
                 return None
+            if not self._may_retry(last_error):
+                denied = _budget_spent(last_error)
+                self._ledger.finish(item.id, ItemState.FAILED, error=denied)
+                log.warning("item.failed", retry_denied=True, **_error_fields(denied))
+                return None
             delay = backoff_delay(self._policy, tries, retry_after, self._rand)
             self.outcome.retries += 1
             log.info("item.retry_scheduled", delay=round(delay, 3), retry=tries)
+            if over_capacity:
+                # Wait for a slot under the (lowered) cap like everyone else, so that the cut
+                # takes effect instead of every holder hammering the provider again.
+                self._slots.release(held.count)
+                held.count = 0
             await self._pause(delay)
+            if held.count == 0:
+                try:
+                    held.count = await self._slots.acquire(item.request.expected_assets)
+                except PoolClosed:
+                    self._ledger.record_not_created(item.id, last_error)
+                    log.info("item.not_sent", reason="batch stopping")
+                    return None
             resend = True
+
+    def _charge(self, info: ErrorInfo) -> None:
+        if info.category in _BUDGETED:
+            self._budget.on_failure()
+
+    def _may_retry(self, info: ErrorInfo) -> bool:
+        return info.category not in _BUDGETED or self._budget.allow()
 
     async def _reconcile(
         self, item: Item, ext: str, log: Any, *, grace: bool, answered: bool
@@ -412,11 +500,16 @@ class Engine:
                 log.warning(
                     "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)
                 )
+                self._charge(err.info)
                 if err.info.scope is Scope.ACCOUNT:
                     self._stop(err.info)
                     raise _Unresolved(err.info) from None
                 errors += 1
-                if errors >= self._policy.max_attempts or not err.info.retryable:
+                if (
+                    errors >= self._policy.max_attempts
+                    or not err.info.retryable
+                    or not self._may_retry(err.info)
+                ):
                     raise _Unresolved(
                         ErrorInfo(
                             category=err.info.category,
@@ -432,6 +525,7 @@ class Engine:
                 self.outcome.retries += 1
                 await self._sleep(backoff_delay(self._policy, errors, err.retry_after, self._rand))
                 continue
+            self._budget.on_success()
             if found is not None:
                 self._ledger.record_submitted(item.id, found.task_id)
                 log.info("item.reconciled", found=True, task_id=found.task_id)
@@ -461,6 +555,7 @@ class Engine:
             try:
                 task = await self._provider.query(item.request.kind, rec.task_id)
             except ProviderError as err:
+                self._charge(err.info)
                 if err.info.scope is Scope.ACCOUNT:
                     self._stop(err.info)
                     log.warning("item.poll_abandoned", **_error_fields(err.info))
@@ -485,6 +580,7 @@ class Engine:
                 log.info("item.poll_failed", request_id=err.request_id, **_error_fields(err.info))
                 delay_hint = err.retry_after
             else:
+                self._budget.on_success()
                 not_found = 0
                 if task.status.finished:
                     return task

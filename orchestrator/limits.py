@@ -119,3 +119,55 @@ def create_rate_limiter(requests_per_minute: float) -> AsyncLimiter:
     the event loop running (aiolimiter binds to the loop it first sees).
     """
     return AsyncLimiter(1, 60.0 / requests_per_minute)
+
+
+class AdaptiveConcurrency:
+    """AIMD on the slot pool's size: Kling does not publish an account's concurrency.
+
+    On an over-capacity answer (Kling 1303) the cap is multiplied by ``decrease`` (at least 1),
+    at most once per round: answers to creates sent before the last cut do not cut again (they
+    were decided under the old cap), like TCP's one decrease per round trip. Each accepted create
+    adds ``1/cap`` (one slot per full round of successes), never above ``ceiling``.
+    """
+
+    def __init__(self, pool: SlotPool, ceiling: int, *, decrease: float = 0.5) -> None:
+        self._pool = pool
+        self.ceiling = ceiling
+        self._decrease = decrease
+        self._credit = 0.0
+        self.epoch = 0
+        self.lowest = pool.total
+        self.cuts = 0
+        #: most slots in use since the last cut: what the account demonstrably sustains
+        self._peak_since_cut = 0
+
+    @property
+    def cap(self) -> int:
+        return self._pool.total
+
+    def on_over_capacity(self, sent_in_epoch: int) -> bool:
+        """Returns True when the cap was cut."""
+        if sent_in_epoch < self.epoch:
+            return False
+        new = max(1, int(self._pool.total * self._decrease))
+        self.epoch += 1
+        self.cuts += 1
+        self._credit = 0.0
+        self._peak_since_cut = 0
+        if new < self._pool.total:
+            self._pool.total = new
+            self.lowest = min(self.lowest, new)
+        return True
+
+    def on_accepted(self, in_use: int) -> None:
+        self._peak_since_cut = max(self._peak_since_cut, in_use)
+        if self._pool.total >= self.ceiling:
+            return
+        self._credit += 1.0 / self._pool.total
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            self._pool.total = min(self.ceiling, self._pool.total + 1)
+
+    @property
+    def sustained(self) -> int:
+        return self._peak_since_cut

@@ -51,11 +51,11 @@ def item_entry(rec: ItemRecord) -> dict[str, Any]:
             }
             for a in rec.assets
         ],
-        "error": _error(rec.error),
+        "error": error_entry(rec.error),
     }
 
 
-def _error(info: ErrorInfo | None) -> dict[str, Any] | None:
+def error_entry(info: ErrorInfo | None) -> dict[str, Any] | None:
     if info is None:
         return None
     data = info.to_dict()
@@ -116,6 +116,22 @@ def summary(report: dict[str, Any], *, report_path: Path, stop: ErrorInfo | None
         lines.append(f"STOPPED by an account-level error: {stop.category}{code}: {stop.message}")
         lines.append(f"  What to do: {stop.hint}")
         lines.append("  Rerun the same command afterwards: finished items are not resubmitted.")
+    if report.get("deadline_reached"):
+        lines.append(
+            f"Deadline reached: nothing was submitted after it; {counts['not_run']} items not "
+            "run. Rerun to continue."
+        )
+    conc = report.get("concurrency") or {}
+    if conc.get("over_capacity_cuts"):
+        lines.append(
+            f"The account refused concurrency {conc['configured']} (Kling 1303): it sustained "
+            f"{conc['sustained']} tasks at once; consider limits.concurrency: {conc['sustained']}."
+        )
+    if report.get("retries_denied"):
+        lines.append(
+            f"The provider kept failing: {report['retries_denied']} retries were skipped to "
+            "avoid a storm (retry budget). Rerun later: those items are retried."
+        )
     problems = [i for i in report["items"] if i["status"] in ("failed", "partial")]
     for item in problems[:20]:
         err = item["error"] or {}

@@ -84,3 +84,34 @@ def parse_retry_after_ms(value: str | None) -> float | None:
     if math.isnan(ms) or math.isinf(ms):
         return None
     return max(ms / 1000.0, 0.0)
+
+
+class RetryBudget:
+    """Retry throttling (gRPC A6; the AWS SDK's retry quota is the same idea).
+
+    Every failed request of the "provider is failing" kind (server errors, network errors,
+    timeouts) costs ``failure_cost`` tokens; every successful request refunds ``refund``. A retry
+    is allowed only while more than half of ``capacity`` remains. A provider that fails
+    everything therefore gets about ``capacity / 2`` retries in total, then each item fails
+    fast (retryable: a later rerun picks them up) instead of the batch storming the provider.
+    Rate limits are not charged: backoff, Retry-After and adaptive concurrency handle those.
+    """
+
+    def __init__(self, capacity: float = 100.0, *, failure_cost: float = 1.0, refund: float = 0.1):
+        self.capacity = capacity
+        self.tokens = capacity
+        self._cost = failure_cost
+        self._refund = refund
+        self.denied = 0
+
+    def on_failure(self) -> None:
+        self.tokens = max(0.0, self.tokens - self._cost)
+
+    def on_success(self) -> None:
+        self.tokens = min(self.capacity, self.tokens + self._refund)
+
+    def allow(self) -> bool:
+        if self.tokens > self.capacity / 2:
+            return True
+        self.denied += 1
+        return False

@@ -332,3 +332,142 @@ async def test_interrupt_keeps_running_tasks_for_the_rerun(
         states = sorted(r.state for r in ledger.all())
     assert engine.outcome.interrupted
     assert states == [ItemState.PENDING, ItemState.RUNNING, ItemState.RUNNING]
+
+
+class AutojumpClock:
+    """Time moves only when every task is blocked, straight to the next sleeper's wake-up."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._seq = 0
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        import heapq
+
+        event = anyio.Event()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), self._seq, event))
+        await event.wait()
+
+    async def drive(self) -> None:
+        import heapq
+
+        while True:
+            await anyio.wait_all_tasks_blocked()
+            if not self._sleepers:
+                await anyio.sleep(0.001)  # something waits on real time (the rate limiter)
+                continue
+            wake, _, event = heapq.heappop(self._sleepers)
+            self.now = max(self.now, wake)
+            event.set()
+            await checkpoint()
+
+
+def over_capacity() -> ProviderError:
+    info = ErrorInfo(
+        category=Category.RATE_LIMIT, message="parallel task over resource pack limit",
+        retryable=True, hint="h", code=1303, http_status=429,
+    )
+    return ProviderError(info, over_capacity=True)
+
+
+async def test_over_capacity_lowers_the_cap_then_grows_it_back(tmp_path: Path) -> None:
+    clock = AutojumpClock()
+    provider = FakeProvider(clock)  # type: ignore[arg-type]
+    account_slots = 2
+    polls: dict[str, int] = {}
+
+    def running() -> int:
+        return sum(1 for t in provider.committed.values() if polls.get(t.task_id, 0) < 2)
+
+    def rule(ext: str, n: int) -> tuple[bool, ProviderError | None]:
+        return (False, over_capacity()) if running() >= account_slots else (True, None)
+
+    def status(task: Task) -> Task:
+        polls[task.task_id] = polls.get(task.task_id, 0) + 1
+        if polls[task.task_id] < 2:
+            return Task(task.task_id, TaskStatus.PROCESSING)
+        return Task(task.task_id, TaskStatus.SUCCEEDED, assets=(Asset(0, "u", "video"),))
+
+    provider.create_rule = rule
+    provider.status = status
+    m = manifest(tmp_path, [f"i{n:02d}" for n in range(30)], max_attempts=50)
+    m = Manifest(**{**m.__dict__, "limits": Limits(concurrency=8, requests_per_minute=600_000)})
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(m, provider, ledger, sleep=clock.sleep, clock=clock.time, rand=lambda: 1.0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.drive)
+            await engine.run()
+            tg.cancel_scope.cancel()
+        assert {r.state for r in ledger.all()} == {ItemState.SUCCEEDED}
+    c = engine.outcome.concurrency
+    assert c["configured"] == 8
+    assert c["lowest"] <= 2 < 8
+    assert c["over_capacity_cuts"] >= 1
+    assert 1 <= c["sustained"] <= 8
+    assert c["final"] <= 8
+    refused = len(provider.create_calls) - len(provider.committed)
+    assert refused < 30  # without the cut, 8 holders would keep colliding with 2 slots
+
+
+async def test_retry_budget_keeps_a_failing_provider_from_a_storm(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    refused = ProviderError(
+        ErrorInfo(category=Category.NETWORK, message="connection refused", retryable=True,
+                  hint="h"),
+        sent=False,
+    )
+    provider.create_rule = lambda ext, n: (False, refused)
+    ids = [f"i{n:03d}" for n in range(200)]
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        outcome = await run(manifest(tmp_path, ids, max_attempts=5), provider, clock, ledger)
+        records = ledger.all()
+    # Unthrottled, 200 items x 5 attempts would be 1000 requests; the budget allows ~50 retries.
+    assert len(provider.create_calls) <= 200 + 60
+    assert outcome.retries_denied > 100
+    assert all(r.state is ItemState.FAILED for r in records)
+    assert all(r.error is not None and r.error.retryable for r in records)
+    assert sum("retry budget" in (r.error.message if r.error else "") for r in records) > 100
+
+
+async def test_deadline_stops_new_submissions_and_collects_running(tmp_path: Path) -> None:
+    from orchestrator.manifest import Deadline
+
+    clock = AutojumpClock()
+    provider = FakeProvider(clock)  # type: ignore[arg-type]
+    polls: dict[str, int] = {}
+
+    def status(task: Task) -> Task:
+        polls[task.task_id] = polls.get(task.task_id, 0) + 1
+        if polls[task.task_id] < 3:  # done on the third poll: 5 + 7.5 + 11.25 s
+            return Task(task.task_id, TaskStatus.PROCESSING)
+        return Task(task.task_id, TaskStatus.SUCCEEDED, assets=(Asset(0, "u", "video"),))
+
+    provider.status = status
+    m = manifest(tmp_path, ["a", "b", "c", "d"])
+    m = Manifest(
+        **{
+            **m.__dict__,
+            "limits": Limits(
+                concurrency=1, requests_per_minute=600_000, deadline=Deadline(after=30.0)
+            ),
+        }
+    )
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(m, provider, ledger, sleep=clock.sleep, clock=clock.time)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.drive)
+            await engine.run()
+            tg.cancel_scope.cancel()
+        states = [ledger.get(i).state for i in ("a", "b", "c", "d")]
+    assert engine.outcome.deadline_reached
+    assert engine.outcome.stopped_by is None
+    # a finished at ~23.75 s, b was running at 30 s and was still collected; c, d never sent
+    done, waiting = ItemState.SUCCEEDED, ItemState.PENDING
+    assert states == [done, done, waiting, waiting]
+    assert len(provider.create_calls) == 2

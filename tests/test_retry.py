@@ -51,3 +51,22 @@ def test_parse_retry_after_ms() -> None:
     assert parse_retry_after_ms("1500") == 1.5
     assert parse_retry_after_ms("x") is None
     assert parse_retry_after_ms(None) is None
+
+
+def test_retry_budget_throttles_a_failing_provider_and_recovers() -> None:
+    from orchestrator.retry import RetryBudget
+
+    budget = RetryBudget(10, refund=0.5)
+    allowed = 0
+    for _ in range(100):  # everything fails
+        budget.on_failure()
+        if budget.allow():
+            allowed += 1
+    assert allowed == 4  # tokens 9..6 allow; from 5 on (not > half) retries stop
+    assert budget.denied == 96
+    assert budget.tokens == 0
+    for _ in range(10):
+        budget.on_success()
+    assert not budget.allow()  # 5 tokens: exactly half is not enough
+    budget.on_success()
+    assert budget.allow()  # successes earn retries back
