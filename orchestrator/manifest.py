@@ -16,11 +16,12 @@ Loading happens in three steps:
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, NoReturn, Self, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -54,9 +55,22 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """When a batch stops submitting: ``after`` seconds from the run's start, or ``at`` a Unix
+    time. Running tasks are still collected after it."""
+
+    after: float | None = None
+    at: float | None = None
+
+    def resolve(self, run_started: float) -> float:
+        return self.at if self.at is not None else run_started + (self.after or 0.0)
+
+
+@dataclass(frozen=True)
 class Limits:
     concurrency: int = 5
     requests_per_minute: float = 60.0
+    deadline: Deadline | None = None
 
 
 @dataclass(frozen=True)
@@ -343,6 +357,15 @@ def _http_url(value: object) -> str:
     return text
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _base_url(value: object) -> str:
     text = _text(value)
     if text == SIMULATOR_BASE_URL:
@@ -350,8 +373,53 @@ def _base_url(value: object) -> str:
     problem = _http_url_problem(text)
     if problem:
         _fail(f"{problem}, or the word '{SIMULATOR_BASE_URL}'")
+    parts = urlsplit(text)
+    if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or ""):
+        # Every request carries the credentials: plain http would send them in the clear.
+        _fail(
+            f"must use https:// (plain http is accepted only for this machine: localhost, "
+            f"127.0.0.1, [::1]); got {_got(text)}"
+        )
     # Endpoint paths are appended to it.
     return text.rstrip("/")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_RE = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*[smhd]\s*)+")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _deadline(value: object) -> Deadline:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            _fail("needs a timezone, e.g. 2026-11-22T06:00:00+00:00 or ...Z")
+        return Deadline(at=value.timestamp())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = _number(value)
+        if seconds <= 0:
+            _fail(f"must be greater than 0 seconds (got {_got(value)})")
+        return Deadline(after=seconds)
+    if isinstance(value, str):
+        text = value.strip()
+        if _DURATION_RE.fullmatch(text):
+            seconds = sum(
+                float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text)
+            )
+            if seconds > 0:
+                return Deadline(after=seconds)
+        else:
+            try:
+                when = datetime.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                if when.tzinfo is None:
+                    _fail(f"needs a timezone, e.g. {text}+00:00 or {text}Z")
+                return Deadline(at=when.timestamp())
+    _fail(
+        "must be a duration from the start of the run (seconds, or like 90m, 6h, 1h30m) or a "
+        f"date and time with a timezone (2026-11-22T06:00:00Z); got {_got(value)}"
+    )
 
 
 def _version(value: object) -> int:
@@ -456,6 +524,7 @@ class ProviderSection(_Strict):
 class LimitsSection(_Strict):
     concurrency: Annotated[WholeNumber, Field(ge=1)] = 5
     requests_per_minute: Positive = 60.0
+    deadline: Annotated[Deadline, PlainValidator(_deadline)] | None = None
 
 
 class RetrySection(_Strict):
@@ -1087,6 +1156,7 @@ class _Checker:
             limits=Limits(
                 concurrency=settings.limits.concurrency,
                 requests_per_minute=settings.limits.requests_per_minute,
+                deadline=settings.limits.deadline,
             ),
             retry=RetrySettings(
                 max_attempts=settings.retry.max_attempts,

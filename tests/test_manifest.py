@@ -944,3 +944,71 @@ def test_any_input_gives_a_manifest_or_a_manifest_error(workdir: Path, text: str
         str(error)
         return
     assert manifest.items and all(item.request.fields for item in manifest.items)
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://api-singapore.klingai.com", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://127.9.9.9", True),
+        ("http://localhost:9000", True),
+        ("http://[::1]:9000", True),
+        ("http://api-singapore.klingai.com", False),
+        ("http://10.0.0.5:8080", False),
+        ("http://localhost.example.com", False),
+    ],
+)
+def test_plain_http_only_for_loopback(workdir: Path, url: str, ok: bool) -> None:
+    top = f"version: 1\nname: t\nprovider:\n  base_url: '{url}'\n"
+    text = doc("- id: a\n  prompt: p", top=top)
+    if ok:
+        assert load_text(workdir, text).provider.base_url == url
+        return
+    (problem,) = problems_of(workdir, text)
+    assert (problem.field, problem.line) == ("provider.base_url", 4)
+    assert "must use https://" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("value", "after", "at"),
+    [
+        ("90", 90.0, None),
+        ("2.5", 2.5, None),
+        ("45s", 45.0, None),
+        ("90m", 5400.0, None),
+        ("6h", 21600.0, None),
+        ("1h30m", 5400.0, None),
+        ("1d", 86400.0, None),
+        ("2026-11-22T06:00:00Z", None, 1795327200.0),
+        ("'2026-11-22T07:00:00+01:00'", None, 1795327200.0),
+    ],
+)
+def test_deadline_forms(workdir: Path, value: str, after: float | None, at: float | None) -> None:
+    text = top_doc(f"limits: {{deadline: {value}}}")
+    deadline = load_text(workdir, text).limits.deadline
+    assert deadline is not None
+    assert (deadline.after, deadline.at) == (after, at)
+    assert deadline.resolve(1000.0) == (at if at is not None else 1000.0 + (after or 0))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "greater than 0"),
+        ("-5", "greater than 0"),
+        ("soon", "must be a duration"),
+        ("true", "must be a duration"),
+        ("6 hours", "must be a duration"),
+        ("2026-11-22T06:00:00", "needs a timezone"),
+        ("'2026-11-22T06:00:00'", "needs a timezone"),
+    ],
+)
+def test_deadline_errors_are_located(workdir: Path, value: str, message: str) -> None:
+    (problem,) = problems_of(workdir, top_doc(f"limits: {{deadline: {value}}}"))
+    assert (problem.field, problem.line) == ("limits.deadline", 3)
+    assert message in problem.message
+
+
+def test_no_deadline_by_default(workdir: Path) -> None:
+    assert load_text(workdir, top_doc()).limits.deadline is None
