@@ -1,0 +1,78 @@
+"""Logs: secrets are scrubbed from every event; files get JSON, terminals get readable lines."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import structlog
+
+from orchestrator import logs
+from orchestrator.providers.kling import JwtAuth
+
+SECRET = "sk-super-secret-value-123"
+
+
+def capture(tty: bool) -> tuple[io.StringIO, io.StringIO, logs.Redactor]:
+    file, console = io.StringIO(), io.StringIO()
+    redactor = logs.Redactor()
+    logs.configure(redactor, file=file, console=console, tty=tty)
+    return file, console, redactor
+
+
+def test_registered_secrets_jwts_and_bearer_tokens_are_redacted() -> None:
+    file, console, redactor = capture(tty=False)
+    redactor.add(SECRET)
+    token = JwtAuth("ak-access-key", SECRET).token()
+    log = structlog.get_logger("t")
+    log.error(
+        "oops",
+        message=f"failed with {SECRET} inside",
+        nested={"deep": [f"x{SECRET}x", token]},
+        header=f"Authorization: Bearer {token}",
+        api="Bearer some-opaque-api-key",
+    )
+    for text in (file.getvalue(), console.getvalue()):
+        assert SECRET not in text
+        assert token not in text
+        assert "some-opaque-api-key" not in text
+        assert logs.REDACTED in text
+    event = json.loads(file.getvalue())
+    assert event["event"] == "oops"
+    assert event["nested"]["deep"][0] == f"x{logs.REDACTED}x"
+
+
+def test_short_values_are_not_registered_as_secrets() -> None:
+    redactor = logs.Redactor()
+    redactor.add("ab")  # would redact ordinary words
+    assert redactor.scrub("about abc") == "about abc"
+
+
+def test_console_without_terminal_gets_only_warnings_as_json() -> None:
+    file, console, _ = capture(tty=False)
+    log = structlog.get_logger("t")
+    log.info("item.submitted", item="a")
+    log.warning("item.failed", item="b")
+    assert [json.loads(line)["event"] for line in file.getvalue().splitlines()] == [
+        "item.submitted",
+        "item.failed",
+    ]
+    (line,) = console.getvalue().splitlines()
+    assert json.loads(line)["event"] == "item.failed"
+    assert "\x1b" not in file.getvalue() + console.getvalue()  # no terminal control codes
+
+
+def test_terminal_gets_readable_lines_and_file_stays_json() -> None:
+    file, console, _ = capture(tty=True)
+    structlog.get_logger("t").info("item.submitted", item="a")
+    assert "item.submitted" in console.getvalue()
+    assert not console.getvalue().lstrip().startswith("{")
+    assert json.loads(file.getvalue())["item"] == "a"
+
+
+def test_log_file_is_owner_only(tmp_path: Path) -> None:
+    path, handle = logs.open_log_file(tmp_path)
+    handle.close()
+    assert path.parent == tmp_path / "logs"
+    assert path.stat().st_mode & 0o077 == 0
