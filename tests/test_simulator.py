@@ -442,6 +442,18 @@ def test_delay_fault_outlasts_a_client_timeout_then_commits(launch: Launch) -> N
     assert sim.stats().tasks_created == 1
 
 
+def test_delay_after_commit_answers_late_for_a_task_that_exists(launch: Launch) -> None:
+    rule = FaultRule(op="create", effect="delay_after_commit", delay=0.3, times=1)
+    sim, client = launch(faults=(rule,))
+    with pytest.raises(httpx.TimeoutException):
+        client.post(T2V, json=body_for(T2V, external_task_id="late"), timeout=0.05)
+    # Found at once: unlike a plain delay, the task was committed before the wait.
+    assert client.get(f"{T2V}/late").status_code == 200
+    assert sim.stats().tasks_created == 1
+    assert sim.stats().faults_fired == {"create delay_after_commit 0.3s": 1}
+    create(client)  # times=1: spent, answered at once
+
+
 def test_task_failed_fault_matches_by_prompt(launch: Launch, clock: FakeClock) -> None:
     rule = FaultRule(
         op="create", effect="task_failed", match="doomed", message="Image pixel is invalid"
@@ -506,6 +518,8 @@ def test_fault_rules_reject_typos() -> None:
         FaultRule(op="get", effect="error")
     with pytest.raises(ValueError, match="only applies"):
         FaultRule(op="query", effect="task_failed")
+    with pytest.raises(ValueError, match="only applies"):
+        FaultRule(op="list", effect="delay_after_commit")
 
 
 # --- not found, stats, assets --------------------------------------------------------------

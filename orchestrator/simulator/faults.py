@@ -1,30 +1,62 @@
 """Fault injection: rules as data, and a thread-safe book that decides which rule fires.
 
-A rule fires for requests of its ``op`` whose prompt contains ``match`` (``None`` matches every
-request, including one whose prompt is unknown), at most ``times`` times. Effects fall in three
-groups that combine on one create:
+A rule applies to requests of its ``op`` whose prompt contains ``match`` (``None`` matches every
+request, including one whose prompt is unknown; a query is matched against its task's prompt, a
+list has none), and fires on an applicable request with ``probability``, at most ``times`` times
+in total. The draws come from one ``random.Random`` per rule, seeded from the simulator's seed and
+the rule's position, and are made only for applicable requests: the same seed and the same
+sequence of requests give the same faults, whatever the task ids or other rules drew. Effects
+fall in three groups that combine on one create:
 
 - ``delay``: every matching delay rule fires and its delay is added, then handling goes on;
 - before commit, ``error`` / ``drop_before_commit``: the first matching rule answers, nothing is
   created;
 - at commit, ``task_failed`` / ``fewer_assets`` decide how the task ends, and
-  ``error_after_commit`` / ``drop_after_commit`` how the create is answered. They are picked only
+  ``error_after_commit`` / ``drop_after_commit`` / ``delay_after_commit`` how the create is
+  answered (the last: a success sent ``delay`` seconds late, for a task that already exists; a
+  ``delay`` rule on a create, by contrast, commits only once it has waited). They are picked only
   when a task is really committed, so a ``times=1`` rule is not used up by a create that a limit or
   validation rejected.
+
+Errors are answered with the rule's HTTP status, code and message, plus ``Retry-After`` when the
+rule sets ``retry_after`` (sent verbatim: seconds or a date) or ``retry_after_date`` (an HTTP-date
+that many seconds after the reply, computed when the reply is sent). ``error`` applies to every
+op, so a 401/1004 rule is how "token rejected as expired" is injected (a JWT client mints a new
+token and resends once).
 """
 
 from __future__ import annotations
 
+import email.utils
+import math
+import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 OPS = frozenset({"create", "query", "list"})
 PRE_COMMIT_EFFECTS = frozenset({"error", "drop_before_commit"})
 OUTCOME_EFFECTS = frozenset({"task_failed", "fewer_assets"})
-AFTER_COMMIT_EFFECTS = frozenset({"error_after_commit", "drop_after_commit"})
+AFTER_COMMIT_EFFECTS = frozenset({"error_after_commit", "drop_after_commit", "delay_after_commit"})
 EFFECTS = PRE_COMMIT_EFFECTS | OUTCOME_EFFECTS | AFTER_COMMIT_EFFECTS | {"delay"}
 _CREATE_ONLY_EFFECTS = OUTCOME_EFFECTS | AFTER_COMMIT_EFFECTS
+_ERROR_EFFECTS = frozenset({"error", "error_after_commit"})
+
+#: Representative ``task_status_msg`` texts of failed Kling tasks, by kind, for ``task_failed``
+#: rules. "Image pixel is invalid" is verbatim from a live answer; the others follow the wording
+#: public clients report and each hits the keywords the orchestrator's classifier looks for
+#: ("no_reason" is a failure with an empty message).
+TASK_FAILURE_MESSAGES: Mapping[str, str] = MappingProxyType(
+    {
+        "risk_control": "Failure to pass the risk control system",
+        "content_policy": "The content violates the content safety policy",
+        "generation_timeout": "Generation timeout, please try again",
+        "internal_error": "Internal error, please try again later",
+        "image_invalid": "Image pixel is invalid",
+        "no_reason": "",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,11 @@ class FaultRule:
     retry_after: str | None = None
     delay: float = 0.0
     assets: int = 0
+    #: Chance (0..1) that the rule fires on an applicable request; drawn from a seeded RNG.
+    probability: float = 1.0
+    #: Send ``Retry-After`` as an HTTP-date this many seconds after the reply (exclusive with
+    #: ``retry_after``, which is sent verbatim).
+    retry_after_date: float | None = None
 
     def __post_init__(self) -> None:
         # Fail where the rule is written: a misspelt rule that never fires would make a fault
@@ -55,6 +92,39 @@ class FaultRule:
             raise ValueError("FaultRule.times must be >= 0 or None")
         if self.delay < 0 or self.assets < 0:
             raise ValueError("FaultRule.delay and FaultRule.assets must be >= 0")
+        if not (math.isfinite(self.probability) and 0 <= self.probability <= 1):
+            raise ValueError(f"FaultRule.probability must be from 0 to 1, got {self.probability}")
+        if self.retry_after_date is not None:
+            if not (math.isfinite(self.retry_after_date) and self.retry_after_date >= 0):
+                raise ValueError("FaultRule.retry_after_date must be a number of seconds >= 0")
+            if self.retry_after is not None:
+                raise ValueError("FaultRule.retry_after and retry_after_date are exclusive")
+
+    @property
+    def label(self) -> str:
+        """A short name of what the rule does, e.g. ``create error 429/1302 retry_after_date``;
+        what ``SimStats.faults_fired`` counts by."""
+        label = f"{self.op} {self.effect}"
+        if self.effect in _ERROR_EFFECTS:
+            label += f" {self.http_status}/{self.code}"
+            if self.retry_after is not None:
+                label += " retry_after"
+            elif self.retry_after_date is not None:
+                label += " retry_after_date"
+        elif self.effect == "task_failed":
+            label += f" {self.message!r}"
+        elif self.effect == "fewer_assets":
+            label += f" assets={self.assets}"
+        elif self.effect in ("delay", "delay_after_commit"):
+            label += f" {self.delay:g}s"
+        return label
+
+    def retry_after_header(self, now: float) -> str | None:
+        """The ``Retry-After`` value to send with a reply at Unix time ``now``, if any."""
+        if self.retry_after_date is not None:
+            # Rounded up: HTTP-dates have whole seconds and the wait must not come out shorter.
+            return email.utils.formatdate(math.ceil(now + self.retry_after_date), usegmt=True)
+        return self.retry_after
 
     def matches(self, op: str, prompt: str | None) -> bool:
         if op != self.op:
@@ -65,15 +135,18 @@ class FaultRule:
 class FaultBook:
     """The active rules and how often each has fired; safe to use from many handler threads."""
 
-    def __init__(self, rules: Iterable[FaultRule] = ()) -> None:
+    def __init__(self, rules: Iterable[FaultRule] = (), *, seed: int = 0) -> None:
         self._lock = threading.Lock()
-        self._rules: list[FaultRule] = list(rules)
-        self._fired: list[int] = [0] * len(self._rules)
+        self._seed = seed
+        self._rules: list[FaultRule] = []
+        self._fired: list[int] = []
+        self._rngs: list[random.Random] = []
+        for rule in rules:
+            self._append(rule)
 
     def add(self, rule: FaultRule) -> None:
         with self._lock:
-            self._rules.append(rule)
-            self._fired.append(0)
+            self._append(rule)
 
     def take(self, op: str, prompt: str | None, effects: frozenset[str]) -> FaultRule | None:
         """Fire and return the first rule with one of ``effects`` that applies, if any."""
@@ -96,11 +169,34 @@ class FaultBook:
         with self._lock:
             return tuple(self._fired)
 
+    def fired_by_label(self) -> dict[str, int]:
+        """How often rules fired, summed by :attr:`FaultRule.label`; rules yet to fire omitted."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for rule, fired in zip(self._rules, self._fired, strict=True):
+                if fired:
+                    counts[rule.label] = counts.get(rule.label, 0) + fired
+        return counts
+
+    # The methods below run with self._lock held.
+
+    def _append(self, rule: FaultRule) -> None:
+        # One stream per rule (a string seed hashes the same in every process), so a rule's
+        # draws depend only on the requests it applied to.
+        self._rngs.append(random.Random(f"kling-simulator-fault:{self._seed}:{len(self._rules)}"))
+        self._rules.append(rule)
+        self._fired.append(0)
+
     def _try_fire(self, index: int, op: str, prompt: str | None) -> bool:
         rule = self._rules[index]
         if not rule.matches(op, prompt):
             return False
         if rule.times is not None and self._fired[index] >= rule.times:
+            return False
+        # 0 and 1 draw nothing: certain rules leave the streams as they were.
+        if rule.probability < 1 and (
+            rule.probability == 0 or self._rngs[index].random() >= rule.probability
+        ):
             return False
         self._fired[index] += 1
         return True

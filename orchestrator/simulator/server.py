@@ -20,6 +20,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -134,8 +135,12 @@ def _page_param(params: dict[str, list[str]], name: str, default: int, high: int
 
 
 def _fault_error(rule: FaultRule) -> ApiError:
+    # Wall-clock time, not config.clock: an HTTP-date is read against the client's real clock.
     return ApiError(
-        rule.code, rule.message, http_status=rule.http_status, retry_after=rule.retry_after
+        rule.code,
+        rule.message,
+        http_status=rule.http_status,
+        retry_after=rule.retry_after_header(time.time()),
     )
 
 
@@ -242,6 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
             except ApiError as error:
                 spec = error
         task, answer = server.state.commit(family, spec)
+        if answer is not None and answer.effect == "delay_after_commit":
+            self._pause(answer.delay)
+            answer = None
         if answer is not None and answer.effect == "drop_after_commit":
             server.state.note_create_answer("dropped")
             self._drop()
@@ -372,7 +380,7 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config if config is not None else SimConfig()
-        self._faults = FaultBook(self.config.faults)
+        self._faults = FaultBook(self.config.faults, seed=self.config.seed)
         self._state = SimState(self.config, self._faults)
         self._lock = threading.Lock()
         self._server: _Server | None = None

@@ -128,6 +128,8 @@ class SimStats:
     by_prompt: dict[str, int] = field(default_factory=dict)
     #: How creates were answered: Kling code as a string ("0", "1303", ...) or "dropped".
     create_answers: dict[str, int] = field(default_factory=dict)
+    #: How often injected faults fired, by ``FaultRule.label`` (e.g. "query error 500/5000").
+    faults_fired: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +148,7 @@ class SimStats:
             ),
             "by_prompt": dict(self.by_prompt),
             "create_answers": dict(self.create_answers),
+            "faults_fired": dict(self.faults_fired),
         }
 
     @classmethod
@@ -167,6 +170,7 @@ class SimStats:
             ),
             by_prompt=dict(data["by_prompt"]),
             create_answers=dict(data.get("create_answers", {})),
+            faults_fired=dict(data.get("faults_fired", {})),
         )
 
 
@@ -301,6 +305,7 @@ class SimState:
                 creates_reusing_external_id_without_lookup=self._reuse_without_lookup,
                 by_prompt=dict(Counter(task.spec.prompt for task in tasks)),
                 create_answers=dict(self._create_answers),
+                faults_fired=self._faults.fired_by_label(),
             )
         rows = tuple(_stats_row(task, now) for task in tasks)
         return replace(snapshot, tasks=rows)
