@@ -39,6 +39,8 @@ POLL_GROWTH = 1.5
 MAX_NOT_FOUND = 3
 #: Lookups by external id before an ambiguous create is declared absent.
 LOOKUPS = 2
+#: An unanswered create may still commit this many client timeouts after it was sent.
+IN_FLIGHT_TIMEOUTS = 2
 #: Failures that mean "the provider is failing" and are charged to the retry budget.
 _BUDGETED = (Category.SERVER, Category.NETWORK, Category.TIMEOUT)
 
@@ -479,15 +481,17 @@ class Engine:
 
         Returns the task (recorded as running), or None once it was absent on ``LOOKUPS``
         lookups a grace period apart. When the create got no answer (timeout, dropped
-        connection, a run killed mid-request) it may still be in flight at the server for up
-        to the client timeout, so absence counts only after that. Raises _Unresolved when the
-        provider cannot answer: then nothing may be sent.
+        connection, a run killed mid-request) it may still be in flight at the server, even
+        past the moment the client gave up; absence then counts only once twice the client
+        timeout (plus the grace) has passed since the send. Waiting costs seconds on a rare
+        path; resending too early costs a paid task. Raises _Unresolved when the provider
+        cannot answer: then nothing may be sent.
         """
         grace_s = self._m.retry.lookup_grace
         settled_at = 0.0
         if not answered:
             sent_at = self._ledger.get(item.id).submitted_at or self._clock()
-            settled_at = sent_at + self._m.provider.timeout + grace_s
+            settled_at = sent_at + IN_FLIGHT_TIMEOUTS * self._m.provider.timeout + grace_s
         if grace:
             await self._sleep(grace_s)
         looks = 0

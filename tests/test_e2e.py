@@ -342,3 +342,18 @@ def test_secrets_never_written(tmp_path: Path, sim: Simulator) -> None:
         assert "eyJhbGciOi" not in text  # no JWT (base64 of '{"alg":')
     log_files = list((tmp_path / "out" / "logs").glob("*.jsonl"))
     assert log_files and all(os.stat(p).st_mode & 0o077 == 0 for p in log_files)
+
+
+def test_create_committed_after_the_client_gave_up_is_not_paid_twice(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # The server holds the create 1.5 s, then commits; the client times out at 1 s.
+    sim.add_fault(FaultRule(op="create", effect="delay", match="held", delay=1.5, times=1))
+    items = [{"id": "h", "prompt": "held by a slow gateway"}]
+    manifest = write_manifest(
+        tmp_path, sim, items, provider={"name": "kling", "base_url": sim.url, "timeout": 1}
+    )
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 0, result.stderr
+    assert_each_prompt_paid_once(sim, ["held by a slow gateway"])
+    assert sim.stats().create_requests == 1
