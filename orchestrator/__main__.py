@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
     validate.add_argument("manifest", type=Path)
+
+    from orchestrator.simulator.cli import add_simulate_parser
+
+    add_simulate_parser(sub)
     return parser
 
 
@@ -245,11 +249,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return int(cmd_run(args, sys.stderr))
+        if args.command == "simulate":
+            from orchestrator.simulator.cli import cmd_simulate
+
+            return cmd_simulate(args, sys.stdout)
         return int(cmd_validate(args, sys.stderr, sys.stdout))
     except _Usage as exc:
         if exc.args:
             sys.stderr.write(f"{exc.args[0]}\n")
         return int(Exit.INVALID)
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error worth a traceback.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the exit-time flush
+        return int(Exit.OK)
     except KeyboardInterrupt:
         # Before the engine's own signal handling is in place: nothing was sent yet.
         sys.stderr.write("\nInterrupted.\n")
