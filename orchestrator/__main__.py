@@ -26,7 +26,11 @@ from orchestrator import logs, report
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
 from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
+from orchestrator.progress import ProgressLine
 from orchestrator.providers.kling import JwtAuth, KlingProvider, auth_from_env
+
+#: Seconds between two redraws of the progress line.
+PROGRESS_EVERY = 0.5
 
 
 class Exit(enum.IntEnum):
@@ -75,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report", type=Path, help="report path (default: <output.dir>/report.json)")
     run.add_argument("--concurrency", type=_positive_int, help="override limits.concurrency")
     run.add_argument("--rpm", type=_positive_float, help="override limits.requests_per_minute")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="on a terminal, print every event instead of the live progress line",
+    )
 
     validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
     validate.add_argument("manifest", type=Path)
@@ -135,7 +144,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-async def _run_engine(engine: Engine) -> RunOutcome:
+async def _run_engine(engine: Engine, line: ProgressLine | None) -> RunOutcome:
     async def watch_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
@@ -147,10 +156,19 @@ async def _run_engine(engine: Engine) -> RunOutcome:
                 )
                 engine.interrupt()
 
+    async def show_progress(line: ProgressLine) -> None:
+        while True:
+            line.draw(engine.progress.snapshot())
+            await anyio.sleep(PROGRESS_EVERY)
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)
+        if line is not None:
+            tg.start_soon(show_progress, line)
         outcome = await engine.run()
         tg.cancel_scope.cancel()
+    if line is not None:
+        line.clear()
     return outcome
 
 
@@ -179,7 +197,14 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
 
     redactor = logs.Redactor()
     log_path, log_file = logs.open_log_file(out)
-    logs.configure(redactor, file=log_file, console=err)
+    line = ProgressLine(err) if err.isatty() and not args.no_progress else None
+    logs.configure(
+        redactor,
+        file=log_file,
+        console=err,
+        progress=line is not None,
+        before_console=line.clear if line is not None else None,
+    )
     started = _now()
     try:
         with _provider_endpoint(manifest, auth, redactor) as (base_url, used_auth):
@@ -188,7 +213,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
 
             async def main() -> RunOutcome:
                 try:
-                    return await _run_engine(engine)
+                    return await _run_engine(engine, line)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await provider.aclose()

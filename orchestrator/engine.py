@@ -30,6 +30,7 @@ from orchestrator.errors import poll_timeout as poll_timeout_error
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
 from orchestrator.limits import AdaptiveConcurrency, PoolClosed, SlotPool, create_rate_limiter
 from orchestrator.manifest import Item, Manifest
+from orchestrator.progress import Progress
 from orchestrator.providers.base import Provider, Task, TaskStatus
 from orchestrator.retry import RetryBudget, RetryPolicy, backoff_delay
 
@@ -64,6 +65,17 @@ class _Held:
     """Slots an item holds right now (it gives them back while it backs off a 1303)."""
 
     count: int
+
+
+#: The progress phase an item is in, from its ledger state.
+_PHASE_OF = {
+    ItemState.PENDING: "queued",
+    ItemState.SUBMITTING: "submitting",
+    ItemState.RUNNING: "running",
+    ItemState.SUCCEEDED: "done",
+    ItemState.PARTIAL: "partial",
+    ItemState.FAILED: "failed",
+}
 
 
 def _error_fields(info: ErrorInfo) -> dict[str, Any]:
@@ -128,6 +140,7 @@ class Engine:
         self._stop_event: anyio.Event | None = None
         self._cancel: anyio.CancelScope | None = None
         self.outcome = RunOutcome()
+        self.progress = Progress()
         self._log = structlog.get_logger("orchestrator").bind(batch=manifest.name)
 
     # -- control --------------------------------------------------------------------------
@@ -172,6 +185,8 @@ class Engine:
         records = {r.id: r for r in self._ledger.all()}
         self._reopen(records)
         records = {r.id: r for r in self._ledger.all()}
+        for item in self._m.items:
+            self.progress.set(item.id, _PHASE_OF[records[item.id].state], initial=True)
         self._log.info(
             "batch.started",
             items=len(self._m.items),
@@ -264,6 +279,7 @@ class Engine:
             )
         finally:
             self._slots.release(held.count)
+            self.progress.set(item.id, _PHASE_OF[self._ledger.get(item.id).state])
 
     # -- one item -------------------------------------------------------------------------
 
@@ -271,6 +287,7 @@ class Engine:
         attempts_this_run = 0
         while True:
             rec = self._ledger.get(item.id)
+            self.progress.set(item.id, _PHASE_OF[rec.state])
             log = log.bind(attempt=rec.attempt, external_task_id=rec.external_task_id)
             task: Task | None = None
             try:
@@ -390,6 +407,7 @@ class Engine:
             # Durable before the request leaves; also stamps the send time that bounds how
             # long a lookup must wait before "absent" is conclusive.
             self._ledger.record_intent(item.id, attempt, ext)
+            self.progress.set(item.id, "submitting")
             log.info("item.submit", resend=resend)
             self.outcome.requests["create"] += 1
             epoch = self._adaptive.epoch
@@ -400,6 +418,7 @@ class Engine:
                 with anyio.CancelScope(shield=True):
                     task = await self._provider.create(item.request, ext)
                     self._ledger.record_submitted(item.id, task.task_id)
+                self.progress.set(item.id, "running")
                 log.info("item.submitted", task_id=task.task_id, request_id=task.request_id)
                 self._budget.on_success()
                 self._adaptive.on_accepted(self._slots.used)
@@ -532,6 +551,7 @@ class Engine:
             self._budget.on_success()
             if found is not None:
                 self._ledger.record_submitted(item.id, found.task_id)
+                self.progress.set(item.id, "running")
                 log.info("item.reconciled", found=True, task_id=found.task_id)
                 return found
             looks += 1

@@ -1,8 +1,9 @@
 """structlog configuration: JSON lines to a file, readable lines on a terminal, secrets redacted.
 
-Every event goes to ``<output.dir>/logs/<timestamp>.jsonl`` as one JSON object per line. The
-console gets the same events rendered for people when stderr is a terminal; under cron (no
-terminal) it gets only warnings and errors, as JSON, so a cron mail stays short.
+Every event goes to ``<output.dir>/logs/<timestamp>.jsonl`` as one JSON object per line. On a
+terminal the console shows a live progress line and warnings and errors rendered for people
+(every event, if progress is off); under cron (no terminal) it gets only warnings and errors, as
+JSON, so a cron mail stays short.
 
 The redactor runs before any renderer: registered secrets (secret key, API key, every JWT minted)
 and anything shaped like a JWT are replaced, wherever they appear in an event.
@@ -16,7 +17,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,12 +66,20 @@ class Redactor:
 class _Tee:
     """Final processor: one JSON line to the file, a rendered line to the console."""
 
-    def __init__(self, file: TextIO | None, console: TextIO, tty: bool) -> None:
+    def __init__(
+        self,
+        file: TextIO | None,
+        console: TextIO,
+        tty: bool,
+        console_level: int,
+        before_console: Callable[[], None] | None,
+    ) -> None:
         self._file = file
         self._console = console
         self._tty = tty
         self._pretty = structlog.dev.ConsoleRenderer(colors=False) if tty else None
-        self._console_level = logging.INFO if tty else logging.WARNING
+        self._console_level = console_level
+        self._before_console = before_console
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
         line = json.dumps(event_dict, default=str, separators=(",", ":"))
@@ -79,6 +88,8 @@ class _Tee:
             self._file.flush()
         level = logging.getLevelName(str(event_dict.get("level", "info")).upper())
         if isinstance(level, int) and level >= self._console_level:
+            if self._before_console is not None:
+                self._before_console()
             if self._pretty is not None:
                 self._console.write(str(self._pretty(logger, method, dict(event_dict))) + "\n")
             else:
@@ -102,9 +113,14 @@ def configure(
     file: TextIO | None,
     console: TextIO = sys.stderr,
     tty: bool | None = None,
+    progress: bool = False,
+    before_console: Callable[[], None] | None = None,
 ) -> None:
+    """``progress``: a progress line is shown on the terminal, so only warnings interrupt it
+    (``before_console`` clears the line first)."""
     if tty is None:
         tty = console.isatty()
+    console_level = logging.INFO if tty and not progress else logging.WARNING
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -112,7 +128,7 @@ def configure(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redactor,
-            _Tee(file, console, tty),
+            _Tee(file, console, tty, console_level, before_console),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=False,
