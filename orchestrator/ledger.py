@@ -226,6 +226,28 @@ class Ledger:
             raise
         self._db.execute("COMMIT")
 
+    # -- reading without the lock (status) -------------------------------------------------
+
+    @classmethod
+    def read_only(cls, path: Path) -> tuple[str, list[ItemRecord]]:
+        """(batch name, every item record) without taking the run lock: ``status`` works
+        while a run is in progress. Raises LedgerError when there is no usable state file."""
+        if not path.is_file():
+            raise LedgerError(f"no state file at {path}: the batch has not been run yet")
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                db.execute("PRAGMA busy_timeout=5000")
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                rows = db.execute(
+                    f"SELECT {cls._ITEM_COLUMNS} FROM items ORDER BY id"
+                ).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the state file {path}: {exc}") from None
+        return str(meta.get("batch", "")), [cls._record(r) for r in rows]
+
     # -- identity ---------------------------------------------------------------------------
 
     def external_task_id(self, item_id: str, attempt: int) -> str:

@@ -86,3 +86,25 @@ def test_finish_requires_terminal_state(tmp_path: Path) -> None:
         ledger.sync_items([("a", "text2video", 1)])
         with pytest.raises(ValueError, match="terminal"):
             ledger.finish("a", ItemState.RUNNING)
+
+
+def test_read_only_works_while_a_run_holds_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Ledger(path, "b") as ledger:
+        ledger.sync_items([("a", "text2video", 1), ("b", "image", 2)])
+        ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
+        ledger.record_submitted("a", "T1")
+        batch, records = Ledger.read_only(path)
+        assert batch == "b"
+        assert [(r.id, r.state, r.task_id) for r in records] == [
+            ("a", ItemState.RUNNING, "T1"),
+            ("b", ItemState.PENDING, None),
+        ]
+
+
+def test_read_only_without_state_file(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="has not been run yet"):
+        Ledger.read_only(tmp_path / "missing")
+    (tmp_path / "garbage").write_text("not a database")
+    with pytest.raises(LedgerError, match="cannot read"):
+        Ledger.read_only(tmp_path / "garbage")
