@@ -172,6 +172,31 @@ async def test_concurrent_rejections_share_one_new_token() -> None:
     assert len(minted) == 2  # the first token and exactly one replacement
 
 
+# Found by tests/test_properties_provider.py: JwtAuth reads the code of every 401 inside httpx's
+# auth flow, where the provider's error translation does not reach; these bodies made it raise
+# RecursionError / ValueError out of provider calls.
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"code":' + b"[" * 100_000, json.dumps({"code": "²"}).encode(),
+     b'{"code": "--5"}', b'{"code": "' + b"9" * 5000 + b'"}'],
+    ids=["deep-array", "deep-code", "superscript-code", "double-minus-code", "huge-code"],
+)
+async def test_odd_401_bodies_are_an_auth_error_not_a_crash(body: bytes) -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(401, content=body)
+
+    async with make_provider(JwtAuth(AK, SK, clock=Clock()), handler) as provider:
+        with pytest.raises(ProviderError) as caught:
+            await provider.query(Kind.TEXT2VIDEO, "t1")
+    assert calls == 1  # not a renewal code: no resend
+    assert caught.value.info.category is Category.AUTH and caught.value.info.http_status == 401
+
+
 def test_jwt_auth_works_with_a_sync_client_too() -> None:
     auth = JwtAuth(AK, SK, clock=Clock())
     tokens: list[str] = []

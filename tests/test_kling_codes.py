@@ -13,8 +13,10 @@ from orchestrator.providers.kling_codes import (
     Rule,
     classify,
     classify_task_failure,
+    means_not_found,
     not_found,
     parse_code,
+    rule_for,
 )
 
 C = Category
@@ -128,10 +130,41 @@ def test_not_found_info() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(0, 0), (1303, 1303), ("1303", 1303), (" 5000 ", 5000), (True, None), (None, None),
-     ("abc", None), (1.5, None), ([1], None)],
+     ("abc", None), (1.5, None), ([1], None), ("-1", -1), ("+7", 7)],
 )
 def test_parse_code(value: object, expected: int | None) -> None:
     assert parse_code(value) == expected
+
+
+# Found by tests/test_properties_provider.py: str.isdigit() accepts these, int() refuses them,
+# and the ValueError escaped the provider (and JwtAuth's flow) as a traceback.
+@pytest.mark.parametrize(
+    "value", ["²", "¹²³", "--5", "-", "9" * 5000, "1_303", "١٢٠٣", "1303.0", " "],
+    ids=["superscript", "superscripts", "double-minus", "minus", "5000-digits", "underscore",
+         "arabic-indic", "float-text", "blank"],
+)
+def test_parse_code_never_raises_on_digit_lookalikes(value: str) -> None:
+    assert parse_code(value) is None
+
+
+def test_only_1303_signals_over_capacity() -> None:
+    assert [code for code, rule in CODES.items() if rule.over_capacity] == [1303]
+    assert rule_for(404, 1303).over_capacity  # the code wins over any status
+    assert not rule_for(429, None).over_capacity  # a bare 429 may be 1302: no signal
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "absent"),
+    [
+        (400, 1201, True), (404, 1203, True), (200, 1203, True), (404, None, True),
+        (404, 0, True), (404, 1202, True), (404, 4242, True),
+        # the code wins: these say "slow down", "server broken", "no access", not "absent"
+        (404, 1303, False), (404, 1302, False), (404, 5000, False), (404, 1103, False),
+        (404, 1000, False), (400, 1200, False), (500, None, False), (410, None, False),
+    ],
+)
+def test_means_not_found(status: int, code: int | None, absent: bool) -> None:
+    assert means_not_found(status, code) is absent
 
 
 @pytest.mark.parametrize(

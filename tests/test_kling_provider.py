@@ -325,7 +325,7 @@ async def test_error_answer_carries_code_status_and_request_id() -> None:
     assert error.info.category is Category.RATE_LIMIT and error.info.retryable
     assert (error.info.code, error.info.http_status) == (1303, 429)
     assert error.request_id == "req-err"
-    assert error.sent and not error.ambiguous and not error.not_found
+    assert error.sent and not error.ambiguous and not error.not_found and error.over_capacity
     assert "parallel task over resource pack limit" in str(error) and "1303" in str(error)
     assert len(server.requests) == 1  # the engine is the only retry layer
 
@@ -703,3 +703,212 @@ async def test_aclose_closes_the_client() -> None:
     await provider.aclose()
     with pytest.raises(RuntimeError):
         await provider.query(Kind.TEXT2VIDEO, "t1")
+
+
+# -- adaptive concurrency: 1303 -----------------------------------------------------------------
+
+OVER = "parallel task over resource pack limit"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [fail(429, 1303, OVER), fail(200, 1303, OVER), fail(404, 1303, OVER), fail(503, 1303, OVER),
+     httpx.Response(429, json={"code": "1303", "message": OVER})],
+    ids=["429", "200", "404", "503", "code-as-string"],
+)
+@pytest.mark.parametrize("operation", ["create", "query", "list", "lookup-path", "lookup-list"])
+async def test_1303_signals_over_capacity_on_every_operation(
+    answer: httpx.Response, operation: str
+) -> None:
+    answers: list[Answer] = [answer]
+    if operation == "lookup-list":
+        answers.insert(0, fail(400, 1201, "Task not found"))
+    server = Server(*answers)
+    async with provider_for(server) as provider:
+        if operation == "create":
+            error = await raises(provider.create(T2V, EXT))
+        elif operation == "query":
+            error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        elif operation == "list":
+            error = await raises(provider.list_tasks(Kind.TEXT2VIDEO, 1, 30))
+        else:
+            error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT))
+    assert error.over_capacity
+    assert error.info.category is Category.RATE_LIMIT and error.info.retryable
+    assert error.info.code == 1303 and not error.not_found
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [fail(429, 1302, "too fast"), httpx.Response(429, text="Too Many Requests"),
+     fail(429, 1102, "pack depleted"), fail(500, 5000), fail(400, 1201)],
+    ids=["1302", "bare-429", "billing-429", "5000", "1201"],
+)
+async def test_other_answers_do_not_signal_over_capacity(answer: httpx.Response) -> None:
+    server = Server(answer)
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert not error.over_capacity
+
+
+# -- regressions found by tests/test_properties_provider.py --------------------------------------
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "code", "category"),
+    [(404, 1303, Category.RATE_LIMIT), (404, 5000, Category.SERVER),
+     (404, 1103, Category.PERMISSION), (404, 1000, Category.AUTH)],
+)
+async def test_404_with_a_known_code_is_that_code_not_absence(
+    status: int, code: int, category: Category
+) -> None:
+    # Was: any 404 envelope on a query meant "not found", whatever its code, so a lookup
+    # answered by 404/5000 went on to report the task absent (and the engine could resubmit).
+    server = Server(fail(status, code, "no"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert not error.not_found and error.info.category is category
+    server = Server(fail(status, code, "no"))
+    async with provider_for(server) as provider:
+        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT))
+    assert error.info.category is category and len(server.requests) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "code", ["²", "--5", "9" * 5000], ids=["superscript", "double-minus", "5000-digits"]
+)
+async def test_code_with_digit_lookalikes_is_classified_by_status(code: str) -> None:
+    # Was: ValueError from int() escaped the provider.
+    server = Server(httpx.Response(429, json={"code": code, "message": "slow"}))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert error.info.category is Category.RATE_LIMIT and error.info.code is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("message", [" ", "\n\t", ""])
+async def test_blank_kling_message_falls_back_to_the_code_meaning(message: str) -> None:
+    # Was: message " " became the error's whole message.
+    server = Server(fail(400, 1200, message))
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert error.info.message == "invalid request parameters"
+
+
+def _raw(status: int, document: object) -> httpx.Response:
+    # ensure_ascii keeps a lone surrogate as the escape "\ud800", which json.loads turns back
+    # into a str that cannot be encoded to UTF-8.
+    return httpx.Response(status, content=json.dumps(document).encode())
+
+
+@pytest.mark.anyio
+async def test_lone_surrogates_never_reach_errors_or_tasks() -> None:
+    # Was: such strings went into ErrorInfo.message / Task fields, and the report writer
+    # (UTF-8) or the console would crash on them later.
+    server = Server(
+        _raw(400, {"code": 1200, "message": "bad \ud800 value", "request_id": "r\udfff"}),
+        _raw(200, {"code": 0, "request_id": "\ud800", "data": task(
+            status="failed", task_status_msg="pixel \udc00 invalid", external="e\ud800")}),
+        _raw(200, {"code": 0, "data": task(task_id="t\ud800")}),
+        _raw(200, {"code": 0, "data": task(task_id="t\ud800", status="??")}),
+        _raw(200, {"code": 0, "data": task(status="succeed", task_result={
+            "videos": [{"url": "https://cdn.test/\ud800.mp4"}]})}),
+    )
+    async with provider_for(server) as provider:
+        rejected = await raises(provider.create(T2V, EXT))
+        failed = await provider.query(Kind.TEXT2VIDEO, "t1")
+        bad_id = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        bad_both = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        bad_url = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert rejected.info.message == "bad ? value" and rejected.request_id == "r?"
+    assert failed.message == "pixel ? invalid" and failed.failure is not None
+    failed.failure.message.encode("utf-8")
+    assert failed.request_id == "?" and failed.external_task_id is None
+    for error in (bad_id, bad_both, bad_url):
+        assert error.info.category is Category.SERVER
+        error.info.message.encode("utf-8")
+        str(error).encode("utf-8")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ident", ["t\ud800", ""])
+async def test_query_with_an_unsendable_id_fails_before_sending(ident: str) -> None:
+    # Was: UnicodeEncodeError from quote() (and "" queried the list endpoint).
+    server = Server()
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(Kind.TEXT2VIDEO, ident))
+    assert error.info.category is Category.VALIDATION and not error.sent
+    error.info.message.encode("utf-8")
+    assert server.requests == []
+
+
+@pytest.mark.anyio
+async def test_credentials_echoed_in_task_fields_never_reach_an_error() -> None:
+    # Was: the "unexpected answer" message quoted task_id unredacted; request_id was kept raw
+    # (repr(error) showed it); task_status_msg reached Task.message unredacted.
+    tokens: list[str] = []
+    auth = JwtAuth(AK, SK, clock=lambda: NOW, on_token=tokens.append)
+
+    def echo(field: str, status: str = "??") -> Callable[[httpx.Request], httpx.Response]:
+        def answer(request: httpx.Request) -> httpx.Response:
+            header = request.headers["Authorization"]
+            values = {"task_id": f"id {header}", "task_status": status}
+            if field == "task_status":
+                values["task_status"] = header.partition(" ")[2]
+            if field == "task_status_msg":
+                values["task_status_msg"] = f"failed for {header} / {SK}"
+            envelope = {"code": 0, "request_id": f"req {header}", "data": values}
+            return httpx.Response(200, json=envelope)
+        return answer
+
+    server = Server(echo("task_id"), echo("task_status"), echo("task_status_msg", "failed"))
+    async with provider_for(server, auth=auth) as provider:
+        by_id = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        by_status = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        failed = await provider.query(Kind.TEXT2VIDEO, "t1")
+    assert tokens
+    texts = [str(by_id), repr(by_id), str(by_status), repr(by_status), str(failed.message),
+             str(failed.request_id), repr(failed.failure)]
+    for text in texts:
+        for secret in (SK, AK, *tokens):
+            assert secret not in text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("exc", "category"),
+    [(ConnectionResetError("reset by peer"), Category.NETWORK),
+     (BrokenPipeError("broken pipe"), Category.NETWORK),
+     (OSError("no route"), Category.NETWORK),
+     (TimeoutError("timed out"), Category.TIMEOUT)],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+async def test_raw_os_errors_from_the_transport(exc: OSError, category: Category) -> None:
+    # Was: escaped as is (httpx maps OSError to ConnectError only while connecting).
+    server = Server(exc, exc)
+    async with provider_for(server) as provider:
+        created = await raises(provider.create(T2V, EXT))
+        queried = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+    assert created.info.category is category and queried.info.category is category
+    assert (created.sent, created.ambiguous) == (True, True)  # may have reached Kling
+    assert (queried.sent, queried.ambiguous) == (True, False)
+    assert type(exc).__name__ in created.info.message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [httpx.Response(100, content=b""), httpx.Response(303, headers={"Location": "/v1/t/9"}),
+     httpx.Response(302, json={"code": 0, "message": "moved"}), httpx.Response(304)],
+    ids=["100", "303-see-other", "302-envelope", "304"],
+)
+async def test_create_answered_by_1xx_or_3xx_is_ambiguous(answer: httpx.Response) -> None:
+    # Was: ambiguous=False, so the engine could resubmit a create that a 303 ("done, see
+    # there") had just confirmed.
+    server = Server(answer)
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert error.sent and error.ambiguous

@@ -4,9 +4,12 @@ tasks and errors.
 One HTTP request per call (plus the one resend ``JwtAuth`` makes after a token renewal): the
 engine is the only retry layer. Every failure leaves as a ``ProviderError``:
 
-    _send          httpx exceptions -> network / timeout errors with .sent and .ambiguous
+    _send          httpx (and raw OSError) exceptions -> network / timeout errors with .sent
+                   and .ambiguous
     _answer        HTTP status + envelope code -> kling_codes.classify, Retry-After, request_id
     _parse_task    task objects -> Task; garbage -> SERVER error (never KeyError/TypeError)
+    _clean         every text taken from an answer or an exception: credentials masked, lone
+                   surrogates replaced (so reports and consoles can print it), stripped, short
 
 Task families are data (``FAMILIES``): adding one is adding a path and its wire fields.
 """
@@ -42,6 +45,7 @@ from orchestrator.providers.kling_codes import (
     CODES,
     classify,
     classify_task_failure,
+    means_not_found,
     not_found,
     parse_code,
     rule_for,
@@ -181,8 +185,23 @@ async def build_body(request: TaskRequest, external_task_id: str) -> dict[str, A
 
 # -- answers -----------------------------------------------------------------------------------
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _is_utf8(text: str) -> bool:
+    """False for strings holding lone surrogates (JSON's "\\ud800"): they cannot be printed,
+    written to a UTF-8 file, or put in a URL."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    return text if _is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _identifier(value: object) -> str | None:
+    """An id or URL Kling sent: a non-empty, encodable string, or None."""
+    return value if isinstance(value, str) and value and _is_utf8(value) else None
 
 
 def _parse_assets(kind: Kind, result: object) -> tuple[Asset, ...]:
@@ -198,8 +217,8 @@ def _parse_assets(kind: Kind, result: object) -> tuple[Asset, ...]:
         raise _Malformed(f"task_result.{media}s is not a list")
     assets = []
     for position, entry in enumerate(entries):
-        url = entry.get("url") if isinstance(entry, dict) else None
-        if not isinstance(url, str) or not url:
+        url = _identifier(entry.get("url")) if isinstance(entry, dict) else None
+        if url is None:
             raise _Malformed(f"task_result.{media}s[{position}] has no url")
         index = entry.get("index") if media == "image" else None
         if not isinstance(index, int) or isinstance(index, bool):
@@ -210,10 +229,14 @@ def _parse_assets(kind: Kind, result: object) -> tuple[Asset, ...]:
 
 def _external_id(data: Mapping[str, Any]) -> str | None:
     info = data.get("task_info")
-    return _text(info.get("external_task_id")) if isinstance(info, dict) else None
+    return _identifier(info.get("external_task_id")) if isinstance(info, dict) else None
 
 
-def _parse_task(kind: Kind, data: object, request_id: str | None) -> Task:
+def _parse_task(
+    kind: Kind, data: object, request_id: str | None, clean: Callable[[str], str]
+) -> Task:
+    """``clean`` masks credentials in Kling's free text; _Malformed messages are cleaned by the
+    caller, so they may quote what Kling sent."""
     if not isinstance(data, dict):
         raise _Malformed(f"data is {type(data).__name__}, not a task object")
     task_id = data.get("task_id")
@@ -221,11 +244,17 @@ def _parse_task(kind: Kind, data: object, request_id: str | None) -> Task:
         task_id = str(task_id)
     if not isinstance(task_id, str) or not task_id:
         raise _Malformed("task object has no task_id")
+    if not _is_utf8(task_id):
+        # It could not be queried later: a URL path cannot carry it.
+        raise _Malformed(f"task_id {task_id!r} is not valid text")
     raw_status = data.get("task_status")
     status = _STATUSES.get(raw_status) if isinstance(raw_status, str) else None
     if status is None:
-        raise _Malformed(f"task {task_id} has unknown task_status {str(raw_status)[:40]!r}")
-    message = _text(data.get("task_status_msg"))
+        shown = repr(raw_status) if isinstance(raw_status, str) else (
+            f"of type {type(raw_status).__name__}")
+        raise _Malformed(f"task {task_id} has unknown task_status {shown}")
+    raw_message = data.get("task_status_msg")
+    message = (clean(raw_message) or None) if isinstance(raw_message, str) else None
     return Task(
         task_id=task_id,
         status=status,
@@ -361,6 +390,11 @@ class KlingProvider:
 
     @staticmethod
     def _item_path(kind: Kind, ident: str) -> str:
+        if not ident or not _is_utf8(ident):
+            raise _validation(
+                f"cannot query Kling for the task id {_printable(ident)!r}",
+                "Task ids must be non-empty text; check the ledger entry for this item.",
+            )
         return f"{FAMILIES[kind].path}/{quote(ident, safe='')}"
 
     async def _list(self, kind: Kind, page: int, page_size: int) -> tuple[list[object], _Answer]:
@@ -372,14 +406,15 @@ class KlingProvider:
 
     def _task(self, op: _Op, kind: Kind, answer: _Answer) -> Task:
         try:
-            return _parse_task(kind, answer.data, answer.request_id)
+            return _parse_task(kind, answer.data, answer.request_id, self._clean)
         except _Malformed as exc:
             raise self._malformed(op, answer, str(exc)) from None
 
     def _malformed(self, op: _Op, answer: _Answer, message: str) -> ProviderError:
         info = ErrorInfo(
             category=Category.SERVER,
-            message=f"unexpected answer from Kling: {message}",
+            # The message may quote Kling's task_id or task_status: clean it like Kling's text.
+            message=self._clean(f"unexpected answer from Kling: {message}"),
             retryable=True,
             hint=(
                 "Kling's answer did not have the documented shape; the item is retried. If this "
@@ -444,6 +479,13 @@ class KlingProvider:
             # been acted on.
             raise ProviderError(network_error(self._describe(where, exc), sent=True),
                                 sent=True, ambiguous=creating, details=details) from None
+        except OSError as exc:
+            # httpx wraps OSError only while connecting; one raised while reading or writing
+            # (or by a custom transport) arrives as is, and nothing says it was not sent.
+            message = self._describe(where, exc)
+            info = (request_timeout(message) if isinstance(exc, TimeoutError)
+                    else network_error(message, sent=True))
+            raise ProviderError(info, sent=True, ambiguous=creating, details=details) from None
 
     def _answer(self, op: _Op, response: httpx.Response) -> _Answer:
         status = response.status_code
@@ -456,7 +498,9 @@ class KlingProvider:
             code = parse_code(envelope.get("code"))
             raw_message = envelope.get("message")
             message = self._clean(raw_message) if isinstance(raw_message, str) else ""
-            request_id = _text(envelope.get("request_id"))
+            raw_request_id = envelope.get("request_id")
+            request_id = ((self._clean(raw_request_id) or None)
+                          if isinstance(raw_request_id, str) else None)
             data = envelope.get("data")
         answer = _Answer(data, request_id, status)
 
@@ -483,9 +527,7 @@ class KlingProvider:
         rule = rule_for(status, code)
         # A bare 404 page (no Kling envelope) is a wrong URL or a proxy, not proof of absence:
         # answering "absent" on it could make the engine resubmit a task that exists.
-        absent = op is _Op.QUERY and (
-            code in (1201, 1203) or (status == 404 and is_envelope)
-        )
+        absent = op is _Op.QUERY and is_envelope and means_not_found(status, code)
         info = not_found(status, code, message) if absent else classify(status, code, message)
         retry_after = parse_retry_after_ms(response.headers.get("retry-after-ms"))
         if retry_after is None:
@@ -495,8 +537,9 @@ class KlingProvider:
         ambiguous = op is _Op.CREATE and (
             rule.may_have_committed
             or status >= 500
-            # A 2xx with a code we do not know: nothing says the task was not created.
-            or (200 <= status <= 299 and code not in CODES)
+            # Only a 4xx or a known rejection code refuses the request. A 2xx with a code we do
+            # not know, a 1xx, or a 3xx (a 303 means "done, see there") may have created it.
+            or (not 400 <= status <= 499 and code not in CODES)
         )
         raise ProviderError(
             info,
@@ -505,6 +548,7 @@ class KlingProvider:
             retry_after=retry_after,
             request_id=answer.request_id,
             not_found=absent,
+            over_capacity=rule.over_capacity,
             details={"operation": op.value},
         )
 
@@ -525,7 +569,12 @@ class KlingProvider:
         return f"{where}: {name}: {detail}" if detail else f"{where}: {name}"
 
     def _clean(self, text: str) -> str:
-        """Server and library text, stripped of anything credential-shaped and kept short."""
+        """Server and library text, stripped of anything credential-shaped and kept short.
+
+        Masks before cutting, so a cut never leaves a credential's prefix behind; may return ""
+        (blank text), which callers replace with the code's meaning.
+        """
+        text = _printable(text)
         secrets = getattr(self._auth, "secrets", None)
         values: Iterable[object] = secrets() if callable(secrets) else ()
         for value in values:
@@ -533,4 +582,4 @@ class KlingProvider:
                 text = text.replace(value, "<redacted>")
         for pattern, replacement in _REDACTIONS:
             text = pattern.sub(replacement, text)
-        return text[:500]
+        return text.strip()[:500]

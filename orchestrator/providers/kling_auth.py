@@ -33,9 +33,11 @@ def _check_header_safe(value: str, what: str) -> None:
 
 
 def _envelope_code(response: httpx.Response) -> int | None:
+    # Runs inside httpx's auth flow, outside the provider's error translation: nothing may
+    # escape from here (deeply nested JSON raises RecursionError, not ValueError).
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return parse_code(body.get("code")) if isinstance(body, dict) else None
 

@@ -35,6 +35,8 @@ class Rule:
     may_have_committed: bool = False
     #: Seconds to wait before a retry when the server sends no Retry-After.
     min_wait: float | None = None
+    #: The account is over its concurrency allowance: the engine lowers its in-flight cap.
+    over_capacity: bool = False
 
 
 _CREDENTIALS = "KLING_ACCESS_KEY/KLING_SECRET_KEY or KLING_API_KEY"
@@ -130,7 +132,7 @@ CODES: Mapping[int, Rule] = {
         Category.RATE_LIMIT, True,
         "More tasks are running than the resource pack allows; the item is retried with backoff. "
         "Lower limits.concurrency to avoid it.",
-        Scope.ITEM, "concurrency over the resource pack limit",
+        Scope.ITEM, "concurrency over the resource pack limit", over_capacity=True,
     ),
     1304: Rule(
         Category.PERMISSION, False,
@@ -255,15 +257,35 @@ def not_found(http_status: int | None, code: int | None, message: str) -> ErrorI
     )
 
 
+#: A code sent as a string: ASCII digits only (``str.isdigit`` also accepts "²", which ``int``
+#: refuses) and short enough for ``int`` (Python refuses more than 4300 digits).
+_CODE_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
+
+
 def parse_code(value: object) -> int | None:
     """Kling's ``code`` as an int; tolerates a numeric string, rejects bools and garbage."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _CODE_TEXT.fullmatch(value.strip()):
         return int(value.strip())
     return None
+
+
+#: Codes that answer a query with "no such task" (live probes: 400/1201; docs: 404/1203).
+NOT_FOUND_CODES = frozenset({1201, 1203})
+
+
+def means_not_found(http_status: int | None, code: int | None) -> bool:
+    """Whether a Kling envelope answering a query says the task does not exist.
+
+    The code wins over the status here too: a 404 carrying 1303 or 5000 is a rate limit or a
+    server error, and calling it absence could make the engine resubmit a task that exists.
+    """
+    if code in NOT_FOUND_CODES:
+        return True
+    return http_status == 404 and (code is None or code not in CODES or code == 1202)
 
 
 @dataclass(frozen=True)
