@@ -1,14 +1,27 @@
-"""report.json (the contract in DESIGN.md) and the short human summary printed at the end."""
+"""What a batch leaves behind for people and tools.
+
+- ``report.json`` (the contract in DESIGN.md): :func:`build_report`, :func:`write_json_atomic`;
+- ``results.jsonl``: one line per item in the same shape as the report's items
+  (:func:`write_results_jsonl`), for ``jq``, spreadsheets and other tools;
+- ``report.md``: the same report for people (:func:`render_markdown`, :func:`write_markdown`):
+  counts by status and error category, timing, requests and retries, and a table of the failed
+  and partial items with what to do about each;
+- the short summary printed at the end of a run (:func:`summary`).
+
+Every file is written atomically (temp file, fsync, rename): a reader never sees half of one.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from orchestrator.errors import ErrorInfo
 from orchestrator.ledger import ItemRecord, ItemState
@@ -16,6 +29,9 @@ from orchestrator.ledger import ItemRecord, ItemState
 #: Report statuses. "running" appears only when a batch was interrupted or stopped while tasks
 #: were in flight: a rerun collects them.
 STATUSES = ("succeeded", "partial", "failed", "not_run", "running")
+
+#: Rows of the failed/partial table in report.md; the rest are in results.jsonl.
+MARKDOWN_MAX_ROWS = 500
 
 
 def item_status(rec: ItemRecord) -> str:
@@ -30,6 +46,23 @@ def item_status(rec: ItemRecord) -> str:
     if rec.state is ItemState.SUBMITTING and rec.error is not None:
         return "failed"  # create outcome unknown this run; the rerun reconciles it
     return "running"
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC (seconds, the same form as the report's started_at)."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def task_seconds(rec: ItemRecord) -> float | None:
+    """Seconds from the current attempt's submit intent to its end (generation + download).
+
+    None while the item has no finished attempt (never submitted, running, or pending a retry).
+    """
+    if rec.submitted_at is None or rec.finished_at is None:
+        return None
+    return round(max(0.0, rec.finished_at - rec.submitted_at), 3)
 
 
 def item_entry(rec: ItemRecord) -> dict[str, Any]:
@@ -52,6 +85,9 @@ def item_entry(rec: ItemRecord) -> dict[str, Any]:
             for a in rec.assets
         ],
         "error": error_entry(rec.error),
+        "submitted_at": iso_utc(rec.submitted_at),
+        "finished_at": iso_utc(rec.finished_at),
+        "task_seconds": task_seconds(rec),
     }
 
 
@@ -90,20 +126,294 @@ def build_report(
     return report
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Readers never see a half-written report: write a temp file, fsync, rename."""
+# -- atomic files -----------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
+    """Readers never see a half-written file: write a temp file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Readers never see a half-written report: write a temp file, fsync, rename."""
+
+    def write(fh: IO[str]) -> None:
+        json.dump(data, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+
+    _write_atomic(path, write)
+
+
+def write_results_jsonl(path: Path, items: Iterable[dict[str, Any]]) -> None:
+    """One compact JSON object per line, in the order given (the report's item order)."""
+
+    def write(fh: IO[str]) -> None:
+        for item in items:
+            fh.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+            fh.write("\n")
+
+    _write_atomic(path, write)
+
+
+def write_markdown(path: Path, report: Mapping[str, Any]) -> None:
+    text = render_markdown(report)
+
+    def write(fh: IO[str]) -> None:
+        fh.write(text)
+
+    _write_atomic(path, write)
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """The p-th percentile (0 < p <= 100) by the NEAREST-RANK method: the smallest value with
+    at least p% of the values at or below it (always a value that was observed). None if empty.
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def wall_seconds(report: Mapping[str, Any]) -> float | None:
+    """Seconds between the report's started_at and finished_at (None if either is unreadable)."""
+    try:
+        start = dt.datetime.fromisoformat(str(report["started_at"]))
+        end = dt.datetime.fromisoformat(str(report["finished_at"]))
+        return (end - start).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def timing(report: Mapping[str, Any]) -> dict[str, Any]:
+    """p50/p90 task time over the items that have one, and the run's total wall time."""
+    durations = [
+        float(item["task_seconds"])
+        for item in report.get("items", [])
+        if item.get("task_seconds") is not None
+    ]
+    return {
+        "items_timed": len(durations),
+        "task_seconds_p50": percentile(durations, 50),
+        "task_seconds_p90": percentile(durations, 90),
+        "task_seconds_max": max(durations) if durations else None,
+        "wall_seconds": wall_seconds(report),
+    }
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``12.3 s``, ``4m 05s``, ``2h 03m 04s``; ``n/a`` for None."""
+    if seconds is None:
+        return "n/a"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"
+
+
+# -- report.md --------------------------------------------------------------------------------
+
+
+def md_cell(value: Any) -> str:
+    """A value made safe for one Markdown table cell: pipes escaped, one line, no raw HTML."""
+    if value is None:
+        return ""
+    text = str(value)
+    text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("<", "&lt;").replace(">", "&gt;").strip()
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> list[str]:
+    """A GitHub-flavoured Markdown table; ``align`` has one ``l``/``r`` per column."""
+    marks = ["---:" if a == "r" else "---" for a in align.ljust(len(header), "l")]
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "|".join(marks) + "|"]
+    lines.extend("| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows)
+    return lines
+
+
+def _error_line(err: Mapping[str, Any]) -> str:
+    code = f" (code {err['code']})" if err.get("code") is not None else ""
+    http = f" HTTP {err['http_status']}" if err.get("http_status") is not None else ""
+    return f"{err.get('category', '?')}{code}{http}: {err.get('message', '')}"
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """report.md: deterministic (only values from the report, never the current time)."""
+    items: list[dict[str, Any]] = list(report.get("items", []))
+    counts: Mapping[str, int] = report.get("counts") or Counter(i["status"] for i in items)
+    times = timing(report)
+    out: list[str] = [f"# Batch report: {report.get('batch', '?')}", ""]
+
+    out += [
+        f"- Manifest: `{report.get('manifest', '?')}`",
+        f"- Started: {report.get('started_at', '?')}",
+        f"- Finished: {report.get('finished_at', '?')}",
+        f"- Total wall time: {format_seconds(times['wall_seconds'])}",
+        f"- Items: {len(items)}",
+    ]
+    if report.get("log"):
+        out.append(f"- Log: `{report['log']}`")
+    out.append("")
+
+    # What ended the run early, if anything: the first thing a reader needs to know.
+    notes: list[str] = []
+    stop = report.get("stopped_by")
+    if stop:
+        notes.append(f"**Stopped by an account-level error**: {md_cell(_error_line(stop))}.")
+        if stop.get("hint"):
+            notes.append(f"What to do: {md_cell(stop['hint'])}")
+        notes.append("Rerun the same command afterwards: finished items are not resubmitted.")
+    if report.get("interrupted"):
+        notes.append("**Interrupted**: tasks in flight stay in the ledger; a rerun collects them.")
+    if report.get("deadline_reached"):
+        notes.append(
+            f"**Deadline reached**: nothing was submitted after it; "
+            f"{counts.get('not_run', 0)} items not run. Rerun to continue."
+        )
+    if notes:
+        out += ["## Run ended early", ""]
+        out += [f"- {n}" for n in notes]
+        out.append("")
+
+    out += ["## Items by status", ""]
+    statuses = [s for s in STATUSES if s in counts] + [s for s in counts if s not in STATUSES]
+    out += _table(
+        ["status", "items"],
+        [*([s, counts[s]] for s in statuses), ["**total**", f"**{len(items)}**"]],
+        "lr",
+    )
+    out.append("")
+
+    out += ["## Errors by category", ""]
+    categories = Counter(
+        str(i["error"].get("category", "?")) for i in items if i.get("error") is not None
+    )
+    if categories:
+        out.append("The last error of each item that has one.")
+        out.append("")
+        out += _table(
+            ["category", "items"],
+            sorted(categories.items(), key=lambda kv: (-kv[1], kv[0])),
+            "lr",
+        )
+    else:
+        out.append("No errors.")
+    out.append("")
+
+    # Percentiles by the nearest-rank method (see percentile()): always an observed duration.
+    out += ["## Timing", ""]
+    out += _table(
+        ["measure", "value"],
+        [
+            ["task time p50", format_seconds(times["task_seconds_p50"])],
+            ["task time p90", format_seconds(times["task_seconds_p90"])],
+            ["task time max", format_seconds(times["task_seconds_max"])],
+            ["items timed", times["items_timed"]],
+            ["total wall time", format_seconds(times["wall_seconds"])],
+        ],
+        "lr",
+    )
+    out += [
+        "",
+        "Task time runs from an item's last submission to its end (generation and download).",
+        "",
+    ]
+
+    out += ["## Requests", ""]
+    requests: Mapping[str, int] = report.get("requests") or {}
+    if requests:
+        out += _table(
+            ["kind", "sent"],
+            [
+                *([k, requests[k]] for k in sorted(requests)),
+                ["**total**", f"**{sum(requests.values())}**"],
+            ],
+            "lr",
+        )
+    else:
+        out.append("No requests recorded.")
+    out += ["", f"- Retries made: {report.get('retries', 0)}"]
+    if report.get("retries_denied"):
+        out.append(
+            f"- Retries skipped by the retry budget (the provider kept failing): "
+            f"{report['retries_denied']}"
+        )
+    if report.get("peak_slots") is not None:
+        out.append(f"- Peak slots in use: {report['peak_slots']}")
+    out.append("")
+
+    conc: Mapping[str, Any] = report.get("concurrency") or {}
+    if conc:
+        out += ["## Concurrency", ""]
+        labels = [
+            ("configured", "configured (limits.concurrency)"),
+            ("sustained", "sustained by the account"),
+            ("lowest", "lowest cap reached"),
+            ("final", "cap at the end"),
+            ("over_capacity_cuts", "cuts after Kling 1303 (over capacity)"),
+        ]
+        out += _table(
+            ["measure", "value"],
+            [[label, conc[key]] for key, label in labels if key in conc],
+            "lr",
+        )
+        if conc.get("over_capacity_cuts") and conc.get("sustained") is not None:
+            out += [
+                "",
+                f"The account refused concurrency {conc.get('configured')}: consider "
+                f"`limits.concurrency: {conc['sustained']}`.",
+            ]
+        out.append("")
+
+    problems = [i for i in items if i.get("status") in ("failed", "partial")]
+    out += ["## Failed and partial items", ""]
+    if problems:
+        shown = problems[:MARKDOWN_MAX_ROWS]
+        rows = []
+        for item in shown:
+            err = item.get("error") or {}
+            rows.append(
+                [
+                    item.get("id"),
+                    item.get("status"),
+                    err.get("category"),
+                    err.get("code"),
+                    err.get("message"),
+                    err.get("hint"),
+                ]
+            )
+        out += _table(["id", "status", "category", "code", "message", "hint"], rows)
+        if len(problems) > len(shown):
+            out += [
+                "",
+                f"{len(problems) - len(shown)} more failed or partial items are not shown: "
+                "see results.jsonl (one JSON line per item).",
+            ]
+    else:
+        out.append("None.")
+    out.append("")
+    return "\n".join(out)
+
+
+# -- end of run summary -----------------------------------------------------------------------
 
 
 def summary(report: dict[str, Any], *, report_path: Path, stop: ErrorInfo | None) -> str:

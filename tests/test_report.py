@@ -1,0 +1,380 @@
+"""report.json items carry timing; report.md reads well; results.jsonl is one item per line."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator import report
+from orchestrator.errors import Category, ErrorInfo
+from orchestrator.ledger import ItemState, Ledger
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+POLICY = ErrorInfo(
+    category=Category.POLICY,
+    message="content | flagged\nby the filter",
+    retryable=False,
+    hint="Change the prompt, then rerun with a new item id.",
+    code=1301,
+    http_status=400,
+)
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _error(category: str, message: str, hint: str, code: int | None = None) -> dict[str, Any]:
+    return {
+        "category": category,
+        "code": code,
+        "http_status": None,
+        "message": message,
+        "retryable": False,
+        "hint": hint,
+    }
+
+
+def _item(item_id: str, status: str, seconds: float | None, error: Any = None) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "status": status,
+        "kind": "text2video",
+        "attempts": 1 if status != "not_run" else 0,
+        "task_id": f"T-{item_id}" if status != "not_run" else None,
+        "external_task_id": None,
+        "expected_assets": 1,
+        "assets": [],
+        "error": error,
+        "submitted_at": None,
+        "finished_at": None,
+        "task_seconds": seconds,
+    }
+
+
+def mixed_report() -> dict[str, Any]:
+    """Ten timed items (10, 20, ... 100 s, shuffled) and two untimed ones."""
+    items = [
+        _item("s1", "succeeded", 30.0),
+        _item("s2", "succeeded", 100.0),
+        _item("s3", "succeeded", 10.0),
+        _item("s4", "succeeded", 70.0),
+        _item("s5", "succeeded", 50.0),
+        _item(
+            "mug",
+            "partial",
+            40.0,
+            _error("asset_mismatch", "3 of 4 images returned", "Submit a new item."),
+        ),
+        _item(
+            "p1", "failed", 20.0, _error("policy", "content | flagged\nagain", "Reword it.", 1301)
+        ),
+        _item("p2", "failed", 60.0, _error("policy", "flagged", "Reword it.", 1301)),
+        _item("t1", "failed", 90.0, _error("timeout", "did not finish", "Rerun to poll again.")),
+        _item("s6", "succeeded", 80.0),
+        _item("nr", "not_run", None, _error("rate_limit", "slow down", "Wait.", 1302)),
+        _item("run", "running", None),
+    ]
+    return {
+        "batch": "launch",
+        "manifest": "manifests/launch.yaml",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "finished_at": "2026-01-01T01:02:03+00:00",
+        "counts": {"succeeded": 6, "partial": 1, "failed": 3, "not_run": 1, "running": 1},
+        "items": items,
+        "requests": {"query": 25, "create": 12, "lookup": 3},
+        "retries": 4,
+        "peak_slots": 5,
+        "concurrency": {
+            "configured": 8,
+            "final": 3,
+            "lowest": 2,
+            "sustained": 3,
+            "over_capacity_cuts": 2,
+        },
+        "retries_denied": 0,
+        "stopped_by": None,
+        "interrupted": False,
+        "deadline_reached": True,
+        "log": "out/logs/run.jsonl",
+    }
+
+
+# -- item timing ------------------------------------------------------------------------------
+
+
+def test_items_carry_submit_and_finish_times(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    with Ledger(tmp_path / "s", "b", clock=clock) as ledger:
+        ledger.sync_items([("done", "text2video", 1), ("run", "image", 2), ("new", "image", 1)])
+        ledger.record_intent("done", 1, ledger.external_task_id("done", 1))
+        ledger.record_submitted("done", "T1")
+        ledger.record_intent("run", 1, ledger.external_task_id("run", 1))
+        ledger.record_submitted("run", "T2")
+        clock.now = T0 + 42.25
+        ledger.finish("done", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u"}])
+        data = report.build_report(
+            batch="b",
+            manifest=Path("m.yaml"),
+            item_ids=["done", "run", "new"],
+            records=ledger.all(),
+            started_at="2026-01-01T00:00:00+00:00",
+            finished_at="2026-01-01T00:01:00+00:00",
+        )
+    done, run, new = data["items"]
+    assert done["submitted_at"] == "2026-01-01T00:00:00+00:00"
+    assert done["finished_at"] == "2026-01-01T00:00:42+00:00"
+    assert done["task_seconds"] == 42.25
+    assert (run["submitted_at"], run["finished_at"], run["task_seconds"]) == (
+        "2026-01-01T00:00:00+00:00",
+        None,
+        None,
+    )
+    assert (new["submitted_at"], new["finished_at"], new["task_seconds"]) == (None, None, None)
+    # The DESIGN.md keys are all still there.
+    assert {
+        "id",
+        "status",
+        "kind",
+        "attempts",
+        "task_id",
+        "external_task_id",
+        "expected_assets",
+        "assets",
+        "error",
+    } <= done.keys()
+    assert (done["status"], run["status"], new["status"]) == ("succeeded", "running", "not_run")
+    json.dumps(data)  # JSON-safe
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [70.0, 10.0, 100.0, 40.0, 20.0, 90.0, 30.0, 60.0, 50.0, 80.0]
+    assert report.percentile(values, 50) == 50.0
+    assert report.percentile(values, 90) == 90.0
+    assert report.percentile(values, 100) == 100.0
+    assert report.percentile([7.0], 90) == 7.0
+    assert report.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert report.percentile([], 50) is None
+
+
+def test_format_seconds() -> None:
+    assert report.format_seconds(None) == "n/a"
+    assert report.format_seconds(12.34) == "12.3 s"
+    assert report.format_seconds(90) == "1m 30s"
+    assert report.format_seconds(3723) == "1h 02m 03s"
+
+
+# -- report.md --------------------------------------------------------------------------------
+
+
+def test_markdown_has_counts_categories_timing_requests_and_problems() -> None:
+    data = mixed_report()
+    md = report.render_markdown(data)
+    lines = md.splitlines()
+    assert lines[0] == "# Batch report: launch"
+    assert "- Manifest: `manifests/launch.yaml`" in lines
+    assert "- Total wall time: 1h 02m 03s" in lines
+
+    # counts by status, every status, with the total
+    for row in (
+        "| succeeded | 6 |",
+        "| partial | 1 |",
+        "| failed | 3 |",
+        "| not_run | 1 |",
+        "| running | 1 |",
+        "| **total** | **12** |",
+    ):
+        assert row in lines, row
+
+    # counts by error category: only those that occur, most frequent first
+    cat = lines.index("## Errors by category")
+    section = lines[cat : lines.index("## Timing")]
+    cat_rows = [line for line in section if line.startswith("| ") and "category" not in line]
+    assert cat_rows == [
+        "| policy | 2 |",
+        "| asset_mismatch | 1 |",
+        "| rate_limit | 1 |",
+        "| timeout | 1 |",
+    ]
+    assert "billing" not in "\n".join(section)
+
+    # timing: nearest rank over the ten timed items (10..100 s)
+    assert "| task time p50 | 50.0 s |" in lines
+    assert "| task time p90 | 1m 30s |" in lines
+    assert "| items timed | 10 |" in lines
+    assert "| total wall time | 1h 02m 03s |" in lines
+
+    # requests by kind and retries
+    assert "| create | 12 |" in lines
+    assert "| lookup | 3 |" in lines
+    assert "| query | 25 |" in lines
+    assert "| **total** | **40** |" in lines
+    assert "- Retries made: 4" in lines
+    assert "- Peak slots in use: 5" in lines
+
+    # concurrency and how the run ended
+    assert "| configured (limits.concurrency) | 8 |" in lines
+    assert "| sustained by the account | 3 |" in lines
+    assert "| lowest cap reached | 2 |" in lines
+    assert any(
+        line.startswith("- **Deadline reached**") and "1 items not run" in line for line in lines
+    )
+    assert "Interrupted" not in md and "Stopped by" not in md
+
+    # the failed and partial items, in report order, each with its hint; pipes escaped
+    start = lines.index("## Failed and partial items")
+    table = [line for line in lines[start:] if line.startswith("|")]
+    assert table[0] == "| id | status | category | code | message | hint |"
+    assert table[2:] == [
+        "| mug | partial | asset_mismatch |  | 3 of 4 images returned | Submit a new item. |",
+        "| p1 | failed | policy | 1301 | content \\| flagged again | Reword it. |",
+        "| p2 | failed | policy | 1301 | flagged | Reword it. |",
+        "| t1 | failed | timeout |  | did not finish | Rerun to poll again. |",
+    ]
+    # every table row has the same number of unescaped cell separators as its header
+    for row in table:
+        assert row.replace("\\|", "").count("|") == 7
+
+
+def test_markdown_is_deterministic_and_does_not_touch_the_report() -> None:
+    data = mixed_report()
+    before = copy.deepcopy(data)
+    assert report.render_markdown(data) == report.render_markdown(data)
+    assert data == before
+
+
+def test_markdown_stop_and_interrupt() -> None:
+    data = mixed_report()
+    data["deadline_reached"] = False
+    data["interrupted"] = True
+    data["stopped_by"] = {
+        "category": "billing",
+        "code": 1102,
+        "http_status": 429,
+        "message": "balance exhausted",
+        "retryable": False,
+        "hint": "Top up the account.",
+    }
+    md = report.render_markdown(data)
+    assert "## Run ended early" in md
+    assert "**Stopped by an account-level error**: billing (code 1102) HTTP 429: balance" in md
+    assert "What to do: Top up the account." in md
+    assert "**Interrupted**" in md
+    assert "Deadline" not in md
+
+
+def test_markdown_clean_batch_has_no_problem_sections() -> None:
+    data = {
+        "batch": "ok",
+        "manifest": "m.yaml",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "finished_at": "2026-01-01T00:00:30+00:00",
+        "counts": {"succeeded": 1, "partial": 0, "failed": 0, "not_run": 0, "running": 0},
+        "items": [_item("a", "succeeded", 12.0)],
+    }
+    md = report.render_markdown(data)
+    assert "No errors." in md
+    assert md.rstrip().endswith("## Failed and partial items\n\nNone.")
+    assert "## Concurrency" not in md
+    assert "## Run ended early" not in md
+    assert "No requests recorded." in md
+    assert "| task time p50 | 12.0 s |" in md
+    assert "| total wall time | 30.0 s |" in md
+
+
+def test_markdown_caps_the_problem_table() -> None:
+    n = report.MARKDOWN_MAX_ROWS + 100
+    items = [_item(f"i{k}", "failed", None, _error("server", "boom", "Rerun.")) for k in range(n)]
+    data = {
+        "batch": "big",
+        "manifest": "m.yaml",
+        "started_at": "x",
+        "finished_at": "y",
+        "counts": {"failed": n},
+        "items": items,
+    }
+    md = report.render_markdown(data)
+    lines = md.splitlines()
+    start = lines.index("## Failed and partial items")
+    rows = [
+        line for line in lines[start:] if line.startswith("| i") and not line.startswith("| id ")
+    ]
+    assert len(rows) == report.MARKDOWN_MAX_ROWS
+    assert rows[-1].startswith(f"| i{report.MARKDOWN_MAX_ROWS - 1} |")
+    assert "100 more failed or partial items are not shown: see results.jsonl" in md
+    assert "- Total wall time: n/a" in lines
+
+
+def test_md_cell_escaping() -> None:
+    assert report.md_cell(None) == ""
+    assert report.md_cell(1301) == "1301"
+    assert report.md_cell("a|b") == "a\\|b"
+    assert report.md_cell("one\ntwo\r\nthree") == "one two three"
+    assert report.md_cell("back\\slash") == "back\\\\slash"
+    assert report.md_cell("<script>") == "&lt;script&gt;"
+
+
+def test_write_markdown(tmp_path: Path) -> None:
+    data = mixed_report()
+    path = tmp_path / "out" / "report.md"
+    report.write_markdown(path, data)
+    assert path.read_text(encoding="utf-8") == report.render_markdown(data)
+    assert [p.name for p in path.parent.iterdir()] == ["report.md"]  # no temp file left
+
+
+# -- results.jsonl ----------------------------------------------------------------------------
+
+
+def test_results_jsonl_round_trip(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    with Ledger(tmp_path / "s", "b", clock=clock) as ledger:
+        ledger.sync_items([("z-last", "text2video", 1), ("a-first", "image", 4)])
+        for item_id in ("z-last", "a-first"):
+            ledger.record_intent(item_id, 1, ledger.external_task_id(item_id, 1))
+            ledger.record_submitted(item_id, f"T-{item_id}")
+        clock.now += 5
+        ledger.finish("z-last", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u", "bytes": 3}])
+        ledger.finish("a-first", ItemState.FAILED, error=POLICY)
+        data = report.build_report(
+            batch="b",
+            manifest=Path("m.yaml"),
+            item_ids=["z-last", "a-first"],
+            records=ledger.all(),
+            started_at="s",
+            finished_at="f",
+        )
+    path = tmp_path / "out" / "results.jsonl"
+    report.write_results_jsonl(path, data["items"])
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert text.endswith("\n")
+    assert len(lines) == 2
+    parsed = [json.loads(line) for line in lines]
+    assert parsed == data["items"]
+    assert [p["id"] for p in parsed] == ["z-last", "a-first"]  # manifest order kept
+    assert parsed[1]["error"]["message"] == "content | flagged\nby the filter"
+    assert parsed[0]["task_seconds"] == 5.0
+
+    # rewriting replaces the file whole, from any iterable, and leaves no temp file
+    report.write_results_jsonl(path, (item for item in data["items"][:1]))
+    assert [json.loads(line) for line in path.read_text().splitlines()] == data["items"][:1]
+    assert [p.name for p in path.parent.iterdir()] == ["results.jsonl"]
+    report.write_results_jsonl(path, [])
+    assert path.read_text() == ""
+
+
+def test_summary_still_lists_problems_with_hints() -> None:
+    data = mixed_report()
+    text = report.summary(data, report_path=Path("out/report.json"), stop=None)
+    assert text.startswith("Batch 'launch': 12 items: 6 succeeded, 1 partial, 3 failed")
+    assert "-> Reword it." in text
+    assert "Deadline reached" in text
+    assert "sustained 3 tasks at once" in text
+    assert text.endswith("Report: out/report.json")
