@@ -22,7 +22,7 @@ from typing import TextIO
 import anyio
 import httpx
 
-from orchestrator import logs, report
+from orchestrator import logs, report, status
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
 from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
     validate.add_argument("manifest", type=Path)
+
+    state = sub.add_parser("status", help="what the ledger knows of a batch; no network")
+    state.add_argument("manifest", type=Path)
+    state.add_argument(
+        "--state", type=Path, help="ledger file (default: <output.dir>/state.sqlite3)"
+    )
+    state.add_argument("--json", action="store_true", help="machine-readable output")
 
     from orchestrator.simulator.cli import add_simulate_parser
 
@@ -239,6 +246,8 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
             },
         )
         report.write_json_atomic(report_path, data)
+        report.write_results_jsonl(report_path.with_name("results.jsonl"), data["items"])
+        report.write_markdown(report_path.with_name("report.md"), data)
     finally:
         ledger.close()
         log_file.close()
@@ -269,11 +278,28 @@ def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
     return Exit.OK
 
 
+def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
+    manifest = _load(args.manifest, sys.stderr)
+    state_path = args.state or manifest.output_dir / "state.sqlite3"
+    try:
+        records = status.load_records(state_path, manifest.name)
+    except FileNotFoundError:
+        records = []  # nothing has run yet: every item is pending
+    except LedgerError as exc:
+        raise _Usage(str(exc)) from None
+    rows = status.status_rows(records, [item.id for item in manifest.items])
+    render = status.render_status_json if args.json else status.render_status_text
+    out.write(render(rows, batch=manifest.name, state_path=state_path) + "\n")
+    return Exit.OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return int(cmd_run(args, sys.stderr))
+        if args.command == "status":
+            return int(cmd_status(args, sys.stdout))
         if args.command == "simulate":
             from orchestrator.simulator.cli import cmd_simulate
 

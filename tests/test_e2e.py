@@ -357,3 +357,33 @@ def test_create_committed_after_the_client_gave_up_is_not_paid_twice(
     assert result.code == 0, result.stderr
     assert_each_prompt_paid_once(sim, ["held by a slow gateway"])
     assert sim.stats().create_requests == 1
+
+
+def test_status_and_results_files(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(
+        FaultRule(op="create", effect="task_failed", match="refused",
+                  message="Failure to pass the risk control system")
+    )
+    items = [{"id": "good", "prompt": "a calm lake"}, {"id": "bad", "prompt": "refused thing"}]
+    manifest = write_manifest(tmp_path, sim, items)
+    env = cli_env(sim)
+    before = run_cli(["status", str(manifest)], env)
+    assert before.code == 0, before.stderr
+    assert "2 pending" in before.stdout
+    assert run_cli(["run", str(manifest)], env).code == 1
+    requests = sim.stats().create_requests + sim.stats().query_requests
+
+    text = run_cli(["status", str(manifest)], env)
+    assert text.code == 0, text.stderr
+    assert "good" in text.stdout and "succeeded" in text.stdout
+    assert "policy" in text.stdout  # the last error of 'bad'
+    as_json = json.loads(run_cli(["status", str(manifest), "--json"], env).stdout)
+    assert as_json["totals"]["succeeded"] == 1 and as_json["totals"]["failed"] == 1
+    assert {i["id"]: i["state"] for i in as_json["items"]} == {"good": "succeeded", "bad": "failed"}
+    assert sim.stats().create_requests + sim.stats().query_requests == requests  # no network
+
+    report = load_report(tmp_path)
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == report["items"]
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| bad | failed | policy |" in markdown
