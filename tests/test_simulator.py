@@ -588,6 +588,163 @@ def test_assets_are_served_with_type_and_length(launch: Launch, clock: FakeClock
         assert client.get(missing).status_code == 404
 
 
+# --- asset faults and expiring URLs ---------------------------------------------------------
+
+
+def finished_urls(
+    client: httpx.Client, clock: FakeClock, path: str = T2V, **extra: Any
+) -> tuple[str, list[str]]:
+    """Create a task, let it finish, and return its id and asset URLs."""
+    task_id = create(client, path, **extra)["task_id"]
+    clock.advance(1.0)
+    return task_id, query_urls(client, path, task_id)
+
+
+def query_urls(client: httpx.Client, path: str, task_id: str) -> list[str]:
+    result = client.get(f"{path}/{task_id}").json()["data"]["task_result"]
+    return [asset["url"] for asset in result.get("videos", result.get("images", []))]
+
+
+def test_asset_error_fault_matches_by_prompt(launch: Launch, clock: FakeClock) -> None:
+    rule = FaultRule(
+        op="asset", effect="error", match="flaky", http_status=503, code=5001, retry_after="3"
+    )
+    sim, client = launch(faults=(rule,))
+    _, (flaky,) = finished_urls(client, clock, prompt="a flaky cat")
+    _, (fine,) = finished_urls(client, clock, prompt="a fine cat")
+    refused = client.get(flaky)
+    assert (refused.status_code, refused.headers["Retry-After"]) == (503, "3")
+    assert client.get(fine).status_code == 200
+    stats = sim.stats()
+    assert stats.asset_answers == {"503": 1, "200": 1}
+    assert stats.faults_fired == {"asset error 503/5001 retry_after": 1}
+
+
+def test_asset_truncate_sends_half_the_announced_body(launch: Launch, clock: FakeClock) -> None:
+    sim, client = launch(faults=(FaultRule(op="asset", effect="truncate", times=1),))
+    _, (url,) = finished_urls(client, clock)
+    with client.stream("GET", url) as response:
+        assert response.status_code == 200
+        announced = int(response.headers["Content-Length"])
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+    whole = client.get(url)  # times=1: spent
+    assert len(whole.content) == announced
+    stats = sim.stats()
+    assert stats.asset_answers == {"truncated": 1, "200": 1}
+    assert stats.asset_bytes_served == announced // 2 + announced
+
+
+def test_asset_wrong_type_answers_an_html_page(launch: Launch, clock: FakeClock) -> None:
+    sim, client = launch(faults=(FaultRule(op="asset", effect="wrong_type", times=1),))
+    _, urls = finished_urls(client, clock, IMG, n=2)
+    page = client.get(urls[0])
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert page.content.startswith(b"<!DOCTYPE html>")
+    assert client.get(urls[0]).content.startswith(b"\x89PNG")
+    assert sim.stats().asset_answers == {"wrong_type": 1, "200": 1}
+
+
+def test_asset_drop_and_delay(launch: Launch, clock: FakeClock) -> None:
+    faults = (
+        FaultRule(op="asset", effect="drop_before_commit", times=1),
+        FaultRule(op="asset", effect="delay", delay=0.2, times=1),
+    )
+    sim, client = launch(faults=faults)
+    _, (url,) = finished_urls(client, clock)
+    started = time.monotonic()
+    with pytest.raises(httpx.TransportError):
+        client.get(url)  # delayed, then dropped
+    assert time.monotonic() - started >= 0.2
+    assert client.get(url).status_code == 200
+    assert sim.stats().asset_answers == {"dropped": 1, "200": 1}
+
+
+def test_asset_faults_do_not_apply_to_api_requests(launch: Launch, clock: FakeClock) -> None:
+    sim, client = launch(faults=(FaultRule(op="asset", effect="error", http_status=500),))
+    task_id, (url,) = finished_urls(client, clock)
+    assert client.get(f"{T2V}/{task_id}").status_code == 200
+    assert client.get(url).status_code == 500
+    assert sim.stats().faults_fired == {"asset error 500/5000": 1}
+
+
+def test_asset_peak_in_flight_counts_concurrent_requests(launch: Launch, clock: FakeClock) -> None:
+    sim, client = launch(faults=(FaultRule(op="asset", effect="delay", delay=0.2),))
+    _, urls = finished_urls(client, clock, IMG, n=3)
+
+    def fetch(url: str) -> None:
+        with http_client() as own:
+            assert own.get(url).status_code == 200
+
+    threads = [threading.Thread(target=fetch, args=(url,)) for url in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sim.stats().asset_peak_in_flight == 3
+
+
+def test_asset_fault_rules_are_checked() -> None:
+    with pytest.raises(ValueError, match="only applies"):
+        FaultRule(op="query", effect="truncate")
+    with pytest.raises(ValueError, match="only applies"):
+        FaultRule(op="create", effect="wrong_type")
+    with pytest.raises(ValueError, match="only applies"):
+        FaultRule(op="asset", effect="task_failed")
+    assert FaultRule(op="asset", effect="truncate").label == "asset truncate"
+    with pytest.raises(ValueError, match="asset_url_ttl"):
+        SimConfig(asset_url_ttl=0)
+
+
+def test_asset_urls_expire_and_each_query_signs_them_afresh(
+    launch: Launch, clock: FakeClock
+) -> None:
+    sim, client = launch(asset_url_ttl=60.0)
+    task_id, (url,) = finished_urls(client, clock)
+    assert "?exp=" in url and "&sig=" in url
+    assert client.get(url).status_code == 200
+    clock.advance(59.0)
+    assert client.get(url).status_code == 200
+    clock.advance(1.0)
+    expired = client.get(url)
+    assert expired.status_code == 403
+    assert expired.json()["message"] == "asset URL has expired"
+    (fresh,) = query_urls(client, T2V, task_id)
+    assert fresh != url
+    assert client.get(fresh).status_code == 200
+    # Listing signs URLs too.
+    (listed,) = [t for t in client.get(T2V).json()["data"] if t["task_id"] == task_id]
+    assert client.get(listed["task_result"]["videos"][0]["url"]).status_code == 200
+    assert sim.stats().asset_answers == {"200": 4, "403": 1}
+
+
+def test_asset_urls_refuse_a_bad_or_missing_signature(launch: Launch, clock: FakeClock) -> None:
+    _, client = launch(asset_url_ttl=60.0)
+    _, (url,) = finished_urls(client, clock)
+    bare, _, query = url.partition("?")
+    params = dict(pair.split("=", 1) for pair in query.split("&"))
+    later = f"{bare}?exp={float(params['exp']) + 3600:.3f}&sig={params['sig']}"
+    other_index = url.replace("/0.mp4?", "/1.mp4?")
+    for bad, why in (
+        (bare, "asset URL is not signed"),
+        (later, "asset URL signature is invalid"),
+        (f"{bare}?exp={params['exp']}&sig={'0' * 32}", "asset URL signature is invalid"),
+    ):
+        response = client.get(bad)
+        assert response.status_code == 403
+        assert response.json()["message"] == why
+    assert client.get(other_index).status_code == 404  # no such asset: checked first
+
+
+def test_without_ttl_asset_urls_are_plain(launch: Launch, clock: FakeClock) -> None:
+    _, client = launch()
+    _, (url,) = finished_urls(client, clock)
+    assert "?" not in url
+    clock.advance(10**6)
+    assert client.get(url + "?exp=1&sig=x").status_code == 200
+
+
 # --- lifecycle of the server itself --------------------------------------------------------
 
 

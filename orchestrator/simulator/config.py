@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,11 @@ class SimConfig:
     billing_after: int | None = None
     #: Drives task lifecycles, slots and the rate window; inject a fake one in tests.
     clock: Callable[[], float] = field(default=time.monotonic)
+    #: Seconds an asset URL stays valid. When set, every task answer carries freshly signed
+    #: asset URLs (``?exp=<clock time>&sig=<hmac>``; ``exp`` is on ``clock``) and an asset
+    #: request after ``exp``, or with a missing or wrong signature, answers 403, like Kling's
+    #: hotlink-protected CDN. None: plain URLs that never expire.
+    asset_url_ttl: float | None = None
 
     def __post_init__(self) -> None:
         if self.not_found_style not in NOT_FOUND_STYLES:
@@ -47,3 +53,6 @@ class SimConfig:
             raise ValueError("concurrency_slots must be >= 0 or None")
         if self.requests_per_second is not None and self.requests_per_second <= 0:
             raise ValueError("requests_per_second must be > 0 or None")
+        ttl = self.asset_url_ttl
+        if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
+            raise ValueError("asset_url_ttl must be a number of seconds > 0, or None")

@@ -18,6 +18,13 @@ fall in three groups that combine on one create:
   when a task is really committed, so a ``times=1`` rule is not used up by a create that a limit or
   validation rejected.
 
+Op ``asset`` covers downloads of generated files (``GET /assets/...``), matched against the
+prompt of the task that made the file. Besides ``delay``, ``error`` (e.g. 500/503, or 403 as a
+hotlink refusal) and ``drop_before_commit`` (the connection closes without an answer), two effects
+apply to assets only: ``truncate`` sends the real ``Content-Length`` but only half the body, then
+closes the connection; ``wrong_type`` answers 200 with an HTML page (``text/html``), what a CDN's
+hotlink protection or a captive portal serves instead of the file.
+
 Errors are answered with the rule's HTTP status, code and message, plus ``Retry-After`` when the
 rule sets ``retry_after`` (sent verbatim: seconds or a date) or ``retry_after_date`` (an HTTP-date
 that many seconds after the reply, computed when the reply is sent). ``error`` applies to every
@@ -35,11 +42,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-OPS = frozenset({"create", "query", "list"})
+OPS = frozenset({"create", "query", "list", "asset"})
 PRE_COMMIT_EFFECTS = frozenset({"error", "drop_before_commit"})
 OUTCOME_EFFECTS = frozenset({"task_failed", "fewer_assets"})
 AFTER_COMMIT_EFFECTS = frozenset({"error_after_commit", "drop_after_commit", "delay_after_commit"})
-EFFECTS = PRE_COMMIT_EFFECTS | OUTCOME_EFFECTS | AFTER_COMMIT_EFFECTS | {"delay"}
+#: Effects on the body of an asset download (op ``asset`` only).
+ASSET_BODY_EFFECTS = frozenset({"truncate", "wrong_type"})
+EFFECTS = (
+    PRE_COMMIT_EFFECTS | OUTCOME_EFFECTS | AFTER_COMMIT_EFFECTS | ASSET_BODY_EFFECTS | {"delay"}
+)
 _CREATE_ONLY_EFFECTS = OUTCOME_EFFECTS | AFTER_COMMIT_EFFECTS
 _ERROR_EFFECTS = frozenset({"error", "error_after_commit"})
 
@@ -88,6 +99,8 @@ class FaultRule:
             )
         if self.effect in _CREATE_ONLY_EFFECTS and self.op != "create":
             raise ValueError(f"FaultRule effect {self.effect!r} only applies to op 'create'")
+        if self.effect in ASSET_BODY_EFFECTS and self.op != "asset":
+            raise ValueError(f"FaultRule effect {self.effect!r} only applies to op 'asset'")
         if self.times is not None and self.times < 0:
             raise ValueError("FaultRule.times must be >= 0 or None")
         if self.delay < 0 or self.assets < 0:

@@ -5,7 +5,8 @@ Routes::
     POST /v1/<family>                 create        (auth, faults, billing, rate, validation, slots)
     GET  /v1/<family>/<id>            query         (<id>: task id or external_task_id)
     GET  /v1/<family>?pageNum=&pageSize=   list     (newest first)
-    GET  /assets/<task_id>/<i>.<mp4|png>   asset download (no auth, like a CDN URL)
+    GET  /assets/<task_id>/<i>.<mp4|png>   asset download (no auth, like a CDN URL; signed and
+                                      expiring with SimConfig.asset_url_ttl; op "asset" faults)
     GET  /_sim/stats                  SimStats as JSON (for out-of-process users)
 
 Handlers do no work per task beyond a few dict lookups under one lock; the only sleeps are
@@ -26,10 +27,16 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from orchestrator.simulator.assets import HOTLINK_PAGE, HOTLINK_PAGE_TYPE, AssetSigner
 from orchestrator.simulator.auth import check_authorization
 from orchestrator.simulator.config import SimConfig
 from orchestrator.simulator.families import FAMILIES, CreateSpec, Family
-from orchestrator.simulator.faults import PRE_COMMIT_EFFECTS, FaultBook, FaultRule
+from orchestrator.simulator.faults import (
+    ASSET_BODY_EFFECTS,
+    PRE_COMMIT_EFFECTS,
+    FaultBook,
+    FaultRule,
+)
 from orchestrator.simulator.media import BUILDERS, MEDIA_TYPES
 from orchestrator.simulator.state import SimState, SimStats
 from orchestrator.simulator.wire import ApiError, failure, invalid, success
@@ -54,6 +61,7 @@ class _Server(ThreadingHTTPServer):
         self.config = config
         self.state = state
         self.faults = faults
+        self.signer = AssetSigner(config.secret_key, config.asset_url_ttl, config.clock)
         self.base_url = ""
         self.stopping = threading.Event()
         self._connections_lock = threading.Lock()
@@ -179,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path.startswith("/v1/"):
                 self._serve_api(method, url.path, url.query, body)
             elif url.path.startswith("/assets/") and method == "GET":
-                self._serve_asset(url.path)
+                self._serve_asset(url.path, url.query)
             elif url.path == "/_sim/stats" and method == "GET":
                 self._send_json(200, self.server.state.stats().to_dict())
             else:
@@ -258,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(request_id, _fault_error(answer))
         else:
             server.state.note_create_answer("0")
-            wire = task.to_wire(server.state.now(), server.base_url)
+            wire = task.to_wire(server.state.now(), server.base_url, server.signer.query)
             self._send_json(200, success(request_id, wire))
 
     def _query(self, family: Family, ident: str, request_id: str) -> None:
@@ -272,7 +280,8 @@ class _Handler(BaseHTTPRequestHandler):
             if server.config.not_found_style == "404/1203":
                 raise ApiError(1203, "Task not found")
             raise ApiError(1201, "Task not found")
-        self._send_json(200, success(request_id, task.to_wire(server.state.now(), server.base_url)))
+        wire = task.to_wire(server.state.now(), server.base_url, server.signer.query)
+        self._send_json(200, success(request_id, wire))
 
     def _list(self, family: Family, query: str, request_id: str) -> None:
         server = self.server
@@ -283,7 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
         size = _page_param(params, "pageSize", 30, 500)
         tasks = server.state.list_page(family, page, size)
         now = server.state.now()
-        self._send_json(200, success(request_id, [t.to_wire(now, server.base_url) for t in tasks]))
+        wires = [t.to_wire(now, server.base_url, server.signer.query) for t in tasks]
+        self._send_json(200, success(request_id, wires))
 
     def _apply_faults(self, op: str, prompt: str | None) -> bool:
         """Run read-side faults; False when the connection was dropped. Raises for errors."""
@@ -296,21 +306,69 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         raise _fault_error(rule)
 
-    def _serve_asset(self, path: str) -> None:
+    def _serve_asset(self, path: str, query: str) -> None:
         state = self.server.state
         state.count_request("asset")
+        with state.asset_in_flight():
+            self._answer_asset(path, query)
+
+    def _answer_asset(self, path: str, query: str) -> None:
+        """Faults first (matched against the prompt of the task the path names, finished or
+        not), then 404 for an asset that cannot be served, 403 for a URL that expired or is not
+        properly signed, then the file (or a truncated body, or an HTML page)."""
+        server = self.server
+        state = server.state
         parts = path[len("/assets/") :].split("/")
         task = None
+        index, suffix = 0, ""
         if len(parts) == 2:
             stem, _, suffix = parts[1].partition(".")
             if stem.isdigit() and suffix in BUILDERS:
-                task_id, index = unquote(parts[0]), int(stem)
-                task = state.asset_task(task_id, index, suffix)
-        if task is None:
+                index = int(stem)
+                task = state.asset_task(unquote(parts[0]), index, suffix, finished=False)
+        prompt = task.spec.prompt if task is not None else None
+        self._pause(server.faults.total_delay("asset", prompt))
+        rule = server.faults.take("asset", prompt, PRE_COMMIT_EFFECTS)
+        if rule is not None:
+            if rule.effect == "drop_before_commit":
+                state.note_asset_answer("dropped")
+                self._drop()
+                return
+            error = _fault_error(rule)
+            state.note_asset_answer(str(error.http_status))
+            self._send_error("", error)
+            return
+        if task is None or task.status(state.now()) != "succeed":
+            state.note_asset_answer("404")
             self._send_json(404, failure("", ApiError(1203, "asset not found")))
             return
-        content = BUILDERS[suffix](task_id, index)
-        self._send_bytes(200, content, MEDIA_TYPES[suffix])
+        refusal = server.signer.refusal(path, query)
+        if refusal is not None:
+            state.note_asset_answer("403")
+            self._send_json(403, failure("", ApiError(1103, refusal, http_status=403)))
+            return
+        content = BUILDERS[suffix](task.task_id, index)
+        rule = server.faults.take("asset", prompt, ASSET_BODY_EFFECTS)
+        if rule is None:
+            state.note_asset_answer("200", len(content))
+            self._send_bytes(200, content, MEDIA_TYPES[suffix])
+        elif rule.effect == "truncate":
+            sent = len(content) // 2
+            state.note_asset_answer("truncated", sent)
+            self._send_truncated(content, sent, MEDIA_TYPES[suffix])
+        else:
+            state.note_asset_answer("wrong_type", len(HOTLINK_PAGE))
+            self._send_bytes(200, HOTLINK_PAGE, HOTLINK_PAGE_TYPE)
+
+    def _send_truncated(self, body: bytes, sent: int, content_type: str) -> None:
+        """Announce all of ``body`` but send only its first ``sent`` bytes, then hang up."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:sent])
+        self._drop()
 
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering a body we refuse to read."""

@@ -14,6 +14,8 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -61,7 +63,11 @@ class TaskRecord:
             return "submitted"
         return "processing"
 
-    def to_wire(self, now: float, base_url: str) -> dict[str, Any]:
+    def to_wire(
+        self, now: float, base_url: str, sign: Callable[[str], str] | None = None
+    ) -> dict[str, Any]:
+        """The task object as Kling answers it. ``sign`` maps an asset path to the query string
+        that signs it (see :class:`~orchestrator.simulator.assets.AssetSigner`)."""
         status = self.status(now)
         if status == "submitted":
             changed = 0.0
@@ -81,20 +87,28 @@ class TaskRecord:
             "updated_at": self.created_at_ms + int(changed * 1000),
         }
         if status == "succeed":
-            wire["task_result"] = self._result(base_url)
+            wire["task_result"] = self._result(base_url, sign)
         return wire
 
-    def asset_url(self, base_url: str, index: int) -> str:
-        return f"{base_url}/assets/{self.task_id}/{index}.{self.family.asset_suffix}"
+    def asset_path(self, index: int) -> str:
+        return f"/assets/{self.task_id}/{index}.{self.family.asset_suffix}"
 
-    def _result(self, base_url: str) -> dict[str, Any]:
+    def asset_url(
+        self, base_url: str, index: int, sign: Callable[[str], str] | None = None
+    ) -> str:
+        path = self.asset_path(index)
+        return base_url + path + (sign(path) if sign is not None else "")
+
+    def _result(self, base_url: str, sign: Callable[[str], str] | None) -> dict[str, Any]:
         if self.family.media == "image":
-            images = [{"index": i, "url": self.asset_url(base_url, i)} for i in range(self.assets)]
+            images = [
+                {"index": i, "url": self.asset_url(base_url, i, sign)} for i in range(self.assets)
+            ]
             return {"images": images}
         videos = [
             {
                 "id": self.asset_ids[i],
-                "url": self.asset_url(base_url, i),
+                "url": self.asset_url(base_url, i, sign),
                 "duration": self.spec.video_duration,
             }
             for i in range(self.assets)
@@ -130,6 +144,13 @@ class SimStats:
     create_answers: dict[str, int] = field(default_factory=dict)
     #: How often injected faults fired, by ``FaultRule.label`` (e.g. "query error 500/5000").
     faults_fired: dict[str, int] = field(default_factory=dict)
+    #: How asset requests were answered: HTTP status as a string ("200", "403", "404", ...), or
+    #: "truncated", "wrong_type", "dropped" for the asset faults of those effects.
+    asset_answers: dict[str, int] = field(default_factory=dict)
+    #: Body bytes sent in answers to asset requests (a truncated body counts what was sent).
+    asset_bytes_served: int = 0
+    #: Most asset requests being handled at the same time (injected delays included).
+    asset_peak_in_flight: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +170,9 @@ class SimStats:
             "by_prompt": dict(self.by_prompt),
             "create_answers": dict(self.create_answers),
             "faults_fired": dict(self.faults_fired),
+            "asset_answers": dict(self.asset_answers),
+            "asset_bytes_served": self.asset_bytes_served,
+            "asset_peak_in_flight": self.asset_peak_in_flight,
         }
 
     @classmethod
@@ -171,6 +195,9 @@ class SimStats:
             by_prompt=dict(data["by_prompt"]),
             create_answers=dict(data.get("create_answers", {})),
             faults_fired=dict(data.get("faults_fired", {})),
+            asset_answers=dict(data.get("asset_answers", {})),
+            asset_bytes_served=int(data.get("asset_bytes_served", 0)),
+            asset_peak_in_flight=int(data.get("asset_peak_in_flight", 0)),
         )
 
 
@@ -195,6 +222,10 @@ class SimState:
         self._recent_creates: deque[float] = deque()
         self._requests: Counter[str] = Counter()
         self._create_answers: Counter[str] = Counter()
+        self._asset_answers: Counter[str] = Counter()
+        self._asset_bytes = 0
+        self._assets_in_flight = 0
+        self._asset_peak = 0
         # Double-pay indicator: a sequence number orders commits, lookups and lists.
         self._seq = 0
         self._last_commit: dict[str, tuple[int, str]] = {}  # external id -> (seq, family path)
@@ -212,6 +243,23 @@ class SimState:
     def note_create_answer(self, label: str) -> None:
         with self._lock:
             self._create_answers[label] += 1
+
+    def note_asset_answer(self, label: str, body_bytes: int = 0) -> None:
+        with self._lock:
+            self._asset_answers[label] += 1
+            self._asset_bytes += body_bytes
+
+    @contextmanager
+    def asset_in_flight(self) -> Iterator[None]:
+        """Count one asset request as being handled for the duration of the block."""
+        with self._lock:
+            self._assets_in_flight += 1
+            self._asset_peak = max(self._asset_peak, self._assets_in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._assets_in_flight -= 1
 
     def new_request_id(self) -> str:
         with self._lock:
@@ -277,14 +325,20 @@ class SimState:
                 return []
             return tasks[max(0, end - size) : end][::-1]
 
-    def asset_task(self, task_id: str, index: int, suffix: str) -> TaskRecord | None:
-        """The task whose asset ``index`` is served, if it exists and has succeeded."""
+    def asset_task(
+        self, task_id: str, index: int, suffix: str, *, finished: bool = True
+    ) -> TaskRecord | None:
+        """The task whose asset ``index`` is served, if it exists and has succeeded.
+
+        ``finished=False`` skips the status check (to match fault rules against the prompt of a
+        task whose asset cannot be served yet).
+        """
         now = self._clock()
         with self._lock:
             task = self._by_id.get(task_id)
         if task is None or task.family.asset_suffix != suffix or not 0 <= index < task.assets:
             return None
-        return task if task.status(now) == "succeed" else None
+        return task if not finished or task.status(now) == "succeed" else None
 
     def stats(self) -> SimStats:
         with self._lock:
@@ -306,6 +360,9 @@ class SimState:
                 by_prompt=dict(Counter(task.spec.prompt for task in tasks)),
                 create_answers=dict(self._create_answers),
                 faults_fired=self._faults.fired_by_label(),
+                asset_answers=dict(self._asset_answers),
+                asset_bytes_served=self._asset_bytes,
+                asset_peak_in_flight=self._asset_peak,
             )
         rows = tuple(_stats_row(task, now) for task in tasks)
         return replace(snapshot, tasks=rows)

@@ -1,0 +1,706 @@
+"""Generated files, downloaded and made durable: a batch is done only when they are safely on disk.
+
+Kling deletes generated files after 30 days and its URLs are hotlink-protected, so every asset of
+a succeeded task is fetched promptly into ``<output.dir>/<item-id>/<index>.<ext>``:
+
+1. streamed (``httpx``, redirects followed, no credentials: asset hosts never see the Kling
+   ``Authorization`` header) into ``<item-id>/.<index>.<random>.part``, hashed while written;
+2. checked: HTTP 200; ``Content-Length`` equal to the bytes received; the magic bytes (or, when
+   they are not recognised, the declared ``Content-Type``) say the expected media: video is
+   MP4/QuickTime (an ``ftyp`` box at offset 4) or WebM (EBML ``1A45DFA3``), image is
+   PNG/JPEG/WebP/GIF; a body that starts like a web page or JSON is never accepted;
+3. ``fsync``-ed, renamed into place (``os.replace``: readers see the old file or the whole new
+   one), then the directory is ``fsync``-ed. Any failure removes the temporary file.
+
+The extension comes from the verified format, never from the URL. Downloads have their own
+concurrency cap and a more generous retry budget than creates (a download costs no credits):
+network errors, timeouts, 408/429/5xx (Retry-After honoured), a truncated body and a wrong
+content type are retried with full-jitter backoff. 401/403/404/410 mean the URL expired or is
+refused: :class:`DownloadError` with ``expired=True`` is raised at once, for the caller to query
+the task again for fresh URLs and call :meth:`Downloader.download` again.
+
+This module knows nothing about the ledger or the engine: the caller records the returned
+:class:`DownloadedAsset` (its ``to_dict()``), and on a rerun calls :meth:`Downloader.verify` on
+each recorded asset to download again only what is missing or fails its checksum.
+
+Messages and logs name the item, the index and the URL without its query string (signed URLs
+carry signatures there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import random
+import re
+import secrets
+import stat
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import anyio.to_thread
+import httpx
+import structlog
+
+from orchestrator.errors import Category, ErrorInfo
+from orchestrator.retry import RetryPolicy, backoff_delay, parse_retry_after
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "DownloadError",
+    "DownloadedAsset",
+    "Downloader",
+    "check_item_id",
+    "redact_url",
+]
+
+#: Downloads cost no credits: more attempts and longer waits than creates.
+DEFAULT_POLICY = RetryPolicy(max_attempts=8, base_delay=1.0, max_delay=30.0)
+#: Refuse bodies larger than this (a broken or hostile server must not fill the disk).
+DEFAULT_MAX_BYTES = 4 * 1024**3
+MEDIA = ("video", "image")
+
+_CHUNK = 1024 * 1024
+_HEAD = 64
+_USER_AGENT = "kling-batch-orchestrator/0.1 (asset download)"
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_QUERY = re.compile(r"\?[^\s'\"<>]*")
+#: Names Windows reserves for devices, with or without an extension ("con.mp4" is reserved too).
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"COM{i}" for i in range(10)}
+    | {f"LPT{i}" for i in range(10)}
+)
+_MAX_NAME = 255
+#: Answers meaning "this URL no longer works": expired, unsigned or refused (hotlink
+#: protection), or the file is gone. A fresh query of the task gives new URLs.
+_EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
+_HINT_RERUN = (
+    "The task is not resubmitted: rerun the same manifest to download the missing files again "
+    "(Kling keeps generated files for 30 days)."
+)
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class MediaFormat:
+    media: str
+    content_type: str
+    ext: str
+
+
+_MP4 = MediaFormat("video", "video/mp4", "mp4")
+_MOV = MediaFormat("video", "video/quicktime", "mov")
+_WEBM = MediaFormat("video", "video/webm", "webm")
+_PNG = MediaFormat("image", "image/png", "png")
+_JPEG = MediaFormat("image", "image/jpeg", "jpg")
+_WEBP = MediaFormat("image", "image/webp", "webp")
+_GIF = MediaFormat("image", "image/gif", "gif")
+#: Recognised but not kept: still images in an ISO-BMFF container (its Content-Type must not
+#: pass it off as an MP4).
+_HEIF = MediaFormat("heif", "image/heif", "heif")
+_DECLARED = {
+    "video/mp4": _MP4,
+    "video/quicktime": _MOV,
+    "video/webm": _WEBM,
+    "image/png": _PNG,
+    "image/jpeg": _JPEG,
+    "image/jpg": _JPEG,
+    "image/webp": _WEBP,
+    "image/gif": _GIF,
+}
+#: ISO-BMFF brands of still images (HEIF/AVIF): an ``ftyp`` box does not always mean video.
+_IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"})
+
+
+def sniff(head: bytes) -> MediaFormat | None:
+    """The format the first bytes of a file announce, if recognised."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _IMAGE_BRANDS:
+            return _HEIF
+        return _MOV if brand == b"qt  " else _MP4
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return _WEBM
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return _JPEG
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _WEBP
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return _GIF
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """A web page, XML error document or JSON error body, whatever its Content-Type says."""
+    stripped = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return stripped[:1] in (b"<", b"{", b"[")
+
+
+def identify(media: str, content_type: str, head: bytes) -> MediaFormat | None:
+    """The verified format of a body of ``media`` ("video" | "image"), or None.
+
+    Magic bytes decide when they are recognised (a PNG labelled image/jpeg is kept as .png);
+    otherwise the declared Content-Type does, unless the body is plainly text.
+    """
+    found = sniff(head)
+    if found is None and not _looks_like_text(head):
+        found = _DECLARED.get(content_type.split(";", 1)[0].strip().lower())
+    return found if found is not None and found.media == media else None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials, query string or fragment: safe for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def check_item_id(item_id: str) -> str:
+    """Return ``item_id`` if it is safe as a directory name on every OS, else raise ValueError.
+
+    Allowed: letters, digits, ``.``, ``_``, ``-``; not only dots, no trailing dot (Windows drops
+    it), not a Windows device name (``CON``, ``nul.txt``, ``COM1``...), at most 255 characters.
+    """
+    if not isinstance(item_id, str) or not _SAFE_ID.fullmatch(item_id):
+        raise ValueError(f"item id {item_id!r} is not a safe file name: use [A-Za-z0-9._-]")
+    if item_id.strip(".") == "" or item_id.endswith("."):
+        raise ValueError(f"item id {item_id!r} is not a safe file name: dots only or trailing dot")
+    if item_id.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
+        raise ValueError(f"item id {item_id!r} is a reserved device name on Windows")
+    if len(item_id) > _MAX_NAME:
+        raise ValueError(f"item id is longer than {_MAX_NAME} characters")
+    return item_id
+
+
+@dataclass(frozen=True)
+class DownloadedAsset:
+    """One file safely on disk: what the ledger and the report record."""
+
+    index: int
+    url: str
+    #: Relative to the output directory, POSIX form, e.g. ``drone-sunrise/0.mp4``.
+    path: str
+    bytes: int
+    #: Hex SHA-256 of the file's bytes.
+    sha256: str
+    #: The verified type (from the magic bytes when recognised), e.g. ``video/mp4``.
+    content_type: str
+    media: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "index": self.index,
+            "url": self.url,
+            "path": self.path,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+        }
+        if self.media:
+            data["media"] = self.media
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DownloadedAsset:
+        return cls(
+            index=int(data["index"]),
+            url=str(data["url"]),
+            path=str(data["path"]),
+            bytes=int(data["bytes"]),
+            sha256=str(data["sha256"]),
+            content_type=str(data.get("content_type", "")),
+            media=str(data.get("media", "")),
+        )
+
+
+@dataclass(eq=False)
+class DownloadError(Exception):
+    """A download failed; nothing was left on disk for it. The message carries no query string.
+
+    ``info.retryable`` says whether a later try may succeed (a rerun downloads again; the task
+    is never resubmitted). ``expired``: the URL expired or is refused (401/403/404/410): query
+    the task again for fresh URLs and call ``download`` again; not retried here. ``local``: the
+    failure was on this machine (disk full, permissions), not the download.
+    """
+
+    info: ErrorInfo
+    expired: bool = False
+    local: bool = False
+    #: Attempts made by the ``download`` call that raised.
+    attempts: int = 1
+    #: Server-requested wait (Retry-After), already parsed.
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        status = f" HTTP {self.info.http_status}" if self.info.http_status is not None else ""
+        return f"{self.info.category}{status}: {self.info.message}"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one download comes from and goes to, and how to name it in messages."""
+
+    item_id: str
+    index: int
+    url: str
+    media: str
+    directory: Path
+
+    def describe(self) -> str:
+        return f"item {self.item_id} asset {self.index} ({redact_url(self.url)})"
+
+
+class _Part:
+    """The temporary file a download is written to; hashed as it is written."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd: int | None = fd
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.committed = False
+
+    @classmethod
+    def create(cls, directory: Path, index: int) -> _Part:
+        path = directory / f".{index}.{secrets.token_hex(8)}.part"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+        # 0o644 before the umask: users open generated files, unlike state and logs.
+        return cls(path, os.open(path, flags, 0o644))
+
+    def write(self, chunk: bytes) -> None:
+        assert self.fd is not None
+        view = memoryview(chunk)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.digest.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self, final: Path) -> None:
+        """fsync the data, rename into place, fsync the directory entry."""
+        assert self.fd is not None
+        os.fsync(self.fd)
+        fd, self.fd = self.fd, None
+        os.close(fd)
+        os.replace(self.path, final)
+        self.committed = True
+        _fsync_dir(final.parent)
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if not self.committed:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in ``directory`` durable (best effort: not on Windows, and
+    some file systems refuse to fsync a directory)."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _prepare_dir(directory: Path) -> None:
+    if directory.is_dir():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    _fsync_dir(directory.parent)
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _describe_exc(exc: BaseException) -> str:
+    """The exception's type and text, without query strings (a URL in it may be signed)."""
+    text = _QUERY.sub("", str(exc)).strip()
+    name = type(exc).__name__
+    return f"{name}: {text[:200]}" if text else name
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    if value is None:
+        return None
+    try:
+        length = int(value.strip())
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+class Downloader:
+    """Downloads assets into ``output_dir`` under its own concurrency cap and retry policy.
+
+    Usable as ``async with Downloader(...) as downloader:``; otherwise call ``aclose()``.
+    ``stats`` counts ``requests`` (HTTP attempts), ``retries``, ``files`` and ``bytes`` (of files
+    placed), and ``expired`` (URLs refused as expired).
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        concurrency: int = 4,
+        timeout: float = 120.0,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rand: Callable[[], float] = random.random,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+        log: Any = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if policy.max_attempts < 1:
+            raise ValueError("policy.max_attempts must be >= 1")
+        self.output_dir = Path(output_dir)
+        self.concurrency = concurrency
+        self.policy = policy
+        self.max_bytes = max_bytes
+        self.stats: Counter[str] = Counter()
+        self._sleep = sleep
+        self._rand = rand
+        self._log = log if log is not None else structlog.get_logger("orchestrator")
+        # Created in the running event loop, on first use.
+        self._limiter: anyio.CapacityLimiter | None = None
+        if transport is None:
+            pool = max(concurrency, 10)
+            transport = httpx.AsyncHTTPTransport(
+                retries=0,
+                limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            )
+        # No auth and no base URL: asset URLs are absolute, public or signed, and must never
+        # receive the provider's credentials. Redirects are followed: CDNs redirect.
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=True,
+            headers={
+                "User-Agent": _USER_AGENT,
+                "Accept": "*/*",
+                # Content-Length then counts the file's own bytes.
+                "Accept-Encoding": "identity",
+            },
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # --- paths ---------------------------------------------------------------------------
+
+    def item_dir(self, item_id: str) -> Path:
+        """The directory of ``item_id``'s files; ValueError if unsafe or outside output_dir."""
+        check_item_id(item_id)
+        root = self.output_dir.resolve()
+        directory = (root / item_id).resolve()
+        if directory.parent != root:
+            raise ValueError(f"item id {item_id!r} resolves outside the output directory")
+        return directory
+
+    def _record_path(self, relative: str) -> Path | None:
+        """The file a ledger record names, or None when it is not safely inside output_dir."""
+        if not relative or "\\" in relative or "\x00" in relative:
+            return None
+        posix = PurePosixPath(relative)
+        if posix.is_absolute() or ".." in posix.parts or len(posix.parts) != 2:
+            return None
+        root = self.output_dir.resolve()
+        path = (root / Path(*posix.parts)).resolve()
+        if not path.is_relative_to(root) or path == root:
+            return None
+        return path
+
+    # --- verify --------------------------------------------------------------------------
+
+    def verify(self, record: Mapping[str, Any]) -> bool:
+        """True when the file a record names (``path``, ``bytes``, ``sha256``, as in
+        :meth:`DownloadedAsset.to_dict`) is on disk, inside output_dir, with that size and
+        checksum. Streams the file; blocking (wrap in a thread from async code if it is big)."""
+        try:
+            relative, size, expected = record["path"], record["bytes"], record["sha256"]
+        except (KeyError, TypeError):
+            return False
+        if not isinstance(relative, str) or not isinstance(expected, str):
+            return False
+        expected = expected.strip().lower()
+        if not _SHA256_HEX.fullmatch(expected):
+            return False
+        if isinstance(size, bool) or not isinstance(size, int):
+            return False
+        path = self._record_path(relative)
+        if path is None:
+            return False
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+                return False
+            actual_size, actual = _hash_file(path)
+        except OSError:
+            return False
+        return actual_size == size and hmac.compare_digest(actual, expected)
+
+    async def averify(self, record: Mapping[str, Any]) -> bool:
+        """:meth:`verify` in a worker thread, for async callers."""
+        return await anyio.to_thread.run_sync(self.verify, record)
+
+    # --- download ------------------------------------------------------------------------
+
+    async def download(self, item_id: str, index: int, url: str, media: str) -> DownloadedAsset:
+        """Download asset ``index`` of ``item_id`` from ``url`` and return it, verified and on
+        disk. Raises ValueError for an unsafe item id or bad arguments, DownloadError otherwise.
+        """
+        directory = self.item_dir(item_id)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ValueError(f"asset index must be an int >= 0, got {index!r}")
+        if media not in MEDIA:
+            raise ValueError(f"media must be one of {MEDIA}, got {media!r}")
+        target = _Target(item_id, index, url, media, directory)
+        scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+        if scheme not in ("http", "https"):
+            raise DownloadError(
+                ErrorInfo(
+                    category=Category.SERVER,
+                    message=f"{target.describe()}: not an http(s) URL",
+                    retryable=False,
+                    hint="The provider returned an unusable asset URL; report it to the provider.",
+                )
+            )
+        await self._local(target, _prepare_dir, directory)
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.concurrency)
+        limiter = self._limiter
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                # The slot is held for one attempt, not across backoff sleeps.
+                async with limiter:
+                    return await self._attempt(target)
+            except DownloadError as error:
+                error.attempts = attempt
+                if error.expired:
+                    self.stats["expired"] += 1
+                    raise
+                if not error.info.retryable or error.local:
+                    raise
+                if attempt >= self.policy.max_attempts:
+                    error.info = replace(
+                        error.info,
+                        message=f"{error.info.message} (gave up after {attempt} attempts)",
+                    )
+                    raise
+                delay = backoff_delay(self.policy, attempt, error.retry_after, self._rand)
+                self.stats["retries"] += 1
+                self._log.info(
+                    "asset.download_retry",
+                    item=item_id,
+                    index=index,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    category=str(error.info.category),
+                    http_status=error.info.http_status,
+                    message=error.info.message,
+                )
+                await self._sleep(delay)
+
+    async def _attempt(self, target: _Target) -> DownloadedAsset:
+        self.stats["requests"] += 1
+        part: _Part | None = None
+        try:
+            async with self._client.stream("GET", target.url) as response:
+                self._check_status(target, response)
+                length = _content_length(response)
+                if self.max_bytes is not None and length is not None and length > self.max_bytes:
+                    raise self._too_large(target)
+                part = await self._local(target, _Part.create, target.directory, target.index)
+                head = b""
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    if len(head) < _HEAD:
+                        head += chunk[: _HEAD - len(head)]
+                    if self.max_bytes is not None and part.size + len(chunk) > self.max_bytes:
+                        raise self._too_large(target)
+                    await self._local(target, part.write, chunk)
+                # Content-Length counts the bytes on the wire: the file's own, unless the server
+                # compressed them in spite of Accept-Encoding: identity.
+                encoding = response.headers.get("Content-Encoding", "").strip().lower()
+                plain = encoding in ("", "identity")
+                received = part.size if plain else response.num_bytes_downloaded
+                declared = response.headers.get("Content-Type", "")
+            if length is not None and received != length:
+                raise self._error(
+                    target,
+                    Category.NETWORK,
+                    f"truncated body: {received} of {length} bytes received",
+                )
+            found = identify(target.media, declared, head) if part.size else None
+            if found is None:
+                raise self._error(
+                    target,
+                    Category.ASSET_MISMATCH,
+                    f"not a {target.media} file (Content-Type {declared or 'missing'!r}, "
+                    f"{part.size} bytes, first bytes {head[:8].hex() or 'none'})",
+                    hint=(
+                        f"The server sent something other than a {target.media} (often a "
+                        "hotlink-protection or error page). " + _HINT_RERUN
+                    ),
+                )
+            name = f"{target.index}.{found.ext}"
+            await self._local(target, part.commit, target.directory / name)
+            self.stats["files"] += 1
+            self.stats["bytes"] += part.size
+            return DownloadedAsset(
+                index=target.index,
+                url=target.url,
+                path=f"{target.item_id}/{name}",
+                bytes=part.size,
+                sha256=part.digest.hexdigest(),
+                content_type=found.content_type,
+                media=target.media,
+            )
+        except DownloadError:
+            raise
+        except httpx.TimeoutException as exc:
+            what = f"timed out ({_describe_exc(exc)})"
+            raise self._error(target, Category.TIMEOUT, what) from None
+        except (httpx.RequestError, OSError) as exc:
+            # Connection failures, a body cut short (RemoteProtocolError), redirect loops; an
+            # OSError here comes from the network (local file errors are wrapped in _local).
+            raise self._error(target, Category.NETWORK, _describe_exc(exc)) from None
+        finally:
+            if part is not None:
+                part.discard()
+
+    def _check_status(self, target: _Target, response: httpx.Response) -> None:
+        status = response.status_code
+        if status == 200:
+            return
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        if status in _EXPIRED_STATUSES:
+            raise DownloadError(
+                ErrorInfo(
+                    category=Category.ASSET_MISMATCH,
+                    message=f"{target.describe()}: URL expired or refused (HTTP {status})",
+                    retryable=True,
+                    hint=(
+                        "The download URL expired or was refused; the task is queried again for "
+                        "fresh URLs. If that keeps failing, the provider may have deleted the "
+                        "files (Kling keeps them 30 days)."
+                    ),
+                    http_status=status,
+                ),
+                expired=True,
+            )
+        if status == 429:
+            category, retryable = Category.RATE_LIMIT, True
+        elif status == 408:
+            category, retryable = Category.TIMEOUT, True
+        elif status >= 500:
+            category, retryable = Category.SERVER, True
+        else:
+            category, retryable = Category.SERVER, False
+        raise DownloadError(
+            ErrorInfo(
+                category=category,
+                message=f"{target.describe()}: HTTP {status}",
+                retryable=retryable,
+                hint=_HINT_RERUN,
+                http_status=status,
+            ),
+            retry_after=retry_after,
+        )
+
+    def _error(
+        self, target: _Target, category: Category, what: str, *, hint: str = _HINT_RERUN
+    ) -> DownloadError:
+        return DownloadError(
+            ErrorInfo(
+                category=category,
+                message=f"{target.describe()}: {what}",
+                retryable=True,
+                hint=hint,
+            )
+        )
+
+    def _too_large(self, target: _Target) -> DownloadError:
+        return DownloadError(
+            ErrorInfo(
+                category=Category.ASSET_MISMATCH,
+                message=f"{target.describe()}: larger than the {self.max_bytes}-byte limit",
+                retryable=False,
+                hint="The server sent more than any generated file should be; report it.",
+            )
+        )
+
+    async def _local(self, target: _Target, func: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking file operation in a worker thread; its OSError is a local failure."""
+        try:
+            return await anyio.to_thread.run_sync(func, *args)
+        except OSError as exc:
+            raise DownloadError(
+                ErrorInfo(
+                    category=Category.VALIDATION,
+                    message=(
+                        f"{target.describe()}: cannot write under {self.output_dir}: "
+                        f"{exc.strerror or type(exc).__name__}"
+                    ),
+                    retryable=False,
+                    hint=(
+                        "Check that output.dir is writable and has free space, then rerun: "
+                        "only missing files are downloaded."
+                    ),
+                ),
+                local=True,
+            ) from None
