@@ -23,11 +23,13 @@ import anyio
 import httpx
 
 from orchestrator import logs, report, status
+from orchestrator.downloads import Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
 from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
 from orchestrator.progress import ProgressLine
 from orchestrator.providers.kling import JwtAuth, KlingProvider, auth_from_env
+from orchestrator.retry import RetryPolicy
 
 #: Seconds between two redraws of the progress line.
 PROGRESS_EVERY = 0.5
@@ -147,6 +149,15 @@ def _provider_endpoint(
         yield sim.url, sim_auth
 
 
+def download_policy(manifest: Manifest) -> RetryPolicy:
+    """Downloads cost no credits: twice the attempts of a create (at least 8), same pacing."""
+    return RetryPolicy(
+        max_attempts=max(8, 2 * manifest.retry.max_attempts),
+        base_delay=manifest.retry.base_delay,
+        max_delay=manifest.retry.max_delay,
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -216,7 +227,10 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     try:
         with _provider_endpoint(manifest, auth, redactor) as (base_url, used_auth):
             provider = KlingProvider(base_url, used_auth, timeout=manifest.provider.timeout)
-            engine = Engine(manifest, provider, ledger)
+            downloader = (
+                Downloader(out, policy=download_policy(manifest)) if manifest.download else None
+            )
+            engine = Engine(manifest, provider, ledger, downloader=downloader)
 
             async def main() -> RunOutcome:
                 try:
@@ -224,6 +238,8 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 finally:
                     with anyio.CancelScope(shield=True):
                         await provider.aclose()
+                        if downloader is not None:
+                            await downloader.aclose()
 
             outcome = anyio.run(main, backend="asyncio")
         data = report.build_report(

@@ -15,6 +15,7 @@ Never paying twice rests on three rules:
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from typing import Any
 import anyio
 import structlog
 
+from orchestrator.downloads import DownloadedAsset, Downloader, DownloadError
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, asset_mismatch
 from orchestrator.errors import poll_timeout as poll_timeout_error
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
@@ -78,6 +80,27 @@ _PHASE_OF = {
 }
 
 
+def _mtime_ns(downloader: Downloader, relative: str) -> int | None:
+    try:
+        return (downloader.output_dir / relative).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _looks_intact(downloader: Downloader, asset: dict[str, Any]) -> bool:
+    """Cheap check (like make or rsync): the file is there with the size and modification time
+    recorded when it was downloaded. Only files failing this are hashed on a rerun, so a rerun
+    of a finished batch does not read every video again."""
+    relative = asset.get("path")
+    if not isinstance(relative, str) or "sha256" not in asset:
+        return False
+    try:
+        info = os.stat(downloader.output_dir / relative)
+    except OSError:
+        return False
+    return info.st_size == asset.get("bytes") and info.st_mtime_ns == asset.get("mtime_ns")
+
+
 def _error_fields(info: ErrorInfo) -> dict[str, Any]:
     """The fields every log event about a failure carries."""
     return {
@@ -122,8 +145,10 @@ class Engine:
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.time,
+        downloader: Downloader | None = None,
     ) -> None:
         self._m = manifest
+        self._downloader = downloader
         self._provider = provider
         self._ledger = ledger
         self._rand = rand
@@ -198,6 +223,7 @@ class Engine:
             if records[i.id].state in (ItemState.SUBMITTING, ItemState.RUNNING)
         ]
         pending = [i for i in self._m.items if records[i.id].state is ItemState.PENDING]
+        to_fetch = [i for i in self._m.items if self._needs_download(records[i.id])]
         with anyio.CancelScope() as scope:
             self._cancel = scope
             async with anyio.create_task_group() as tg:
@@ -205,6 +231,9 @@ class Engine:
                 if self._m.limits.deadline is not None:
                     tg.start_soon(self._deadline_watch, watcher)
                 async with anyio.create_task_group() as items:
+                    # Finished tasks whose files are missing or damaged: downloads only.
+                    for item in to_fetch:
+                        items.start_soon(self._download_task, item)
                     # Tasks from an earlier run already hold provider slots: count them at once.
                     for item in in_flight:
                         taken = self._slots.take_now(item.request.expected_assets)
@@ -349,10 +378,15 @@ class Engine:
                 self._ledger.finish(item.id, ItemState.FAILED, error=info)
                 log.warning("item.failed", **_error_fields(info))
                 return
-            self._verify(item, final, log)
+            if self._verify(item, final, log) and self._downloader is not None:
+                # The task has ended at the provider: its slots are free for others.
+                self._slots.release(held.count)
+                held.count = 0
+                await self._download(item, log)
             return
 
-    def _verify(self, item: Item, task: Task, log: Any) -> None:
+    def _verify(self, item: Item, task: Task, log: Any) -> bool:
+        """Record the verdict on a succeeded task; True when it has assets to download."""
         expected = item.request.expected_assets
         assets = [{"index": a.index, "url": a.url, "media": a.media} for a in task.assets]
         got = len(assets)
@@ -360,13 +394,94 @@ class Engine:
             info = asset_mismatch(expected, 0, item.request.kind.media)
             self._ledger.finish(item.id, ItemState.FAILED, assets=assets, error=info)
             log.warning("item.failed", **_error_fields(info))
-        elif got < expected:
+            return False
+        if got < expected:
             info = asset_mismatch(expected, got, item.request.kind.media)
             self._ledger.finish(item.id, ItemState.PARTIAL, assets=assets, error=info)
             log.warning("item.partial", expected=expected, got=got)
         else:
             self._ledger.finish(item.id, ItemState.SUCCEEDED, assets=assets)
             log.info("item.succeeded", assets=got)
+        return True
+
+    # -- downloads ------------------------------------------------------------------------
+
+    def _needs_download(self, rec: ItemRecord) -> bool:
+        """A finished item some of whose files are not known to be safely on disk."""
+        if self._downloader is None or rec.state not in (ItemState.SUCCEEDED, ItemState.PARTIAL):
+            return False
+        return rec.download_error is not None or not all(_looks_intact(self._downloader, a)
+                                                          for a in rec.assets)
+
+    async def _download_task(self, item: Item) -> None:
+        log = self._log.bind(item=item.id)
+        try:
+            await self._download(item, log)
+        except Exception as exc:
+            log.exception("item.crashed", error_type=type(exc).__name__)
+            self.outcome.crashed += 1
+        finally:
+            self.progress.set(item.id, _PHASE_OF[self._ledger.get(item.id).state])
+
+    async def _download(self, item: Item, log: Any) -> None:
+        """Put every asset of a finished item safely on disk; a rerun fetches only the files
+        that are missing or fail their checksum. Failures are recorded on the item (its verdict
+        stays), and the rerun downloads again: the task is never resubmitted for a file."""
+        downloader = self._downloader
+        assert downloader is not None
+        rec = self._ledger.get(item.id)
+        records = [dict(a) for a in rec.assets]
+        self.progress.set(item.id, "downloading")
+        error: ErrorInfo | None = None
+        fetched = 0
+        for n, asset in enumerate(records):
+            if _looks_intact(downloader, asset):
+                continue
+            if "sha256" in asset and await downloader.averify(asset):
+                # Same bytes (the file was copied or touched): remember its new mtime.
+                records[n] = {**asset, "mtime_ns": _mtime_ns(downloader, str(asset["path"]))}
+                continue
+            try:
+                got = await self._fetch(item, rec, asset, log)
+            except DownloadError as exc:
+                error = exc.info
+                log.warning("item.download_failed", index=asset.get("index"),
+                            **_error_fields(exc.info))
+                continue
+            records[n] = {**asset, **got.to_dict(), "mtime_ns": _mtime_ns(downloader, got.path)}
+            fetched += 1
+            # Durable per file: a crash mid-item keeps the files already checked.
+            self._ledger.record_assets(item.id, records, rec.download_error)
+        self._ledger.record_assets(item.id, records, error)
+        if error is None:
+            log.info("item.downloaded", files=len(records), fetched=fetched)
+
+    async def _fetch(
+        self, item: Item, rec: ItemRecord, asset: dict[str, Any], log: Any
+    ) -> DownloadedAsset:
+        """One asset; an expired or refused URL gets one fresh URL from a new task query."""
+        downloader = self._downloader
+        assert downloader is not None and rec.task_id is not None
+        index = int(asset["index"])
+        media = str(asset.get("media") or item.request.kind.media)
+        self.outcome.requests["download"] += 1
+        try:
+            return await downloader.download(item.id, index, str(asset["url"]), media)
+        except DownloadError as exc:
+            if not exc.expired:
+                raise
+            log.info("item.url_expired", index=index)
+            self.outcome.requests["query"] += 1
+            try:
+                task = await self._provider.query(item.request.kind, rec.task_id)
+            except ProviderError:
+                raise exc from None
+            fresh = {a.index: a.url for a in task.assets}
+            if index not in fresh:
+                raise
+            asset["url"] = fresh[index]
+            self.outcome.requests["download"] += 1
+            return await downloader.download(item.id, index, fresh[index], media)
 
     async def _pause(self, delay: float) -> None:
         """A backoff wait that ends early when the batch stops (nothing new will be sent)."""

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS items (
     expected_assets INTEGER NOT NULL,
     assets TEXT,
     error TEXT,
+    download_error TEXT,
     submitted_at REAL,
     finished_at REAL,
     updated_at REAL NOT NULL
@@ -98,6 +99,8 @@ class ItemRecord:
     finished_at: float | None
     #: attempts that provably created a task (have a task id)
     tasks_created: int = 0
+    #: why the files of a finished task are not (all) on disk yet; None when they are
+    download_error: ErrorInfo | None = None
 
 
 class LedgerError(Exception):
@@ -264,7 +267,8 @@ class Ledger:
     _ITEM_COLUMNS = (
         "id, kind, state, attempt, external_task_id, task_id, expected_assets, assets, error, "
         "submitted_at, finished_at, "
-        "(SELECT COUNT(*) FROM attempts a WHERE a.item_id = items.id AND a.task_id IS NOT NULL)"
+        "(SELECT COUNT(*) FROM attempts a WHERE a.item_id = items.id AND a.task_id IS NOT NULL), "
+        "download_error"
     )
 
     @staticmethod
@@ -282,6 +286,7 @@ class Ledger:
             submitted_at=row[9],
             finished_at=row[10],
             tasks_created=row[11],
+            download_error=ErrorInfo.from_dict(json.loads(row[12])) if row[12] else None,
         )
 
     def get(self, item_id: str) -> ItemRecord:
@@ -429,6 +434,19 @@ class Ledger:
                     now,
                     item_id,
                 ),
+            )
+
+    def record_assets(
+        self, item_id: str, assets: list[dict[str, Any]], download_error: ErrorInfo | None
+    ) -> None:
+        """Asset records (with path, bytes, sha256 once a file is safely on disk) of a finished
+        item, and why some are not on disk yet (None when all are)."""
+        now = self._clock()
+        err = _dumps(download_error.to_dict()) if download_error else None
+        with self._tx() as db:
+            db.execute(
+                "UPDATE items SET assets = ?, download_error = ?, updated_at = ? WHERE id = ?",
+                (_dumps(assets), err, now, item_id),
             )
 
     def reopen(self, item_id: str, state: ItemState) -> None:

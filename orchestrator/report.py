@@ -35,6 +35,8 @@ MARKDOWN_MAX_ROWS = 500
 
 
 def item_status(rec: ItemRecord) -> str:
+    if rec.download_error is not None and rec.state in (ItemState.SUCCEEDED, ItemState.PARTIAL):
+        return "failed"  # generated, but its files are not safely on disk; a rerun fetches them
     if rec.state is ItemState.SUCCEEDED:
         return "succeeded"
     if rec.state is ItemState.PARTIAL:
@@ -84,7 +86,7 @@ def item_entry(rec: ItemRecord) -> dict[str, Any]:
             }
             for a in rec.assets
         ],
-        "error": error_entry(rec.error),
+        "error": error_entry(rec.download_error or rec.error),
         "submitted_at": iso_utc(rec.submitted_at),
         "finished_at": iso_utc(rec.finished_at),
         "task_seconds": task_seconds(rec),
