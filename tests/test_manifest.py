@@ -29,6 +29,7 @@ from tests.test_images import jpeg_bytes, png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "manifests" / "demo.yaml"
+FROM_CSV = REPO / "manifests" / "examples" / "from-csv.yaml"
 
 HEADER = "version: 1\nname: t\nprovider: {base_url: simulator}\n"
 
@@ -191,6 +192,18 @@ CASES = [
          None, "output.dir", "'~' is not expanded"),
     Case("output dir a number", top_doc("output:", "  dir: 5 #<"),
          None, "output.dir", "must be text"),
+    Case("output download as text", top_doc("output:", "  download: 'no' #<"),
+         None, "output.download", "must be true or false (got 'no')"),
+    Case("output download a number", top_doc("output:", "  download: 0 #<"),
+         None, "output.download", "must be true or false (got 0)"),
+    Case("max_units negative", top_doc("limits:", "  max_units: -3 #<"),
+         None, "limits.max_units", "must be greater than 0 (got -3)"),
+    Case("max_units boolean", top_doc("limits:", "  max_units: true #<"),
+         None, "limits.max_units", "must be a number (got true)"),
+    Case("pricing typo", top_doc("pricing:", "  vidoe: {} #<"),
+         None, "pricing.vidoe", "unknown key 'vidoe' (did you mean 'video'?)"),
+    Case("items_from not found", top_doc("items_from: nope.csv #<"),
+         None, "items_from", "cannot read 'nope.csv'"),
     Case("items missing", HEADER, None, "items", "is required"),
     Case("items empty", HEADER + "items: [] #<\n", None, "items", "must list at least one item"),
     Case("items a mapping", HEADER + "items: #<\n  a: 1\n", None, "items", "must be a list"),
@@ -448,6 +461,31 @@ def test_demo_manifest_loads() -> None:
     assert mugs.fields["model"] == "kling-v2-1"
     assert mugs.expected_assets == 4
     assert "duration" not in mugs.fields and "mode" not in mugs.fields
+
+
+def test_example_manifest_with_an_items_file_loads() -> None:
+    manifest = load_manifest(FROM_CSV)
+    assert manifest.items_from == FROM_CSV.parent / "prompts.csv"
+    ids = [item.id for item in manifest.items]
+    assert ids == ["opening-title", "fox-meadow", "city-timelapse", "rain-window", "cat-turns",
+                   "mug-stills"]  # fmt: skip
+    assert [item.source for item in manifest.items[:2]] == [None, manifest.items_from]
+    fields = {item.id: item.request.fields for item in manifest.items}
+    assert fields["fox-meadow"]["duration"] == 10
+    assert fields["city-timelapse"]["mode"] == "pro"
+    # The CSV's image path is relative to the CSV: ../images/cat.png is the demo's image.
+    assert fields["cat-turns"]["image"] == ImageSource(path=DEMO.parent / "images" / "cat.png")
+    assert manifest.items[-1].request.expected_assets == 2
+    assert manifest.limits.max_units == 40 and manifest.download
+    assert manifest.output_dir == FROM_CSV.parent / "out" / "from-csv"
+
+
+def test_output_download_defaults_to_true(workdir: Path) -> None:
+    assert load_text(workdir, top_doc()).download is True
+    assert load_text(workdir, top_doc("output: {download: false}")).download is False
+    # YAML 1.1 reads an unquoted no as false.
+    assert load_text(workdir, top_doc("output:", "  download: no")).download is False
+    assert load_text(workdir, top_doc("output: {download: true}")).download is True
 
 
 def test_demo_image_meets_kling_limits() -> None:
@@ -848,7 +886,9 @@ _VOCAB = [
     "prompt", "negative_prompt", "mode", "duration", "aspect_ratio", "cfg_scale",
     "camera_control", "type", "config", "pan", "zoom", "image", "image_tail", "static_mask",
     "dynamic_masks", "mask", "trajectories", "x", "y", "n", "resolution", "image_reference",
-    "image_fidelity", "human_fidelity", "callback_url",
+    "image_fidelity", "human_fidelity", "callback_url", "download", "max_units", "items_from",
+    "pricing", "path", "columns", "format", "ignore_columns", "video", "builtin", "per_second",
+    "std", "kling-v2-1",
 ]  # fmt: skip
 _WORDS = [
     "simulator", "kling", "text2video", "image2video", "image", "kling-v1", "kling-v1-5",
@@ -885,6 +925,15 @@ _documents = st.one_of(
             "poll": st.dictionaries(st.sampled_from(_VOCAB), _scalars, max_size=4),
             "defaults": _items,
             "items": st.lists(_items | _values, max_size=4),
+            "items_from": st.one_of(
+                st.sampled_from(["p.csv", "p.jsonl", "bad.csv", "nope.csv", "cat.png"]),
+                st.fixed_dictionaries(
+                    {"path": st.sampled_from(["p.csv", "p.jsonl", "bad.csv"])},
+                    optional={"columns": _values, "format": _values, "ignore_columns": _values},
+                ),
+                _values,
+            ),
+            "pricing": _values,
         },
     ),
 )
@@ -936,6 +985,9 @@ def test_any_input_gives_a_manifest_or_a_manifest_error(workdir: Path, text: str
     if not images.exists():
         images.mkdir()
         shutil.copy(workdir / "cat.png", images / "cat.png")
+        (workdir / "p.csv").write_text("id,prompt,duration\nrow-1,p,10\nrow-2,q,\n")
+        (workdir / "p.jsonl").write_text('{"id": "row-1", "prompt": "p", "n": 2}\n')
+        (workdir / "bad.csv").write_bytes(b'id,promt,\x00\nrow,"unclosed\n\xff')
     try:
         manifest = load_text(workdir, text, name="fuzz.yaml")
     except ManifestError as error:

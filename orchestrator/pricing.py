@@ -1,0 +1,300 @@
+"""What a batch will cost, in Kling's units: a price table, per-task lookups and the estimate.
+
+Kling bills generations in "units" drawn from a resource pack. How many units one task costs
+depends on the model, the mode and the duration for videos, and on the model and the number of
+images for image tasks. Kling publishes no machine-readable table and contracts differ, so:
+
+- :data:`BUILTIN_PRICES` is INDICATIVE ONLY. It reflects public list prices as we understood
+  them when it was written; we found no authoritative per-unit table, and newer models' figures
+  are extrapolated. It exists so that ``validate --estimate`` says something useful out of the
+  box; the estimate marks every figure that came from it.
+- A manifest's ``pricing:`` section sets the user's own (contract) prices. They take precedence
+  over the built-in table, which stays the fallback unless ``pricing.builtin: false``.
+- Where no table has a price, :func:`units_for` returns None and the estimate lists the tasks as
+  "unpriced" instead of guessing.
+
+Lookups for a video task try, in each table in turn (the manifest's, then the built-in one), the
+exact ``(model, mode, duration)`` price, then the table's per-second rate for ``(model, mode)``
+times the duration (how the built-in table covers the 3-15 s durations of newer models). An
+image task costs the per-image price of its model times ``n``.
+
+The estimate counts one paid task per item. A retried generation is a new paid task: the engine
+counts every submission against ``limits.max_units``, so a batch with retries may stop before
+its last items (it is resumable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+from orchestrator.providers.base import Kind, TaskRequest
+
+if TYPE_CHECKING:
+    from orchestrator.manifest import Manifest
+
+#: Kling's defaults when a request leaves the field out (the manifest always fills them in).
+_DEFAULT_MODEL: Final = "kling-v1"
+_DEFAULT_MODE: Final = "std"
+_DEFAULT_DURATION: Final = 5
+
+VideoKey = tuple[str, str, int]  # (model, mode, duration in seconds)
+RateKey = tuple[str, str]  # (model, mode)
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """Units per task.
+
+    ``video`` prices one video task by (model, mode, duration); ``video_per_second`` gives a
+    rate per second by (model, mode) for durations without an exact price; ``image`` prices one
+    generated image by model (a task with ``n: 4`` costs four times that). ``fallback`` is
+    consulted for whatever this table does not price.
+    """
+
+    video: Mapping[VideoKey, float] = field(default_factory=dict)
+    video_per_second: Mapping[RateKey, float] = field(default_factory=dict)
+    image: Mapping[str, float] = field(default_factory=dict)
+    #: True for the built-in table: its figures are not the user's contract prices.
+    indicative: bool = False
+    fallback: PriceTable | None = None
+
+
+def _both_modes(five: float, ten: float) -> dict[int, float]:
+    return {5: five, 10: ten}
+
+
+# INDICATIVE list prices in units per task, not a contract: see the module docstring. Models
+# with one tier (the "master" models) cost the same in both modes.
+_BUILTIN_VIDEO: Final[dict[VideoKey, float]] = {
+    (model, mode, seconds): units
+    for model, modes in {
+        "kling-v1": {"std": _both_modes(1, 2), "pro": _both_modes(3.5, 7)},
+        "kling-v1-6": {"std": _both_modes(1, 2), "pro": _both_modes(3.5, 7)},
+        "kling-v2-master": {"std": _both_modes(5, 10), "pro": _both_modes(5, 10)},
+        "kling-v2-1-master": {"std": _both_modes(5, 10), "pro": _both_modes(5, 10)},
+        "kling-v2-5-turbo": {"std": _both_modes(1.5, 3), "pro": _both_modes(2.5, 5)},
+    }.items()
+    for mode, durations in modes.items()
+    for seconds, units in durations.items()
+}
+# INDICATIVE: models that take any whole number of seconds (3-15) are priced per second.
+# kling-v2-6 follows kling-v2-5-turbo's rate; kling-v3's figure is an extrapolation.
+_BUILTIN_PER_SECOND: Final[dict[RateKey, float]] = {
+    ("kling-v2-6", "std"): 0.3,
+    ("kling-v2-6", "pro"): 0.5,
+    ("kling-v3", "std"): 0.6,
+    ("kling-v3", "pro"): 0.8,
+}
+# INDICATIVE units per generated image. kling-v3 images are left unpriced: no figure found.
+_BUILTIN_IMAGE: Final[dict[str, float]] = {
+    "kling-v1": 0.25,
+    "kling-v1-5": 1.0,
+    "kling-v2": 1.0,
+    "kling-v2-new": 1.0,
+    "kling-v2-1": 1.0,
+}
+
+#: The built-in, INDICATIVE price table (read-only). Override it with ``pricing:``.
+BUILTIN_PRICES: Final = PriceTable(
+    video=MappingProxyType(_BUILTIN_VIDEO),
+    video_per_second=MappingProxyType(_BUILTIN_PER_SECOND),
+    image=MappingProxyType(_BUILTIN_IMAGE),
+    indicative=True,
+)
+
+
+@dataclass(frozen=True)
+class Price:
+    """The price found for one kind of task."""
+
+    each: float  # units per task (video) or per image (image)
+    indicative: bool  # from the built-in table, not the user's prices
+
+
+def lookup(
+    table: PriceTable | None, kind: Kind, model: str, mode: str | None, duration: int | None
+) -> Price | None:
+    """The price of one video task, or of one image, from the first table that has one."""
+    while table is not None:
+        each: float | None
+        if kind.media == "image":
+            each = table.image.get(model)
+        else:
+            mode = mode or _DEFAULT_MODE
+            seconds = duration if duration is not None else _DEFAULT_DURATION
+            each = table.video.get((model, mode, seconds))
+            if each is None:
+                rate = table.video_per_second.get((model, mode))
+                each = rate * seconds if rate is not None else None
+        if each is not None:
+            return Price(each, table.indicative)
+        table = table.fallback
+    return None
+
+
+def _key(request: TaskRequest) -> tuple[Kind, str, str | None, int | None]:
+    fields = request.fields
+    model = str(fields.get("model", _DEFAULT_MODEL))
+    if request.kind.media == "image":
+        return request.kind, model, None, None
+    return (
+        request.kind,
+        model,
+        str(fields.get("mode", _DEFAULT_MODE)),
+        int(fields.get("duration", _DEFAULT_DURATION)),
+    )
+
+
+def _images(request: TaskRequest) -> int:
+    return int(request.fields.get("n", request.expected_assets))
+
+
+def units_for(request: TaskRequest, table: PriceTable) -> float | None:
+    """Units one submission of this request costs; None when no table prices it."""
+    price = lookup(table, *_key(request))
+    if price is None:
+        return None
+    return price.each * _images(request) if request.kind.media == "image" else price.each
+
+
+@dataclass(frozen=True)
+class EstimateLine:
+    """Tasks that cost the same: one (kind, model, mode, duration)."""
+
+    kind: Kind
+    model: str
+    mode: str | None  # None for images
+    duration: int | None  # seconds; None for images
+    tasks: int
+    assets: int  # videos or images expected
+    each: float | None  # units per task (video) or per image (image); None: unpriced
+    indicative: bool  # the price is the built-in table's
+
+    @property
+    def per(self) -> str:
+        return "image" if self.kind.media == "image" else "task"
+
+    @property
+    def units(self) -> float | None:
+        if self.each is None:
+            return None
+        return self.each * (self.assets if self.kind.media == "image" else self.tasks)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    lines: tuple[EstimateLine, ...]
+    tasks: int
+    total_units: float  # priced tasks only
+    unpriced_tasks: int
+    max_units: float | None = None
+
+    @property
+    def indicative(self) -> bool:
+        """Some of the total comes from the built-in, indicative table."""
+        return any(line.indicative for line in self.lines)
+
+
+def estimate(manifest: Manifest) -> Estimate:
+    """Units the batch consumes if every item is submitted once and paid."""
+    counts: dict[tuple[Kind, str, str | None, int | None], list[int]] = {}
+    for item in manifest.items:
+        key = _key(item.request)
+        entry = counts.get(key)
+        if entry is None:
+            entry = counts[key] = [0, 0]
+        entry[0] += 1
+        entry[1] += _images(item.request) if key[0].media == "image" else 1
+    lines = []
+    for (kind, model, mode, duration), (tasks, assets) in counts.items():
+        price = lookup(manifest.pricing, kind, model, mode, duration)
+        lines.append(
+            EstimateLine(
+                kind=kind,
+                model=model,
+                mode=mode,
+                duration=duration,
+                tasks=tasks,
+                assets=assets,
+                each=price.each if price is not None else None,
+                indicative=price.indicative if price is not None else False,
+            )
+        )
+    kinds = list(Kind)
+    lines.sort(key=lambda x: (kinds.index(x.kind), x.model, x.mode or "", x.duration or 0))
+    return Estimate(
+        lines=tuple(lines),
+        tasks=sum(line.tasks for line in lines),
+        total_units=sum(line.units or 0.0 for line in lines),
+        unpriced_tasks=sum(line.tasks for line in lines if line.each is None),
+        max_units=manifest.limits.max_units,
+    )
+
+
+def _units(value: float) -> str:
+    text = f"{value:,.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def format_estimate(est: Estimate) -> str:
+    """A table for the CLI: one row per model/mode/duration, a total, then what is missing."""
+    # The last column keeps two places after each number for the " *" of indicative prices.
+    header = ("kind", "model", "mode", "duration", "tasks", "units each", "units  ")
+    rows = [header]
+    for line in est.lines:
+        each = "unpriced" if line.each is None else f"{_units(line.each)}/{line.per}"
+        units = "-" if line.units is None else _units(line.units)
+        units += " *" if line.indicative else "  "
+        tasks = f"{line.tasks:,}"
+        if line.per == "image" and line.assets != line.tasks:
+            tasks += f" ({line.assets:,} images)"
+        rows.append(
+            (
+                str(line.kind),
+                line.model,
+                line.mode or "-",
+                f"{line.duration} s" if line.duration is not None else "-",
+                tasks,
+                each,
+                units,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {4, 5, 6}
+    out = []
+    for row in rows:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        out.append("  ".join(cells).rstrip())
+    total = f"total: {_plural(est.tasks, 'task')}, {_units(est.total_units)} units"
+    if est.unpriced_tasks:
+        total += f" (+ {_plural(est.unpriced_tasks, 'unpriced task')}, not counted)"
+    out.append(total)
+    out.append("each item counted once: a retried generation is a new paid task")
+    if est.indicative:
+        out.append(
+            "* built-in INDICATIVE price, not your contract's: set your prices under "
+            "'pricing:' in the manifest"
+        )
+    if est.unpriced_tasks:
+        out.append(
+            f"{_plural(est.unpriced_tasks, 'task')} without a price: add the model under "
+            "'pricing:' in the manifest, e.g. pricing: {video: {MODEL: {std: {5: 1.5}}}}"
+        )
+    if est.max_units is not None:
+        verdict = (
+            "the estimate exceeds it, so the batch will stop early (raise it and rerun to go on)"
+            if est.total_units > est.max_units
+            else "the estimate is within it"
+        )
+        out.append(f"limits.max_units: {_units(est.max_units)}: {verdict}")
+    return "\n".join(out) + "\n"
