@@ -22,7 +22,7 @@ from typing import TextIO
 import anyio
 import httpx
 
-from orchestrator import logs, report, status
+from orchestrator import logs, pricing, report, status
 from orchestrator.downloads import Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
     validate.add_argument("manifest", type=Path)
+    validate.add_argument(
+        "--estimate",
+        action="store_true",
+        help="also print the units the batch will consume (from the price table)",
+    )
 
     state = sub.add_parser("status", help="what the ledger knows of a batch; no network")
     state.add_argument("manifest", type=Path)
@@ -255,6 +260,8 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 "peak_slots": outcome.peak_slots,
                 "concurrency": outcome.concurrency,
                 "retries_denied": outcome.retries_denied,
+                "units_submitted": outcome.units_submitted,
+                "max_units": manifest.limits.max_units,
                 "stopped_by": report.error_entry(outcome.stopped_by),
                 "interrupted": outcome.interrupted,
                 "deadline_reached": outcome.deadline_reached,
@@ -291,6 +298,8 @@ def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
     out.write(
         f"{args.manifest}: OK: batch '{manifest.name}', {len(manifest.items)} items ({detail}).\n"
     )
+    if args.estimate:
+        out.write(pricing.format_estimate(pricing.estimate(manifest)) + "\n")
     return Exit.OK
 
 

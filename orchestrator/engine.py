@@ -32,6 +32,7 @@ from orchestrator.errors import poll_timeout as poll_timeout_error
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
 from orchestrator.limits import AdaptiveConcurrency, PoolClosed, SlotPool, create_rate_limiter
 from orchestrator.manifest import Item, Manifest
+from orchestrator.pricing import units_for
 from orchestrator.progress import Progress
 from orchestrator.providers.base import Provider, Task, TaskStatus
 from orchestrator.retry import RetryBudget, RetryPolicy, backoff_delay
@@ -59,6 +60,8 @@ class RunOutcome:
     crashed: int = 0
     deadline_reached: bool = False
     retries_denied: int = 0
+    #: units of the tasks this batch has submitted so far (only with limits.max_units)
+    units_submitted: float | None = None
     concurrency: dict[str, int] = field(default_factory=dict)
 
 
@@ -208,6 +211,7 @@ class Engine:
             for item in self._m.items
         )
         records = {r.id: r for r in self._ledger.all()}
+        self._units_spent = self._units_already_spent()
         self._reopen(records)
         records = {r.id: r for r in self._ledger.all()}
         for item in self._m.items:
@@ -249,6 +253,8 @@ class Engine:
                 watcher.cancel()
         self.outcome.peak_slots = self._slots.peak
         self.outcome.retries_denied = self._budget.denied
+        if self._m.limits.max_units is not None:
+            self.outcome.units_submitted = self._units_spent
         self.outcome.concurrency = {
             "configured": self._m.limits.concurrency,
             "final": self._adaptive.cap,
@@ -264,6 +270,42 @@ class Engine:
             retries=self.outcome.retries,
         )
         return self.outcome
+
+    def _units_already_spent(self) -> float:
+        """Units of every task this batch created (or may have created) in earlier runs."""
+        if self._m.limits.max_units is None:
+            return 0.0
+        by_id = {item.id: item for item in self._m.items}
+        spent = 0.0
+        for item_id, attempts in self._ledger.paid_attempts().items():
+            item = by_id.get(item_id)
+            if item is not None:
+                spent += attempts * (units_for(item.request, self._m.pricing) or 0.0)
+        return spent
+
+    def _reserve_units(self, item: Item, log: Any) -> bool:
+        """limits.max_units: reserve this attempt's units, or stop the batch (exit 3) when they
+        would exceed the cap. Counted at the intent, so a create that is then refused still
+        counts until the next run recomputes from the ledger: the cap errs on the safe side."""
+        cap = self._m.limits.max_units
+        if cap is None:
+            return True
+        units = units_for(item.request, self._m.pricing) or 0.0
+        if self._units_spent + units <= cap:
+            self._units_spent += units
+            return True
+        info = ErrorInfo(
+            category=Category.BILLING,
+            message=f"limits.max_units ({cap:g}) reached: {self._units_spent:g} units submitted, "
+            f"item '{item.id}' needs {units:g} more",
+            retryable=False,
+            hint="Raise limits.max_units in the manifest (or remove it), then rerun: finished "
+            "items are not resubmitted.",
+            scope=Scope.ACCOUNT,
+        )
+        log.warning("limits.max_units_reached", units_spent=self._units_spent, max_units=cap)
+        self._stop(info)
+        return False
 
     async def _deadline_watch(self, scope: anyio.CancelScope) -> None:
         deadline = self._m.limits.deadline
@@ -336,6 +378,8 @@ class Engine:
                     if attempts_this_run >= self._policy.max_attempts:
                         self._ledger.finish(item.id, ItemState.FAILED, error=rec.error)
                         log.warning("item.failed", reason="attempts exhausted")
+                        return
+                    if not self._reserve_units(item, log):
                         return
                     attempts_this_run += 1
                     attempt = rec.attempt + 1

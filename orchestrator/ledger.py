@@ -301,6 +301,14 @@ class Ledger:
         rows = self._db.execute(f"SELECT {self._ITEM_COLUMNS} FROM items ORDER BY id").fetchall()
         return [self._record(r) for r in rows]
 
+    def paid_attempts(self) -> dict[str, int]:
+        """Per item, the attempts that created a task or may have (sent, outcome unknown)."""
+        rows = self._db.execute(
+            "SELECT item_id, COUNT(*) FROM attempts "
+            "WHERE task_id IS NOT NULL OR state = 'submitting' GROUP BY item_id"
+        ).fetchall()
+        return {str(item_id): int(n) for item_id, n in rows}
+
     def attempts(self, item_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT attempt, external_task_id, task_id, state, error FROM attempts "

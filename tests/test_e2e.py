@@ -387,3 +387,36 @@ def test_status_and_results_files(tmp_path: Path, sim: Simulator) -> None:
     assert [json.loads(line) for line in lines] == report["items"]
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "| bad | failed | policy |" in markdown
+
+
+def test_units_cap_stops_submitting_and_is_resumable(tmp_path: Path, sim: Simulator) -> None:
+    items = text_items(6, prefix="capped")
+    # Every item costs 2 units here (an explicit price, not the built-in table).
+    pricing = {"video": {"kling-v2-5-turbo": {"std": {5: 2}}}}
+    manifest = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 1, "max_units": 7}, pricing=pricing
+    )
+    estimate = run_cli(["validate", "--estimate", str(manifest)], cli_env(sim))
+    assert estimate.code == 0, estimate.stderr
+    assert "12" in estimate.stdout  # 6 tasks x 2 units
+
+    first = run_cli(["run", str(manifest)], cli_env(sim))
+    assert first.code == 3, first.stderr
+    assert sim.stats().tasks_created == 3  # 3 x 2 = 6 <= 7; a fourth would make 8
+    data = load_report(tmp_path)
+    assert data["stopped_by"]["category"] == "billing"
+    assert "max_units" in data["stopped_by"]["message"]
+    assert data["units_submitted"] == 6
+    assert data["counts"] == {"succeeded": 3, "partial": 0, "failed": 0, "not_run": 3,
+                              "running": 0}
+
+    again = run_cli(["run", str(manifest)], cli_env(sim))
+    assert again.code == 3  # still capped: nothing new is sent
+    assert sim.stats().tasks_created == 3
+
+    raised = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 1, "max_units": 12}, pricing=pricing
+    )
+    final = run_cli(["run", str(raised)], cli_env(sim))
+    assert final.code == 0, final.stderr
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
