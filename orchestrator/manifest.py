@@ -58,6 +58,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from orchestrator.downloads import check_item_id
 from orchestrator.images import ImageError, ImageInfo, read_image_info
 from orchestrator.pricing import BUILTIN_PRICES, PriceTable, lookup
 from orchestrator.providers.base import ImageSource, Kind, TaskRequest
@@ -2072,6 +2073,13 @@ class _Checker:
                 f"must be 1-128 characters of {_NAME_CHARS}, and not only dots: it names the "
                 f"item's directory and is part of its external task id (got {_got(value)})",
             )
+            return None
+        try:
+            # The downloader's rule (it names the item's directory on every OS): refused here,
+            # offline, rather than after the task was paid for.
+            check_item_id(value)
+        except ValueError as exc:
+            self.report(path, f"{exc}: choose another id")
             return None
         self.item_ids[at] = value
         # Ids name directories; macOS and Windows file systems ignore letter case.

@@ -420,3 +420,30 @@ def test_units_cap_stops_submitting_and_is_resumable(tmp_path: Path, sim: Simula
     final = run_cli(["run", str(raised)], cli_env(sim))
     assert final.code == 0, final.stderr
     assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+
+
+def test_csv_manifest_runs_and_bad_rows_name_file_and_line(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    rows = ["clip_id,text,duration,notes"]
+    rows += [f"row-{i},csv prompt {i},{5 if i % 2 else 10},note {i}" for i in range(8)]
+    (tmp_path / "prompts.csv").write_text("\n".join(rows) + "\n")
+    manifest = write_manifest(
+        tmp_path, sim, [],
+        items_from={"path": "prompts.csv", "columns": {"id": "clip_id", "prompt": "text"},
+                    "ignore_columns": ["notes"]},
+    )
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 0, result.stderr
+    assert load_report(tmp_path)["counts"]["succeeded"] == 8
+    assert_each_prompt_paid_once(sim, [f"csv prompt {i}" for i in range(8)])
+
+    before = sim.stats().create_requests
+    (tmp_path / "prompts.csv").write_text(
+        "\n".join([*rows, "row-bad,csv prompt bad,7,oops"]) + "\n"
+    )
+    bad = run_cli(["run", str(manifest)], cli_env(sim))
+    assert bad.code == 2
+    assert "prompts.csv:10: item 'row-bad', field 'duration'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert sim.stats().create_requests == before

@@ -1064,3 +1064,10 @@ def test_deadline_errors_are_located(workdir: Path, value: str, message: str) ->
 
 def test_no_deadline_by_default(workdir: Path) -> None:
     assert load_text(workdir, top_doc()).limits.deadline is None
+
+
+@pytest.mark.parametrize("bad", ["con", "NUL", "com1.mp4", "aux.x", "ends-with-dot."])
+def test_ids_unsafe_as_directory_names_are_refused_offline(workdir: Path, bad: str) -> None:
+    (problem,) = problems_of(workdir, doc(f"- id: '{bad}'\n  prompt: p"))
+    assert (problem.field, problem.line) == ("items[0].id", 5)
+    assert "choose another id" in problem.message
