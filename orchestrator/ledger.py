@@ -1,10 +1,24 @@
 """Durable batch state: the only writer of item state.
 
-SQLite in WAL mode with ``synchronous=FULL``: a transaction that returned is on disk, so a
-SIGKILL (or power loss) right after ``record_intent`` returns cannot lose the intent. The engine
-calls ``record_intent`` BEFORE it sends a create and ``record_submitted`` right after the answer;
-a row left in ``submitting`` therefore means "a create may have been sent": the next run looks the
-task up by its external id instead of sending another.
+SQLite in WAL mode with ``synchronous=FULL``: a COMMIT that returned is on disk. Writes are
+group-committed: each write method runs in a SAVEPOINT of one open transaction (so a write that
+raises undoes only itself), and that transaction is committed by ``commit()``, by ``await
+durable()``, by ``sync_items`` and ``reopen`` (run start), by ``close()``, and by the first write
+made once it is ``max_delay`` seconds old (a write, not a timer: with no further write it stays
+open until one of the others). A write method returning therefore does NOT mean it is on disk;
+reads through this ledger see it at once, ``read_only`` (``status``) once it is committed.
+
+Durability contract: a crash loses exactly the writes made since the last commit, a suffix of the
+write sequence (one connection, one transaction stream: a durable write implies every earlier one
+is). That is harmless for every write except the submit intent, because the next run reconciles
+from an older state (a lost ``record_submitted`` leaves the row ``submitting`` and the task is
+looked up by external id; a lost ``finish`` leaves it ``running`` and it is polled again). The
+intent is the one write that must be on disk before its side effect: the engine calls
+``record_intent`` and then ``await ledger.durable()`` BEFORE it sends a create, and
+``record_submitted`` right after the answer; a row left in ``submitting`` therefore means "a
+create may have been sent": the next run looks the task up by its external id instead of sending
+another. Should SQLite ever discard uncommitted writes itself (I/O error, disk full), the ledger
+refuses all further use (``LedgerError``) rather than report a lost intent as durable.
 
 Item states::
 
@@ -32,6 +46,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import anyio.lowlevel
 
 from orchestrator.errors import ErrorInfo
 
@@ -122,10 +138,23 @@ class Ledger:
         batch: str,
         *,
         clock: Callable[[], float] = time.time,
+        max_delay: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` is the wall time written into rows; ``monotonic`` only ages the open
+        transaction: a write made once it is ``max_delay`` seconds old commits it (0: every
+        write commits, the old one-transaction-per-write behaviour)."""
         self.path = path
         self.batch = batch
         self._clock = clock
+        self._max_delay = max_delay
+        self._monotonic = monotonic
+        #: COMMITs that ran (transactions made durable); for tests and benchmarks
+        self.commits = 0
+        self._write_gen = 0  # writes completed (inside the open transaction or committed)
+        self._committed_gen = 0  # of those, the ones a COMMIT has made durable
+        self._tx_started = 0.0  # monotonic time the open transaction began
+        self._broken: str | None = None  # why uncommitted writes were lost, if they were
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = self._acquire_lock(path.with_name(path.name + ".lock"))
         try:
@@ -181,20 +210,17 @@ class Ledger:
         return db
 
     def _init_meta(self) -> str:
-        with self._tx() as db:
+        with self._write() as db:
             rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not rows:
-                salt = secrets.token_hex(4)
-                db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [
-                        ("schema_version", str(SCHEMA_VERSION)),
-                        ("batch", self.batch),
-                        ("salt", salt),
-                        ("created_at", str(self._clock())),
-                    ],
-                )
-                return salt
+                rows = {
+                    "schema_version": str(SCHEMA_VERSION),
+                    "batch": self.batch,
+                    "salt": secrets.token_hex(4),
+                    "created_at": str(self._clock()),
+                }
+                db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows.items())
+        self.commit()
         if rows.get("batch") != self.batch:
             raise LedgerError(
                 f"state file {self.path} belongs to batch '{rows.get('batch')}', not "
@@ -208,10 +234,16 @@ class Ledger:
         return str(rows["salt"])
 
     def close(self) -> None:
+        """Commit what is pending (every write leaves a valid state, so this holds when the
+        run ends by an exception too), then close and release the run lock."""
         try:
-            self._db.close()
+            if self._broken is None:
+                self.commit()
         finally:
-            self._release_lock()
+            try:
+                self._db.close()
+            finally:
+                self._release_lock()
 
     def __enter__(self) -> Ledger:
         return self
@@ -219,15 +251,80 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    # -- group commit -----------------------------------------------------------------------
+
+    @property
+    def uncommitted(self) -> int:
+        """Writes made and not yet committed (lost by a crash now)."""
+        return self._write_gen - self._committed_gen
+
+    def commit(self) -> None:
+        """Commit the open transaction, if any: every write made so far is on disk."""
+        self._check_usable()
+        if not self._db.in_transaction:
+            return
+        done = self._write_gen
         try:
-            yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._note_if_lost("COMMIT failed")
             raise
-        self._db.execute("COMMIT")
+        self.commits += 1
+        self._committed_gen = done
+
+    async def durable(self) -> None:
+        """Return once every write made before the call is committed (on disk).
+
+        Await it after ``record_intent`` and before sending the create. Calls made in the same
+        event-loop turn share one COMMIT: the call yields once, and only the first caller to
+        resume still finds its writes uncommitted. It is a checkpoint: when it raises
+        (cancellation), the writes may not be durable, so nothing may be sent.
+        """
+        target = self._write_gen
+        await anyio.lowlevel.checkpoint()
+        if self._committed_gen < target:
+            self.commit()
+        self._check_usable()
+
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise LedgerError(
+                f"the state file {self.path} lost writes that were not committed yet "
+                f"({self._broken}); stop this run: a new run reconciles from what is on disk."
+            )
+
+    def _note_if_lost(self, why: str) -> None:
+        """After a failed statement: SQLite may have rolled the whole transaction back."""
+        if not self._db.in_transaction and self._write_gen > self._committed_gen:
+            self._broken = why
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write: a SAVEPOINT in the open transaction (begun here when there is none).
+
+        A write that raises is rolled back alone; the writes before it stay pending. A write
+        that finds the transaction ``max_delay`` old when it is done commits it.
+        """
+        self._check_usable()
+        db = self._db
+        if not db.in_transaction:
+            db.execute("BEGIN IMMEDIATE")
+            self._tx_started = self._monotonic()
+        db.execute("SAVEPOINT write")
+        try:
+            yield db
+        except BaseException:
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK TO write")
+                    db.execute("RELEASE write")
+            finally:
+                self._note_if_lost("a failed write rolled the transaction back")
+            raise
+        db.execute("RELEASE write")
+        self._write_gen += 1
+        if self._monotonic() - self._tx_started >= self._max_delay:
+            self.commit()
 
     # -- reading without the lock (status) -------------------------------------------------
 
@@ -326,22 +423,27 @@ class Ledger:
             for r in rows
         ]
 
-    # -- writes (each one transaction, durable when it returns) -------------------------------
+    # -- writes --------------------------------------------------------------------------------
+    # Each write is atomic (a SAVEPOINT) but NOT durable when it returns: it is committed with
+    # the writes around it (see the module docstring). Callers that need a write on disk before
+    # a side effect (the submit intent) must ``await ledger.durable()`` first. sync_items and
+    # reopen (run start) commit at once.
 
     def sync_items(self, items: Iterable[tuple[str, str, int]]) -> None:
         """Add (id, kind, expected_assets) rows for items the ledger has not seen yet."""
         now = self._clock()
-        with self._tx() as db:
+        with self._write() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO items (id, kind, state, expected_assets, updated_at) "
                 "VALUES (?, ?, 'pending', ?, ?)",
                 [(i, k, n, now) for i, k, n in items],
             )
+        self.commit()
 
     def record_intent(self, item_id: str, attempt: int, external_task_id: str) -> None:
-        """Written BEFORE the create is sent."""
+        """Written BEFORE the create is sent; ``await durable()`` before sending it."""
         now = self._clock()
-        with self._tx() as db:
+        with self._write() as db:
             db.execute(
                 "INSERT INTO attempts (item_id, attempt, external_task_id, state, created_at, "
                 "updated_at) VALUES (?, ?, ?, 'submitting', ?, ?) "
@@ -358,7 +460,7 @@ class Ledger:
     def record_submitted(self, item_id: str, task_id: str) -> None:
         """Written right after the provider answered with a task id (or a lookup found it)."""
         now = self._clock()
-        with self._tx() as db:
+        with self._write() as db:
             row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
             db.execute(
                 "UPDATE attempts SET task_id = ?, state = 'running', updated_at = ? "
@@ -378,7 +480,7 @@ class Ledger:
         """
         now = self._clock()
         err = _dumps(error.to_dict()) if error else None
-        with self._tx() as db:
+        with self._write() as db:
             row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
             db.execute(
                 "UPDATE attempts SET state = 'not_created', error = ?, updated_at = ? "
@@ -393,7 +495,7 @@ class Ledger:
     def record_unresolved(self, item_id: str, error: ErrorInfo) -> None:
         """A create's outcome could not be established: stays ``submitting`` for the next run."""
         now = self._clock()
-        with self._tx() as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE items SET error = ?, updated_at = ? WHERE id = ?",
                 (_dumps(error.to_dict()), now, item_id),
@@ -424,7 +526,7 @@ class Ledger:
     ) -> None:
         now = self._clock()
         err = _dumps(error.to_dict()) if error else None
-        with self._tx() as db:
+        with self._write() as db:
             row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
             db.execute(
                 "UPDATE attempts SET state = ?, error = ?, updated_at = ? "
@@ -451,7 +553,7 @@ class Ledger:
         item, and why some are not on disk yet (None when all are)."""
         now = self._clock()
         err = _dumps(download_error.to_dict()) if download_error else None
-        with self._tx() as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE items SET assets = ?, download_error = ?, updated_at = ? WHERE id = ?",
                 (_dumps(assets), err, now, item_id),
@@ -460,8 +562,9 @@ class Ledger:
     def reopen(self, item_id: str, state: ItemState) -> None:
         """Put a finished item back in play (rerun of a retryable failure or a poll timeout)."""
         now = self._clock()
-        with self._tx() as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE items SET state = ?, finished_at = NULL, updated_at = ? WHERE id = ?",
                 (str(state), now, item_id),
             )
+        self.commit()

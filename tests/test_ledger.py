@@ -1,11 +1,17 @@
-"""The ledger is durable, locked, and records intent before side effects."""
+"""The ledger is durable, locked, and records intent before side effects; writes are
+group-committed without giving up crash safety."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
 from orchestrator.errors import Category, ErrorInfo
@@ -94,6 +100,7 @@ def test_read_only_works_while_a_run_holds_the_lock(tmp_path: Path) -> None:
         ledger.sync_items([("a", "text2video", 1), ("b", "image", 2)])
         ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
         ledger.record_submitted("a", "T1")
+        ledger.commit()  # writes are group-committed: a second connection sees them once committed
         batch, records = Ledger.read_only(path)
         assert batch == "b"
         assert [(r.id, r.state, r.task_id) for r in records] == [
@@ -108,3 +115,223 @@ def test_read_only_without_state_file(tmp_path: Path) -> None:
     (tmp_path / "garbage").write_text("not a database")
     with pytest.raises(LedgerError, match="cannot read"):
         Ledger.read_only(tmp_path / "garbage")
+
+
+# -- group commit ---------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Mono:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def states_on_disk(path: Path) -> dict[str, ItemState]:
+    """What another process (``status``) sees: committed rows only."""
+    return {r.id: r.state for r in Ledger.read_only(path)[1]}
+
+
+def test_writes_are_visible_to_the_ledger_before_commit(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "s", "b", monotonic=Mono()) as ledger:
+        ledger.sync_items([("a", "text2video", 1)])
+        ext = ledger.external_task_id("a", 1)
+        ledger.record_intent("a", 1, ext)
+        ledger.record_submitted("a", "T1")
+        assert ledger.uncommitted == 2
+        rec = ledger.get("a")
+        assert (rec.state, rec.task_id, rec.tasks_created) == (ItemState.RUNNING, "T1", 1)
+        assert [r.state for r in ledger.all()] == [ItemState.RUNNING]
+        assert ledger.attempts("a")[0]["external_task_id"] == ext
+        assert ledger.paid_attempts() == {"a": 1}
+
+
+@pytest.mark.anyio
+async def test_other_connections_see_writes_once_committed(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Ledger(path, "b", monotonic=Mono()) as ledger:
+        ledger.sync_items([("a", "text2video", 1), ("b", "text2video", 1)])
+        assert states_on_disk(path) == {"a": ItemState.PENDING, "b": ItemState.PENDING}
+        ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
+        assert states_on_disk(path)["a"] is ItemState.PENDING
+        ledger.commit()
+        assert states_on_disk(path)["a"] is ItemState.SUBMITTING
+        assert ledger.uncommitted == 0
+        ledger.commit()  # nothing open: no-op
+        ledger.record_intent("b", 1, ledger.external_task_id("b", 1))
+        assert states_on_disk(path)["b"] is ItemState.PENDING
+        commits = ledger.commits
+        await ledger.durable()
+        assert states_on_disk(path)["b"] is ItemState.SUBMITTING
+        assert ledger.commits == commits + 1
+        await ledger.durable()  # already durable: no commit
+        assert ledger.commits == commits + 1
+
+
+@pytest.mark.anyio
+async def test_concurrent_durable_calls_share_one_commit(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    ids = [f"i{n:02}" for n in range(50)]
+    with Ledger(path, "b", monotonic=Mono()) as ledger:
+        ledger.sync_items([(i, "text2video", 1) for i in ids])
+        commits = ledger.commits
+        durable: list[str] = []
+
+        async def submit(item_id: str) -> None:
+            ledger.record_intent(item_id, 1, ledger.external_task_id(item_id, 1))
+            await ledger.durable()
+            durable.append(item_id)
+            # what a crash right now would leave: the intent is on disk
+            assert ledger.uncommitted == 0
+
+        async with anyio.create_task_group() as tg:
+            for item_id in ids:
+                tg.start_soon(submit, item_id)
+        assert ledger.commits == commits + 1
+        assert sorted(durable) == ids
+        assert set(states_on_disk(path).values()) == {ItemState.SUBMITTING}
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    import anyio
+    from orchestrator.ledger import Ledger
+
+    async def main() -> None:
+        ledger = Ledger(Path(sys.argv[1]), "b")
+        ledger.sync_items([("a", "text2video", 1), ("b", "text2video", 1)])
+        ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
+        await ledger.durable()
+        ledger.record_submitted("a", "T-a")  # not awaited: may be lost
+        ledger.record_intent("b", 1, ledger.external_task_id("b", 1))  # not awaited
+        if sys.argv[2] == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(3)
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.mark.parametrize("death", ["sigkill", "os_exit"])
+def test_a_durable_intent_survives_a_crash(tmp_path: Path, death: str) -> None:
+    path = tmp_path / "s"
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, str(path), death],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == (-9 if death == "sigkill" else 3), proc.stderr
+    # The file is consistent and the dead run's lock is gone.
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        check.close()
+    with Ledger(path, "b") as ledger:
+        a = ledger.get("a")
+        assert a.state is ItemState.SUBMITTING
+        assert a.external_task_id == ledger.external_task_id("a", 1)
+        assert ledger.paid_attempts() == {"a": 1}  # counted against the cap: it may have been sent
+        # The writes after the last commit were lost, never half-applied: 'a' is left
+        # 'submitting' (the next run looks its task up), 'b' was never sent.
+        assert a.task_id is None
+        b = ledger.get("b")
+        assert (b.state, b.attempt) == (ItemState.PENDING, 0)
+        assert ledger.attempts("b") == []
+
+
+def test_a_write_once_max_delay_old_commits(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    mono = Mono()
+    with Ledger(path, "b", max_delay=0.5, monotonic=mono) as ledger:
+        ledger.sync_items([("a", "text2video", 1)])
+        commits = ledger.commits
+        ledger.record_intent("a", 1, ledger.external_task_id("a", 1))  # opens the transaction
+        mono.now = 0.4
+        ledger.record_submitted("a", "T1")
+        assert states_on_disk(path)["a"] is ItemState.PENDING
+        assert ledger.commits == commits
+        mono.now = 0.5
+        ledger.finish("a", ItemState.SUCCEEDED, assets=[{"index": 0}])
+        assert states_on_disk(path)["a"] is ItemState.SUCCEEDED
+        assert (ledger.commits, ledger.uncommitted) == (commits + 1, 0)
+        # the next write opens a new transaction, aged from now
+        mono.now = 0.9
+        ledger.record_assets("a", [{"index": 0, "path": "a.mp4"}], None)
+        assert ledger.commits == commits + 1
+    with Ledger(tmp_path / "t", "b", max_delay=0) as ledger:  # 0: every write commits
+        ledger.sync_items([("a", "text2video", 1)])
+        ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
+        assert ledger.uncommitted == 0
+        assert states_on_disk(tmp_path / "t")["a"] is ItemState.SUBMITTING
+
+
+def test_a_failed_write_rolls_back_only_itself(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Ledger(path, "b", monotonic=Mono()) as ledger:
+        ledger.sync_items([("a", "text2video", 1), ("b", "text2video", 1)])
+        ext_a = ledger.external_task_id("a", 1)
+        ledger.record_intent("a", 1, ext_a)
+        # An external id is never reused: a second attempt under it is refused.
+        with pytest.raises(sqlite3.IntegrityError):
+            ledger.record_intent("b", 1, ext_a)
+        # A write that fails after its first statement applied: only that write is undone.
+        ledger._db.execute(
+            "CREATE TEMP TRIGGER boom BEFORE UPDATE ON items WHEN NEW.id = 'b' "
+            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="boom"):
+            ledger.record_intent("b", 1, ledger.external_task_id("b", 1))
+        ledger._db.execute("DROP TRIGGER boom")
+        assert ledger.attempts("b") == []
+        assert ledger.get("b").state is ItemState.PENDING
+        assert ledger.get("a").state is ItemState.SUBMITTING
+        assert ledger.uncommitted == 1
+        ledger.commit()
+        assert states_on_disk(path) == {"a": ItemState.SUBMITTING, "b": ItemState.PENDING}
+
+
+@pytest.mark.anyio
+async def test_lost_uncommitted_writes_are_never_reported_durable(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    ledger = Ledger(path, "b", monotonic=Mono())
+    ledger.sync_items([("a", "text2video", 1), ("b", "text2video", 1)])
+    ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
+    # SQLite discarding the whole transaction (as on an I/O error or a full disk).
+    ledger._db.execute(
+        "CREATE TEMP TRIGGER boom BEFORE UPDATE ON items WHEN NEW.id = 'b' "
+        "BEGIN SELECT RAISE(ROLLBACK, 'boom'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError, match="boom"):
+        ledger.record_intent("b", 1, ledger.external_task_id("b", 1))
+    with pytest.raises(LedgerError, match="lost writes"):
+        await ledger.durable()
+    with pytest.raises(LedgerError, match="lost writes"):
+        ledger.record_submitted("a", "T1")
+    ledger.close()  # still closes and releases the lock
+    with Ledger(path, "b") as again:
+        assert again.get("a").state is ItemState.PENDING  # the intent never reached the disk
+
+
+def test_close_commits_pending_writes(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    ledger = Ledger(path, "b", monotonic=Mono())
+    ledger.sync_items([("a", "text2video", 1), ("b", "text2video", 1)])
+    ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
+    ledger.close()
+    assert states_on_disk(path)["a"] is ItemState.SUBMITTING
+    # also when the run ends by an exception: every write leaves a valid state
+    with pytest.raises(RuntimeError), Ledger(path, "b", monotonic=Mono()) as ledger:
+        ledger.record_intent("b", 1, ledger.external_task_id("b", 1))
+        raise RuntimeError("crash of the engine, not of the process")
+    assert states_on_disk(path) == {"a": ItemState.SUBMITTING, "b": ItemState.SUBMITTING}

@@ -122,10 +122,12 @@ def test_rows_without_a_manifest_are_the_ledger(ledger_path: Path) -> None:
 def test_load_records_does_not_need_the_run_lock(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     ledger = build_ledger(path)  # still open: a run in progress holds the lock
+    ledger.commit()  # what a run has committed is what status sees
     try:
         ids = {r.id: str(r.state) for r in load_records(path, "demo")}
         assert ids["busy"] == "running"
         ledger.finish("busy", ItemState.SUCCEEDED, assets=[{"index": 0}])
+        ledger.commit()
         assert {r.id: str(r.state) for r in load_records(path, "demo")}["busy"] == "succeeded"
     finally:
         ledger.close()
