@@ -32,9 +32,10 @@ from orchestrator.errors import poll_timeout as poll_timeout_error
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
 from orchestrator.limits import AdaptiveConcurrency, PoolClosed, SlotPool, create_rate_limiter
 from orchestrator.manifest import Item, Manifest
+from orchestrator.poller import ListPoller, Poller, QueryPoller
 from orchestrator.pricing import units_for
 from orchestrator.progress import Progress
-from orchestrator.providers.base import Provider, Task, TaskStatus
+from orchestrator.providers.base import Provider, Task, TaskLister, TaskStatus
 from orchestrator.retry import RetryBudget, RetryPolicy, backoff_delay
 
 #: Growth of the poll interval between two polls of one task (up to poll.max_interval).
@@ -45,6 +46,8 @@ MAX_NOT_FOUND = 3
 LOOKUPS = 2
 #: An unanswered create may still commit this many client timeouts after it was sent.
 IN_FLIGHT_TIMEOUTS = 2
+#: Seconds between commits of the ledger's non-critical writes (intents commit before sending).
+COMMIT_EVERY = 1.0
 #: Failures that mean "the provider is failing" and are charged to the retry budget.
 _BUDGETED = (Category.SERVER, Category.NETWORK, Category.TIMEOUT)
 
@@ -169,6 +172,20 @@ class Engine:
         self._cancel: anyio.CancelScope | None = None
         self.outcome = RunOutcome()
         self.progress = Progress()
+        self._poller: Poller
+        if isinstance(provider, TaskLister):
+            self._poller = ListPoller(
+                provider,
+                window=manifest.poll.interval,
+                clock=clock,
+                sleep=sleep,
+                requests=self.outcome.requests,
+                account=self._account,
+            )
+        else:
+            self._poller = QueryPoller(
+                provider, sleep=sleep, requests=self.outcome.requests, account=self._account
+            )
         self._log = structlog.get_logger("orchestrator").bind(batch=manifest.name)
 
     # -- control --------------------------------------------------------------------------
@@ -234,6 +251,8 @@ class Engine:
                 watcher = anyio.CancelScope()
                 if self._m.limits.deadline is not None:
                     tg.start_soon(self._deadline_watch, watcher)
+                background = anyio.CancelScope()
+                tg.start_soon(self._background, background)
                 async with anyio.create_task_group() as items:
                     # Finished tasks whose files are missing or damaged: downloads only.
                     for item in to_fetch:
@@ -251,6 +270,7 @@ class Engine:
                             break
                         items.start_soon(self._item_task, item, _Held(taken))
                 watcher.cancel()
+                background.cancel()
         self.outcome.peak_slots = self._slots.peak
         self.outcome.retries_denied = self._budget.denied
         if self._m.limits.max_units is not None:
@@ -306,6 +326,21 @@ class Engine:
         log.warning("limits.max_units_reached", units_spent=self._units_spent, max_units=cap)
         self._stop(info)
         return False
+
+    async def _background(self, scope: anyio.CancelScope) -> None:
+        """The poll scheduler and the ledger's periodic commit, until the items are done."""
+        with scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._poller.run)
+                tg.start_soon(self._commit_often)
+
+    async def _commit_often(self) -> None:
+        """Writes other than intents are committed in groups; this bounds how stale the state
+        file gets (``status`` reads it) and what a crash loses: at most a second of
+        transitions, each of which the next run re-establishes from the provider."""
+        while True:
+            await anyio.sleep(COMMIT_EVERY)  # real time: not part of any timing rule
+            self._ledger.commit()
 
     async def _deadline_watch(self, scope: anyio.CancelScope) -> None:
         deadline = self._m.limits.deadline
@@ -494,7 +529,8 @@ class Engine:
                 continue
             records[n] = {**asset, **got.to_dict(), "mtime_ns": _mtime_ns(downloader, got.path)}
             fetched += 1
-            # Durable per file: a crash mid-item keeps the files already checked.
+            # Recorded per file: a crash mid-item keeps the files already checked (those of
+            # the last second may be fetched again: a cost, not a loss).
             self._ledger.record_assets(item.id, records, rec.download_error)
         self._ledger.record_assets(item.id, records, error)
         if error is None:
@@ -563,9 +599,11 @@ class Engine:
                     self._ledger.record_not_created(item.id, last_error)
                 log.info("item.not_sent", reason="batch stopping")
                 return None
-            # Durable before the request leaves; also stamps the send time that bounds how
-            # long a lookup must wait before "absent" is conclusive.
+            # On disk before the request leaves (one commit serves every intent written in the
+            # same turn); also stamps the send time that bounds how long a lookup must wait
+            # before "absent" is conclusive.
             self._ledger.record_intent(item.id, attempt, ext)
+            await self._ledger.durable()
             self.progress.set(item.id, "submitting")
             log.info("item.submit", resend=resend)
             self.outcome.requests["create"] += 1
@@ -648,6 +686,13 @@ class Engine:
     def _charge(self, info: ErrorInfo) -> None:
         if info.category in _BUDGETED:
             self._budget.on_failure()
+
+    def _account(self, info: ErrorInfo | None) -> None:
+        """The retry budget's view of one poll request (answered, or failed with ``info``)."""
+        if info is None:
+            self._budget.on_success()
+        else:
+            self._charge(info)
 
     def _may_retry(self, info: ErrorInfo) -> bool:
         return info.category not in _BUDGETED or self._budget.allow()
@@ -732,13 +777,10 @@ class Engine:
         interval = poll.interval
         not_found = 0
         while True:
-            await self._sleep(interval)
-            self.outcome.requests["query"] += 1
             delay_hint: float | None = None
             try:
-                task = await self._provider.query(item.request.kind, rec.task_id)
+                task = await self._poller.observe(item.request.kind, rec.task_id, interval)
             except ProviderError as err:
-                self._charge(err.info)
                 if err.info.scope is Scope.ACCOUNT:
                     self._stop(err.info)
                     log.warning("item.poll_abandoned", **_error_fields(err.info))
@@ -763,7 +805,6 @@ class Engine:
                 log.info("item.poll_failed", request_id=err.request_id, **_error_fields(err.info))
                 delay_hint = err.retry_after
             else:
-                self._budget.on_success()
                 not_found = 0
                 if task.status.finished:
                     return task

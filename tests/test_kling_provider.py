@@ -315,6 +315,25 @@ async def test_list_tasks() -> None:
     assert dict(server.requests[0].url.params) == {"pageNum": "3", "pageSize": "50"}
 
 
+@pytest.mark.anyio
+async def test_list_matching_parses_only_the_wanted_tasks() -> None:
+    entries = [
+        task("t3", "processing", "e3"),
+        {"task_id": "t2", "task_status": "no-such-status"},  # wanted, malformed: left out
+        task("t1", "succeed", "e1"),
+        "junk",
+        {"task_id": 7, "task_status": "failed", "task_status_msg": "x"},
+    ]
+    server = Server(ok(entries))
+    async with provider_for(server) as provider:
+        found, count = await provider.list_matching(Kind.TEXT2VIDEO, 2, {"t1", "t2", "7"})
+    assert count == 5
+    assert sorted(found) == ["7", "t1"]
+    assert found["t1"].status is TaskStatus.SUCCEEDED
+    assert found["7"].status is TaskStatus.FAILED
+    assert dict(server.requests[0].url.params) == {"pageNum": "2", "pageSize": "500"}
+
+
 # -- Kling's error answers ---------------------------------------------------------------------
 
 @pytest.mark.anyio

@@ -9,10 +9,10 @@ It knows nothing about the ledger; the engine knows nothing about the wire forma
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.errors import ErrorInfo
 
@@ -104,3 +104,16 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TaskLister(Protocol):
+    """A provider that can answer for many tasks with one request (Kling's list endpoint)."""
+
+    async def list_matching(
+        self, kind: Kind, page: int, task_ids: Container[str]
+    ) -> tuple[dict[str, Task], int]:
+        """Page ``page`` (1-based, newest first, full size) of the family's tasks: the tasks
+        of ``task_ids`` found on it, and how many entries the page had (a short page is the
+        last one)."""
+        ...

@@ -136,8 +136,8 @@ class SimStats:
     tasks: tuple[dict[str, Any], ...] = ()
     external_id_counts: dict[str, int] = field(default_factory=dict)
     duplicate_external_ids: tuple[str, ...] = ()
-    #: Creates reusing a committed external id with no lookup by it (or list) since that commit:
-    #: the client resubmitted without checking, the double-pay pattern.
+    #: Creates reusing a committed external id with no lookup by it (or list page showing it)
+    #: since that commit: the client resubmitted without checking, the double-pay pattern.
     creates_reusing_external_id_without_lookup: int = 0
     by_prompt: dict[str, int] = field(default_factory=dict)
     #: How creates were answered: Kling code as a string ("0", "1303", ...) or "dropped".
@@ -229,8 +229,7 @@ class SimState:
         # Double-pay indicator: a sequence number orders commits, lookups and lists.
         self._seq = 0
         self._last_commit: dict[str, tuple[int, str]] = {}  # external id -> (seq, family path)
-        self._last_lookup: dict[str, int] = {}  # path id of a GET -> seq
-        self._last_list: dict[str, int] = {}  # family path -> seq
+        self._last_lookup: dict[str, int] = {}  # id a GET named, or showed in a list -> seq
         self._reuse_without_lookup = 0
 
     def now(self) -> float:
@@ -318,12 +317,17 @@ class SimState:
         """One page of the family's tasks, newest first."""
         with self._lock:
             self._seq += 1
-            self._last_list[family.path] = self._seq
             tasks = self._by_family.get(family.path, [])
             end = len(tasks) - (page - 1) * size
             if end <= 0:
                 return []
-            return tasks[max(0, end - size) : end][::-1]
+            shown = tasks[max(0, end - size) : end][::-1]
+            # A client that lists sees the external ids on the page, and only those: a
+            # resend after a list that did not show the earlier task is still a blind one.
+            for task in shown:
+                if task.spec.external_task_id is not None:
+                    self._last_lookup[task.spec.external_task_id] = self._seq
+            return shown
 
     def asset_task(
         self, task_id: str, index: int, suffix: str, *, finished: bool = True
@@ -425,9 +429,8 @@ class SimState:
         self._seq += 1
         previous = self._last_commit.get(external)
         if previous is not None:
-            commit_seq, family_path = previous
-            looked = max(self._last_lookup.get(external, -1), self._last_list.get(family_path, -1))
-            if looked < commit_seq:
+            commit_seq, _family_path = previous
+            if self._last_lookup.get(external, -1) < commit_seq:
                 self._reuse_without_lookup += 1
         self._last_commit[external] = (self._seq, task.family.path)
         self._by_external.setdefault(external, []).append(task)
