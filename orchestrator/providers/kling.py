@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, NoReturn, Self
 from urllib.parse import quote
 
+import anyio
 import anyio.to_thread
 import httpx
 
@@ -105,8 +106,9 @@ _STATUSES: Mapping[str, TaskStatus] = {
 
 #: Kling's page size ceiling for the list endpoint.
 MAX_PAGE_SIZE = 500
-#: Connections to the API. Polling takes few requests (list pages), so this bounds the creates
-#: (and lookups) in flight at once. More is slower: httpcore's pool scans every connection on
+#: Connections to the API, and requests in flight at once (the rest wait their turn in a FIFO
+#: semaphore, not counted against their timeout). Polling takes few requests (list pages), so
+#: this bounds the creates in flight. More is slower: httpcore's pool scans every connection on
 #: each request and response (the 2000-task benchmark spent 25% of its CPU there with 100).
 MAX_CONNECTIONS = 20
 _USER_AGENT = "kling-batch-orchestrator/0.1"
@@ -329,6 +331,7 @@ class KlingProvider:
         self._auth = auth
         self._clock = clock
         self._lookup_pages = lookup_pages
+        self._gate = anyio.Semaphore(max_connections)
 
     async def __aenter__(self) -> Self:
         return self
@@ -490,7 +493,11 @@ class KlingProvider:
                 method, path, content=content, params=params,
                 headers={"Content-Type": "application/json"} if content is not None else None,
             )
-            return await self._client.send(request)
+            # Never more requests than connections reach httpcore: requests queued inside its
+            # pool make every request and response rescan the queue and the connections
+            # (measured: 3.5 ms of CPU a request with 200 queued, 1.65 ms with none).
+            async with self._gate:
+                return await self._client.send(request)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             info = ErrorInfo(
                 category=Category.NETWORK,
