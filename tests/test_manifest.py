@@ -869,7 +869,13 @@ def test_alias_bomb_is_refused(workdir: Path) -> None:
         lines.append(f"a{n}: &a{n} [{', '.join([prev] * 10)}]")
     text = "\n".join(lines) + "\n"
     problems = problems_of(workdir, text)
-    assert any("more than 100000 values" in p.message for p in problems)
+    assert any(f"more than {100_000 + len(text)} values" in p.message for p in problems)
+
+
+def test_a_long_manifest_without_aliases_is_not_an_alias_bomb(workdir: Path) -> None:
+    items = "".join(f"  - {{id: i{n}, prompt: p}}\n" for n in range(40_000))  # 120k+ values
+    text = f"version: 1\nname: t\ndefaults: {{kind: text2video}}\nitems:\n{items}"
+    assert len(load_text(workdir, text).items) == 40_000
 
 
 def test_deep_nesting_is_refused(workdir: Path) -> None:
