@@ -245,6 +245,7 @@ class Engine:
         ]
         pending = [i for i in self._m.items if records[i.id].state is ItemState.PENDING]
         to_fetch = [i for i in self._m.items if self._needs_download(records[i.id])]
+        del records  # a record per item: not held for the whole run
         with anyio.CancelScope() as scope:
             self._cancel = scope
             async with anyio.create_task_group() as tg:
