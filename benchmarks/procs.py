@@ -48,6 +48,8 @@ class Usage:
     max_rss: int
     returncode: int
     timed_out: bool = False
+    #: resident set size in bytes, sampled every RSS_EVERY seconds while it ran
+    rss_samples: tuple[int, ...] = ()
 
     @property
     def cpu(self) -> float:
@@ -77,7 +79,12 @@ def _reap(proc: subprocess.Popen[bytes], started: float, timeout: float) -> Usag
 
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
-    waiter.join(timeout)
+    samples: list[int] = []
+    while waiter.is_alive() and time.perf_counter() - started < timeout:
+        rss = _rss(proc.pid)
+        if rss is not None:
+            samples.append(rss)
+        waiter.join(RSS_EVERY)
     timed_out = waiter.is_alive()
     if timed_out:
         _kill_group(proc.pid, signal.SIGTERM)
@@ -95,7 +102,24 @@ def _reap(proc: subprocess.Popen[bytes], started: float, timeout: float) -> Usag
         max_rss=usage.ru_maxrss * 1024,  # Linux reports KiB
         returncode=code,
         timed_out=timed_out,
+        rss_samples=tuple(samples),
     )
+
+
+#: Seconds between two samples of a child's resident set size.
+RSS_EVERY = 0.25
+
+
+def _rss(pid: int) -> int | None:
+    """The process's current resident set size (Linux /proc), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _kill_group(pid: int, signum: int) -> None:

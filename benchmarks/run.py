@@ -251,6 +251,16 @@ def sim_requests(stats: dict[str, Any], n: int) -> dict[str, float]:
     }
 
 
+def rss_while_running(samples: Sequence[int]) -> dict[str, float | None]:
+    """RSS at a quarter, half and three quarters of the run: steady when items are streamed
+    rather than all held (a growing figure is memory per finished item)."""
+    if len(samples) < 4:
+        return {"rss_q1_mb": None, "rss_q2_mb": None, "rss_q3_mb": None}
+    return {
+        f"rss_q{q}_mb": samples[len(samples) * q // 4] / 1e6 for q in (1, 2, 3)
+    }
+
+
 def usage_figures(usage: Usage, n: int) -> dict[str, Any]:
     return {
         "wall_s": usage.wall,
@@ -259,6 +269,7 @@ def usage_figures(usage: Usage, n: int) -> dict[str, Any]:
         "cpu_system_s": usage.system,
         "cpu_s_per_1000": usage.cpu / n * 1000 if n else None,
         "peak_rss_mb": usage.max_rss / 1e6,
+        **rss_while_running(usage.rss_samples),
         "returncode": usage.returncode,
         "timed_out": usage.timed_out,
     }
@@ -557,6 +568,9 @@ def render_table(scenario: Scenario, runs: list[dict[str, Any]]) -> str:
         ("  CPU s per 1000 tasks, less start-up",
          lambda r: (r["cpu_s"] - r["startup_cpu_s"]) / scenario.n * 1000, ".2f"),
         ("peak RSS MB", lambda r: r["peak_rss_mb"], ".1f"),
+        ("  RSS MB at 1/4, 1/2, 3/4 of the run", lambda r: " / ".join(
+            "-" if r.get(f"rss_q{q}_mb") is None else f"{r[f'rss_q{q}_mb']:.0f}"
+            for q in (1, 2, 3)), "s"),
         ("creates / task (server)", rq("creates"), ".3f"),
         ("queries / task (server; incl. lookups)", rq("queries"), ".3f"),
         ("  lookups / task (client report)",
