@@ -5,8 +5,9 @@ group-committed: each write method runs in a SAVEPOINT of one open transaction (
 raises undoes only itself), and that transaction is committed by ``commit()``, by ``await
 durable()``, by ``sync_items`` and ``reopen`` (run start), by ``close()``, and by the first write
 made once it is ``max_delay`` seconds old (a write, not a timer: the engine also calls
-``commit()`` every second, so ``status`` never lags far behind a quiet run). A write method returning therefore does NOT mean it is on disk;
-reads through this ledger see it at once, ``read_only`` (``status``) once it is committed.
+``commit()`` every second, so ``status`` never lags far behind a quiet run). A write method
+returning therefore does NOT mean it is on disk; reads through this ledger see it at once,
+``read_only`` (``status``) once it is committed.
 
 Durability contract: a crash loses exactly the writes made since the last commit, a suffix of the
 write sequence (one connection, one transaction stream: a durable write implies every earlier one

@@ -96,7 +96,7 @@ class _Ask:
     task_id: str
     due: float
     done: anyio.Event = field(default_factory=anyio.Event)
-    result: Task | ProviderError | None = None
+    result: Task | Exception | None = None
     #: a request that will answer it is on its way
     taken: bool = False
 
@@ -151,6 +151,10 @@ class ListPoller:
         result = ask.result
         if isinstance(result, ProviderError):
             raise _copy(result)
+        if isinstance(result, Exception):
+            # A bug while serving a shared request: each waiter fails on its own (the engine
+            # contains it to the item), the scheduler carries on.
+            raise RuntimeError(f"polling failed: {type(result).__name__}: {result}") from result
         assert result is not None
         return result
 
@@ -209,7 +213,7 @@ class ListPoller:
                 a.taken = True
                 tg.start_soon(self._query, a)
 
-    def _answer(self, ask: _Ask, result: Task | ProviderError) -> None:
+    def _answer(self, ask: _Ask, result: Task | Exception) -> None:
         ask.result = result
         ask.done.set()
         asks = self._asks.get(ask.kind)
@@ -223,6 +227,9 @@ class ListPoller:
         except ProviderError as err:
             self._account(err.info)
             self._answer(ask, err)
+            return
+        except Exception as exc:
+            self._answer(ask, exc)
             return
         self._account(None)
         self._answer(ask, task)
@@ -251,6 +258,10 @@ class ListPoller:
                 self._account(err.info)
                 for ask in wanted.values():
                     self._answer(ask, err)
+                return
+            except Exception as exc:
+                for ask in wanted.values():
+                    self._answer(ask, exc)
                 return
             self._account(None)
             for task_id, task in found.items():

@@ -70,7 +70,7 @@ class FakeLister:
         self.tasks = {t.task_id: t for t in tasks}
         self.order = [t.task_id for t in tasks] + [f"other-{i}" for i in range(foreign)]
         self.requests: Counter[str] = Counter()
-        self.list_error: ProviderError | None = None
+        self.list_error: Exception | None = None
         self.unlisted: set[str] = set()
 
     def view(self, task_id: str) -> Task:
@@ -252,6 +252,32 @@ async def test_a_failed_list_fails_each_waiter_with_its_own_error_and_is_charged
     assert all(e.info == info and e.retry_after == 7.0 for e in errors)
     assert provider.requests == Counter(list=1)
     assert accounted == [info]
+
+
+async def test_a_bug_while_listing_fails_the_waiters_not_the_scheduler() -> None:
+    tasks = [FakeTask(f"t{i}", ends_at=100.0) for i in range(3)]
+    clock, provider, poller, _ = make(tasks)
+    provider.list_error = KeyError("surprise")
+    failures: list[BaseException] = []
+
+    async def one(task_id: str) -> None:
+        try:
+            await poller.observe(T2V, task_id, 5.0)
+        except RuntimeError as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(clock.drive)
+        outer.start_soon(poller.run)
+        async with anyio.create_task_group() as tg:
+            for task in tasks:
+                tg.start_soon(one, task.task_id)
+        # The scheduler still serves: the next asks are answered (by queries, one by one).
+        provider.list_error = None
+        assert (await poller.observe(T2V, "t0", 1.0)).status is TaskStatus.PROCESSING
+        outer.cancel_scope.cancel()
+    assert len(failures) == 3
+    assert all(isinstance(f.__cause__, KeyError) for f in failures)
 
 
 async def test_a_cancelled_observer_leaves_nothing_behind() -> None:
