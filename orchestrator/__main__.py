@@ -247,11 +247,13 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                             await downloader.aclose()
 
             outcome = anyio.run(main, backend="asyncio")
-        data = report.build_report(
+        # Streamed item by item from the ledger (manifest order): memory does not grow with
+        # the batch at the end of the run.
+        written = report.write_report(
+            report_path,
             batch=manifest.name,
             manifest=manifest.path,
-            item_ids=[i.id for i in manifest.items],
-            records=ledger.all(),
+            records=ledger.iter_items(i.id for i in manifest.items),
             started_at=started,
             finished_at=_now(),
             extra={
@@ -268,13 +270,15 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 "log": str(log_path),
             },
         )
-        report.write_json_atomic(report_path, data)
-        report.write_results_jsonl(report_path.with_name("results.jsonl"), data["items"])
-        report.write_markdown(report_path.with_name("report.md"), data)
     finally:
         ledger.close()
         log_file.close()
-    err.write(report.summary(data, report_path=report_path, stop=outcome.stopped_by) + "\n")
+    err.write(
+        report.summary(
+            written.head, report_path=report_path, stop=outcome.stopped_by, stats=written.stats
+        )
+        + "\n"
+    )
     if outcome.crashed:
         err.write(
             f"{outcome.crashed} item(s) hit an internal error (a bug): see 'item.crashed' in "
@@ -284,8 +288,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         return Exit.INTERRUPTED
     if outcome.stopped_by is not None:
         return Exit.ACCOUNT_STOP
-    counts = data["counts"]
-    return Exit.OK if counts["succeeded"] == len(data["items"]) else Exit.ITEMS_FAILED
+    return Exit.OK if written.counts["succeeded"] == written.stats.total else Exit.ITEMS_FAILED
 
 
 def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:

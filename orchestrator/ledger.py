@@ -399,6 +399,47 @@ class Ledger:
         rows = self._db.execute(f"SELECT {self._ITEM_COLUMNS} FROM items ORDER BY id").fetchall()
         return [self._record(r) for r in rows]
 
+    def iter_items(
+        self, ids: Iterable[str] | None = None, *, chunk: int = 500
+    ) -> Iterator[ItemRecord]:
+        """Item records one at a time, without holding them all (the end-of-run report).
+
+        Without ``ids``: every item, in id order, streamed from one cursor. With ``ids``: the
+        records of those ids in the order given (manifest order), skipping ids the ledger does
+        not know; looked up ``chunk`` ids per query. Sees this ledger's uncommitted writes.
+        Do not write to the ledger while iterating.
+        """
+        if ids is None:
+            cursor = self._db.execute(f"SELECT {self._ITEM_COLUMNS} FROM items ORDER BY id")
+            try:
+                for row in cursor:
+                    yield self._record(row)
+            finally:
+                cursor.close()
+            return
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        wanted: list[str] = []
+        it = iter(ids)
+        while True:
+            wanted.clear()
+            for item_id in it:
+                wanted.append(item_id)
+                if len(wanted) >= chunk:
+                    break
+            if not wanted:
+                return
+            marks = ", ".join("?" * len(wanted))
+            rows = self._db.execute(
+                f"SELECT {self._ITEM_COLUMNS} FROM items WHERE id IN ({marks})", wanted
+            ).fetchall()
+            by_id = {row[0]: row for row in rows}
+            del rows
+            for item_id in wanted:
+                row = by_id.get(item_id)
+                if row is not None:
+                    yield self._record(row)
+
     def paid_attempts(self) -> dict[str, int]:
         """Per item, the attempts that created a task or may have (sent, outcome unknown)."""
         rows = self._db.execute(
