@@ -430,9 +430,9 @@ class Engine:
                 self._ledger.record_unresolved(item.id, exc.info)
                 log.error("item.unresolved", **_error_fields(exc.info))
                 return
-            if self._ledger.get(item.id).state is not ItemState.RUNNING:
-                return  # the create ended the item (failed, or not sent because stopping)
             rec = self._ledger.get(item.id)
+            if rec.state is not ItemState.RUNNING:
+                return  # the create ended the item (failed, or not sent because stopping)
             assert rec.task_id is not None
             log = log.bind(task_id=rec.task_id)
             try:
