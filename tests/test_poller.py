@@ -225,31 +225,39 @@ async def test_tasks_deep_in_the_list_are_found_on_later_pages_then_queried_when
     assert provider.requests["query"] >= 1
 
 
+async def failures_of(poller: ListPoller, task_ids: list[str]) -> list[Exception]:
+    """One observation of each task (due in 5 s); what each raised."""
+    failures: list[Exception] = []
+
+    async def one(task_id: str) -> None:
+        try:
+            await poller.observe(T2V, task_id, 5.0)
+        except Exception as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for task_id in task_ids:
+            tg.start_soon(one, task_id)
+    return failures
+
+
 async def test_a_failed_list_fails_each_waiter_with_its_own_error_and_is_charged_once() -> None:
     tasks = [FakeTask(f"t{i}", ends_at=100.0) for i in range(5)]
     clock, provider, poller, accounted = make(tasks)
     info = ErrorInfo(category=Category.SERVER, message="down", retryable=True, hint="h",
                      http_status=503, code=5001)
     provider.list_error = ProviderError(info, retry_after=7.0)
-    errors: list[ProviderError] = []
-
-    async def one(task_id: str) -> None:
-        try:
-            await poller.observe(T2V, task_id, 5.0)
-        except ProviderError as err:
-            errors.append(err)
 
     async with anyio.create_task_group() as outer:
         outer.start_soon(clock.drive)
         outer.start_soon(poller.run)
-        async with anyio.create_task_group() as tg:
-            for task in tasks:
-                tg.start_soon(one, task.task_id)
+        errors = await failures_of(poller, [t.task_id for t in tasks])
         outer.cancel_scope.cancel()
 
     assert len(errors) == 5
     assert len({id(e) for e in errors}) == 5
-    assert all(e.info == info and e.retry_after == 7.0 for e in errors)
+    assert all(isinstance(e, ProviderError) and e.info == info and e.retry_after == 7.0
+               for e in errors)
     assert provider.requests == Counter(list=1)
     assert accounted == [info]
 
@@ -258,26 +266,18 @@ async def test_a_bug_while_listing_fails_the_waiters_not_the_scheduler() -> None
     tasks = [FakeTask(f"t{i}", ends_at=100.0) for i in range(3)]
     clock, provider, poller, _ = make(tasks)
     provider.list_error = KeyError("surprise")
-    failures: list[BaseException] = []
-
-    async def one(task_id: str) -> None:
-        try:
-            await poller.observe(T2V, task_id, 5.0)
-        except RuntimeError as exc:
-            failures.append(exc)
 
     async with anyio.create_task_group() as outer:
         outer.start_soon(clock.drive)
         outer.start_soon(poller.run)
-        async with anyio.create_task_group() as tg:
-            for task in tasks:
-                tg.start_soon(one, task.task_id)
+        failures = await failures_of(poller, [t.task_id for t in tasks])
         # The scheduler still serves: the next asks are answered (by queries, one by one).
         provider.list_error = None
         assert (await poller.observe(T2V, "t0", 1.0)).status is TaskStatus.PROCESSING
         outer.cancel_scope.cancel()
     assert len(failures) == 3
-    assert all(isinstance(f.__cause__, KeyError) for f in failures)
+    assert all(isinstance(f, RuntimeError) and isinstance(f.__cause__, KeyError)
+               for f in failures)
 
 
 async def test_a_cancelled_observer_leaves_nothing_behind() -> None:
