@@ -4,9 +4,11 @@ A manifest is checked completely before anything is sent, and every problem is r
 (with the item id, the field and the line) so that one ``validate`` run is enough to fix a batch.
 Loading happens in three steps:
 
-1. YAML -> node tree (PyYAML's safe composer) -> plain data, built here rather than by
-   ``yaml.safe_load`` so that we keep a map from document paths (``("items", 3, "duration")``) to
-   line numbers, and so that duplicate keys, which YAML resolves silently, become errors.
+1. YAML events (libyaml's parser) -> plain data, built here rather than by ``yaml.safe_load``
+   so that we keep a map from document paths (``("items", 3, "duration")``) to line numbers,
+   and so that duplicate keys, which YAML resolves silently, become errors. The data is built
+   as the events stream by, not from a composed node tree of the whole document (which is ten
+   times the size of the data).
 2. Shape, types and ranges: pydantic models with ``extra="forbid"``. A pydantic error location is
    a document path, so the line map places it.
 3. What a schema cannot say: defaults merged per kind, rules that depend on the model, mutually
@@ -878,6 +880,125 @@ class _Builder:
             result.append(None if value is _UNREADABLE else value)
         return result
 
+    # -- straight from the event stream
+
+    def document(self, loader: Any) -> Any:
+        """The plain data of the stream's one document, built as its events go by.
+
+        Composing first would hold a node with two marks for every value of the document at
+        once: about 2 KB an item, 210 MB for 100,000 inline items, before a value is read.
+        Here only what an alias may refer to (anchored values) and small parts (scalars, keys,
+        tagged values) become nodes, through PyYAML's own composer, so values and lines are
+        exactly those of :meth:`build` on the composed document. Raises yaml.YAMLError where
+        the composer would, a second document included.
+        """
+        loader.get_event()  # stream start
+        data = None
+        if not loader.check_event(yaml.StreamEndEvent):
+            loader.get_event()  # document start
+            self.lines[()] = int(loader.peek_event().start_mark.line) + 1
+            data = self._streamed(loader, ())
+            loader.get_event()  # document end
+            loader.anchors = {}
+        if not loader.check_event(yaml.StreamEndEvent):
+            event = loader.get_event()
+            raise yaml.composer.ComposerError(
+                "expected a single document in the stream", None,
+                "but found another document", event.start_mark,
+            )
+        return data
+
+    def _streamed(self, loader: Any, path: DocPath) -> Any:
+        event = loader.peek_event()
+        if isinstance(event, yaml.MappingStartEvent):
+            tag, default = event.tag, _MAP_TAG
+        elif isinstance(event, yaml.SequenceStartEvent):
+            tag, default = event.tag, _SEQ_TAG
+        else:
+            tag, default = None, None
+        if default is None or event.anchor is not None or tag not in (None, "!", default):
+            return self.build(loader.compose_node(None, None), path)
+        self._budget -= 1
+        if self._budget < 0:
+            raise _TooLarge
+        loader.get_event()
+        if default == _SEQ_TAG:
+            return self._streamed_sequence(loader, path)
+        return self._streamed_mapping(loader, path)
+
+    def _streamed_sequence(self, loader: Any, path: DocPath) -> list[Any]:
+        result: list[Any] = []
+        while not loader.check_event(yaml.SequenceEndEvent):
+            at = (*path, len(result))
+            self.lines[at] = self._next_line(loader)
+            value = self._streamed(loader, at)
+            result.append(None if value is _UNREADABLE else value)
+        loader.get_event()
+        return result
+
+    def _streamed_mapping(self, loader: Any, path: DocPath) -> dict[str, Any]:
+        """As :meth:`_mapping`: merged entries never override a key written in the mapping,
+        wherever the ``<<`` stands."""
+        result: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        while not loader.check_event(yaml.MappingEndEvent):
+            key_node = loader.compose_node(None, None)
+            if key_node.tag == _MERGE_TAG:
+                for source in self._merge_sources(loader.compose_node(None, None), path):
+                    merged = self.build(source, path)
+                    if isinstance(merged, dict):
+                        for key, value in merged.items():
+                            if key not in first_line:
+                                result.setdefault(key, value)
+                # The merged keys' lines must not replace those of the keys written here.
+                for key, line in first_line.items():
+                    self.lines[(*path, key)] = line
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._report(
+                    path, "a key must be a plain name, not a list or mapping", _line(key_node)
+                )
+                loader.compose_node(None, None)
+                continue
+            key = str(key_node.value)
+            line = _line(key_node)
+            if key in first_line:
+                self._report(
+                    (*path, key),
+                    f"duplicate key '{key}' (first on line {first_line[key]}): YAML would "
+                    "silently keep only the last one",
+                    line,
+                )
+                loader.compose_node(None, None)
+                continue
+            first_line[key] = line
+            self.lines[(*path, key)] = line
+            value = self._streamed(loader, (*path, key))
+            if value is _UNREADABLE:
+                result.pop(key, None)
+            else:
+                result[key] = value
+        loader.get_event()
+        return result
+
+    @staticmethod
+    def _next_line(loader: Any) -> int:
+        """The line of the next value; for an alias, that of the value it refers to (as the
+        composed node would say)."""
+        event = loader.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in loader.anchors:
+            return _line(loader.anchors[event.anchor])
+        return int(event.start_mark.line) + 1
+
+
+class _StreamLoader(_COMPOSER, yaml.composer.Composer):  # type: ignore[misc]
+    """The fast parser's events with PyYAML's Python composer on top, for the parts of a
+    document that :meth:`_Builder.document` composes into nodes."""
+
+    def __init__(self, text: str) -> None:
+        _COMPOSER.__init__(self, text)
+        self.anchors: dict[str, yaml.Node] = {}
+
 
 def _yaml_error(exc: yaml.YAMLError, text: str) -> tuple[str, int | None]:
     if isinstance(exc, yaml.MarkedYAMLError):
@@ -1359,17 +1480,28 @@ class _Checker:
             return None
         return self._document(data)
 
-    def _parse(self, text: str) -> Any:
-        builder = _Builder(self.report, len(text))
+    def _builder(self, size: int) -> _Builder:
+        builder = _Builder(self.report, size)
         # Shared, not copied: problems found while building are located as they are reported.
         self.lines = builder.lines
         self.unreadable = builder.unreadable
+        return builder
+
+    def _parse(self, text: str) -> Any:
+        builder = self._builder(len(text))
+        reported = len(self.found)
         try:
             try:
-                node = yaml.compose(text, Loader=_COMPOSER)
+                loader = _StreamLoader(text)
+                try:
+                    return builder.document(loader)
+                finally:
+                    loader.dispose()
             except yaml.YAMLError:
-                # The pure-Python composer words syntax errors better (it names a tab):
-                # the rare path pays for the second parse.
+                # Start again: the pure-Python composer words syntax errors better (it names a
+                # tab), and what was reported before the error came from a broken document.
+                del self.found[reported:]
+                builder = self._builder(len(text))
                 node = yaml.compose(text, Loader=yaml.SafeLoader)
             if node is None:
                 return None

@@ -1077,3 +1077,60 @@ def test_ids_unsafe_as_directory_names_are_refused_offline(workdir: Path, bad: s
     (problem,) = problems_of(workdir, doc(f"- id: '{bad}'\n  prompt: p"))
     assert (problem.field, problem.line) == ("items[0].id", 5)
     assert "choose another id" in problem.message
+
+
+# -- the streaming builder gives what building the composed document gives ----------------------
+
+_MERGE_CASES = [
+    "a: &x {k: 1, j: 2}\nb: {<<: *x, k: 3}\nc: {k: 4, <<: *x}\n",
+    "a: &x {k: 1}\nb:\n  k: !!bad 2\n  <<: *x\n",
+    "a: &x [1, 2]\nb: *x\nc: [*x, {<<: [{p: 1}, {q: 2}], p: 0}]\n",
+    "a: &x {k: 1}\nb: {k: 2, k: 3, <<: *x}\n{z: 1}: 2\n[y]: 3\n",
+    "a: &x [*x]\nb: !!set {q}\nc: !custom {d: 1}\n",
+    "<<: 5\nx: 2024-13-45\n",
+    "---\n",
+    "",
+    "a: 1\n---\nb: 2\n",
+]
+
+
+def _both_ways(text: str) -> tuple[object, object]:
+    from orchestrator.manifest import _COMPOSER, _Builder, _StreamLoader
+
+    def run(streamed: bool) -> object:
+        found: list[tuple[object, ...]] = []
+        builder = _Builder(lambda *args: found.append(args), len(text))
+        try:
+            if streamed:
+                loader = _StreamLoader(text)
+                data = builder.document(loader)
+            else:
+                node = yaml.compose(text, Loader=_COMPOSER)
+                data = None if node is None else builder.build(node, ())
+                if node is not None:
+                    builder.lines[()] = node.start_mark.line + 1
+        except yaml.YAMLError:
+            return "yaml error"
+        except RecursionError:
+            return "too deep"
+        return (repr(data), builder.lines, builder.unreadable, found)
+
+    return run(True), run(False)
+
+
+@pytest.mark.parametrize("text", _MERGE_CASES)
+def test_streamed_document_equals_the_composed_one(text: str) -> None:
+    streamed, composed = _both_ways(text)
+    assert streamed == composed
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.one_of(
+        _mutated_demo(),
+        st.text(alphabet=":-[]{}&*!|>'\"#<\n abcdefgh0123456789.", max_size=80),
+    )
+)
+def test_streamed_document_equals_the_composed_one_for_any_text(text: str) -> None:
+    streamed, composed = _both_ways(text)
+    assert streamed == composed
