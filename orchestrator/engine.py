@@ -30,7 +30,13 @@ from orchestrator.downloads import DownloadedAsset, Downloader, DownloadError
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, asset_mismatch
 from orchestrator.errors import poll_timeout as poll_timeout_error
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
-from orchestrator.limits import AdaptiveConcurrency, PoolClosed, SlotPool, create_rate_limiter
+from orchestrator.limits import (
+    AdaptiveConcurrency,
+    ConcurrencyMeter,
+    PoolClosed,
+    SlotPool,
+    create_rate_limiter,
+)
 from orchestrator.manifest import Item, Manifest
 from orchestrator.poller import ListPoller, Poller, QueryPoller
 from orchestrator.pricing import units_for
@@ -137,6 +143,15 @@ class _Unresolved(Exception):
         self.info = info
 
 
+@dataclass
+class _Life:
+    """What polling learnt of a task's life at the provider, for the concurrency meter."""
+
+    since: float
+    seen_running: float | None = None
+    final: Task | None = None
+
+
 class _PollAbandoned(Exception):
     """Polling stopped without a verdict (the batch is stopping); the task stays running."""
 
@@ -167,6 +182,7 @@ class Engine:
         )
         self._slots = SlotPool(manifest.limits.concurrency)
         self._adaptive = AdaptiveConcurrency(self._slots, manifest.limits.concurrency)
+        self._meter = ConcurrencyMeter()
         self._budget = RetryBudget()
         self._stop_event: anyio.Event | None = None
         self._cancel: anyio.CancelScope | None = None
@@ -280,7 +296,7 @@ class Engine:
             "configured": self._m.limits.concurrency,
             "final": self._adaptive.cap,
             "lowest": self._adaptive.lowest,
-            "sustained": self._adaptive.sustained or self._adaptive.cap,
+            "sustained": self._meter.peak(),
             "over_capacity_cuts": self._adaptive.cuts,
         }
         self._log.info(
@@ -619,7 +635,7 @@ class Engine:
                 self.progress.set(item.id, "running")
                 log.info("item.submitted", task_id=task.task_id, request_id=task.request_id)
                 self._budget.on_success()
-                self._adaptive.on_accepted(self._slots.used)
+                self._adaptive.on_accepted()
                 return task
             except ProviderError as err:
                 info = err.info
@@ -770,6 +786,24 @@ class Engine:
     # -- poll -----------------------------------------------------------------------------
 
     async def _poll(self, item: Item, rec: ItemRecord, log: Any) -> Task | None:
+        life = _Life(since=self._clock())
+        try:
+            return await self._poll_to_end(item, rec, log, life)
+        finally:
+            self._measure(item, life)
+
+    def _measure(self, item: Item, life: _Life) -> None:
+        """The task's life at the provider, by its own clock when it gives both ends."""
+        slots = item.request.expected_assets
+        final = life.final
+        if final is not None and final.created_at is not None and final.ended_at is not None:
+            self._meter.record(final.created_at, final.ended_at, slots)
+        elif life.seen_running is not None:
+            self._meter.record(life.since, life.seen_running, slots)
+
+    async def _poll_to_end(
+        self, item: Item, rec: ItemRecord, log: Any, life: _Life
+    ) -> Task | None:
         poll = self._m.poll
         assert rec.task_id is not None
         started = rec.submitted_at if rec.submitted_at is not None else self._clock()
@@ -808,7 +842,9 @@ class Engine:
             else:
                 not_found = 0
                 if task.status.finished:
+                    life.final = task
                     return task
+                life.seen_running = self._clock()
             if self._clock() > deadline:
                 info = poll_timeout_error(poll.timeout)
                 self._ledger.finish(item.id, ItemState.FAILED, error=info)

@@ -8,6 +8,8 @@ resizable at runtime (the knob adaptive concurrency turns).
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -138,8 +140,6 @@ class AdaptiveConcurrency:
         self.epoch = 0
         self.lowest = pool.total
         self.cuts = 0
-        #: most slots in use since the last cut: what the account demonstrably sustains
-        self._peak_since_cut = 0
 
     @property
     def cap(self) -> int:
@@ -149,18 +149,19 @@ class AdaptiveConcurrency:
         """Returns True when the cap was cut."""
         if sent_in_epoch < self.epoch:
             return False
-        new = max(1, int(self._pool.total * self._decrease))
+        total = self._pool.total
+        # Rounded up (3 -> 2, not 1): a cap one above the account's limit must not fall to
+        # half of it, or the cap swings around the limit instead of settling on it.
+        new = max(1, min(total - 1, math.ceil(total * self._decrease)))
         self.epoch += 1
         self.cuts += 1
         self._credit = 0.0
-        self._peak_since_cut = 0
-        if new < self._pool.total:
+        if new < total:
             self._pool.total = new
             self.lowest = min(self.lowest, new)
         return True
 
-    def on_accepted(self, in_use: int) -> None:
-        self._peak_since_cut = max(self._peak_since_cut, in_use)
+    def on_accepted(self) -> None:
         if self._pool.total >= self.ceiling:
             return
         self._credit += 1.0 / self._pool.total
@@ -168,6 +169,37 @@ class AdaptiveConcurrency:
             self._credit -= 1.0
             self._pool.total = min(self.ceiling, self._pool.total + 1)
 
-    @property
-    def sustained(self) -> int:
-        return self._peak_since_cut
+
+class ConcurrencyMeter:
+    """The most slots the provider held for this batch at one moment: what the account
+    sustained.
+
+    Counted from each task's life at the provider (its own created and ended times when it
+    gives them), not from our slot pool: a task's slot is freed at the provider before we
+    notice its end, so our pool's count runs ahead of the account's. Without the provider's
+    times a task counts from when its create was accepted to when it was last seen running:
+    a lower bound, never more than the account really ran. Three floats a task.
+    """
+
+    def __init__(self) -> None:
+        self._starts = array("d")
+        self._ends = array("d")
+        self._weights = array("l")
+
+    def record(self, start: float, end: float, slots: int) -> None:
+        if end >= start:
+            self._starts.append(start)
+            self._ends.append(end)
+            self._weights.append(slots)
+
+    def peak(self) -> int:
+        """Sweep over the lives, an end before a start at the same instant (half-open)."""
+        events = sorted(
+            [(end, -w) for end, w in zip(self._ends, self._weights, strict=True)]
+            + [(start, w) for start, w in zip(self._starts, self._weights, strict=True)]
+        )
+        held = best = 0
+        for _, change in events:
+            held += change
+            best = max(best, held)
+        return best

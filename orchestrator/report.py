@@ -624,7 +624,7 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
             [[label, conc[key]] for key, label in labels if key in conc],
             "lr",
         )
-        if conc.get("over_capacity_cuts") and conc.get("sustained") is not None:
+        if conc.get("over_capacity_cuts") and conc.get("sustained"):
             out += [
                 "",
                 f"The account refused concurrency {conc.get('configured')}: consider "
@@ -688,7 +688,7 @@ def summary(
             "run. Rerun to continue."
         )
     conc = report.get("concurrency") or {}
-    if conc.get("over_capacity_cuts"):
+    if conc.get("over_capacity_cuts") and conc.get("sustained"):
         lines.append(
             f"The account refused concurrency {conc['configured']} (Kling 1303): it sustained "
             f"{conc['sustained']} tasks at once; consider limits.concurrency: {conc['sustained']}."

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.simulator import FaultRule, Simulator
+from orchestrator.simulator import FaultRule, SimConfig, Simulator
 from tests.conftest import cli_env, png_bytes, run_cli, start_cli, write_manifest
 
 
@@ -447,3 +447,27 @@ def test_csv_manifest_runs_and_bad_rows_name_file_and_line(
     assert "prompts.csv:10: item 'row-bad', field 'duration'" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert sim.stats().create_requests == before
+
+
+def test_report_says_what_concurrency_the_account_sustained(tmp_path: Path) -> None:
+    """8 configured, 2 real slots: the cap comes down on 1303 and the report says 2, the
+    simulator's own peak, not what our pool held."""
+    config = SimConfig(task_duration=(0.2, 0.4), concurrency_slots=2)
+    with Simulator(config) as slots2:
+        items = text_items(16, "slot")
+        manifest = write_manifest(
+            tmp_path, slots2, items,
+            limits={"concurrency": 8, "requests_per_minute": 6000},
+            retry={"max_attempts": 30},
+        )
+        result = run_cli(["run", str(manifest)], cli_env(slots2))
+        assert result.code == 0, result.stderr
+        stats = slots2.stats()
+    report = load_report(tmp_path)
+    conc = report["concurrency"]
+    assert stats.peak_slots == 2
+    assert conc["configured"] == 8
+    assert conc["over_capacity_cuts"] >= 1
+    assert conc["lowest"] < 8
+    assert conc["sustained"] == 2
+    assert "consider limits.concurrency: 2" in result.stderr

@@ -408,7 +408,9 @@ async def test_over_capacity_lowers_the_cap_then_grows_it_back(tmp_path: Path) -
     assert c["configured"] == 8
     assert c["lowest"] <= 2 < 8
     assert c["over_capacity_cuts"] >= 1
-    assert 1 <= c["sustained"] <= 8
+    # Measured from what the provider really ran (here: the tasks seen running), not from
+    # the pool: the account has 2 slots.
+    assert c["sustained"] == account_slots
     assert c["final"] <= 8
     refused = len(provider.create_calls) - len(provider.committed)
     assert refused < 30  # without the cut, 8 holders would keep colliding with 2 slots

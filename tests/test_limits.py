@@ -7,7 +7,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
-from orchestrator.limits import PoolClosed, SlotPool
+from orchestrator.limits import AdaptiveConcurrency, ConcurrencyMeter, PoolClosed, SlotPool
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +107,57 @@ async def test_take_now_counts_resumed_tasks_beyond_total() -> None:
     assert pool.used == 3
     pool.release(2)
     assert pool.used == 1
+
+
+# -- adaptive concurrency (AIMD) and the concurrency the account sustained -----------------------
+
+
+def test_over_capacity_halves_the_cap_once_per_round_rounding_up() -> None:
+    pool = SlotPool(8)
+    aimd = AdaptiveConcurrency(pool, ceiling=8)
+    sent = aimd.epoch
+    assert aimd.on_over_capacity(sent) is True
+    assert aimd.cap == 4
+    # Answers to creates sent before that cut were decided under the old cap: no second cut.
+    assert aimd.on_over_capacity(sent) is False
+    assert aimd.cap == 4
+    assert aimd.on_over_capacity(aimd.epoch) is True
+    assert aimd.cap == 2
+    assert (aimd.lowest, aimd.cuts) == (2, 2)
+    pool.total = 3
+    assert aimd.on_over_capacity(aimd.epoch) and aimd.cap == 2  # 3 -> 2, not 1
+    assert aimd.on_over_capacity(aimd.epoch) and aimd.cap == 1
+    assert aimd.on_over_capacity(aimd.epoch) and aimd.cap == 1  # never below one
+
+
+def test_cap_grows_back_one_slot_per_round_of_accepted_creates_up_to_the_ceiling() -> None:
+    pool = SlotPool(6)
+    aimd = AdaptiveConcurrency(pool, ceiling=6)
+    aimd.on_over_capacity(aimd.epoch)
+    assert aimd.cap == 3
+    grown = []
+    for _ in range(40):
+        aimd.on_accepted()
+        grown.append(aimd.cap)
+    # 3 accepted creates at cap 3 make it 4, then 4 more make it 5, then 5 make it 6.
+    assert grown[2] == 4 and grown[1] == 3
+    assert grown[6] == 5 and grown[5] == 4
+    assert grown[11] == 6 and grown[10] == 5
+    assert max(grown) == 6 and grown[-1] == 6
+
+
+def test_meter_counts_overlapping_lives_weighted_by_slots() -> None:
+    meter = ConcurrencyMeter()
+    assert meter.peak() == 0
+    meter.record(0.0, 10.0, 1)
+    meter.record(2.0, 4.0, 4)  # an image task with n=4
+    meter.record(3.0, 5.0, 1)
+    assert meter.peak() == 6
+    # Half-open: a task ending when another starts does not count twice.
+    handoff = ConcurrencyMeter()
+    handoff.record(0.0, 1.0, 1)
+    handoff.record(1.0, 2.0, 1)
+    assert handoff.peak() == 1
+    # A life that was never seen (its end before its start) is ignored.
+    handoff.record(5.0, 4.0, 3)
+    assert handoff.peak() == 1

@@ -86,6 +86,11 @@ class Task:
     #: Classification of a failed task (category, retryable, hint); None unless FAILED.
     failure: ErrorInfo | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: When the provider created the task and, once finished, when it ended (Unix seconds, the
+    #: provider's clock); None when the provider does not say. They measure the concurrency
+    #: the account really sustained.
+    created_at: float | None = field(default=None, compare=False)
+    ended_at: float | None = field(default=None, compare=False)
 
 
 class Provider(Protocol):

@@ -272,7 +272,17 @@ def _parse_task(
         request_id=request_id,
         failure=classify_task_failure(message) if status is TaskStatus.FAILED else None,
         raw=data,
+        created_at=_epoch_ms(data.get("created_at")),
+        ended_at=_epoch_ms(data.get("updated_at")) if status.finished else None,
     )
+
+
+def _epoch_ms(value: object) -> float | None:
+    """Kling's created_at/updated_at: Unix milliseconds; anything else is unknown."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = value / 1000.0
+    return seconds if 0 < seconds < 1e11 else None
 
 
 @dataclass(frozen=True)
