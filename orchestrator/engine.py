@@ -123,6 +123,24 @@ def _error_fields(info: ErrorInfo) -> dict[str, Any]:
     }
 
 
+def _attempts_spent(last: ErrorInfo | None, paid: int) -> ErrorInfo:
+    """The verdict on an item whose attempts are used up, keeping the last failure's cause."""
+    last = last or ErrorInfo(
+        category=Category.TASK_FAILED, message="the task failed", retryable=True, hint=""
+    )
+    return ErrorInfo(
+        category=last.category,
+        code=last.code,
+        http_status=last.http_status,
+        message=f"{last.message} (gave up after {paid} paid attempts: retry.max_attempts)",
+        # The cause is worth retrying; the rerun does so only once max_attempts is raised.
+        retryable=True,
+        hint=f"Each attempt was a generation that failed for a reason worth retrying "
+        f"({last.hint.rstrip('.') or 'see the message'}). Raise retry.max_attempts above "
+        f"{paid} and rerun to try again.",
+    )
+
+
 def _budget_spent(info: ErrorInfo) -> ErrorInfo:
     return ErrorInfo(
         category=info.category,
@@ -371,14 +389,18 @@ class Engine:
                 self._stop(None)
 
     def _reopen(self, records: dict[str, ItemRecord]) -> None:
-        """A rerun retries what is worth retrying and re-polls what timed out while polling."""
+        """A rerun retries what is worth retrying and re-polls what timed out while polling.
+
+        ``retry.max_attempts`` bounds the paid tasks of an item over all runs, not per run: a
+        batch rerun from cron every hour must not pay for a failing item every hour.
+        """
         for item in self._m.items:
             rec = records[item.id]
             if rec.state is not ItemState.FAILED or rec.error is None:
                 continue
             if rec.error.category is Category.TIMEOUT and rec.task_id is not None:
                 self._ledger.reopen(item.id, ItemState.RUNNING)
-            elif rec.error.retryable:
+            elif rec.error.retryable and rec.tasks_created < self._policy.max_attempts:
                 self._ledger.reopen(item.id, ItemState.PENDING)
 
     async def _item_task(self, item: Item, held: _Held) -> None:
@@ -427,9 +449,14 @@ class Engine:
                 elif rec.state is ItemState.PENDING:
                     if self.stopping:
                         return
-                    if attempts_this_run >= self._policy.max_attempts:
-                        self._ledger.finish(item.id, ItemState.FAILED, error=rec.error)
-                        log.warning("item.failed", reason="attempts exhausted")
+                    if (
+                        attempts_this_run >= self._policy.max_attempts
+                        or rec.tasks_created >= self._policy.max_attempts
+                    ):
+                        info = _attempts_spent(rec.error, rec.tasks_created)
+                        self._ledger.finish(item.id, ItemState.FAILED, error=info)
+                        log.warning("item.failed", reason="attempts exhausted",
+                                    **_error_fields(info))
                         return
                     if not self._reserve_units(item, log):
                         return
@@ -464,13 +491,18 @@ class Engine:
                     retryable=False,
                     hint="Read the provider's message; fix the input before resubmitting.",
                 )
-                if info.retryable and attempts_this_run < self._policy.max_attempts:
-                    self._ledger.record_retry(item.id, info)
-                    delay = backoff_delay(self._policy, attempts_this_run, None, self._rand)
-                    self.outcome.retries += 1
-                    log.warning("item.task_failed", retry_in=round(delay, 3), **_error_fields(info))
-                    await self._pause(delay)
-                    continue
+                if info.retryable:
+                    limit = self._policy.max_attempts
+                    if attempts_this_run < limit and rec.tasks_created < limit:
+                        self._ledger.record_retry(item.id, info)
+                        delay = backoff_delay(self._policy, attempts_this_run, None, self._rand)
+                        self.outcome.retries += 1
+                        log.warning(
+                            "item.task_failed", retry_in=round(delay, 3), **_error_fields(info)
+                        )
+                        await self._pause(delay)
+                        continue
+                    info = _attempts_spent(info, rec.tasks_created)
                 self._ledger.finish(item.id, ItemState.FAILED, error=info)
                 log.warning("item.failed", **_error_fields(info))
                 return

@@ -280,9 +280,11 @@ async def test_poll_interval_grows_to_the_cap(
     assert max(clock.sleeps) == 30
 
 
-async def test_retryable_task_failures_are_bounded_then_rerun_tries_again(
+async def test_retryable_task_failures_are_bounded_over_all_runs(
     tmp_path: Path, clock: FakeClock, provider: FakeProvider
 ) -> None:
+    """retry.max_attempts bounds an item's paid tasks over every run: a cron rerun of a batch
+    must not pay for a failing item again and again. Raising it lets a rerun try again."""
     transient = ErrorInfo(
         category=Category.TASK_FAILED, message="Generation timeout", retryable=True, hint="h"
     )
@@ -291,11 +293,17 @@ async def test_retryable_task_failures_are_bounded_then_rerun_tries_again(
     with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
         await run(m, provider, clock, ledger)
         rec = ledger.get("a")
-        assert (rec.state, rec.tasks_created, rec.error) == (ItemState.FAILED, 2, transient)
+        assert (rec.state, rec.tasks_created) == (ItemState.FAILED, 2)
+        assert rec.error is not None and rec.error.category is Category.TASK_FAILED
+        assert "gave up after 2 paid attempts" in rec.error.message
+        assert "retry.max_attempts" in rec.error.hint
         await run(m, provider, clock, ledger)
-        assert ledger.get("a").tasks_created == 4
+        assert ledger.get("a").tasks_created == 2
+        assert len(provider.create_calls) == 2  # the rerun sent nothing
+        await run(manifest(tmp_path, ["a"], max_attempts=3), provider, clock, ledger)
+        assert ledger.get("a").tasks_created == 3
     ext_ids = [e for e, _ in provider.create_calls]
-    assert len(set(ext_ids)) == 4  # every paid attempt has its own external id
+    assert len(set(ext_ids)) == 3  # every paid attempt has its own external id
 
 
 async def test_a_bug_in_one_item_does_not_stop_the_others(
