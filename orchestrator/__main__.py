@@ -13,6 +13,7 @@ import datetime as dt
 import enum
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -163,6 +164,14 @@ def download_policy(manifest: Manifest) -> RetryPolicy:
     )
 
 
+def _cannot(what: str, path: Path, exc: Exception) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (
+        f"cannot {what} {path}: {reason}. Check output.dir in the manifest (or --state, "
+        "--report); nothing was sent."
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -211,15 +220,25 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     state_path = args.state or out / "state.sqlite3"
     report_path = args.report or out / "report.json"
     try:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Usage(_cannot("create the report's folder", report_path.parent, exc)) from None
+    try:
         ledger = Ledger(state_path, manifest.name)
     except LedgerLocked as exc:
         err.write(f"Refused: {exc}\n")
         return Exit.LOCKED
     except LedgerError as exc:
         raise _Usage(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise _Usage(_cannot("open the state file", state_path, exc)) from None
 
     redactor = logs.Redactor()
-    log_path, log_file = logs.open_log_file(out)
+    try:
+        log_path, log_file = logs.open_log_file(out)
+    except OSError as exc:
+        ledger.close()
+        raise _Usage(_cannot("create the log file in", out / "logs", exc)) from None
     line = ProgressLine(err) if err.isatty() and not args.no_progress else None
     logs.configure(
         redactor,
@@ -321,7 +340,14 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     return Exit.OK
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM like SIGINT from the start (cron's kill, a service stop): before the engine
+    # installs its own handling nothing was sent, and the exit code is 130 either way.
+    signal.signal(signal.SIGTERM, _terminated)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
