@@ -7,7 +7,13 @@ import pytest
 from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
-from orchestrator.limits import AdaptiveConcurrency, ConcurrencyMeter, PoolClosed, SlotPool
+from orchestrator.limits import (
+    AdaptiveConcurrency,
+    ConcurrencyMeter,
+    PoolClosed,
+    SlotPool,
+    create_rate_limiter,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -161,3 +167,13 @@ def test_meter_counts_overlapping_lives_weighted_by_slots() -> None:
     # A life that was never seen (its end before its start) is ignored.
     handoff.record(5.0, 4.0, 3)
     assert handoff.peak() == 1
+
+
+async def test_create_rate_limiter_has_no_start_up_burst() -> None:
+    """aiolimiter's AsyncLimiter(rpm, 60) would let rpm creates out at once; ours lets one
+    through per 60/rpm seconds from the very start."""
+    limiter = create_rate_limiter(600)
+    assert limiter.time_period == pytest.approx(0.1)
+    assert limiter.has_capacity()
+    await limiter.acquire()
+    assert not limiter.has_capacity()  # the second create waits its 0.1 s
