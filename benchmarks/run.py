@@ -8,6 +8,7 @@ per 1000 tasks; peak RSS; HTTP requests per task; the delay between a task endin
 and the orchestrator noticing it. In the same invocation, on a fresh simulator with the same
 settings, it runs the seed documents' approach (benchmarks/baseline.py) for comparison.
 
+    python -m benchmarks.run --scenario all          # every scenario and every target
     python -m benchmarks.run --scenario target-2000
     python -m benchmarks.run --scenario validate-100k
     python -m benchmarks.run --n 500 --concurrency 50 --duration-min 1 --duration-max 3
@@ -116,6 +117,20 @@ SCENARIOS: dict[str, Scenario] = {
             baseline_n=2,
         ),
         Scenario(
+            name="run-100k",
+            description="memory at scale: N 100,000 items run end to end, C 1000, D U(1,2) s, "
+            "no rate limit; polls 0.5 s growing to 2 s. RSS at 1/4, 1/2 and 3/4 of the run "
+            "shows whether memory stays steady (items streamed, not held as coroutines)",
+            n=100_000,
+            concurrency=1000,
+            rpm=None,
+            duration=(1.0, 2.0),
+            poll_interval=0.5,
+            poll_max_interval=2.0,
+            poll_timeout=120.0,
+            baseline_n=20,
+        ),
+        Scenario(
             name="rate-limited",
             description="the rate term dominates: N 600, C 200, D U(1,2) s, 1200 creates/min "
             "(the simulator admits 20 creates per sliding second)",
@@ -132,6 +147,8 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 VALIDATE_SCENARIO = "validate-100k"
+#: every scenario in turn, then one table of every target
+ALL = "all"
 
 
 # -- manifests ------------------------------------------------------------------------------------
@@ -614,21 +631,75 @@ def render_table(scenario: Scenario, runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def target_lines(scenario: Scenario, orch: dict[str, Any]) -> list[str]:
-    lines = []
-    if scenario.name == "target-2000":
-        lines.append(f"  wall within 1.10x of the bound: {orch['ratio']:.3f}x"
-                     + _mark(orch["ratio"] <= 1.10))
+#: (scenario, target, figure, met); met None: a figure without a target
+Target = tuple[str, str, str, bool | None]
+
+
+def scenario_targets(scenario: Scenario, orch: dict[str, Any]) -> list[Target]:
+    name = scenario.name
+    found: list[Target] = []
+    if orch["returncode"] != 0 or (orch.get("counts") or {}).get("succeeded") != scenario.n:
+        found.append((name, "every item succeeded", f"exit {orch['returncode']}", False))
+    if name == "target-2000":
+        found.append((name, "wall within 1.10x of the bound", f"{orch['ratio']:.3f}x",
+                      orch["ratio"] <= 1.10))
     cpu = orch["cpu_s_per_1000"]
-    lines.append(f"  CPU under 3 s per 1000 tasks: {cpu:.2f}" + _mark(cpu < 3))
+    per_task = (orch["cpu_s"] - orch["startup_cpu_s"]) / scenario.n * 1000
+    if scenario.n >= 1000:
+        found.append((name, "CPU under 3 s per 1000 tasks", f"{cpu:.2f} s", cpu < 3))
+    else:
+        # A few hundred tasks cannot amortise the interpreter start-up and manifest load
+        # (a fixed ~0.4 s): judged on the per-task part, both printed.
+        found.append((name, "CPU under 3 s per 1000 tasks (less the fixed start-up)",
+                      f"{per_task:.2f} s ({cpu:.2f} s with it)", per_task < 3))
     req = orch["requests_per_task"]["total_api"]
     if scenario.duration_mean >= 30:
-        lines.append(f"  requests per task under 4 (D ~60 s, default polls): {req:.2f}"
-                     + _mark(req < 4))
-    else:
+        found.append((name, "requests per task under 4 (D ~60 s, default polls)",
+                      f"{req:.2f}", req < 4))
+    if name == "run-100k":
+        found.append((name, "peak RSS under 250 MB", f"{orch['peak_rss_mb']:.0f} MB",
+                      orch["peak_rss_mb"] < 250))
+        quartiles = [float(orch[f"rss_q{q}_mb"]) for q in (1, 2, 3)
+                     if orch.get(f"rss_q{q}_mb") is not None]
+        if len(quartiles) == 3:
+            low, high = min(quartiles), max(quartiles)
+            found.append((name, "steady memory: RSS at 1/4..3/4 of the run within 10%",
+                          " / ".join(f"{q:.0f}" for q in quartiles) + " MB",
+                          high <= low * 1.10))
+    return found
+
+
+def target_lines(scenario: Scenario, orch: dict[str, Any]) -> list[str]:
+    lines = [f"  {what}: {figure}" + _mark(met)
+             for _, what, figure, met in scenario_targets(scenario, orch)]
+    if scenario.duration_mean < 30:
+        req = orch["requests_per_task"]["total_api"]
         lines.append(f"  (requests per task {req:.2f}; the < 4 target is for D ~60 s with "
                      "default polls: scenario poll-60s)")
     return lines
+
+
+def validate_targets(result: dict[str, Any]) -> list[Target]:
+    found: list[Target] = []
+    for name in ("inline_yaml", "items_from_csv"):
+        r = result[name]
+        where = f"{VALIDATE_SCENARIO} ({name})"
+        if not r["ok"]:
+            found.append((where, "validation passes", f"exit {r['returncode']}", False))
+        found.append((where, "validation under 5 s", f"{r['wall_s']:.2f} s", r["wall_s"] < 5))
+        found.append((where, "peak RSS under 250 MB", f"{r['peak_rss_mb']:.0f} MB",
+                      r["peak_rss_mb"] < 250))
+    return found
+
+
+def render_targets(targets: Sequence[Target]) -> str:
+    lines = ["every target (issue 5):"]
+    width = max(len(f"{where}: {what}") for where, what, _, _ in targets) + 2
+    for where, what, figure, met in targets:
+        lines.append(f"  {(where + ': ' + what).ljust(width)}{figure}{_mark(met)}")
+    missed = sum(1 for *_, met in targets if met is False)
+    lines.append(f"  {len(targets) - missed} of {len(targets)} met")
+    return "\n".join(lines)
 
 
 def render_validate(result: dict[str, Any]) -> str:
@@ -657,8 +728,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario",
         default="target-2000",
-        choices=(*SCENARIOS, VALIDATE_SCENARIO),
-        help="named settings (default: target-2000); the options below override them",
+        choices=(*SCENARIOS, VALIDATE_SCENARIO, ALL),
+        help="named settings (default: target-2000); the options below override them. "
+        f"'{ALL}' runs every scenario in turn (about 20 minutes on 2 cores) and ends with "
+        "a table of every target",
     )
     parser.add_argument("--list", action="store_true", help="describe the scenarios and exit")
     parser.add_argument("--n", type=int, help="items")
@@ -728,6 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{s.name}\n    {s.description}")
         print(f"{VALIDATE_SCENARIO}\n    python -m orchestrator validate on 100,000 generated "
               "items (inline YAML, and items_from CSV); --n changes the count")
+        print(f"{ALL}\n    every scenario above in turn, then one table of every target")
         return 0
 
     def log(message: str) -> None:
@@ -737,28 +811,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kling-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        if args.scenario == VALIDATE_SCENARIO:
-            result = run_validate_scale(args.n or 100_000, workdir, log=log)
-            print(render_validate(result))
-            payload: dict[str, Any] = {"scenario": VALIDATE_SCENARIO, **result}
+        if args.scenario == ALL:
+            payloads = []
+            targets: list[Target] = []
+            for name in (*SCENARIOS, VALIDATE_SCENARIO):
+                log(f"== scenario {name}")
+                one = parse_args(["--scenario", name])
+                one.downloads = args.downloads
+                payload, found = run_one(one, workdir / name, keep=keep, log=log)
+                payloads.append(payload)
+                targets += found
+                print("", flush=True)
+            print(render_targets(targets))
+            line = json.dumps({"scenario": ALL, "results": payloads},
+                              separators=(",", ":"), default=str)
         else:
-            scenario = scenario_from(args)
-            runs = [run_orchestrator(scenario, workdir, download=False,
-                                     profile=args.profile, log=log, whatif=args.whatif)]
-            if not args.skip_baseline:
-                runs.append(run_baseline(scenario, workdir, log=log))
-            if scenario.downloads and args.profile is None:
-                runs.append(run_orchestrator(scenario, workdir, download=True,
-                                             profile=None, log=log))
-            print(render_table(scenario, runs))
-            if args.profile == "py-spy":
-                spied = Path(runs[0]["workdir"]) / "profile.py-spy.txt"
-                print("\n" + hotspots.render(spied, 20, None))
-            if args.profile is not None:
-                print(f"\nprofile: {runs[0]['workdir']}/profile.{args.profile}.txt"
-                      + ("" if keep else " (removed at exit: pass --workdir to keep it)"))
-            payload = {"scenario": asdict(scenario), "bound_s": scenario.bound(), "runs": runs}
-        line = json.dumps(payload, separators=(",", ":"), default=str)
+            payload, _ = run_one(args, workdir, keep=keep, log=log)
+            line = json.dumps(payload, separators=(",", ":"), default=str)
         print(line)
         if args.json_out is not None:
             args.json_out.write_text(line + "\n", encoding="utf-8")
@@ -766,6 +835,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def run_one(
+    args: argparse.Namespace, workdir: Path, *, keep: bool, log: Any
+) -> tuple[dict[str, Any], list[Target]]:
+    """One scenario: prints its table; returns its JSON payload and its targets."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.scenario == VALIDATE_SCENARIO:
+        result = run_validate_scale(args.n or 100_000, workdir, log=log)
+        print(render_validate(result), flush=True)
+        return {"scenario": VALIDATE_SCENARIO, **result}, validate_targets(result)
+    scenario = scenario_from(args)
+    runs = [run_orchestrator(scenario, workdir, download=False,
+                             profile=args.profile, log=log, whatif=args.whatif)]
+    if not args.skip_baseline:
+        runs.append(run_baseline(scenario, workdir, log=log))
+    if scenario.downloads and args.profile is None:
+        runs.append(run_orchestrator(scenario, workdir, download=True, profile=None, log=log))
+    print(render_table(scenario, runs), flush=True)
+    if args.profile == "py-spy":
+        spied = Path(runs[0]["workdir"]) / "profile.py-spy.txt"
+        print("\n" + hotspots.render(spied, 20, None))
+    if args.profile is not None:
+        print(f"\nprofile: {runs[0]['workdir']}/profile.{args.profile}.txt"
+              + ("" if keep else " (removed at exit: pass --workdir to keep it)"))
+    payload = {"scenario": asdict(scenario), "bound_s": scenario.bound(), "runs": runs}
+    return payload, scenario_targets(scenario, runs[0])
 
 
 if __name__ == "__main__":
