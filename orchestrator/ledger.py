@@ -51,6 +51,7 @@ from typing import IO, Any
 import anyio.lowlevel
 
 from orchestrator.errors import ErrorInfo
+from orchestrator.layout import LOCK_SUFFIX
 
 SCHEMA_VERSION = 1
 
@@ -157,7 +158,7 @@ class Ledger:
         self._tx_started = 0.0  # monotonic time the open transaction began
         self._broken: str | None = None  # why uncommitted writes were lost, if they were
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = self._acquire_lock(path.with_name(path.name + ".lock"))
+        self._lock_file = self._acquire_lock(path.with_name(path.name + LOCK_SUFFIX))
         try:
             self._db = self._connect(path)
         except BaseException:

@@ -34,6 +34,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, Any
 
+from orchestrator import layout
 from orchestrator.errors import ErrorInfo
 from orchestrator.ledger import ItemRecord, ItemState
 
@@ -378,8 +379,9 @@ def write_report(
     """
     if extra and {"counts", "items"} & extra.keys():
         raise ValueError("extra must not set 'counts' or 'items'")
-    results_path = results_path or report_path.with_name("results.jsonl")
-    markdown_path = markdown_path or report_path.with_name("report.md")
+    _, default_results, default_markdown = layout.report_files(report_path)
+    results_path = results_path or default_results
+    markdown_path = markdown_path or default_markdown
     head: dict[str, Any] = {
         "batch": batch,
         "manifest": str(manifest),
