@@ -27,7 +27,14 @@ import anyio
 import structlog
 
 from orchestrator.downloads import DownloadedAsset, Downloader, DownloadError
-from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, asset_mismatch
+from orchestrator.errors import (
+    Category,
+    ErrorInfo,
+    ProviderError,
+    Scope,
+    asset_mismatch,
+    downloads_pending,
+)
 from orchestrator.errors import poll_timeout as poll_timeout_error
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
 from orchestrator.limits import AdaptiveConcurrency, PoolClosed, SlotPool, create_rate_limiter
@@ -245,6 +252,11 @@ class Engine:
         ]
         pending = [i for i in self._m.items if records[i.id].state is ItemState.PENDING]
         to_fetch = [i for i in self._m.items if self._needs_download(records[i.id])]
+        for item in to_fetch:
+            rec = records[item.id]
+            if rec.download_error is None:
+                # Not done until its files are back on disk, even if this run ends first.
+                self._ledger.record_assets(item.id, rec.assets, downloads_pending())
         del records  # a record per item: not held for the whole run
         with anyio.CancelScope() as scope:
             self._cancel = scope
@@ -470,6 +482,9 @@ class Engine:
         expected = item.request.expected_assets
         assets = [{"index": a.index, "url": a.url, "media": a.media} for a in task.assets]
         got = len(assets)
+        # Until every file is verified on disk the item is not done: a run that ends before
+        # its downloads (interrupt, kill) must not report it succeeded.
+        pending = downloads_pending() if self._downloader is not None else None
         if got == 0:
             info = asset_mismatch(expected, 0, item.request.kind.media)
             self._ledger.finish(item.id, ItemState.FAILED, assets=assets, error=info)
@@ -477,10 +492,14 @@ class Engine:
             return False
         if got < expected:
             info = asset_mismatch(expected, got, item.request.kind.media)
-            self._ledger.finish(item.id, ItemState.PARTIAL, assets=assets, error=info)
+            self._ledger.finish(
+                item.id, ItemState.PARTIAL, assets=assets, error=info, download_error=pending
+            )
             log.warning("item.partial", expected=expected, got=got)
         else:
-            self._ledger.finish(item.id, ItemState.SUCCEEDED, assets=assets)
+            self._ledger.finish(
+                item.id, ItemState.SUCCEEDED, assets=assets, download_error=pending
+            )
             log.info("item.succeeded", assets=got)
         return True
 

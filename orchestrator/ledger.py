@@ -555,10 +555,14 @@ class Ledger:
         *,
         assets: list[dict[str, Any]] | None = None,
         error: ErrorInfo | None = None,
+        download_error: ErrorInfo | None = None,
     ) -> None:
+        """The attempt's verdict. ``download_error``: why the files of a finished task are not
+        on disk yet (written with the verdict, so no crash can leave a succeeded item whose
+        files are silently missing); every verdict replaces the previous one."""
         if not state.terminal:
             raise ValueError(f"finish() needs a terminal state, got {state}")
-        self._end_attempt(item_id, state, error, assets)
+        self._end_attempt(item_id, state, error, assets, download_error)
 
     def _end_attempt(
         self,
@@ -566,9 +570,11 @@ class Ledger:
         state: ItemState,
         error: ErrorInfo | None,
         assets: list[dict[str, Any]] | None,
+        download_error: ErrorInfo | None = None,
     ) -> None:
         now = self._clock()
         err = _dumps(error.to_dict()) if error else None
+        download_err = _dumps(download_error.to_dict()) if download_error else None
         with self._write() as db:
             row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
             db.execute(
@@ -577,12 +583,13 @@ class Ledger:
                 (str(state), err, now, item_id, row[0]),
             )
             db.execute(
-                "UPDATE items SET state = ?, error = ?, assets = ?, finished_at = ?, "
-                "updated_at = ? WHERE id = ?",
+                "UPDATE items SET state = ?, error = ?, assets = ?, download_error = ?, "
+                "finished_at = ?, updated_at = ? WHERE id = ?",
                 (
                     str(state),
                     err,
                     _dumps(assets) if assets is not None else None,
+                    download_err,
                     now if state.terminal else None,
                     now,
                     item_id,

@@ -65,6 +65,12 @@ def item_status(rec: ItemRecord) -> str:
     return "running"
 
 
+def item_error(rec: ItemRecord) -> ErrorInfo | None:
+    """The error the report shows: why the files are not on disk outranks the task's verdict
+    (a partial item's asset_mismatch comes back once its files are)."""
+    return rec.download_error or rec.error
+
+
 def iso_utc(ts: float | None) -> str | None:
     """A Unix time as ISO 8601 UTC (seconds, the same form as the report's started_at)."""
     if ts is None:
@@ -101,7 +107,7 @@ def item_entry(rec: ItemRecord) -> dict[str, Any]:
             }
             for a in rec.assets
         ],
-        "error": error_entry(rec.download_error or rec.error),
+        "error": error_entry(item_error(rec)),
         "submitted_at": iso_utc(rec.submitted_at),
         "finished_at": iso_utc(rec.finished_at),
         "task_seconds": task_seconds(rec),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.ledger import ItemRecord, ItemState, Ledger, LedgerError
-from orchestrator.report import error_entry, iso_utc, item_status, task_seconds
+from orchestrator.report import error_entry, iso_utc, item_error, item_status, task_seconds
 
 #: Ledger states, in the order an item goes through them (the order of the totals).
 STATES = tuple(str(s) for s in ItemState)
@@ -54,7 +54,7 @@ def _row(rec: ItemRecord, *, in_manifest: bool) -> dict[str, Any]:
         "submitted_at": iso_utc(rec.submitted_at),
         "finished_at": iso_utc(rec.finished_at),
         "task_seconds": task_seconds(rec),
-        "error": error_entry(rec.error),
+        "error": error_entry(item_error(rec)),
         "in_ledger": True,
         "in_manifest": in_manifest,
     }

@@ -3,13 +3,35 @@ tool's own files; the report, results, status and exit code agree on what is on 
 
 from __future__ import annotations
 
+import json
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator.simulator import Simulator
-from tests.conftest import cli_env, run_cli, write_manifest
+from orchestrator.simulator import FaultRule, Simulator
+from tests.conftest import cli_env, run_cli, start_cli, write_manifest
+
+
+def report(directory: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((directory / "out" / "report.json").read_text())
+    return data
+
+
+def results(directory: Path) -> list[dict[str, Any]]:
+    lines = (directory / "out" / "results.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
 
 
 def sent(sim: Simulator) -> int:
@@ -55,3 +77,46 @@ def test_state_and_report_paths_that_collide_are_refused(
     assert "Traceback" not in result.stderr
     assert sent(sim) == 0
     assert list((tmp_path / "out").iterdir()) == []  # no ledger, no lock, no log, no folder
+
+
+def test_interrupted_download_is_not_reported_succeeded_and_rerun_fetches_it(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # The asset is held by the server: the interrupt lands after the task succeeded, while its
+    # file is being downloaded.
+    sim.add_fault(FaultRule(op="asset", effect="delay", delay=5.0, times=1))
+    manifest = write_manifest(tmp_path, sim, [{"id": "clip", "prompt": "held asset"}])
+    env = cli_env(sim)
+    proc = start_cli(["run", str(manifest)], env)
+    wait_for(lambda: sim.stats().asset_requests >= 1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+
+    assert not list((tmp_path / "out" / "clip").glob("0.*"))
+    data = report(tmp_path)
+    (item,) = data["items"]
+    assert item["status"] == "failed"
+    assert item["task_id"] is not None
+    assert item["assets"][0]["path"] is None
+    error = item["error"]
+    assert error["retryable"] is True
+    assert "not all downloaded" in error["message"]
+    assert "rerun" in error["hint"].lower() and "without resubmitting" in error["hint"]
+    assert data["counts"]["succeeded"] == 0 and data["counts"]["failed"] == 1
+    assert results(tmp_path) == data["items"]
+    assert "| clip | failed | asset_mismatch |" in (tmp_path / "out" / "report.md").read_text()
+    assert "failed  clip" in stderr  # the summary
+
+    status = json.loads(run_cli(["status", str(manifest), "--json"], env).stdout)
+    (row,) = status["items"]
+    assert (row["status"], row["error"]) == ("failed", error)
+
+    rerun = run_cli(["run", str(manifest)], env)
+    assert rerun.code == 0, rerun.stderr
+    assert sim.stats().tasks_created == 1  # fetched, not resubmitted
+    (item,) = report(tmp_path)["items"]
+    assert (item["status"], item["error"]) == ("succeeded", None)
+    assert (tmp_path / "out" / item["assets"][0]["path"]).stat().st_size == item["assets"][0][
+        "bytes"
+    ]
