@@ -229,6 +229,7 @@ class Engine:
     async def run(self) -> RunOutcome:
         self._stop_event = anyio.Event()
         self._run_started = self._clock()
+        downloads_before = Counter(self._downloader.stats if self._downloader else ())
         self._limiter = create_rate_limiter(self._m.limits.requests_per_minute)
         self._ledger.sync_items(
             (item.id, str(item.request.kind), item.request.expected_assets)
@@ -284,6 +285,13 @@ class Engine:
                         items.start_soon(self._item_task, item, _Held(taken))
                 watcher.cancel()
                 background.cancel()
+        if self._downloader is not None:
+            # Every HTTP attempt and every retry the downloader made, not the files asked for.
+            stats = self._downloader.stats
+            attempts = stats["requests"] - downloads_before["requests"]
+            if attempts:
+                self.outcome.requests["download"] += attempts
+            self.outcome.retries += stats["retries"] - downloads_before["retries"]
         self.outcome.peak_slots = self._slots.peak
         self.outcome.retries_denied = self._budget.denied
         if self._m.limits.max_units is not None:
@@ -564,7 +572,6 @@ class Engine:
         assert downloader is not None and rec.task_id is not None
         index = int(asset["index"])
         media = str(asset.get("media") or item.request.kind.media)
-        self.outcome.requests["download"] += 1
         try:
             return await downloader.download(item.id, index, str(asset["url"]), media)
         except DownloadError as exc:
@@ -580,7 +587,7 @@ class Engine:
             if index not in fresh:
                 raise
             asset["url"] = fresh[index]
-            self.outcome.requests["download"] += 1
+            self.outcome.retries += 1  # the download again, from the fresh URL
             return await downloader.download(item.id, index, fresh[index], media)
 
     async def _pause(self, delay: float) -> None:
