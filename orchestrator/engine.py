@@ -93,6 +93,14 @@ _PHASE_OF = {
 }
 
 
+def _phase(rec: ItemRecord) -> str:
+    """The progress phase of an item, as the report will call it: a finished task whose files
+    are not on disk is not done."""
+    if rec.download_error is not None and rec.state in (ItemState.SUCCEEDED, ItemState.PARTIAL):
+        return "failed"
+    return _PHASE_OF[rec.state]
+
+
 def _mtime_ns(downloader: Downloader, relative: str) -> int | None:
     try:
         return (downloader.output_dir / relative).stat().st_mtime_ns
@@ -240,7 +248,7 @@ class Engine:
         self._reopen(records)
         records = {r.id: r for r in self._ledger.all()}
         for item in self._m.items:
-            self.progress.set(item.id, _PHASE_OF[records[item.id].state], initial=True)
+            self.progress.set(item.id, _phase(records[item.id]), initial=True)
         self._log.info(
             "batch.started",
             items=len(self._m.items),
@@ -406,7 +414,7 @@ class Engine:
             )
         finally:
             self._slots.release(held.count)
-            self.progress.set(item.id, _PHASE_OF[self._ledger.get(item.id).state])
+            self.progress.set(item.id, _phase(self._ledger.get(item.id)))
 
     # -- one item -------------------------------------------------------------------------
 
@@ -414,7 +422,7 @@ class Engine:
         attempts_this_run = 0
         while True:
             rec = self._ledger.get(item.id)
-            self.progress.set(item.id, _PHASE_OF[rec.state])
+            self.progress.set(item.id, _phase(rec))
             log = log.bind(attempt=rec.attempt, external_task_id=rec.external_task_id)
             task: Task | None = None
             try:
@@ -528,7 +536,7 @@ class Engine:
             log.exception("item.crashed", error_type=type(exc).__name__)
             self.outcome.crashed += 1
         finally:
-            self.progress.set(item.id, _PHASE_OF[self._ledger.get(item.id).state])
+            self.progress.set(item.id, _phase(self._ledger.get(item.id)))
 
     async def _download(self, item: Item, log: Any) -> None:
         """Put every asset of a finished item safely on disk; a rerun fetches only the files

@@ -106,10 +106,18 @@ def test_persistent_download_failure_fails_the_item_and_rerun_fixes_it(
     env = cli_env(sim)
     first = run_cli(["run", str(manifest)], env, timeout=300)
     assert first.code == 1, first.stderr
-    item = report(tmp_path)["items"][0]
+    data = report(tmp_path)
+    item = data["items"][0]
     assert item["status"] == "failed"
     assert item["error"]["retryable"] is True
     assert item["task_id"] is not None
+    # status agrees with the report: the item, its error and the totals.
+    status = json.loads(run_cli(["status", str(manifest), "--json"], env).stdout)
+    (row,) = status["items"]
+    assert (row["state"], row["status"], row["error"]) == ("succeeded", "failed", item["error"])
+    assert status["totals"] == data["counts"]
+    text = run_cli(["status", str(manifest)], env).stdout
+    assert "HTTP 500" in text and "Totals: 1 failed (1 items)" in text
     second = run_cli(["run", str(manifest)], env, timeout=300)
     assert second.code == 0, second.stderr
     assert sim.stats().tasks_created == 1  # the task was never paid twice for its file
