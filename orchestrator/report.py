@@ -79,7 +79,8 @@ def iso_utc(ts: float | None) -> str | None:
 
 
 def task_seconds(rec: ItemRecord) -> float | None:
-    """Seconds from the current attempt's submit intent to its end (generation + download).
+    """Seconds from the current attempt's submit intent to the end of its task at the provider
+    (generation: ``finished_at`` is the verdict, written before the files are downloaded).
 
     None while the item has no finished attempt (never submitted, running, or pending a retry).
     """
@@ -590,7 +591,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
     )
     out += [
         "",
-        "Task time runs from an item's last submission to its end (generation and download).",
+        "Task time runs from an item's last submission to the end of its task at the provider "
+        "(generation; downloads not included).",
         "",
     ]
 
