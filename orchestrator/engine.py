@@ -547,6 +547,11 @@ class Engine:
         rec = self._ledger.get(item.id)
         records = [dict(a) for a in rec.assets]
         self.progress.set(item.id, "downloading")
+        # Temporary files of a run killed mid-download (its own cleanup never ran). None of
+        # this item's files is being downloaded now: its downloads are this loop's.
+        removed = await downloader.aremove_stale_parts(item.id)
+        if removed:
+            log.info("item.stale_parts_removed", files=removed)
         error: ErrorInfo | None = None
         fetched = 0
         for n, asset in enumerate(records):

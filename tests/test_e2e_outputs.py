@@ -120,3 +120,21 @@ def test_interrupted_download_is_not_reported_succeeded_and_rerun_fetches_it(
     assert (tmp_path / "out" / item["assets"][0]["path"]).stat().st_size == item["assets"][0][
         "bytes"
     ]
+
+
+def test_rerun_removes_part_files_a_kill_left_and_nothing_else(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    manifest = write_manifest(tmp_path, sim, [{"id": "clip", "prompt": "killed mid-download"}])
+    env = cli_env(sim)
+    assert run_cli(["run", str(manifest)], env).code == 0
+    folder = tmp_path / "out" / "clip"
+    # What a SIGKILL mid-download leaves: the file not in place, its temporary file beside it.
+    (folder / "0.mp4").unlink()
+    (folder / ".0.00112233445566ff.part").write_bytes(b"half a video")
+    (folder / "notes.part").write_text("the user's own file")
+
+    result = run_cli(["run", str(manifest)], env)
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["0.mp4", "notes.part"]
+    assert sim.stats().tasks_created == 1
