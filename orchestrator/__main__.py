@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=_positive_int, help="override limits.concurrency")
     run.add_argument("--rpm", type=_positive_float, help="override limits.requests_per_minute")
     run.add_argument(
+        "--verify-files",
+        action="store_true",
+        help="hash every downloaded file of the finished items and download again those whose "
+        "sha256 differs from the record (by default only files whose size or modification "
+        "time changed are hashed)",
+    )
+    run.add_argument(
         "--no-progress",
         action="store_true",
         help="on a terminal, print every event instead of the live progress line",
@@ -271,7 +278,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
             downloader = (
                 Downloader(out, policy=download_policy(manifest)) if manifest.download else None
             )
-            engine = Engine(manifest, provider, ledger, downloader=downloader)
+            engine = Engine(
+                manifest, provider, ledger, downloader=downloader, verify_files=args.verify_files
+            )
 
             async def main() -> RunOutcome:
                 try:

@@ -93,10 +93,14 @@ _PHASE_OF = {
 }
 
 
+#: Ledger states of a task that returned files (a partial one keeps those it returned).
+_FINISHED_WITH_FILES = (ItemState.SUCCEEDED, ItemState.PARTIAL)
+
+
 def _phase(rec: ItemRecord) -> str:
     """The progress phase of an item, as the report will call it: a finished task whose files
     are not on disk is not done."""
-    if rec.download_error is not None and rec.state in (ItemState.SUCCEEDED, ItemState.PARTIAL):
+    if rec.download_error is not None and rec.state in _FINISHED_WITH_FILES:
         return "failed"
     return _PHASE_OF[rec.state]
 
@@ -167,9 +171,14 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.time,
         downloader: Downloader | None = None,
+        verify_files: bool = False,
     ) -> None:
+        """``verify_files``: hash every recorded file of the finished items and fetch again
+        those whose sha256 differs (by default only files whose size or modification time
+        changed are hashed, so that a rerun of a finished batch does not read every video)."""
         self._m = manifest
         self._downloader = downloader
+        self._verify_files = verify_files
         self._provider = provider
         self._ledger = ledger
         self._rand = rand
@@ -266,6 +275,13 @@ class Engine:
             if rec.download_error is None:
                 # Not done until its files are back on disk, even if this run ends first.
                 self._ledger.record_assets(item.id, rec.assets, downloads_pending())
+        if self._verify_files and self._downloader is not None:
+            # The others look intact: hashed, and marked only if one turns out not to be.
+            fetching = {i.id for i in to_fetch}
+            to_fetch += [
+                i for i in self._m.items
+                if i.id not in fetching and records[i.id].state in _FINISHED_WITH_FILES
+            ]
         del records  # a record per item: not held for the whole run
         with anyio.CancelScope() as scope:
             self._cancel = scope
@@ -522,8 +538,9 @@ class Engine:
     # -- downloads ------------------------------------------------------------------------
 
     def _needs_download(self, rec: ItemRecord) -> bool:
-        """A finished item some of whose files are not known to be safely on disk."""
-        if self._downloader is None or rec.state not in (ItemState.SUCCEEDED, ItemState.PARTIAL):
+        """A finished item some of whose files are not known to be safely on disk (by the cheap
+        check: see _looks_intact)."""
+        if self._downloader is None or rec.state not in _FINISHED_WITH_FILES:
             return False
         return rec.download_error is not None or not all(_looks_intact(self._downloader, a)
                                                           for a in rec.assets)
@@ -540,12 +557,15 @@ class Engine:
 
     async def _download(self, item: Item, log: Any) -> None:
         """Put every asset of a finished item safely on disk; a rerun fetches only the files
-        that are missing or fail their checksum. Failures are recorded on the item (its verdict
-        stays), and the rerun downloads again: the task is never resubmitted for a file."""
+        that are missing or fail their checksum (hashed when their size or modification time
+        changed, or every one with verify_files). Failures are recorded on the item (its
+        verdict stays), and the rerun downloads again: the task is never resubmitted for a
+        file."""
         downloader = self._downloader
         assert downloader is not None
         rec = self._ledger.get(item.id)
         records = [dict(a) for a in rec.assets]
+        marked = rec.download_error  # what the ledger says about the files right now
         self.progress.set(item.id, "downloading")
         # Temporary files of a run killed mid-download (its own cleanup never ran). None of
         # this item's files is being downloaded now: its downloads are this loop's.
@@ -555,12 +575,18 @@ class Engine:
         error: ErrorInfo | None = None
         fetched = 0
         for n, asset in enumerate(records):
-            if _looks_intact(downloader, asset):
+            if not self._verify_files and _looks_intact(downloader, asset):
                 continue
             if "sha256" in asset and await downloader.averify(asset):
                 # Same bytes (the file was copied or touched): remember its new mtime.
                 records[n] = {**asset, "mtime_ns": _mtime_ns(downloader, str(asset["path"]))}
                 continue
+            if "sha256" in asset:
+                log.info("item.file_changed", index=asset.get("index"), path=asset.get("path"))
+            if marked is None:
+                # A recorded file is missing or changed: not done until it is back.
+                marked = downloads_pending()
+                self._ledger.record_assets(item.id, records, marked)
             try:
                 got = await self._fetch(item, rec, asset, log)
             except DownloadError as exc:
@@ -572,8 +598,9 @@ class Engine:
             fetched += 1
             # Recorded per file: a crash mid-item keeps the files already checked (those of
             # the last second may be fetched again: a cost, not a loss).
-            self._ledger.record_assets(item.id, records, rec.download_error)
-        self._ledger.record_assets(item.id, records, error)
+            self._ledger.record_assets(item.id, records, marked)
+        if records != rec.assets or error != rec.download_error:
+            self._ledger.record_assets(item.id, records, error)
         if error is None:
             log.info("item.downloaded", files=len(records), fetched=fetched)
 

@@ -3,7 +3,9 @@ tool's own files; the report, results, status and exit code agree on what is on 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -138,3 +140,45 @@ def test_rerun_removes_part_files_a_kill_left_and_nothing_else(
     assert result.code == 0, result.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["0.mp4", "notes.part"]
     assert sim.stats().tasks_created == 1
+
+
+def test_verify_files_rehashes_every_file_and_fetches_only_the_damaged_one(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    items: list[dict[str, Any]] = [
+        {"id": "a", "prompt": "kept intact"},
+        {"id": "b", "kind": "image", "model": "kling-v2-1", "prompt": "one flipped", "n": 2},
+    ]
+    manifest = write_manifest(tmp_path, sim, items)
+    env = cli_env(sim)
+    assert run_cli(["run", str(manifest)], env).code == 0
+    out = tmp_path / "out"
+    recorded = {
+        asset["path"]: asset["sha256"] for item in report(tmp_path)["items"]
+        for asset in item["assets"]
+    }
+    damaged = out / "b" / "1.png"
+    before = damaged.stat()
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    # Same size, same modification time: only reading the bytes can tell.
+    os.utime(damaged, ns=(before.st_atime_ns, before.st_mtime_ns))
+    untouched = {p: (out / p).stat().st_mtime_ns for p in recorded if p != "b/1.png"}
+
+    def on_disk() -> dict[str, str]:
+        return {p: hashlib.sha256((out / p).read_bytes()).hexdigest() for p in recorded}
+
+    served = sim.stats().asset_requests
+    cheap = run_cli(["run", str(manifest)], env)
+    assert cheap.code == 0, cheap.stderr
+    assert sim.stats().asset_requests == served  # the default check does not read the files
+    assert on_disk()["b/1.png"] != recorded["b/1.png"]
+
+    thorough = run_cli(["run", str(manifest), "--verify-files"], env)
+    assert thorough.code == 0, thorough.stderr
+    assert sim.stats().asset_requests == served + 1  # exactly the damaged file
+    assert on_disk() == recorded
+    assert {p: (out / p).stat().st_mtime_ns for p in untouched} == untouched
+    assert sim.stats().tasks_created == 2  # nothing resubmitted
+    assert report(tmp_path)["counts"]["succeeded"] == 2
