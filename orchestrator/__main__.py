@@ -23,7 +23,7 @@ from typing import TextIO
 import anyio
 import httpx
 
-from orchestrator import logs, pricing, report, status
+from orchestrator import layout, logs, pricing, report, status
 from orchestrator.downloads import Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
@@ -78,10 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or resume) a batch")
     run.add_argument("manifest", type=Path)
-    run.add_argument("--state", type=Path, help="ledger file (default: <output.dir>/state.sqlite3)")
-    run.add_argument("--report", type=Path, help="report path (default: <output.dir>/report.json)")
+    run.add_argument(
+        "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
+    )
+    run.add_argument(
+        "--report", type=Path, help=f"report path (default: <output.dir>/{layout.REPORT_FILE})"
+    )
     run.add_argument("--concurrency", type=_positive_int, help="override limits.concurrency")
     run.add_argument("--rpm", type=_positive_float, help="override limits.requests_per_minute")
+    run.add_argument(
+        "--verify-files",
+        action="store_true",
+        help="hash every downloaded file of the finished items and download again those whose "
+        "sha256 differs from the record (by default only files whose size or modification "
+        "time changed are hashed)",
+    )
     run.add_argument(
         "--no-progress",
         action="store_true",
@@ -99,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     state = sub.add_parser("status", help="what the ledger knows of a batch; no network")
     state.add_argument("manifest", type=Path)
     state.add_argument(
-        "--state", type=Path, help="ledger file (default: <output.dir>/state.sqlite3)"
+        "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
     )
     state.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -153,6 +164,37 @@ def _provider_endpoint(
     redactor.add(config.secret_key)
     with Simulator(config) as sim:
         yield sim.url, sim_auth
+
+
+def _check_own_files(manifest: Manifest, state_path: Path, report_path: Path) -> None:
+    """The files of ``--state`` and ``--report`` must not take the place of an item's folder in
+    output.dir (nor of a directory, nor of each other): refused before anything is created or
+    sent. The default names are reserved by the manifest's id rule."""
+    own = [
+        *(("--state", p) for p in layout.state_files(state_path)),
+        *(("--report", p) for p in layout.report_files(report_path)),
+    ]
+    for flag, path in own:
+        if path.is_dir():
+            raise _Usage(f"{flag}: {path} is a directory; give a file path. Nothing was sent.")
+    clash = layout.item_folder_clash(
+        manifest.output_dir, (p for _, p in own), (item.id for item in manifest.items)
+    )
+    if clash is not None:
+        path, item_id = clash
+        flag = next(f for f, p in own if p == path)
+        raise _Usage(
+            f"{flag}: {path} would be in the folder of item '{item_id}' "
+            f"({manifest.output_dir / item_id}), where that item's files are downloaded; "
+            "put it outside the item folders. Nothing was sent."
+        )
+    state_files = {p.resolve() for p in layout.state_files(state_path)}
+    for path in layout.report_files(report_path):
+        if path.resolve() in state_files:
+            raise _Usage(
+                f"--report: {path} would overwrite the state file or one of its companions "
+                f"({state_path}); choose another path. Nothing was sent."
+            )
 
 
 def download_policy(manifest: Manifest) -> RetryPolicy:
@@ -217,8 +259,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         )
     auth = _credentials(manifest)
     out = manifest.output_dir
-    state_path = args.state or out / "state.sqlite3"
-    report_path = args.report or out / "report.json"
+    state_path = args.state or out / layout.STATE_FILE
+    report_path = args.report or out / layout.REPORT_FILE
+    _check_own_files(manifest, state_path, report_path)
     try:
         report_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -254,7 +297,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
             downloader = (
                 Downloader(out, policy=download_policy(manifest)) if manifest.download else None
             )
-            engine = Engine(manifest, provider, ledger, downloader=downloader)
+            engine = Engine(
+                manifest, provider, ledger, downloader=downloader, verify_files=args.verify_files
+            )
 
             async def main() -> RunOutcome:
                 try:
@@ -327,7 +372,7 @@ def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     manifest = _load(args.manifest, sys.stderr)
-    state_path = args.state or manifest.output_dir / "state.sqlite3"
+    state_path = args.state or manifest.output_dir / layout.STATE_FILE
     try:
         records = status.load_records(state_path, manifest.name)
     except FileNotFoundError:

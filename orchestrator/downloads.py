@@ -75,6 +75,8 @@ _USER_AGENT = "kling-batch-orchestrator/0.1 (asset download)"
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
+#: Our temporary files: ``.<index>.<16 hex digits>.part`` (see :meth:`_Part.create`).
+_PART_NAME = re.compile(r"\.[0-9]+\.[0-9a-f]{16}\.part")
 #: Names Windows reserves for devices, with or without an extension ("con.mp4" is reserved too).
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"}
@@ -283,7 +285,7 @@ class _Part:
 
     @classmethod
     def create(cls, directory: Path, index: int) -> _Part:
-        path = directory / f".{index}.{secrets.token_hex(8)}.part"
+        path = directory / f".{index}.{secrets.token_hex(8)}.part"  # matches _PART_NAME
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
         # 0o644 before the umask: users open generated files, unlike state and logs.
@@ -462,6 +464,36 @@ class Downloader:
         if not path.is_relative_to(root) or path == root:
             return None
         return path
+
+    # --- leftovers -----------------------------------------------------------------------
+
+    def remove_stale_parts(self, item_id: str) -> int:
+        """Remove the temporary files a killed run left in ``item_id``'s folder; how many.
+
+        Only regular files named like ours (``.<index>.<16 hex>.part``) go; anything else in
+        the folder is left alone. Call it before downloading the item's files, never while one
+        of them is being downloaded (its temporary file would go too). Blocking.
+        """
+        directory = self.item_dir(item_id)
+        removed = 0
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return 0  # no folder yet: nothing left over
+        for entry in entries:
+            if not _PART_NAME.fullmatch(entry.name):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue  # best effort: a leftover costs disk space, not correctness
+        return removed
+
+    async def aremove_stale_parts(self, item_id: str) -> int:
+        """:meth:`remove_stale_parts` in a worker thread, for async callers."""
+        return await anyio.to_thread.run_sync(self.remove_stale_parts, item_id)
 
     # --- verify --------------------------------------------------------------------------
 

@@ -27,7 +27,14 @@ import anyio
 import structlog
 
 from orchestrator.downloads import DownloadedAsset, Downloader, DownloadError
-from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, asset_mismatch
+from orchestrator.errors import (
+    Category,
+    ErrorInfo,
+    ProviderError,
+    Scope,
+    asset_mismatch,
+    downloads_pending,
+)
 from orchestrator.errors import poll_timeout as poll_timeout_error
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
 from orchestrator.limits import (
@@ -90,6 +97,18 @@ _PHASE_OF = {
     ItemState.PARTIAL: "partial",
     ItemState.FAILED: "failed",
 }
+
+
+#: Ledger states of a task that returned files (a partial one keeps those it returned).
+_FINISHED_WITH_FILES = (ItemState.SUCCEEDED, ItemState.PARTIAL)
+
+
+def _phase(rec: ItemRecord) -> str:
+    """The progress phase of an item, as the report will call it: a finished task whose files
+    are not on disk is not done."""
+    if rec.download_error is not None and rec.state in _FINISHED_WITH_FILES:
+        return "failed"
+    return _PHASE_OF[rec.state]
 
 
 def _mtime_ns(downloader: Downloader, relative: str) -> int | None:
@@ -185,9 +204,14 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.time,
         downloader: Downloader | None = None,
+        verify_files: bool = False,
     ) -> None:
+        """``verify_files``: hash every recorded file of the finished items and fetch again
+        those whose sha256 differs (by default only files whose size or modification time
+        changed are hashed, so that a rerun of a finished batch does not read every video)."""
         self._m = manifest
         self._downloader = downloader
+        self._verify_files = verify_files
         self._provider = provider
         self._ledger = ledger
         self._rand = rand
@@ -256,6 +280,7 @@ class Engine:
     async def run(self) -> RunOutcome:
         self._stop_event = anyio.Event()
         self._run_started = self._clock()
+        downloads_before = Counter(self._downloader.stats if self._downloader else ())
         self._limiter = create_rate_limiter(self._m.limits.requests_per_minute)
         self._ledger.sync_items(
             (item.id, str(item.request.kind), item.request.expected_assets)
@@ -266,7 +291,7 @@ class Engine:
         self._reopen(records)
         records = {r.id: r for r in self._ledger.all()}
         for item in self._m.items:
-            self.progress.set(item.id, _PHASE_OF[records[item.id].state], initial=True)
+            self.progress.set(item.id, _phase(records[item.id]), initial=True)
         self._log.info(
             "batch.started",
             items=len(self._m.items),
@@ -279,6 +304,18 @@ class Engine:
         ]
         pending = [i for i in self._m.items if records[i.id].state is ItemState.PENDING]
         to_fetch = [i for i in self._m.items if self._needs_download(records[i.id])]
+        for item in to_fetch:
+            rec = records[item.id]
+            if rec.download_error is None:
+                # Not done until its files are back on disk, even if this run ends first.
+                self._ledger.record_assets(item.id, rec.assets, downloads_pending())
+        if self._verify_files and self._downloader is not None:
+            # The others look intact: hashed, and marked only if one turns out not to be.
+            fetching = {i.id for i in to_fetch}
+            to_fetch += [
+                i for i in self._m.items
+                if i.id not in fetching and records[i.id].state in _FINISHED_WITH_FILES
+            ]
         del records  # a record per item: not held for the whole run
         with anyio.CancelScope() as scope:
             self._cancel = scope
@@ -306,6 +343,13 @@ class Engine:
                         items.start_soon(self._item_task, item, _Held(taken))
                 watcher.cancel()
                 background.cancel()
+        if self._downloader is not None:
+            # Every HTTP attempt and every retry the downloader made, not the files asked for.
+            stats = self._downloader.stats
+            attempts = stats["requests"] - downloads_before["requests"]
+            if attempts:
+                self.outcome.requests["download"] += attempts
+            self.outcome.retries += stats["retries"] - downloads_before["retries"]
         self.outcome.peak_slots = self._slots.peak
         self.outcome.retries_denied = self._budget.denied
         if self._m.limits.max_units is not None:
@@ -424,7 +468,7 @@ class Engine:
             )
         finally:
             self._slots.release(held.count)
-            self.progress.set(item.id, _PHASE_OF[self._ledger.get(item.id).state])
+            self.progress.set(item.id, _phase(self._ledger.get(item.id)))
 
     # -- one item -------------------------------------------------------------------------
 
@@ -432,7 +476,7 @@ class Engine:
         attempts_this_run = 0
         while True:
             rec = self._ledger.get(item.id)
-            self.progress.set(item.id, _PHASE_OF[rec.state])
+            self.progress.set(item.id, _phase(rec))
             log = log.bind(attempt=rec.attempt, external_task_id=rec.external_task_id)
             task: Task | None = None
             try:
@@ -518,6 +562,9 @@ class Engine:
         expected = item.request.expected_assets
         assets = [{"index": a.index, "url": a.url, "media": a.media} for a in task.assets]
         got = len(assets)
+        # Until every file is verified on disk the item is not done: a run that ends before
+        # its downloads (interrupt, kill) must not report it succeeded.
+        pending = downloads_pending() if self._downloader is not None else None
         if got == 0:
             info = asset_mismatch(expected, 0, item.request.kind.media)
             self._ledger.finish(item.id, ItemState.FAILED, assets=assets, error=info)
@@ -525,18 +572,23 @@ class Engine:
             return False
         if got < expected:
             info = asset_mismatch(expected, got, item.request.kind.media)
-            self._ledger.finish(item.id, ItemState.PARTIAL, assets=assets, error=info)
+            self._ledger.finish(
+                item.id, ItemState.PARTIAL, assets=assets, error=info, download_error=pending
+            )
             log.warning("item.partial", expected=expected, got=got)
         else:
-            self._ledger.finish(item.id, ItemState.SUCCEEDED, assets=assets)
+            self._ledger.finish(
+                item.id, ItemState.SUCCEEDED, assets=assets, download_error=pending
+            )
             log.info("item.succeeded", assets=got)
         return True
 
     # -- downloads ------------------------------------------------------------------------
 
     def _needs_download(self, rec: ItemRecord) -> bool:
-        """A finished item some of whose files are not known to be safely on disk."""
-        if self._downloader is None or rec.state not in (ItemState.SUCCEEDED, ItemState.PARTIAL):
+        """A finished item some of whose files are not known to be safely on disk (by the cheap
+        check: see _looks_intact)."""
+        if self._downloader is None or rec.state not in _FINISHED_WITH_FILES:
             return False
         return rec.download_error is not None or not all(_looks_intact(self._downloader, a)
                                                           for a in rec.assets)
@@ -549,26 +601,40 @@ class Engine:
             log.exception("item.crashed", error_type=type(exc).__name__)
             self.outcome.crashed += 1
         finally:
-            self.progress.set(item.id, _PHASE_OF[self._ledger.get(item.id).state])
+            self.progress.set(item.id, _phase(self._ledger.get(item.id)))
 
     async def _download(self, item: Item, log: Any) -> None:
         """Put every asset of a finished item safely on disk; a rerun fetches only the files
-        that are missing or fail their checksum. Failures are recorded on the item (its verdict
-        stays), and the rerun downloads again: the task is never resubmitted for a file."""
+        that are missing or fail their checksum (hashed when their size or modification time
+        changed, or every one with verify_files). Failures are recorded on the item (its
+        verdict stays), and the rerun downloads again: the task is never resubmitted for a
+        file."""
         downloader = self._downloader
         assert downloader is not None
         rec = self._ledger.get(item.id)
         records = [dict(a) for a in rec.assets]
+        marked = rec.download_error  # what the ledger says about the files right now
         self.progress.set(item.id, "downloading")
+        # Temporary files of a run killed mid-download (its own cleanup never ran). None of
+        # this item's files is being downloaded now: its downloads are this loop's.
+        removed = await downloader.aremove_stale_parts(item.id)
+        if removed:
+            log.info("item.stale_parts_removed", files=removed)
         error: ErrorInfo | None = None
         fetched = 0
         for n, asset in enumerate(records):
-            if _looks_intact(downloader, asset):
+            if not self._verify_files and _looks_intact(downloader, asset):
                 continue
             if "sha256" in asset and await downloader.averify(asset):
                 # Same bytes (the file was copied or touched): remember its new mtime.
                 records[n] = {**asset, "mtime_ns": _mtime_ns(downloader, str(asset["path"]))}
                 continue
+            if "sha256" in asset:
+                log.info("item.file_changed", index=asset.get("index"), path=asset.get("path"))
+            if marked is None:
+                # A recorded file is missing or changed: not done until it is back.
+                marked = downloads_pending()
+                self._ledger.record_assets(item.id, records, marked)
             try:
                 got = await self._fetch(item, rec, asset, log)
             except DownloadError as exc:
@@ -580,8 +646,9 @@ class Engine:
             fetched += 1
             # Recorded per file: a crash mid-item keeps the files already checked (those of
             # the last second may be fetched again: a cost, not a loss).
-            self._ledger.record_assets(item.id, records, rec.download_error)
-        self._ledger.record_assets(item.id, records, error)
+            self._ledger.record_assets(item.id, records, marked)
+        if records != rec.assets or error != rec.download_error:
+            self._ledger.record_assets(item.id, records, error)
         if error is None:
             log.info("item.downloaded", files=len(records), fetched=fetched)
 
@@ -593,7 +660,6 @@ class Engine:
         assert downloader is not None and rec.task_id is not None
         index = int(asset["index"])
         media = str(asset.get("media") or item.request.kind.media)
-        self.outcome.requests["download"] += 1
         try:
             return await downloader.download(item.id, index, str(asset["url"]), media)
         except DownloadError as exc:
@@ -609,7 +675,7 @@ class Engine:
             if index not in fresh:
                 raise
             asset["url"] = fresh[index]
-            self.outcome.requests["download"] += 1
+            self.outcome.retries += 1  # the download again, from the fresh URL
             return await downloader.download(item.id, index, fresh[index], media)
 
     async def _pause(self, delay: float) -> None:

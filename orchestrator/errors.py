@@ -164,3 +164,20 @@ def asset_mismatch(expected: int, got: int, noun: str) -> ErrorInfo:
             "kept; submit a new item for the missing count if you need them."
         ),
     )
+
+
+def downloads_pending() -> ErrorInfo:
+    """A finished task whose files are not all safely on disk yet.
+
+    Recorded with the task's verdict and cleared once every file is verified on disk, so that a
+    run that ends before its downloads (interrupted, killed, a bug) never reports the item
+    succeeded while its files are missing.
+    """
+    return ErrorInfo(
+        category=Category.ASSET_MISMATCH,
+        message="the task succeeded but its files are not all downloaded yet (the run ended, "
+        "or had not finished downloading them)",
+        retryable=True,
+        hint="Rerun the same manifest: it downloads the missing files without resubmitting the "
+        "task (Kling keeps generated files for 30 days).",
+    )

@@ -51,6 +51,7 @@ from typing import IO, Any
 import anyio.lowlevel
 
 from orchestrator.errors import ErrorInfo
+from orchestrator.layout import LOCK_SUFFIX
 
 SCHEMA_VERSION = 1
 
@@ -157,7 +158,7 @@ class Ledger:
         self._tx_started = 0.0  # monotonic time the open transaction began
         self._broken: str | None = None  # why uncommitted writes were lost, if they were
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = self._acquire_lock(path.with_name(path.name + ".lock"))
+        self._lock_file = self._acquire_lock(path.with_name(path.name + LOCK_SUFFIX))
         try:
             self._db = self._connect(path)
         except BaseException:
@@ -554,10 +555,14 @@ class Ledger:
         *,
         assets: list[dict[str, Any]] | None = None,
         error: ErrorInfo | None = None,
+        download_error: ErrorInfo | None = None,
     ) -> None:
+        """The attempt's verdict. ``download_error``: why the files of a finished task are not
+        on disk yet (written with the verdict, so no crash can leave a succeeded item whose
+        files are silently missing); every verdict replaces the previous one."""
         if not state.terminal:
             raise ValueError(f"finish() needs a terminal state, got {state}")
-        self._end_attempt(item_id, state, error, assets)
+        self._end_attempt(item_id, state, error, assets, download_error)
 
     def _end_attempt(
         self,
@@ -565,9 +570,11 @@ class Ledger:
         state: ItemState,
         error: ErrorInfo | None,
         assets: list[dict[str, Any]] | None,
+        download_error: ErrorInfo | None = None,
     ) -> None:
         now = self._clock()
         err = _dumps(error.to_dict()) if error else None
+        download_err = _dumps(download_error.to_dict()) if download_error else None
         with self._write() as db:
             row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
             db.execute(
@@ -576,12 +583,13 @@ class Ledger:
                 (str(state), err, now, item_id, row[0]),
             )
             db.execute(
-                "UPDATE items SET state = ?, error = ?, assets = ?, finished_at = ?, "
-                "updated_at = ? WHERE id = ?",
+                "UPDATE items SET state = ?, error = ?, assets = ?, download_error = ?, "
+                "finished_at = ?, updated_at = ? WHERE id = ?",
                 (
                     str(state),
                     err,
                     _dumps(assets) if assets is not None else None,
+                    download_err,
                     now if state.terminal else None,
                     now,
                     item_id,

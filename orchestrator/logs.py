@@ -23,6 +23,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from orchestrator.layout import LOGS_DIR
+
 REDACTED = "[REDACTED]"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
@@ -99,7 +101,7 @@ class _Tee:
 
 
 def open_log_file(output_dir: Path, now: float | None = None) -> tuple[Path, TextIO]:
-    logs = output_dir / "logs"
+    logs = output_dir / LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     path = logs / f"run-{stamp}-{os.getpid()}.jsonl"

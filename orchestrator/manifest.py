@@ -62,6 +62,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from orchestrator.downloads import check_item_id
 from orchestrator.images import ImageError, ImageInfo, read_image_info
+from orchestrator.layout import own_name_clash
 from orchestrator.pricing import BUILTIN_PRICES, PriceTable, lookup
 from orchestrator.providers.base import ImageSource, Kind, TaskRequest
 
@@ -2223,6 +2224,12 @@ class _Checker:
             check_item_id(value)
         except ValueError as exc:
             self.report(path, f"{exc}: choose another id")
+            return None
+        clash = own_name_clash(value)
+        if clash is not None:
+            # Its folder would take the place of the report, the state or the logs (a crash at
+            # the end of every run, or assets among the logs): refused before anything is paid.
+            self.report(path, f"'{value}' {clash}: choose another id")
             return None
         self.item_ids[at] = value
         # Ids name directories; macOS and Windows file systems ignore letter case.

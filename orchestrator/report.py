@@ -34,6 +34,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, Any
 
+from orchestrator import layout
 from orchestrator.errors import ErrorInfo
 from orchestrator.ledger import ItemRecord, ItemState
 
@@ -64,6 +65,12 @@ def item_status(rec: ItemRecord) -> str:
     return "running"
 
 
+def item_error(rec: ItemRecord) -> ErrorInfo | None:
+    """The error the report shows: why the files are not on disk outranks the task's verdict
+    (a partial item's asset_mismatch comes back once its files are)."""
+    return rec.download_error or rec.error
+
+
 def iso_utc(ts: float | None) -> str | None:
     """A Unix time as ISO 8601 UTC (seconds, the same form as the report's started_at)."""
     if ts is None:
@@ -72,7 +79,8 @@ def iso_utc(ts: float | None) -> str | None:
 
 
 def task_seconds(rec: ItemRecord) -> float | None:
-    """Seconds from the current attempt's submit intent to its end (generation + download).
+    """Seconds from the current attempt's submit intent to the end of its task at the provider
+    (generation: ``finished_at`` is the verdict, written before the files are downloaded).
 
     None while the item has no finished attempt (never submitted, running, or pending a retry).
     """
@@ -100,7 +108,7 @@ def item_entry(rec: ItemRecord) -> dict[str, Any]:
             }
             for a in rec.assets
         ],
-        "error": error_entry(rec.download_error or rec.error),
+        "error": error_entry(item_error(rec)),
         "submitted_at": iso_utc(rec.submitted_at),
         "finished_at": iso_utc(rec.finished_at),
         "task_seconds": task_seconds(rec),
@@ -378,8 +386,9 @@ def write_report(
     """
     if extra and {"counts", "items"} & extra.keys():
         raise ValueError("extra must not set 'counts' or 'items'")
-    results_path = results_path or report_path.with_name("results.jsonl")
-    markdown_path = markdown_path or report_path.with_name("report.md")
+    _, default_results, default_markdown = layout.report_files(report_path)
+    results_path = results_path or default_results
+    markdown_path = markdown_path or default_markdown
     head: dict[str, Any] = {
         "batch": batch,
         "manifest": str(manifest),
@@ -582,7 +591,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
     )
     out += [
         "",
-        "Task time runs from an item's last submission to its end (generation and download).",
+        "Task time runs from an item's last submission to the end of its task at the provider "
+        "(generation; downloads not included).",
         "",
     ]
 

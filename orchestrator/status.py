@@ -3,7 +3,8 @@
 :func:`load_records` reads a state file without taking the run lock (read-only SQLite), so
 ``status`` works while a run of the batch is in progress. :func:`status_rows` lines the records up
 with the manifest; :func:`render_status_text` prints them for people and
-:func:`render_status_json` for scripts.
+:func:`render_status_json` for scripts. Each item's ``status``, its error and the totals are
+what report.json says (or will say) for it; the ledger ``state`` is shown beside them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.ledger import ItemRecord, ItemState, Ledger, LedgerError
-from orchestrator.report import error_entry, iso_utc, item_status, task_seconds
+from orchestrator.report import (
+    STATUSES,
+    error_entry,
+    iso_utc,
+    item_error,
+    item_status,
+    task_seconds,
+)
 
 #: Ledger states, in the order an item goes through them (the order of the totals).
 STATES = tuple(str(s) for s in ItemState)
@@ -54,7 +62,7 @@ def _row(rec: ItemRecord, *, in_manifest: bool) -> dict[str, Any]:
         "submitted_at": iso_utc(rec.submitted_at),
         "finished_at": iso_utc(rec.finished_at),
         "task_seconds": task_seconds(rec),
-        "error": error_entry(rec.error),
+        "error": error_entry(item_error(rec)),
         "in_ledger": True,
         "in_manifest": in_manifest,
     }
@@ -101,7 +109,15 @@ def status_rows(
 
 
 def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Items per ledger state; every state is a key (0 when none)."""
+    """Items per report status, as report.json's ``counts`` would say now (an item whose task
+    succeeded but whose files are not on disk is ``failed``); every status is a key."""
+    counts = Counter(str(r["status"]) for r in rows)
+    return {status: counts.get(status, 0) for status in STATUSES}
+
+
+def state_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Items per ledger state (finer while a run is going: submitting vs running); every state
+    is a key (0 when none)."""
     counts = Counter(str(r["state"]) for r in rows)
     return {state: counts.get(state, 0) for state in STATES}
 
@@ -120,13 +136,15 @@ def error_text(err: Mapping[str, Any] | None) -> str:
 
 
 def render_status_text(rows: Sequence[Mapping[str, Any]], *, batch: str, state_path: Path) -> str:
-    """An aligned table (plain text, no colours) and the totals by state on the last lines."""
+    """An aligned table (plain text, no colours); then the totals by report status (what
+    report.json would count now) and by ledger state."""
     lines = [f"Batch '{batch}': {len(rows)} items (state: {state_path})"]
     if rows:
-        header = ("ID", "STATE", "TASKS", "TASK ID", "LAST ERROR")
+        header = ("ID", "STATUS", "STATE", "TASKS", "TASK ID", "LAST ERROR")
         table = [
             (
                 _cut(str(r["id"]), MAX_ID) + ("" if r.get("in_manifest", True) else " *"),
+                str(r["status"]),
                 str(r["state"]),
                 str(r.get("attempts", 0)),
                 _cut(str(r.get("task_id") or "-"), MAX_TASK_ID),
@@ -140,9 +158,11 @@ def render_status_text(rows: Sequence[Mapping[str, Any]], *, batch: str, state_p
     gone = sum(1 for r in rows if not r.get("in_manifest", True))
     if gone:
         lines.append(f"* {gone} item(s) in the ledger are no longer in the manifest.")
-    counts = totals(rows)
-    shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    shown = ", ".join(f"{n} {status}" for status, n in totals(rows).items() if n)
     lines.append(f"Totals: {shown or 'no items'} ({len(rows)} items)")
+    if rows:
+        states = ", ".join(f"{n} {state}" for state, n in state_totals(rows).items() if n)
+        lines.append(f"Ledger states: {states}")
     return "\n".join(lines)
 
 
@@ -152,6 +172,7 @@ def render_status_json(rows: Sequence[Mapping[str, Any]], *, batch: str, state_p
             "batch": batch,
             "state": str(state_path),
             "totals": totals(rows),
+            "states": state_totals(rows),
             "items": list(rows),
         },
         indent=2,

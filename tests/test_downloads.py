@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import ssl
 import sys
 from collections.abc import Iterator
@@ -377,6 +378,63 @@ async def test_own_concurrency_cap(launch: Any, tmp_path: Path, cap: int) -> Non
                 tg.start_soon(one, index, url)
     assert len(results) == 5
     assert env.sim.stats().asset_peak_in_flight == cap
+
+
+# --- leftovers of a killed run ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_stale_part_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    folder = out / "item"
+    folder.mkdir(parents=True)
+    stale = [".0.0123456789abcdef.part", ".12.fedcba9876543210.part"]
+    kept = [
+        "0.mp4",
+        "notes.part",
+        ".0.xyz.part",
+        ".0.0123456789ABCDEF.part",  # not our (lower-case) hex
+        ".0.0123456789abcdef.part.bak",
+        "0.0123456789abcdef.part",  # no leading dot
+    ]
+    for name in stale + kept:
+        (folder / name).write_bytes(b"x")
+    (folder / ".1.0123456789abcdef.part").mkdir()  # not a file of ours
+    (tmp_path / "precious").write_bytes(b"keep me")
+    (folder / ".2.0123456789abcdef.part").symlink_to(tmp_path / "precious")
+    dl = Downloader(out)
+    assert dl.remove_stale_parts("item") == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*kept, ".1.0123456789abcdef.part", ".2.0123456789abcdef.part"]
+    )
+    assert (tmp_path / "precious").read_bytes() == b"keep me"
+    assert dl.remove_stale_parts("item") == 0
+    assert dl.remove_stale_parts("never-downloaded") == 0
+    with pytest.raises(ValueError):
+        dl.remove_stale_parts("../out")
+
+
+async def test_a_download_writes_a_part_file_named_like_the_stale_ones(
+    tmp_path: Path,
+) -> None:
+    """The cleanup pattern must match what a download writes, or a kill's leftovers stay."""
+    seen: list[list[str]] = []
+    folder = tmp_path / "item"
+
+    async def body() -> Any:
+        seen.append(sorted(p.name for p in folder.iterdir()))
+        yield fake_mp4("T", 0)
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body())
+
+    async with downloader(tmp_path, transport=mock(serve)) as dl:
+        await dl.download("item", 3, "https://cdn.test/a.mp4", "video")
+        (name,) = seen[0]
+        assert re.fullmatch(r"\.3\.[0-9a-f]{16}\.part", name)
+        (folder / name).write_bytes(b"left by a kill")
+        assert dl.remove_stale_parts("item") == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["3.mp4"]
 
 
 # --- safety -------------------------------------------------------------------------------------

@@ -398,7 +398,11 @@ def test_units_cap_stops_submitting_and_is_resumable(tmp_path: Path, sim: Simula
     )
     estimate = run_cli(["validate", "--estimate", str(manifest)], cli_env(sim))
     assert estimate.code == 0, estimate.stderr
-    assert "12" in estimate.stdout  # 6 tasks x 2 units
+    lines = estimate.stdout.splitlines()
+    rows = [line.split() for line in lines if line.startswith("text2video")]
+    # kind, model, mode, duration, tasks, units each, units: 6 tasks x 2 units
+    assert rows == [["text2video", "kling-v2-5-turbo", "std", "5", "s", "6", "2/task", "12"]]
+    assert "total: 6 tasks, 12 units" in lines
 
     first = run_cli(["run", str(manifest)], cli_env(sim))
     assert first.code == 3, first.stderr

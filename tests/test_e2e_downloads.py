@@ -90,6 +90,9 @@ def test_expired_url_is_refreshed_by_a_new_query(tmp_path: Path) -> None:
         assert result.code == 0, result.stderr
         assert sim.stats().tasks_created == 1
         check_files(tmp_path, report(tmp_path)["items"][0])
+        # The refused attempt and the one from the fresh URL: both sent, the second a retry.
+        assert report(tmp_path)["requests"]["download"] == sim.stats().asset_requests == 2
+        assert report(tmp_path)["retries"] == 1
         log = "".join(p.read_text() for p in (tmp_path / "out" / "logs").glob("*.jsonl"))
         assert "item.url_expired" in log
 
@@ -103,10 +106,18 @@ def test_persistent_download_failure_fails_the_item_and_rerun_fixes_it(
     env = cli_env(sim)
     first = run_cli(["run", str(manifest)], env, timeout=300)
     assert first.code == 1, first.stderr
-    item = report(tmp_path)["items"][0]
+    data = report(tmp_path)
+    item = data["items"][0]
     assert item["status"] == "failed"
     assert item["error"]["retryable"] is True
     assert item["task_id"] is not None
+    # status agrees with the report: the item, its error and the totals.
+    status = json.loads(run_cli(["status", str(manifest), "--json"], env).stdout)
+    (row,) = status["items"]
+    assert (row["state"], row["status"], row["error"]) == ("succeeded", "failed", item["error"])
+    assert status["totals"] == data["counts"]
+    text = run_cli(["status", str(manifest)], env).stdout
+    assert "HTTP 500" in text and "Totals: 1 failed (1 items)" in text
     second = run_cli(["run", str(manifest)], env, timeout=300)
     assert second.code == 0, second.stderr
     assert sim.stats().tasks_created == 1  # the task was never paid twice for its file
@@ -125,3 +136,17 @@ def test_download_false_keeps_urls_only(tmp_path: Path, sim: Simulator) -> None:
     assert sim.stats().asset_requests == 0
     assert not (tmp_path / "out" / "a").exists()
     assert os.path.exists(tmp_path / "out" / "report.json")
+
+
+def test_report_counts_every_download_attempt_and_retry(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="asset", effect="truncate", times=2))
+    manifest = write_manifest(tmp_path, sim, [{"id": "a", "prompt": "cut short twice"}])
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 0, result.stderr
+    assert sim.stats().asset_requests == 3
+    data = report(tmp_path)
+    assert data["requests"]["download"] == 3
+    assert data["retries"] == 2  # the create and the polls needed none
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| download | 3 |" in markdown
+    assert "- Retries made: 2" in markdown

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from anyio.lowlevel import checkpoint
 
+from orchestrator.downloads import Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
 from orchestrator.ledger import ItemState, Ledger
@@ -26,6 +28,8 @@ from orchestrator.manifest import (
     RetrySettings,
 )
 from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
+from orchestrator.retry import RetryPolicy
+from orchestrator.simulator.media import fake_mp4
 
 pytestmark = pytest.mark.anyio
 
@@ -481,3 +485,36 @@ async def test_deadline_stops_new_submissions_and_collects_running(tmp_path: Pat
     done, waiting = ItemState.SUCCEEDED, ItemState.PENDING
     assert states == [done, done, waiting, waiting]
     assert len(provider.create_calls) == 2
+
+
+async def test_progress_counts_a_failed_download_as_failed(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    """The live line must not call an item done whose files could not be fetched."""
+    provider.status = lambda t: Task(
+        t.task_id, TaskStatus.SUCCEEDED,
+        assets=(Asset(0, f"https://cdn.test/{t.external_task_id}.mp4", "video"),),
+    )
+    m = manifest(tmp_path, ["good", "bad"])
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        bad_ext = ledger.external_task_id("bad", 1)
+
+        def serve(request: httpx.Request) -> httpx.Response:
+            if bad_ext in request.url.path:
+                return httpx.Response(500)
+            return httpx.Response(200, content=fake_mp4("T", 0))
+
+        downloader = Downloader(
+            tmp_path / "out",
+            transport=httpx.MockTransport(serve),
+            policy=RetryPolicy(max_attempts=2, base_delay=1.0, max_delay=1.0),
+            sleep=clock.sleep,
+        )
+        engine = Engine(
+            m, provider, ledger, sleep=clock.sleep, clock=clock.time, downloader=downloader
+        )
+        async with downloader:
+            await engine.run()
+        assert ledger.get("bad").download_error is not None
+    counts = engine.progress.snapshot().counts
+    assert (counts["done"], counts["failed"], counts["downloading"]) == (1, 1, 0)

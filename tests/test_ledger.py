@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.errors import Category, ErrorInfo
+from orchestrator.errors import Category, ErrorInfo, downloads_pending
 from orchestrator.ledger import ItemState, Ledger, LedgerError, LedgerLocked
 
 RATE = ErrorInfo(category=Category.RATE_LIMIT, message="slow down", retryable=True, hint="wait")
@@ -36,6 +36,25 @@ def test_lifecycle_survives_reopen(tmp_path: Path) -> None:
         assert a.assets == [{"index": 0, "url": "u"}]
         assert ledger.get("b").state is ItemState.PENDING
         assert ledger.get("b").expected_assets == 4
+
+
+def test_download_error_is_written_with_the_verdict_and_replaced_by_the_next(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    pending = downloads_pending()
+    with Ledger(path, "b") as ledger:
+        ledger.sync_items([("a", "text2video", 1)])
+        ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
+        ledger.record_submitted("a", "T1")
+        ledger.finish("a", ItemState.SUCCEEDED, assets=[{"index": 0}], download_error=pending)
+    with Ledger(path, "b") as ledger:  # durable with the verdict
+        assert ledger.get("a").download_error == pending
+        ledger.record_assets("a", [{"index": 0, "path": "a/0.mp4"}], None)
+        assert ledger.get("a").download_error is None
+        ledger.record_assets("a", [{"index": 0}], pending)
+        ledger.finish("a", ItemState.FAILED, error=RATE)  # a new verdict: no stale file error
+        assert ledger.get("a").download_error is None
 
 
 def test_external_ids_are_deterministic_and_unique(tmp_path: Path) -> None:

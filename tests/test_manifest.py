@@ -1079,6 +1079,27 @@ def test_ids_unsafe_as_directory_names_are_refused_offline(workdir: Path, bad: s
     assert "choose another id" in problem.message
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "report.json", "REPORT.json", "report.md", "Results.JSONL", "logs", "Logs",
+        "state.sqlite3", "State.SQLite3-wal", "state.sqlite3-shm", "state.sqlite3-journal",
+        "state.sqlite3.lock",
+    ],
+)
+def test_ids_naming_the_output_dirs_own_files_are_refused(workdir: Path, bad: str) -> None:
+    (problem,) = problems_of(workdir, doc(f"- id: '{bad}'\n  prompt: p"))
+    assert (problem.field, problem.line) == ("items[0].id", 5)
+    assert f"'{bad}' names the orchestrator's own" in problem.message
+    assert "output.dir" in problem.message and "choose another id" in problem.message
+
+
+def test_ids_close_to_the_output_dirs_own_files_are_fine(workdir: Path) -> None:
+    ids = ["report", "report.json2", "my-report.json", "logs-1", "log", "state", "state.sqlite"]
+    items = "\n".join(f"- id: '{i}'\n  prompt: p" for i in ids)
+    assert [item.id for item in load_text(workdir, doc(items)).items] == ids
+
+
 # -- the streaming builder gives what building the composed document gives ----------------------
 
 _MERGE_CASES = [

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import select
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from orchestrator.progress import Progress, ProgressLine, render
 from orchestrator.simulator import Simulator
@@ -64,6 +67,24 @@ def test_line_redraws_and_clears() -> None:
     assert out.getvalue().count("\r\x1b[2K") == 2
 
 
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string in a decoded JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
+def test_strings_in_finds_nested_control_characters() -> None:
+    found = list(strings_in({"a": [1, {"b\r": "x\x1b[2K"}], "c": None}))
+    assert found == ["a", "b\r", "x\x1b[2K", "c"]
+
+
 def test_no_terminal_no_progress_control_characters(tmp_path: Path, sim: Simulator) -> None:
     items = [{"id": f"c{i}", "prompt": f"cron run {i}"} for i in range(6)]
     result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
@@ -73,6 +94,13 @@ def test_no_terminal_no_progress_control_characters(tmp_path: Path, sim: Simulat
         assert "\r" not in text
         assert "\x1b" not in text
     assert "queued" not in result.stderr
+    # The JSON encoder escapes control characters, so the raw text above cannot show one that
+    # was logged: look at the decoded values too.
+    events = [json.loads(line) for line in logs.splitlines()]
+    assert any(e.get("event") == "batch.finished" for e in events)
+    for event in events:
+        for value in strings_in(event):
+            assert "\r" not in value and "\x1b" not in value, (event, value)
 
 
 def test_terminal_shows_the_progress_line(tmp_path: Path, sim: Simulator) -> None:

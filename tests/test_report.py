@@ -120,6 +120,8 @@ def test_items_carry_submit_and_finish_times(tmp_path: Path) -> None:
         ledger.record_submitted("run", "T2")
         clock.now = T0 + 42.25
         ledger.finish("done", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u"}])
+        clock.now = T0 + 50  # its file is on disk 7.75 s later: not part of the task time
+        ledger.record_assets("done", [{"index": 0, "url": "u", "path": "done/0.mp4"}], None)
         data = report.build_report(
             batch="b",
             manifest=Path("m.yaml"),
@@ -210,6 +212,11 @@ def test_markdown_has_counts_categories_timing_requests_and_problems() -> None:
     assert "| task time p90 | 1m 30s |" in lines
     assert "| items timed | 10 |" in lines
     assert "| total wall time | 1h 02m 03s |" in lines
+    # what the figure measures (the task's end at the provider; downloads come after it)
+    assert (
+        "Task time runs from an item's last submission to the end of its task at the provider "
+        "(generation; downloads not included)." in lines
+    )
 
     # requests by kind and retries
     assert "| create | 12 |" in lines

@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.errors import Category, ErrorInfo
 from orchestrator.ledger import ItemState, Ledger, LedgerError
+from orchestrator.report import STATUSES, error_entry
 from orchestrator.status import (
     MAX_ERROR,
     STATES,
@@ -35,7 +36,12 @@ TIMEOUT = ErrorInfo(
     category=Category.TIMEOUT, message="x" * 300, retryable=True, hint="looked up next run"
 )
 
-MANIFEST_IDS = ["ok", "few", "bad", "busy", "unsure", "again", "never"]
+DOWNLOAD = ErrorInfo(
+    category=Category.NETWORK, message="item fetch asset 0: HTTP 500 (gave up after 8 attempts)",
+    retryable=True, hint="rerun to download the missing files",
+)
+
+MANIFEST_IDS = ["ok", "few", "bad", "fetch", "busy", "unsure", "again", "never"]
 
 
 class Clock:
@@ -47,22 +53,24 @@ class Clock:
 
 
 def build_ledger(path: Path) -> Ledger:
-    """One item in each interesting state; 'never' is unknown to the ledger, 'gone' left the
-    manifest."""
+    """One item in each interesting state; 'fetch' succeeded but its file could not be
+    downloaded, 'never' is unknown to the ledger, 'gone' left the manifest."""
     clock = Clock(T0)
     ledger = Ledger(path, "demo", clock=clock)
     known = [i for i in MANIFEST_IDS if i != "never"] + ["gone"]
     ledger.sync_items(
         [(i, "image" if i == "few" else "text2video", 4 if i == "few" else 1) for i in known]
     )
-    for item_id in ("ok", "few", "bad", "busy", "unsure", "again", "gone"):
+    for item_id in ("ok", "few", "bad", "fetch", "busy", "unsure", "again", "gone"):
         ledger.record_intent(item_id, 1, ledger.external_task_id(item_id, 1))
-    for item_id in ("ok", "few", "bad", "busy", "again", "gone"):
+    for item_id in ("ok", "few", "bad", "fetch", "busy", "again", "gone"):
         ledger.record_submitted(item_id, f"T-{item_id}")
     clock.now = T0 + 30
     ledger.finish("ok", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u"}])
     ledger.finish("few", ItemState.PARTIAL, assets=[{"index": i} for i in range(3)])
     ledger.finish("bad", ItemState.FAILED, error=POLICY)
+    ledger.finish("fetch", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u"}])
+    ledger.record_assets("fetch", [{"index": 0, "url": "u"}], DOWNLOAD)
     ledger.finish("gone", ItemState.SUCCEEDED, assets=[{"index": 0}])
     ledger.record_unresolved("unsure", TIMEOUT)
     ledger.record_retry("again", RATE)
@@ -84,6 +92,7 @@ def test_rows_follow_the_manifest(ledger_path: Path) -> None:
         "ok": ("succeeded", "succeeded"),
         "few": ("partial", "partial"),
         "bad": ("failed", "failed"),
+        "fetch": ("succeeded", "failed"),  # as report.json says: the file is not on disk
         "busy": ("running", "running"),
         "unsure": ("submitting", "failed"),
         "again": ("pending", "not_run"),
@@ -102,6 +111,7 @@ def test_rows_follow_the_manifest(ledger_path: Path) -> None:
     assert (by_id["few"]["asset_count"], by_id["few"]["expected_assets"]) == (3, 4)
     bad = by_id["bad"]["error"]
     assert (bad["category"], bad["code"], bad["hint"]) == ("policy", 1301, POLICY.hint)
+    assert by_id["fetch"]["error"] == error_entry(DOWNLOAD)
     assert by_id["again"]["error"]["category"] == "rate_limit"
     assert by_id["again"]["attempts"] == 1  # one task was created and failed
     assert by_id["unsure"]["attempts"] == 0  # no task id yet: the rerun looks it up
@@ -152,13 +162,13 @@ def test_text_rendering(ledger_path: Path) -> None:
     text = render_status_text(rows, batch="demo", state_path=ledger_path)
     lines = text.splitlines()
     assert "\x1b" not in text
-    assert lines[0] == f"Batch 'demo': 8 items (state: {ledger_path})"
+    assert lines[0] == f"Batch 'demo': 9 items (state: {ledger_path})"
     header = lines[1]
-    assert header.split() == ["ID", "STATE", "TASKS", "TASK", "ID", "LAST", "ERROR"]
-    table = lines[2:10]
+    assert header.split() == ["ID", "STATUS", "STATE", "TASKS", "TASK", "ID", "LAST", "ERROR"]
+    table = lines[2:11]
     assert [line.split()[0] for line in table] == [*MANIFEST_IDS, "gone"]
     # columns are aligned: every row's state starts under STATE, task id under TASK ID
-    for column in ("STATE", "TASK ID", "LAST ERROR"):
+    for column in ("STATUS", "STATE", "TASK ID", "LAST ERROR"):
         start = header.index(column)
         for line in table:
             if len(line) > start:
@@ -166,17 +176,21 @@ def test_text_rendering(ledger_path: Path) -> None:
     bad = next(line for line in table if line.startswith("bad "))
     assert "T-bad" in bad
     assert bad.endswith("policy 1301: prompt flagged by the safety filter")
+    fetch = next(line for line in table if line.startswith("fetch "))
+    assert fetch.split()[1:3] == ["failed", "succeeded"]
+    assert fetch.endswith("network: item fetch asset 0: HTTP 500 (gave up after 8 attempts)")
     unsure = next(line for line in table if line.startswith("unsure "))
     error = unsure[header.index("LAST ERROR") :]
     assert error.startswith("timeout: xxx") and error.endswith("...")
     assert len(error) == MAX_ERROR
     never = next(line for line in table if line.startswith("never "))
-    assert never.split() == ["never", "pending", "0", "-"]
+    assert never.split() == ["never", "not_run", "pending", "0", "-"]
     assert table[-1].startswith("gone *")
-    assert lines[-2] == "* 1 item(s) in the ledger are no longer in the manifest."
-    assert (
-        lines[-1]
-        == "Totals: 2 pending, 1 submitting, 1 running, 2 succeeded, 1 partial, 1 failed (8 items)"
+    assert lines[-3] == "* 1 item(s) in the ledger are no longer in the manifest."
+    # By report status, as report.json counts them; then the ledger's finer states.
+    assert lines[-2] == "Totals: 2 succeeded, 1 partial, 3 failed, 2 not_run, 1 running (9 items)"
+    assert lines[-1] == (
+        "Ledger states: 2 pending, 1 submitting, 1 running, 3 succeeded, 1 partial, 1 failed"
     )
 
 
@@ -193,12 +207,21 @@ def test_json_rendering(ledger_path: Path) -> None:
     data = json.loads(render_status_json(rows, batch="demo", state_path=ledger_path))
     assert data["batch"] == "demo"
     assert data["state"] == str(ledger_path)
-    assert list(data["totals"]) == list(STATES)
+    # totals: report.json's counts (the keys it always has); states: the ledger's
+    assert list(data["totals"]) == list(STATUSES)
     assert data["totals"] == {
+        "succeeded": 2,
+        "partial": 1,
+        "failed": 3,
+        "not_run": 2,
+        "running": 1,
+    }
+    assert list(data["states"]) == list(STATES)
+    assert data["states"] == {
         "pending": 2,
         "submitting": 1,
         "running": 1,
-        "succeeded": 2,
+        "succeeded": 3,
         "partial": 1,
         "failed": 1,
     }

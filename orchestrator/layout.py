@@ -1,0 +1,92 @@
+"""What lives in ``output.dir``: the tool's own files, and one folder per item.
+
+::
+
+    <output.dir>/
+      report.json  report.md  results.jsonl     the report (report.py; --report moves them)
+      state.sqlite3  (-wal, -shm, -journal)     the ledger and SQLite's files beside it
+      state.sqlite3.lock                        the run lock (ledger.py; --state moves them)
+      logs/                                     one JSON-lines file per run (logs.py)
+      <item-id>/<index>.<ext>                   the generated files (downloads.py)
+
+Item folders share the directory with the tool's own files, so an item id must never name one
+of them: an item ``report.json`` would get a folder where the report is written, an item
+``logs`` would put its files among the logs. :func:`own_name_clash` is the rule the manifest
+applies to every id (case-insensitively: macOS and Windows file systems ignore letter case);
+:func:`item_folder_clash` is the same rule for ``--state`` and ``--report`` paths placed in the
+output directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+STATE_FILE = "state.sqlite3"
+REPORT_FILE = "report.json"
+RESULTS_FILE = "results.jsonl"
+MARKDOWN_FILE = "report.md"
+LOGS_DIR = "logs"
+#: The run lock beside the state file: ``<state>.lock``.
+LOCK_SUFFIX = ".lock"
+#: Files SQLite keeps beside the state file (WAL mode; a rollback journal while it switches).
+SQLITE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def state_files(state: Path) -> list[Path]:
+    """The state file and every file created beside it (SQLite's, the run lock)."""
+    return [
+        state,
+        *(state.with_name(state.name + s) for s in SQLITE_SUFFIXES),
+        state.with_name(state.name + LOCK_SUFFIX),
+    ]
+
+
+def report_files(report: Path) -> list[Path]:
+    """report.json (wherever ``--report`` puts it) and the two files written beside it."""
+    return [report, report.with_name(RESULTS_FILE), report.with_name(MARKDOWN_FILE)]
+
+
+def _own_names() -> dict[str, str]:
+    """Case-folded name -> what it is, for the names the tool itself uses in output.dir."""
+    names = {
+        REPORT_FILE: "report",
+        RESULTS_FILE: "per-item results file",
+        MARKDOWN_FILE: "report for people",
+        LOGS_DIR: "log directory",
+    }
+    for path in state_files(Path(STATE_FILE)):
+        names[path.name] = "state file" if path.name == STATE_FILE else "state file's companion"
+    return {name.casefold(): what for name, what in names.items()}
+
+
+_OWN_NAMES = _own_names()
+
+
+def own_name_clash(item_id: str) -> str | None:
+    """Why ``item_id`` cannot name a folder in output.dir (it is one of the tool's own names,
+    in any letter case), or None when it can."""
+    what = _OWN_NAMES.get(item_id.casefold())
+    if what is None:
+        return None
+    return f"names the orchestrator's own {what} in output.dir"
+
+
+def item_folder_clash(
+    output_dir: Path, paths: Iterable[Path], item_ids: Iterable[str]
+) -> tuple[Path, str] | None:
+    """The first of ``paths`` that lies in output.dir where an item's folder is (the path is
+    the folder itself or inside it, in any letter case), with that item's id; else None."""
+    root = output_dir.resolve()
+    folded: dict[str, str] = {}
+    for item_id in item_ids:
+        folded.setdefault(item_id.casefold(), item_id)
+    for path in paths:
+        resolved = path.resolve()
+        if resolved == root or not resolved.is_relative_to(root):
+            continue
+        first = resolved.relative_to(root).parts[0]
+        hit = folded.get(first.casefold())
+        if hit is not None:
+            return path, hit
+    return None
