@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.simulator import FaultRule, Simulator
+from orchestrator.simulator import FaultRule, Simulator, make_config
 from tests.conftest import cli_env, png_bytes, run_cli, start_cli, write_manifest
 
 
@@ -216,6 +216,39 @@ def test_auth_failure_stops_with_exit_3(tmp_path: Path, sim: Simulator) -> None:
     assert sim.stats().create_requests <= 2
     assert load_report(tmp_path)["counts"]["not_run"] == 5
     assert "not-the-secret-key-at-all" not in result.stderr
+
+
+def test_clock_skew_stops_the_batch_with_exit_3_and_a_clock_hint(tmp_path: Path) -> None:
+    # Was: 1003 counted as a retryable item error, so each item was retried up to max_attempts,
+    # each try two requests (JwtAuth renews once): 3 items gave 18 creates, then exit 1.
+    with Simulator(make_config("clock-skew", seed=0, task_duration=(0.1, 0.3))) as skewed:
+        items = text_items(3, prefix="skew")
+        result = run_cli(["run", str(write_manifest(tmp_path, skewed, items))], cli_env(skewed))
+        stats = skewed.stats()
+    assert result.code == 3, result.stderr
+    assert stats.tasks_created == 0
+    # At most one create per item in flight when the first refusal stopped the batch, each sent
+    # twice (the fresh token's resend): never a retry.
+    assert stats.create_requests <= 2 * len(items)
+    report = load_report(tmp_path)
+    assert (report["stopped_by"]["category"], report["stopped_by"]["code"]) == ("auth", 1003)
+    assert "NTP" in report["stopped_by"]["hint"]
+    assert "NTP" in result.stderr
+    assert report["counts"]["not_run"] == 3
+
+
+def test_expired_api_key_stops_the_batch_without_retries(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="error", http_status=401, code=1004,
+                            message="token has expired"))
+    env = {k: v for k, v in cli_env(sim).items() if not k.startswith("KLING_")}
+    assert sim.config.api_key is not None
+    env["KLING_API_KEY"] = sim.config.api_key
+    items = text_items(3, prefix="apikey")
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], env)
+    assert result.code == 3, result.stderr
+    assert sim.stats().create_requests <= len(items)  # an API key cannot be renewed: no resend
+    assert load_report(tmp_path)["stopped_by"]["code"] == 1004
+    assert "NTP" in result.stderr and sim.config.api_key not in result.stderr
 
 
 def wait_for(condition: Any, timeout: float = 20.0) -> None:

@@ -289,7 +289,9 @@ _PROFILES = (
         name="auth",
         description=(
             "Tokens rejected as expired: 401/1004 on 5% of creates, queries and lists (a JWT "
-            "client mints a new token and resends once; meant for AK/SK credentials). For "
+            "client mints a new token and resends once, and that resend is never refused "
+            "again: a fresh token cannot have expired; meant for AK/SK credentials, since an "
+            "API key cannot be renewed and a client stops on the first refusal). For "
             "the clock-skew variant use the 'clock-skew' profile: the server's clock "
             f"{-CLOCK_SKEW_TRIPPING_NBF:g} s behind the client's, so a fresh token's "
             "nbf (now - 5 s) lies in the server's future and every JWT gets 401/1003."

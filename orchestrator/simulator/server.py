@@ -16,6 +16,7 @@ injected delays, which end early when the simulator stops.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import socketserver
@@ -158,6 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
     # ~40 ms to every keep-alive answer.
     disable_nagle_algorithm = True
     server: _Server
+    #: The API request being served: its identity (to recognise a resend), and whether its
+    #: credentials are a JWT (renewable) rather than the API key.
+    _request_key: tuple[str, str, str, str] = ("", "", "", "")
+    _renewable: bool = True
 
     def log_message(self, format: str, *args: Any) -> None:
         # Quiet by design: tests and the demo own the terminal, and headers carry tokens.
@@ -212,8 +217,13 @@ class _Handler(BaseHTTPRequestHandler):
         if op is not None:
             state.count_request(op)
         request_id = state.new_request_id()
+        authorization = self.headers.get("Authorization")
+        # Identifies a resend of this request (JwtAuth resends it as is, with a new token).
+        self._request_key = (method, path, query, hashlib.sha256(body).hexdigest())
+        api_key = self.server.config.api_key
+        self._renewable = api_key is None or (authorization or "").split()[-1:] != [api_key]
         try:
-            check_authorization(self.headers.get("Authorization"), self.server.config)
+            check_authorization(authorization, self.server.config)
             if route is None or op is None:
                 raise ApiError(1202, "invalid method")
             family, ident = route
@@ -239,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = body.get("prompt") if body is not None else None
         prompt = prompt if isinstance(prompt, str) else None
         self._pause(server.faults.total_delay("create", prompt))
-        rule = server.faults.take("create", prompt, PRE_COMMIT_EFFECTS)
+        rule = self._take_pre_commit("create", prompt)
         if rule is not None:
             if rule.effect == "drop_before_commit":
                 server.state.note_create_answer("dropped")
@@ -298,13 +308,31 @@ class _Handler(BaseHTTPRequestHandler):
     def _apply_faults(self, op: str, prompt: str | None) -> bool:
         """Run read-side faults; False when the connection was dropped. Raises for errors."""
         self._pause(self.server.faults.total_delay(op, prompt))
-        rule = self.server.faults.take(op, prompt, PRE_COMMIT_EFFECTS)
+        rule = self._take_pre_commit(op, prompt)
         if rule is None:
             return True
         if rule.effect == "drop_before_commit":
             self._drop()
             return False
         raise _fault_error(rule)
+
+    def _take_pre_commit(self, op: str, prompt: str | None) -> FaultRule | None:
+        """The pre-commit fault for this API request, if one fires.
+
+        An injected 1003/1004 says the request's token is not yet valid or expired; a JWT
+        client then mints a new token and resends the same request. That resend is spared: a
+        token minted a moment ago cannot have expired, and a real client would take a second
+        refusal for a clock or credential problem and stop (only a real skew,
+        SimConfig.clock_skew, refuses fresh tokens). The new token is not compared with the
+        old one: two JWTs minted within the same second are identical. A request carrying the
+        API key is never spared: nothing renews it.
+        """
+        state = self.server.state
+        spare = self._renewable and state.is_token_resend(self._request_key)
+        rule = self.server.faults.take(op, prompt, PRE_COMMIT_EFFECTS, spare_token_errors=spare)
+        if rule is not None and rule.rejects_token:
+            state.note_token_rejected(self._request_key)
+        return rule
 
     def _serve_asset(self, path: str, query: str) -> None:
         state = self.server.state

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -231,6 +231,8 @@ class SimState:
         self._last_commit: dict[str, tuple[int, str]] = {}  # external id -> (seq, family path)
         self._last_lookup: dict[str, int] = {}  # id a GET named, or showed in a list -> seq
         self._reuse_without_lookup = 0
+        # Requests an injected token error refused and not yet resent.
+        self._token_rejections: Counter[Hashable] = Counter()
 
     def now(self) -> float:
         return self._clock()
@@ -259,6 +261,22 @@ class SimState:
         finally:
             with self._lock:
                 self._assets_in_flight -= 1
+
+    def note_token_rejected(self, request: Hashable) -> None:
+        """An injected 1003/1004 refused ``request``."""
+        with self._lock:
+            self._token_rejections[request] += 1
+
+    def is_token_resend(self, request: Hashable) -> bool:
+        """Whether ``request`` repeats one an injected token error refused (each refusal
+        answers for one resend)."""
+        with self._lock:
+            left = self._token_rejections.get(request, 0)
+            if left <= 1:
+                self._token_rejections.pop(request, None)
+            else:
+                self._token_rejections[request] = left - 1
+            return left > 0
 
     def new_request_id(self) -> str:
         with self._lock:
