@@ -35,7 +35,13 @@ from orchestrator.manifest import Item, Manifest
 from orchestrator.poller import ListPoller, Poller, QueryPoller
 from orchestrator.pricing import units_for
 from orchestrator.progress import Progress
-from orchestrator.providers.base import Provider, Task, TaskLister, TaskStatus
+from orchestrator.providers.base import (
+    Provider,
+    Task,
+    TaskLister,
+    TaskStatus,
+    valid_asset_indexes,
+)
 from orchestrator.retry import RetryBudget, RetryPolicy, backoff_delay
 
 #: Growth of the poll interval between two polls of one task (up to poll.max_interval).
@@ -105,6 +111,26 @@ def _looks_intact(downloader: Downloader, asset: dict[str, Any]) -> bool:
     except OSError:
         return False
     return info.st_size == asset.get("bytes") and info.st_mtime_ns == asset.get("mtime_ns")
+
+
+def _numbered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Asset records whose indexes can name files: as they are, or renumbered by position
+    (the provider's order) when an index is invalid or repeated, as providers renumber the
+    assets they parse (records from an older version, or from another provider, may not be)."""
+    if valid_asset_indexes(record.get("index") for record in records):
+        return records
+    return [{**record, "index": position} for position, record in enumerate(records)]
+
+
+def _unreadable_asset(asset: dict[str, Any], exc: Exception) -> ErrorInfo:
+    return ErrorInfo(
+        category=Category.SERVER,
+        message=f"asset {asset.get('index')!r} could not be downloaded: internal error "
+        f"({type(exc).__name__})",
+        retryable=False,
+        hint="Please report this with the log file; the task is not resubmitted, and a rerun "
+        "tries the download again.",
+    )
 
 
 def _error_fields(info: ErrorInfo) -> dict[str, Any]:
@@ -510,7 +536,7 @@ class Engine:
         downloader = self._downloader
         assert downloader is not None
         rec = self._ledger.get(item.id)
-        records = [dict(a) for a in rec.assets]
+        records = _numbered([dict(a) for a in rec.assets])
         self.progress.set(item.id, "downloading")
         error: ErrorInfo | None = None
         fetched = 0
@@ -527,6 +553,14 @@ class Engine:
                 error = exc.info
                 log.warning("item.download_failed", index=asset.get("index"),
                             **_error_fields(exc.info))
+                continue
+            except (KeyError, TypeError, ValueError, OSError) as exc:
+                # The downloader classifies its own failures; this is a damaged asset record
+                # or a bug. A classified failure of this item's files, not a crash: the
+                # verdict stands and the task is never resubmitted for a file.
+                error = _unreadable_asset(asset, exc)
+                log.warning("item.download_failed", index=asset.get("index"), exc_info=True,
+                            error_type=type(exc).__name__, **_error_fields(error))
                 continue
             records[n] = {**asset, **got.to_dict(), "mtime_ns": _mtime_ns(downloader, got.path)}
             fetched += 1

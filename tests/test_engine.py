@@ -8,12 +8,15 @@ flight at the server, a bug inside one item).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from anyio.lowlevel import checkpoint
 
+from orchestrator.downloads import Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
 from orchestrator.ledger import ItemState, Ledger
@@ -26,6 +29,7 @@ from orchestrator.manifest import (
     RetrySettings,
 )
 from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
+from orchestrator.simulator.media import fake_png
 
 pytestmark = pytest.mark.anyio
 
@@ -471,3 +475,63 @@ async def test_deadline_stops_new_submissions_and_collects_running(tmp_path: Pat
     done, waiting = ItemState.SUCCEEDED, ItemState.PENDING
     assert states == [done, done, waiting, waiting]
     assert len(provider.create_calls) == 2
+
+
+# -- downloads: bad asset indexes -----------------------------------------------------------------
+
+
+def image_manifest(tmp_path: Path, n: int) -> Manifest:
+    m = manifest(tmp_path, [])
+    request = TaskRequest(Kind.IMAGE, {"prompt": "mugs", "n": n}, n)
+    return replace(m, items=(Item("mugs", request),))
+
+
+def png_server(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=fake_png("T1", int(request.url.path[-5])),
+                          headers={"Content-Type": "image/png"})
+
+
+@pytest.mark.parametrize("indexes", [(-1, -1), (0, 0), (-3, 1)], ids=["negative", "dup", "mixed"])
+async def test_unusable_asset_indexes_are_renumbered_not_a_crash(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider, indexes: tuple[int, int]
+) -> None:
+    # Was: Downloader.download raised ValueError for index -1, which escaped _fetch as a crash:
+    # the item was reported succeeded with no file, and every rerun crashed again. (Duplicates
+    # wrote both files under one name.) A provider other than Kling, or a ledger from an older
+    # version, may still hold such indexes.
+    provider.status = lambda t: Task(t.task_id, TaskStatus.SUCCEEDED, assets=tuple(
+        Asset(i, f"https://cdn.test/{n}.png", "image") for n, i in enumerate(indexes)
+    ))
+    downloader = Downloader(tmp_path, transport=httpx.MockTransport(png_server),
+                            sleep=clock.sleep)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(image_manifest(tmp_path, 2), provider, ledger, sleep=clock.sleep,
+                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
+        outcome = await engine.run()
+        await downloader.aclose()
+        rec = ledger.get("mugs")
+    assert outcome.crashed == 0
+    assert rec.state is ItemState.SUCCEEDED and rec.download_error is None
+    assert sorted(a["path"] for a in rec.assets) == ["mugs/0.png", "mugs/1.png"]
+    # Each file holds the asset its URL named, in the provider's order.
+    assert (tmp_path / "mugs" / "1.png").read_bytes() == fake_png("T1", 1)
+
+
+async def test_an_unexpected_error_downloading_is_classified_not_a_crash(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    downloader = Downloader(tmp_path, transport=httpx.MockTransport(png_server))
+    monkeypatch.setattr(downloader, "download", broken)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(manifest(tmp_path, ["a"]), provider, ledger, sleep=clock.sleep,
+                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
+        outcome = await engine.run()
+        await downloader.aclose()
+        rec = ledger.get("a")
+    assert outcome.crashed == 0
+    assert rec.state is ItemState.SUCCEEDED  # the verdict stands: the task is never resubmitted
+    assert rec.download_error is not None and "OSError" in rec.download_error.message
+    assert len(provider.create_calls) == 1

@@ -278,6 +278,22 @@ async def test_query_parses_image_results_with_their_index() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "indexes",
+    [[-1, 0, 1], [1, 1, 2], [0, "x", 1], [0, 1, 10**100], [True, 0, 1]],
+    ids=["negative", "duplicate", "missing-duplicates-a-position", "huge", "bool"],
+)
+async def test_unusable_image_indexes_are_renumbered_by_position(indexes: list[object]) -> None:
+    # Was: any int was kept; -1 crashed the download, duplicates wrote one file twice.
+    result = {"images": [{"index": i, "url": f"https://cdn.test/{n}.png"}
+                         for n, i in enumerate(indexes)]}
+    server = Server(ok(task(status="succeed", task_result=result)))
+    async with provider_for(server) as provider:
+        got = await provider.query(Kind.IMAGE, "t1")
+    assert got.assets == tuple(Asset(n, f"https://cdn.test/{n}.png", "image") for n in range(3))
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("status", ["submitted", "processing"])
 async def test_query_in_progress(status: str) -> None:
     server = Server(ok(task(status=status)))

@@ -40,7 +40,15 @@ from orchestrator.errors import (
     network_error,
     request_timeout,
 )
-from orchestrator.providers.base import Asset, ImageSource, Kind, Task, TaskRequest, TaskStatus
+from orchestrator.providers.base import (
+    Asset,
+    ImageSource,
+    Kind,
+    Task,
+    TaskRequest,
+    TaskStatus,
+    valid_asset_indexes,
+)
 from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth, auth_from_env
 from orchestrator.providers.kling_codes import (
     CODES,
@@ -223,16 +231,25 @@ def _parse_assets(kind: Kind, result: object) -> tuple[Asset, ...]:
         return ()
     if not isinstance(entries, list):
         raise _Malformed(f"task_result.{media}s is not a list")
-    assets = []
+    urls: list[str] = []
+    indexes: list[int] = []
     for position, entry in enumerate(entries):
         url = _identifier(entry.get("url")) if isinstance(entry, dict) else None
         if url is None:
             raise _Malformed(f"task_result.{media}s[{position}] has no url")
+        urls.append(url)
         index = entry.get("index") if media == "image" else None
-        if not isinstance(index, int) or isinstance(index, bool):
-            index = position
-        assets.append(Asset(index=index, url=url, media=media))
-    return tuple(assets)
+        indexes.append(index if type(index) is int else position)
+    # An index names the file and matches a fresh URL to an expired one. Negative, huge or
+    # repeated ones cannot, but the task is paid and its URLs are good: renumber them all by
+    # position (Kling's order) rather than reject the answer, which would leave a succeeded
+    # task unread until poll.timeout and fail it. Every read of the same answer renumbers alike.
+    if not valid_asset_indexes(indexes):
+        indexes = list(range(len(urls)))
+    return tuple(
+        Asset(index=index, url=url, media=media)
+        for index, url in zip(indexes, urls, strict=True)
+    )
 
 
 def _external_id(data: Mapping[str, Any]) -> str | None:
