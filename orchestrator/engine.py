@@ -746,6 +746,9 @@ class Engine:
         cannot answer: then nothing may be sent.
         """
         grace_s = self._m.retry.lookup_grace
+        # No task with this external id can predate its first intent: a provider listing tasks
+        # newest first may stop reading there, however old the create is (a rerun after a crash).
+        sent_after = self._ledger.intent_time(ext)
         settled_at = 0.0
         if not answered:
             sent_at = self._ledger.get(item.id).submitted_at or self._clock()
@@ -757,7 +760,7 @@ class Engine:
         while True:
             self.outcome.requests["lookup"] += 1
             try:
-                found = await self._provider.lookup(item.request.kind, ext)
+                found = await self._provider.lookup(item.request.kind, ext, sent_after=sent_after)
             except ProviderError as err:
                 log.warning(
                     "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)

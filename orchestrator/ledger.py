@@ -499,6 +499,14 @@ class Ledger:
                 (attempt, external_task_id, now, now, item_id),
             )
 
+    def intent_time(self, external_task_id: str) -> float | None:
+        """When a create with ``external_task_id`` was first recorded as about to be sent (a
+        resend of the same attempt keeps the first time): no task with this id can be older."""
+        row = self._db.execute(
+            "SELECT created_at FROM attempts WHERE external_task_id = ?", (external_task_id,)
+        ).fetchone()
+        return float(row[0]) if row is not None else None
+
     def record_submitted(self, item_id: str, task_id: str) -> None:
         """Written right after the provider answered with a task id (or a lookup found it)."""
         now = self._clock()

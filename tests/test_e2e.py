@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from orchestrator.simulator import FaultRule, Simulator, make_config
+from orchestrator.simulator import FaultRule, SimConfig, Simulator, make_config
 from tests.conftest import cli_env, png_bytes, run_cli, start_cli, write_manifest
 
 
@@ -86,6 +87,41 @@ def test_504_after_commit_is_looked_up_not_resubmitted(tmp_path: Path, sim: Simu
     assert sim.stats().create_requests == 2
     report = by_id(load_report(tmp_path))
     assert report["flaky"]["status"] == "succeeded"
+
+
+def test_old_create_is_found_through_the_list_past_the_thousand_newest(tmp_path: Path) -> None:
+    # The query path does not take external ids here, so a lookup must read the list. The run
+    # that got a 504 after commit could not look the task up (the list failed); by the rerun,
+    # 1200 newer tasks of other clients bury it on page 3. Was: only 2 pages were read, the
+    # task looked absent and was sent again: paid twice.
+    config = SimConfig(task_duration=(0.1, 0.3), query_by_external_id=False)
+    with Simulator(config) as sim, httpx.Client(base_url=sim.url) as other_client:
+        sim.add_fault(FaultRule(op="create", effect="error_after_commit", match="buried",
+                                times=1, http_status=504, code=5002, message="timeout"))
+        sim.add_fault(FaultRule(op="list", effect="error", times=1))
+        items = [{"id": "old", "prompt": "buried under newer tasks"}]
+        manifest = write_manifest(tmp_path, sim, items, retry={"max_attempts": 1})
+        first = run_cli(["run", str(manifest)], cli_env(sim))
+        assert first.code == 1, first.stderr
+        assert by_id(load_report(tmp_path))["old"]["error"]["message"].startswith(
+            "could not confirm")
+
+        headers = {"Authorization": f"Bearer {sim.config.api_key}"}
+        for i in range(1200):
+            answer = other_client.post(
+                "/v1/videos/text2video", headers=headers,
+                json={"model_name": "kling-v2-5-turbo", "prompt": f"someone else's {i}"},
+            )
+            assert answer.json()["code"] == 0
+        lists_before = sim.stats().list_requests
+
+        rerun = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+        assert rerun.code == 0, rerun.stderr
+        stats = sim.stats()
+    assert stats.by_prompt["buried under newer tasks"] == 1
+    assert stats.create_requests == 1 + 1200  # the item's create was never sent again
+    assert stats.list_requests - lists_before >= 3  # found on the third page
+    assert by_id(load_report(tmp_path))["old"]["status"] == "succeeded"
 
 
 def test_connection_dropped_after_commit_is_looked_up(tmp_path: Path, sim: Simulator) -> None:

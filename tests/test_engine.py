@@ -72,6 +72,7 @@ class FakeProvider:
         self.committed: dict[str, Task] = {}
         self.create_calls: list[tuple[str, float]] = []
         self.lookup_calls = 0
+        self.lookup_sent_after: list[float | None] = []
         self.create_rule: CreateRule = lambda ext, n: (True, None)
         self.lookup_error: ProviderError | None = None
         self.status: Callable[[Task], Task] = lambda t: Task(
@@ -96,8 +97,11 @@ class FakeProvider:
         task = next(t for t in self.committed.values() if t.task_id == task_id)
         return self.status(task)
 
-    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
+    async def lookup(
+        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+    ) -> Task | None:
         self.lookup_calls += 1
+        self.lookup_sent_after.append(sent_after)
         if self.lookup_error is not None:
             raise self.lookup_error
         return self.committed.get(external_task_id)
@@ -206,6 +210,34 @@ async def test_lookups_that_keep_failing_never_lead_to_a_resend(
         await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
         assert ledger.get("a").state is ItemState.SUCCEEDED
     assert len(provider.create_calls) == 1
+
+
+async def test_lookup_that_cannot_prove_absence_leaves_the_item_unresolved(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    # The provider read what it could of the list without finding the task or reaching tasks
+    # older than the send: not proof of absence, so nothing may be resent.
+    unproven = ProviderError(ErrorInfo(
+        category=Category.SERVER, message="cannot prove that no task has external_task_id x",
+        retryable=False, hint="h",
+    ))
+    provider.create_rule = lambda ext, n: (n == 1, server_error(5002, ambiguous=True, status=504))
+    provider.lookup_error = unproven
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        started = clock.now
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        rec = ledger.get("a")
+        assert rec.state is ItemState.SUBMITTING
+        assert rec.error is not None and "cannot prove" in rec.error.message
+        assert provider.lookup_calls == 1  # not retried: reading again proves no more
+
+        # The rerun, hours later, tells the provider when the create was first sent.
+        clock.now += 6 * 3600
+        provider.lookup_error = None
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    assert len(provider.create_calls) == 1
+    assert provider.lookup_sent_after == [started, started]
 
 
 async def test_retry_after_is_honoured_for_rate_limits(

@@ -446,7 +446,7 @@ async def call(h: Harness, op: Op, kind: Kind) -> object:
     if op is Op.LOOKUP:
         # Small pages, so that scanning several of them is exercised too.
         with mock.patch.object(kling, "MAX_PAGE_SIZE", 2):
-            return await provider.lookup(kind, EXT)
+            return await provider.lookup(kind, EXT, sent_after=NOW)
     return await provider.list_tasks(kind, 1, 30)
 
 
@@ -484,6 +484,15 @@ def says_not_found(served: Served) -> bool:
 def is_success(served: Served) -> bool:
     envelope = envelope_of(served.body)
     return 200 <= served.status <= 299 and envelope is not None and code_of(envelope) in (0, None)
+
+
+def created_before_send(entry: object) -> bool:
+    """A list entry created (Kling's clock, ms) before any task of a create sent at NOW."""
+    if not isinstance(entry, dict):
+        return False
+    created = entry.get("created_at")
+    return (isinstance(created, int | float) and not isinstance(created, bool)
+            and 0 < created < (NOW - kling.LOOKUP_CLOCK_MARGIN) * 1000)
 
 
 def assert_text(text: str, secrets: tuple[str, ...]) -> None:
@@ -595,6 +604,15 @@ async def run_answers(op: Op, kind: Kind, answers: list[Reply], use_jwt: bool) -
         queries = [s for s in h.server.served if s.path.endswith("/" + EXT)]
         if result is None:
             assert says_not_found(queries[-1]), queries[-1]
+            # Absence proven by the last page read: the end of the list, or tasks created
+            # before the send (minus the clock margin). Never just "not on the pages read".
+            last = h.server.last
+            assert not last.path.endswith("/" + EXT) and is_success(last), last
+            envelope = envelope_of(last.body)
+            assert envelope is not None
+            page = envelope.get("data")
+            assert isinstance(page, list)
+            assert len(page) < 2 or any(created_before_send(entry) for entry in page), page
         else:
             task = check_task(result, kind, secrets)
             assert task.external_task_id in (None, EXT)

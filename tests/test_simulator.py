@@ -162,6 +162,23 @@ def test_create_query_list_round_trip(
             assert asset["id"]
 
 
+def test_query_path_can_refuse_external_ids(launch: Launch) -> None:
+    sim, client = launch(query_by_external_id=False)
+    task = create(client, external_task_id="batch-item-1")
+    assert error_of(client.get(f"{T2V}/batch-item-1")) == (400, 1201)
+    assert client.get(f"{T2V}/{task['task_id']}").json()["data"]["task_id"] == task["task_id"]
+    listed = client.get(T2V).json()["data"]
+    assert listed[0]["task_info"] == {"external_task_id": "batch-item-1"}
+    create(client, external_task_id="batch-item-1")
+    assert sim.stats().creates_reusing_external_id_without_lookup == 0  # the list showed it
+    # A GET by the external id finds nothing here: it does not count as having looked.
+    assert client.get(f"{T2V}/batch-item-1").status_code == 400
+    create(client, external_task_id="batch-item-1")
+    assert sim.stats().creates_reusing_external_id_without_lookup == 1
+
+
+
+
 def test_status_is_derived_from_the_injected_clock(launch: Launch, clock: FakeClock) -> None:
     _, client = launch(task_duration=(2.0, 2.0))
     task_id = create(client)["task_id"]

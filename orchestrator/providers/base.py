@@ -116,8 +116,16 @@ class Provider(Protocol):
         """Current state of a task by the provider's task id."""
         ...
 
-    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
-        """Find a task by our external id; None when the provider says it does not exist."""
+    async def lookup(
+        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+    ) -> Task | None:
+        """Find a task by our external id. None only when its absence is proven: the engine
+        then resends the create, so a None that is merely "not seen" pays twice.
+
+        ``sent_after``: Unix time before which no create with this external id was sent (the
+        ledger's intent); a provider that lists tasks by creation time may stop there. Raises
+        ProviderError when the task can be neither found nor proven absent.
+        """
         ...
 
     async def aclose(self) -> None: ...

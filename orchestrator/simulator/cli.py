@@ -82,6 +82,13 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="account slot limit (default: the profile's; most have none)",
     )
+    parser.add_argument(
+        "--no-external-id-query",
+        dest="query_by_external_id",
+        action="store_false",
+        help="GET /v1/<family>/<id> finds tasks by task id only, not by external_task_id "
+        "(some clients report Kling's does not): lookups must go through the list",
+    )
 
 
 def add_simulate_parser(subparsers: Any) -> None:
@@ -113,6 +120,7 @@ def cmd_simulate(
         port=args.port,
         slow_reply=getattr(args, "slow_reply", None),
         concurrency_slots=getattr(args, "concurrency_slots", None),
+        query_by_external_id=getattr(args, "query_by_external_id", True),
     )
     stop = stop if stop is not None else threading.Event()
     sim = Simulator(config)

@@ -30,6 +30,10 @@ class SimConfig:
     requests_per_second: float | None = None
     #: What a query for an unknown id answers: what live probes saw, or what the docs say.
     not_found_style: str = "400/1201"
+    #: Whether ``GET /v1/<family>/<id>`` also finds a task by its external_task_id (Kling's
+    #: docs say so; some public clients say it does not). False: task ids only, so a client
+    #: must find its task through the list.
+    query_by_external_id: bool = True
     #: Seconds added to the server's wall clock when checking a JWT's exp/nbf.
     clock_skew: float = 0.0
     faults: tuple[FaultRule, ...] = ()

@@ -76,6 +76,7 @@ class Profile:
         task_duration: tuple[float, float] | None = None,
         slow_reply: float | None = None,
         concurrency_slots: int | None = None,
+        query_by_external_id: bool = True,
     ) -> SimConfig:
         """The SimConfig serving this profile; keyword arguments override the profile's."""
         faults = self.faults
@@ -98,6 +99,7 @@ class Profile:
             billing_after=self.billing_after,
             clock_skew=self.clock_skew,
             faults=faults,
+            query_by_external_id=query_by_external_id,
         )
 
 
@@ -113,6 +115,7 @@ def make_config(
     task_duration: tuple[float, float] | None = None,
     slow_reply: float | None = None,
     concurrency_slots: int | None = None,
+    query_by_external_id: bool = True,
 ) -> SimConfig:
     """The SimConfig for a named profile. Unknown names raise ValueError listing the known ones."""
     profile = PROFILES.get(profile_name)
@@ -126,6 +129,7 @@ def make_config(
         task_duration=task_duration,
         slow_reply=slow_reply,
         concurrency_slots=concurrency_slots,
+        query_by_external_id=query_by_external_id,
     )
 
 

@@ -314,18 +314,23 @@ class SimState:
             return task, answer_rule
 
     def find(self, family: Family, ident: str, *, looked_up: bool) -> TaskRecord | None:
-        """The task a GET path id names: a task id, else the newest task with that external id.
+        """The task a GET path id names: a task id, else (unless
+        ``config.query_by_external_id`` is off) the newest task with that external id.
 
-        ``looked_up`` records the GET for the double-pay indicator; pass False to peek (e.g. to
-        match fault rules against the task's prompt before the request is served).
+        ``looked_up`` records the GET for the double-pay indicator (only where the path can
+        find the task by external id); pass False to peek (e.g. to match fault rules against
+        the task's prompt before the request is served).
         """
+        by_external = self._config.query_by_external_id
         with self._lock:
-            if looked_up:
+            if looked_up and by_external:
                 self._seq += 1
                 self._last_lookup[ident] = self._seq
             task = self._by_id.get(ident)
             if task is not None and task.family.path == family.path:
                 return task
+            if not by_external:
+                return None
             for candidate in reversed(self._by_external.get(ident, ())):
                 if candidate.family.path == family.path:
                     return candidate
