@@ -539,6 +539,7 @@ def test_flaky_profile_mixes_errors_before_and_after_commit() -> None:
     for label in (
         "create error 503/5001",
         "create error_after_commit 504/5002",
+        "create error_after_commit 503/5001",
         "create drop_after_commit",
         "query error 500/5000",
         "create delay 0s",
@@ -644,3 +645,39 @@ def test_simulate_subprocess_prints_a_url_that_answers_and_exits_0(signum: int) 
             process.send_signal(signum)
             assert process.wait(timeout=5) == 0
         assert "Stopped." in process.stdout.read()
+
+
+def test_python_m_orchestrator_simulate_serves_billing_after_k_then_stops() -> None:
+    """The real command line: `python -m orchestrator simulate --profile NAME --port 0`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "orchestrator", "simulate", "--profile", "billing",
+            "--port", "0", "--billing-after", "2"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(7)]
+            url = lines[0].split()[-1]
+            assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+            assert "profile: billing" in lines[1] and "after 2 tasks" in lines[1]
+            with http_client(url, headers=API_KEY) as client:
+                codes = [code_of(client.post(T2V, json=body(T2V, i))) for i in range(3)]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=5) == 0
+        assert codes == [0, 0, 1102]
+        assert "tasks created: 2;" in process.stdout.read()
+
+
+def test_billing_after_overrides_any_profile() -> None:
+    assert make_config("billing", seed=0).billing_after == 20
+    assert make_config("billing", seed=0, billing_after=3).billing_after == 3
+    assert make_config("chaos", seed=0, billing_after=0).billing_after == 0
+    assert parse("simulate", "--billing-after", "7").billing_after == 7
+    assert parse("simulate").billing_after is None
+
+
+def test_503_after_commit_is_in_flaky_and_chaos() -> None:
+    for name in ("flaky", "chaos"):
+        labels = {rule.label for rule in make_config(name, seed=0).faults}
+        assert any(label.startswith("create error_after_commit 503/5001") for label in labels), (
+            name, labels)
