@@ -6,7 +6,9 @@ terminal the console shows a live progress line and warnings and errors rendered
 JSON, so a cron mail stays short.
 
 The redactor runs before any renderer: registered secrets (secret key, API key, every JWT minted)
-and anything shaped like a JWT are replaced, wherever they appear in an event.
+and anything shaped like a JWT are replaced, wherever they appear in an event: in keys as well as
+values, at any depth, and in values that are not strings (exceptions, bytes, objects), which are
+rendered to text first.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,8 +30,24 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 
 
+#: Nesting below this depth is rendered to text whole (cyclic structures end here too).
+_MAX_DEPTH = 32
+
+
+def _text(value: object) -> str:
+    """What a JSON or console renderer would print for ``value``, never raising."""
+    try:
+        if isinstance(value, BaseException):
+            return f"{type(value).__name__}: {value}" if str(value) else type(value).__name__
+        return str(value)
+    except Exception:  # a __str__ that raises must not lose the event
+        return f"<unprintable {type(value).__name__}>"
+
+
 class Redactor:
-    """A structlog processor that scrubs secrets from every string in an event."""
+    """A structlog processor that scrubs secrets from everything in an event: keys and values,
+    at any depth. Values that are not JSON scalars (exceptions, bytes, sets, arbitrary objects)
+    are rendered to text first, so what a renderer would print is what gets scrubbed."""
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
@@ -46,20 +64,35 @@ class Redactor:
         text = _JWT.sub(REDACTED, text)
         return _BEARER.sub(r"\1" + REDACTED, text)
 
-    def _walk(self, value: Any) -> Any:
+    def _key(self, key: object) -> str:
+        return self.scrub(key if isinstance(key, str) else _text(key))
+
+    def _walk(self, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):
             return self.scrub(value)
-        if isinstance(value, dict):
-            return {k: self._walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._walk(v) for v in value]
-        return value
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int | float):
+            # A number stays a number unless its digits are a secret.
+            text = str(value)
+            scrubbed = self.scrub(text)
+            return value if scrubbed == text else scrubbed
+        if depth >= _MAX_DEPTH:
+            return self.scrub(_text(value))
+        if isinstance(value, Mapping):
+            return {self._key(k): self._walk(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._walk(v, depth + 1) for v in value]
+        if isinstance(value, bytes | bytearray | memoryview):
+            return self.scrub(bytes(value).decode("utf-8", "replace"))
+        return self.scrub(_text(value))
 
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        for key, value in list(event_dict.items()):
-            event_dict[key] = self._walk(value)
+        scrubbed = {self._key(key): self._walk(value) for key, value in event_dict.items()}
+        event_dict.clear()
+        event_dict.update(scrubbed)
         return event_dict
 
 
