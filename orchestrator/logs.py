@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -137,6 +138,13 @@ def open_log_file(output_dir: Path, now: float | None = None) -> tuple[Path, Tex
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     path = logs / f"run-{stamp}-{os.getpid()}.jsonl"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # A file that already existed keeps its permissions through os.open: tighten it (best
+    # effort, like the ledger's: a file system without Unix permissions refuses).
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
     return path, os.fdopen(fd, "a", encoding="utf-8")
 
 

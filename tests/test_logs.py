@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import structlog
@@ -123,3 +125,13 @@ def test_secrets_in_keys_and_non_string_values_are_redacted() -> None:
     assert event["broken"] == "<unprintable _Unprintable>"
     assert (event["count"], event["ratio"], event["flag"], event["missing"]) == (3, 0.5, True, None)
     assert f"key-{logs.REDACTED}" in event
+
+
+def test_an_existing_log_file_is_tightened_on_open(tmp_path: Path) -> None:
+    path, handle = logs.open_log_file(tmp_path, now=1_700_000_000)
+    handle.close()
+    os.chmod(path, 0o644)
+    again, handle = logs.open_log_file(tmp_path, now=1_700_000_000)  # same second, same pid
+    handle.close()
+    assert again == path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
