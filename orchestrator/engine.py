@@ -178,8 +178,14 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.time,
         downloader: Downloader | None = None,
+        provider_started_at: float | None = None,
     ) -> None:
+        """``provider_started_at``: when the provider's server runs inside this process (the
+        demo's simulator), the time (on ``clock``) it started. A create sent before then went
+        to a server that died with the process that sent it: it cannot still commit, so a
+        lookup that finds it absent needs not wait out the client timeout for it."""
         self._m = manifest
+        self._provider_started_at = provider_started_at
         self._downloader = downloader
         self._provider = provider
         self._ledger = ledger
@@ -574,7 +580,9 @@ class Engine:
     async def _fetch(
         self, item: Item, rec: ItemRecord, asset: dict[str, Any], log: Any
     ) -> DownloadedAsset:
-        """One asset; an expired or refused URL gets one fresh URL from a new task query."""
+        """One asset. A URL that is expired or refused, or still failing after the downloader's
+        retries (a host that moved: the demo's simulator restarted elsewhere), gets one fresh
+        URL from a new task query; a failure that is ours (disk) or final is not retried."""
         downloader = self._downloader
         assert downloader is not None and rec.task_id is not None
         index = int(asset["index"])
@@ -583,17 +591,19 @@ class Engine:
         try:
             return await downloader.download(item.id, index, str(asset["url"]), media)
         except DownloadError as exc:
-            if not exc.expired:
+            if exc.local or not (exc.expired or exc.info.retryable):
                 raise
-            log.info("item.url_expired", index=index)
+            log.info("item.url_expired" if exc.expired else "item.url_refresh", index=index)
             self.outcome.requests["query"] += 1
             try:
                 task = await self._provider.query(item.request.kind, rec.task_id)
             except ProviderError:
                 raise exc from None
             fresh = {a.index: a.url for a in task.assets}
-            if index not in fresh:
-                raise
+            if not valid_asset_indexes(fresh.keys()) or len(fresh) != len(task.assets):
+                fresh = {n: a.url for n, a in enumerate(task.assets)}  # as _numbered does
+            if index not in fresh or (not exc.expired and fresh[index] == asset["url"]):
+                raise  # the same URL already had all its retries
             asset["url"] = fresh[index]
             self.outcome.requests["download"] += 1
             return await downloader.download(item.id, index, fresh[index], media)
@@ -753,6 +763,9 @@ class Engine:
         if not answered:
             sent_at = self._ledger.get(item.id).submitted_at or self._clock()
             settled_at = sent_at + IN_FLIGHT_TIMEOUTS * self._m.provider.timeout + grace_s
+            restarted = self._provider_started_at
+            if restarted is not None and sent_at < restarted:
+                settled_at = 0.0  # sent to a server that is gone: nothing of it is in flight
         if grace:
             await self._sleep(grace_s)
         looks = 0

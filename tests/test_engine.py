@@ -29,7 +29,7 @@ from orchestrator.manifest import (
     RetrySettings,
 )
 from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
-from orchestrator.simulator.media import fake_png
+from orchestrator.simulator.media import fake_mp4, fake_png
 
 pytestmark = pytest.mark.anyio
 
@@ -567,3 +567,55 @@ async def test_an_unexpected_error_downloading_is_classified_not_a_crash(
     assert rec.state is ItemState.SUCCEEDED  # the verdict stands: the task is never resubmitted
     assert rec.download_error is not None and "OSError" in rec.download_error.message
     assert len(provider.create_calls) == 1
+
+
+async def test_a_create_sent_to_an_in_process_provider_that_restarted_is_resent_at_once(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    # The demo's simulator runs in the orchestrator's process: a create the killed run left in
+    # flight died with it. Was: the rerun waited 2 x provider.timeout before resending it.
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        ledger.sync_items([("a", "text2video", 1)])
+        ext = ledger.external_task_id("a", 1)
+        ledger.record_intent("a", 1, ext)  # then the process was killed
+        ledger.commit()
+        clock.now += 1.0  # the rerun, a second later
+        engine = Engine(manifest(tmp_path, ["a"]), provider, ledger, sleep=clock.sleep,
+                        clock=clock.time, rand=lambda: 1.0, provider_started_at=clock.now)
+        await engine.run()
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    assert [e for e, _ in provider.create_calls] == [ext]
+    assert provider.lookup_calls == 2  # absent twice, a grace apart: then resent
+    assert sum(clock.sleeps[:2]) < TIMEOUT
+
+
+async def test_a_url_that_keeps_failing_is_refreshed_once(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    # The host in the URL the task first gave is gone (the demo's simulator came back on
+    # another port); a fresh query names the one that answers.
+    polls: list[str] = []
+
+    def status(task: Task) -> Task:
+        host = "gone.test" if not polls else "here.test"
+        polls.append(host)
+        asset = Asset(0, f"https://{host}/0.mp4", "video")
+        return Task(task.task_id, TaskStatus.SUCCEEDED, assets=(asset,))
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gone.test":
+            raise httpx.ConnectError("connection refused")
+        return httpx.Response(200, content=fake_mp4("T1", 0))
+
+    provider.status = status
+    downloader = Downloader(tmp_path, transport=httpx.MockTransport(serve), sleep=clock.sleep)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(manifest(tmp_path, ["a"]), provider, ledger, sleep=clock.sleep,
+                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
+        outcome = await engine.run()
+        await downloader.aclose()
+        rec = ledger.get("a")
+    assert rec.download_error is None and rec.assets[0]["path"] == "a/0.mp4"
+    assert rec.assets[0]["url"] == "https://here.test/0.mp4"
+    assert polls == ["gone.test", "here.test"]  # one refresh query
+    assert outcome.requests["download"] == 2
