@@ -23,6 +23,7 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -38,8 +39,9 @@ from orchestrator.simulator.faults import (
     FaultBook,
     FaultRule,
 )
+from orchestrator.simulator.journal import Journal, task_from_json, task_to_json
 from orchestrator.simulator.media import BUILDERS, MEDIA_TYPES
-from orchestrator.simulator.state import SimState, SimStats
+from orchestrator.simulator.state import SimState, SimStats, TaskRecord
 from orchestrator.simulator.wire import ApiError, failure, invalid, success
 
 #: Large enough for a 10 MB image sent as base64 plus the rest of the body.
@@ -461,13 +463,28 @@ class Simulator:
     """A Kling-compatible server on loopback, run in a background thread.
 
     ``start()`` returns the base URL; ``stop()`` closes every connection and joins every thread
-    it started. Also a context manager. State (tasks, counters) lives as long as the object.
+    it started. Also a context manager. State (tasks, counters) lives as long as the object, or,
+    with ``config.state_file``, as long as that file (its tasks are loaded here).
     """
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config if config is not None else SimConfig()
         self._faults = FaultBook(self.config.faults, seed=self.config.seed)
-        self._state = SimState(self.config, self._faults)
+        self._journal: Journal | None = None
+        self._last_port: int | None = None
+        if self.config.state_file is not None:
+            journal = Journal(self.config.state_file)
+            self._journal = journal
+            self._state = SimState(
+                self.config,
+                self._faults,
+                on_commit=lambda task: journal.append({"task": task_to_json(task)}),
+            )
+            loaded = journal.load()
+            self._last_port = loaded.port
+            self._state.restore(self._revived(loaded.tasks))
+        else:
+            self._state = SimState(self.config, self._faults)
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -479,13 +496,38 @@ class Simulator:
             raise RuntimeError("the simulator is not running: call start() first")
         return self._url
 
+    def _revived(self, entries: Iterable[Mapping[str, Any]]) -> Iterator[TaskRecord]:
+        clock_now, wall_now = self.config.clock(), time.time()
+        for entry in entries:
+            try:
+                yield task_from_json(entry, clock_now=clock_now, wall_now=wall_now)
+            except (KeyError, TypeError, ValueError):
+                continue  # a line from another version, or damaged: not a task we can serve
+
+    def _bind(self) -> _Server:
+        address = (self.config.host, self.config.port)
+        if self.config.port == 0 and self._last_port is not None:
+            # Where the earlier simulator listened: the asset URLs it handed out stay valid.
+            try:
+                return _Server(
+                    (self.config.host, self._last_port), self.config, self._state, self._faults
+                )
+            except OSError:
+                pass  # taken meanwhile: any free port
+        return _Server(address, self.config, self._state, self._faults)
+
     def start(self) -> str:
         with self._lock:
             if self._server is not None:
                 raise RuntimeError("the simulator is already running")
-            server = _Server(
-                (self.config.host, self.config.port), self.config, self._state, self._faults
-            )
+            server = self._bind()
+            if self._journal is not None:
+                self._last_port = int(server.server_address[1])
+                try:
+                    self._journal.append({"port": self._last_port})
+                except OSError:
+                    server.server_close()
+                    raise
             host, port = server.server_address[:2]
             # A wildcard bind is reachable on loopback; asset URLs must name a connectable host.
             url_host = "127.0.0.1" if host in ("", "0.0.0.0") else str(host)

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -204,8 +204,17 @@ class SimStats:
 class SimState:
     """Everything the simulated account remembers. Every method is safe from any thread."""
 
-    def __init__(self, config: SimConfig, faults: FaultBook) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        faults: FaultBook,
+        *,
+        on_commit: Callable[[TaskRecord], None] | None = None,
+    ) -> None:
+        """``on_commit`` runs for each new task, under the state lock, before it is recorded
+        (and so before its create is answered); if it raises, the task is not committed."""
         self._config = config
+        self._on_commit = on_commit
         self._clock = config.clock
         self._faults = faults
         self._lock = threading.Lock()
@@ -310,8 +319,26 @@ class SimState:
             outcome_rule = self._faults.take("create", spec.prompt, OUTCOME_EFFECTS)
             answer_rule = self._faults.take("create", spec.prompt, AFTER_COMMIT_EFFECTS)
             task = self._new_task(family, spec, now, outcome_rule)
+            if self._on_commit is not None:
+                self._on_commit(task)
             self._record(task)
             return task, answer_rule
+
+    def restore(self, tasks: Iterable[TaskRecord]) -> int:
+        """Take back tasks an earlier simulator committed (see ``journal``); returns how many.
+        Ids already known are skipped. The random stream is reseeded past them, so new task ids
+        do not replay the earlier run's."""
+        restored = 0
+        with self._lock:
+            for task in tasks:
+                if task.task_id in self._by_id:
+                    continue
+                self._record(task)
+                self._release_finished(self._clock())
+                restored += 1
+            if restored:
+                self._rng = random.Random(f"kling-simulator:{self._config.seed}:{len(self._tasks)}")
+        return restored
 
     def find(self, family: Family, ident: str, *, looked_up: bool) -> TaskRecord | None:
         """The task a GET path id names: a task id, else (unless
