@@ -33,6 +33,8 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 
 #: Nesting below this depth is rendered to text whole (cyclic structures end here too).
 _MAX_DEPTH = 32
+#: Distinct keys whose scrubbed form is remembered (keys can be data, e.g. ids: bounded).
+_KEY_CACHE = 1024
 
 
 def _text(value: object) -> str:
@@ -52,11 +54,14 @@ class Redactor:
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
+        # Scrubbed keys: events reuse a few dozen field names, and scrubbing is the cost.
+        self._keys: dict[str, str] = {}
 
     def add(self, secret: str | None) -> None:
         # Very short values would redact ordinary words; real keys are long.
         if secret and len(secret) >= 6:
             self._secrets.add(secret)
+            self._keys.clear()
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -66,7 +71,14 @@ class Redactor:
         return _BEARER.sub(r"\1" + REDACTED, text)
 
     def _key(self, key: object) -> str:
-        return self.scrub(key if isinstance(key, str) else _text(key))
+        if not isinstance(key, str):
+            return self.scrub(_text(key))
+        scrubbed = self._keys.get(key)
+        if scrubbed is None:
+            scrubbed = self.scrub(key)
+            if len(self._keys) < _KEY_CACHE:
+                self._keys[key] = scrubbed
+        return scrubbed
 
     def _walk(self, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):
@@ -74,10 +86,10 @@ class Redactor:
         if value is None or isinstance(value, bool):
             return value
         if isinstance(value, int | float):
-            # A number stays a number unless its digits are a secret.
+            # A number stays a number unless its digits hold a secret (no JWT or bearer
+            # token is made of digits alone).
             text = str(value)
-            scrubbed = self.scrub(text)
-            return value if scrubbed == text else scrubbed
+            return self.scrub(text) if any(s in text for s in self._secrets) else value
         if depth >= _MAX_DEPTH:
             return self.scrub(_text(value))
         if isinstance(value, Mapping):

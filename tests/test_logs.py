@@ -135,3 +135,11 @@ def test_an_existing_log_file_is_tightened_on_open(tmp_path: Path) -> None:
     handle.close()
     assert again == path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_secret_registered_later_is_scrubbed_from_keys_seen_before() -> None:
+    redactor = logs.Redactor()
+    key = f"x-{SECRET}"
+    assert redactor(None, "info", {key: 1}) == {key: 1}
+    redactor.add(SECRET)  # e.g. a JWT minted mid-run
+    assert redactor(None, "info", {key: 1}) == {f"x-{logs.REDACTED}": 1}
