@@ -273,6 +273,20 @@ def test_clock_skew_stops_the_batch_with_exit_3_and_a_clock_hint(tmp_path: Path)
     assert report["counts"]["not_run"] == 3
 
 
+def test_expired_tokens_renewed_once_never_stop_the_batch(tmp_path: Path) -> None:
+    # The 'auth' profile refuses 5% of requests as "token expired"; each gets one fresh token
+    # and one resend, which the simulator never refuses again (a fresh token cannot have
+    # expired). So the batch must finish: an exit 3 here would mean a renewable refusal was
+    # taken for clock skew.
+    with Simulator(make_config("auth", seed=11, task_duration=(0.05, 0.1))) as sim:
+        items = text_items(60, prefix="renewed")
+        result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+        stats = sim.stats()
+    assert result.code == 0, result.stderr
+    assert stats.faults_fired.get("create error 401/1004", 0) > 0, stats.faults_fired
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+
+
 def test_expired_api_key_stops_the_batch_without_retries(tmp_path: Path, sim: Simulator) -> None:
     sim.add_fault(FaultRule(op="create", effect="error", http_status=401, code=1004,
                             message="token has expired"))
