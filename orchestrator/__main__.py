@@ -15,8 +15,9 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -147,23 +148,37 @@ def _credentials(manifest: Manifest) -> httpx.Auth | None:
     return auth
 
 
+#: The in-process simulator's account, beside the ledger: a resumed demo finds its tasks.
+SIMULATOR_STATE = "simulator-state.jsonl"
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    base_url: str
+    auth: httpx.Auth
+    #: When the provider's server runs in this process (the demo), the time it started.
+    started_at: float | None = None
+
+
 @contextlib.contextmanager
 def _provider_endpoint(
     manifest: Manifest, auth: httpx.Auth | None, redactor: logs.Redactor
-) -> Iterator[tuple[str, httpx.Auth]]:
+) -> Iterator[_Endpoint]:
     if manifest.provider.base_url != SIMULATOR_BASE_URL:
         assert auth is not None
         for secret in getattr(auth, "secrets", tuple)():
             redactor.add(secret)
-        yield manifest.provider.base_url, auth
+        yield _Endpoint(manifest.provider.base_url, auth)
         return
     from orchestrator.simulator import SimConfig, Simulator
 
-    config = SimConfig()
+    # Durable: a killed or interrupted demo resumes against the tasks it created.
+    config = SimConfig(state_file=manifest.output_dir / SIMULATOR_STATE)
     sim_auth = JwtAuth(config.access_key, config.secret_key, on_token=redactor.add)
     redactor.add(config.secret_key)
+    started_at = time.time()
     with Simulator(config) as sim:
-        yield sim.url, sim_auth
+        yield _Endpoint(sim.url, sim_auth, started_at)
 
 
 def _check_own_files(manifest: Manifest, state_path: Path, report_path: Path) -> None:
@@ -292,13 +307,20 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     )
     started = _now()
     try:
-        with _provider_endpoint(manifest, auth, redactor) as (base_url, used_auth):
-            provider = KlingProvider(base_url, used_auth, timeout=manifest.provider.timeout)
+        with _provider_endpoint(manifest, auth, redactor) as endpoint:
+            provider = KlingProvider(
+                endpoint.base_url, endpoint.auth, timeout=manifest.provider.timeout
+            )
             downloader = (
                 Downloader(out, policy=download_policy(manifest)) if manifest.download else None
             )
             engine = Engine(
-                manifest, provider, ledger, downloader=downloader, verify_files=args.verify_files
+                manifest,
+                provider,
+                ledger,
+                downloader=downloader,
+                verify_files=args.verify_files,
+                provider_started_at=endpoint.started_at,
             )
 
             async def main() -> RunOutcome:

@@ -259,6 +259,19 @@ class DownloadError(Exception):
         return f"{self.info.category}{status}: {self.info.message}"
 
 
+def _unusable(message: str) -> DownloadError:
+    """An asset the provider described in a way no file can be fetched or named from."""
+    return DownloadError(
+        ErrorInfo(
+            category=Category.SERVER,
+            message=message,
+            retryable=False,
+            hint="The provider returned an unusable asset (URL, index or type); report it to the "
+            "provider with the task id.",
+        )
+    )
+
+
 @dataclass(frozen=True)
 class _Target:
     """Where one download comes from and goes to, and how to name it in messages."""
@@ -532,24 +545,35 @@ class Downloader:
 
     async def download(self, item_id: str, index: int, url: str, media: str) -> DownloadedAsset:
         """Download asset ``index`` of ``item_id`` from ``url`` and return it, verified and on
-        disk. Raises ValueError for an unsafe item id or bad arguments, DownloadError otherwise.
+        disk. Every failure is a DownloadError, arguments no file can be made from included
+        (an unsafe item id, an index that is not an int >= 0, an unknown media, a URL that is
+        not http(s)): those are not retryable and send nothing. Nothing else escapes: these
+        arguments come from the provider's answers and the ledger, and a bad one must fail the
+        item's download, not crash the run.
         """
-        directory = self.item_dir(item_id)
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ValueError(f"asset index must be an int >= 0, got {index!r}")
+            raise _unusable(f"item {item_id!r}: asset index {index!r} is not an int >= 0")
         if media not in MEDIA:
-            raise ValueError(f"media must be one of {MEDIA}, got {media!r}")
+            raise _unusable(f"item {item_id!r} asset {index}: media {media!r} is not in {MEDIA}")
+        try:
+            directory = self.item_dir(item_id)
+        except ValueError as exc:
+            raise DownloadError(
+                ErrorInfo(
+                    category=Category.VALIDATION,
+                    message=f"cannot download asset {index}: {exc}",
+                    retryable=False,
+                    hint=(
+                        "Item ids must be safe directory names inside output.dir ([A-Za-z0-9._-], "
+                        "no symlink out of it): fix the id or the directory, then rerun."
+                    ),
+                ),
+                local=True,
+            ) from None
         target = _Target(item_id, index, url, media, directory)
         scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
         if scheme not in ("http", "https"):
-            raise DownloadError(
-                ErrorInfo(
-                    category=Category.SERVER,
-                    message=f"{target.describe()}: not an http(s) URL",
-                    retryable=False,
-                    hint="The provider returned an unusable asset URL; report it to the provider.",
-                )
-            )
+            raise _unusable(f"{target.describe()}: not an http(s) URL")
         await self._local(target, _prepare_dir, directory)
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.concurrency)

@@ -48,7 +48,13 @@ from orchestrator.manifest import Item, Manifest
 from orchestrator.poller import ListPoller, Poller, QueryPoller
 from orchestrator.pricing import units_for
 from orchestrator.progress import Progress
-from orchestrator.providers.base import Provider, Task, TaskLister, TaskStatus
+from orchestrator.providers.base import (
+    Provider,
+    Task,
+    TaskLister,
+    TaskStatus,
+    valid_asset_indexes,
+)
 from orchestrator.retry import RetryBudget, RetryPolicy, backoff_delay
 
 #: Growth of the poll interval between two polls of one task (up to poll.max_interval).
@@ -132,6 +138,26 @@ def _looks_intact(downloader: Downloader, asset: dict[str, Any]) -> bool:
     return info.st_size == asset.get("bytes") and info.st_mtime_ns == asset.get("mtime_ns")
 
 
+def _numbered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Asset records whose indexes can name files: as they are, or renumbered by position
+    (the provider's order) when an index is invalid or repeated, as providers renumber the
+    assets they parse (records from an older version, or from another provider, may not be)."""
+    if valid_asset_indexes(record.get("index") for record in records):
+        return records
+    return [{**record, "index": position} for position, record in enumerate(records)]
+
+
+def _unreadable_asset(asset: dict[str, Any], exc: Exception) -> ErrorInfo:
+    return ErrorInfo(
+        category=Category.SERVER,
+        message=f"asset {asset.get('index')!r} could not be downloaded: internal error "
+        f"({type(exc).__name__})",
+        retryable=False,
+        hint="Please report this with the log file; the task is not resubmitted, and a rerun "
+        "tries the download again.",
+    )
+
+
 def _error_fields(info: ErrorInfo) -> dict[str, Any]:
     """The fields every log event about a failure carries."""
     return {
@@ -205,11 +231,18 @@ class Engine:
         clock: Callable[[], float] = time.time,
         downloader: Downloader | None = None,
         verify_files: bool = False,
+        provider_started_at: float | None = None,
     ) -> None:
         """``verify_files``: hash every recorded file of the finished items and fetch again
         those whose sha256 differs (by default only files whose size or modification time
-        changed are hashed, so that a rerun of a finished batch does not read every video)."""
+        changed are hashed, so that a rerun of a finished batch does not read every video).
+
+        ``provider_started_at``: when the provider's server runs inside this process (the
+        demo's simulator), the time (on ``clock``) it started. A create sent before then went
+        to a server that died with the process that sent it: it cannot still commit, so a
+        lookup that finds it absent needs not wait out the client timeout for it."""
         self._m = manifest
+        self._provider_started_at = provider_started_at
         self._downloader = downloader
         self._verify_files = verify_files
         self._provider = provider
@@ -612,7 +645,7 @@ class Engine:
         downloader = self._downloader
         assert downloader is not None
         rec = self._ledger.get(item.id)
-        records = [dict(a) for a in rec.assets]
+        records = _numbered([dict(a) for a in rec.assets])
         marked = rec.download_error  # what the ledger says about the files right now
         self.progress.set(item.id, "downloading")
         # Temporary files of a run killed mid-download (its own cleanup never ran). None of
@@ -642,6 +675,14 @@ class Engine:
                 log.warning("item.download_failed", index=asset.get("index"),
                             **_error_fields(exc.info))
                 continue
+            except (KeyError, TypeError, ValueError, OSError) as exc:
+                # The downloader classifies its own failures; this is a damaged asset record
+                # or a bug. A classified failure of this item's files, not a crash: the
+                # verdict stands and the task is never resubmitted for a file.
+                error = _unreadable_asset(asset, exc)
+                log.warning("item.download_failed", index=asset.get("index"), exc_info=True,
+                            error_type=type(exc).__name__, **_error_fields(error))
+                continue
             records[n] = {**asset, **got.to_dict(), "mtime_ns": _mtime_ns(downloader, got.path)}
             fetched += 1
             # Recorded per file: a crash mid-item keeps the files already checked (those of
@@ -655,7 +696,9 @@ class Engine:
     async def _fetch(
         self, item: Item, rec: ItemRecord, asset: dict[str, Any], log: Any
     ) -> DownloadedAsset:
-        """One asset; an expired or refused URL gets one fresh URL from a new task query."""
+        """One asset. A URL that is expired or refused, or still failing after the downloader's
+        retries (a host that moved: the demo's simulator restarted elsewhere), gets one fresh
+        URL from a new task query; a failure that is ours (disk) or final is not retried."""
         downloader = self._downloader
         assert downloader is not None and rec.task_id is not None
         index = int(asset["index"])
@@ -663,17 +706,19 @@ class Engine:
         try:
             return await downloader.download(item.id, index, str(asset["url"]), media)
         except DownloadError as exc:
-            if not exc.expired:
+            if exc.local or not (exc.expired or exc.info.retryable):
                 raise
-            log.info("item.url_expired", index=index)
+            log.info("item.url_expired" if exc.expired else "item.url_refresh", index=index)
             self.outcome.requests["query"] += 1
             try:
                 task = await self._provider.query(item.request.kind, rec.task_id)
             except ProviderError:
                 raise exc from None
             fresh = {a.index: a.url for a in task.assets}
-            if index not in fresh:
-                raise
+            if not valid_asset_indexes(fresh.keys()) or len(fresh) != len(task.assets):
+                fresh = {n: a.url for n, a in enumerate(task.assets)}  # as _numbered does
+            if index not in fresh or (not exc.expired and fresh[index] == asset["url"]):
+                raise  # the same URL already had all its retries
             asset["url"] = fresh[index]
             self.outcome.retries += 1  # the download again, from the fresh URL
             return await downloader.download(item.id, index, fresh[index], media)
@@ -826,10 +871,16 @@ class Engine:
         cannot answer: then nothing may be sent.
         """
         grace_s = self._m.retry.lookup_grace
+        # No task with this external id can predate its first intent: a provider listing tasks
+        # newest first may stop reading there, however old the create is (a rerun after a crash).
+        sent_after = self._ledger.intent_time(ext)
         settled_at = 0.0
         if not answered:
             sent_at = self._ledger.get(item.id).submitted_at or self._clock()
             settled_at = sent_at + IN_FLIGHT_TIMEOUTS * self._m.provider.timeout + grace_s
+            restarted = self._provider_started_at
+            if restarted is not None and sent_at < restarted:
+                settled_at = 0.0  # sent to a server that is gone: nothing of it is in flight
         if grace:
             await self._sleep(grace_s)
         looks = 0
@@ -837,7 +888,7 @@ class Engine:
         while True:
             self.outcome.requests["lookup"] += 1
             try:
-                found = await self._provider.lookup(item.request.kind, ext)
+                found = await self._provider.lookup(item.request.kind, ext, sent_after=sent_after)
             except ProviderError as err:
                 log.warning(
                     "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)

@@ -41,6 +41,7 @@ import json
 import os
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -129,6 +130,28 @@ class LedgerLocked(LedgerError):
     pass
 
 
+def _owner_only_fd(fd: int) -> None:
+    """Tighten an open file to owner read/write if group or others have any access. Best
+    effort: a file system without Unix permissions (or a file of another owner) refuses, and
+    that must not stop a run (the ledger holds no credentials)."""
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+
+
+def _owner_only(path: Path) -> None:
+    """:func:`_owner_only_fd` by path, for a file that may not exist."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
@@ -175,6 +198,7 @@ class Ledger:
     @staticmethod
     def _acquire_lock(lock_path: Path) -> IO[str]:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        _owner_only_fd(fd)
         handle = os.fdopen(fd, "r+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,10 +225,17 @@ class Ledger:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        if not path.exists():
-            # Created owner-only: the ledger names tasks of a paid account.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Owner-only, created so or tightened (a file from an older version, a copy, a loose
+        # umask): the ledger names tasks of a paid account. Before connecting, since SQLite
+        # gives the -wal and -shm files it creates the database file's permissions.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _owner_only_fd(fd)
+        finally:
+            os.close(fd)
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for suffix in ("-wal", "-shm"):  # left by a run that did not close, maybe loose
+            _owner_only(path.with_name(path.name + suffix))
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
@@ -499,6 +530,14 @@ class Ledger:
                 "finished_at = NULL, updated_at = ? WHERE id = ?",
                 (attempt, external_task_id, now, now, item_id),
             )
+
+    def intent_time(self, external_task_id: str) -> float | None:
+        """When a create with ``external_task_id`` was first recorded as about to be sent (a
+        resend of the same attempt keeps the first time): no task with this id can be older."""
+        row = self._db.execute(
+            "SELECT created_at FROM attempts WHERE external_task_id = ?", (external_task_id,)
+        ).fetchone()
+        return float(row[0]) if row is not None else None
 
     def record_submitted(self, item_id: str, task_id: str) -> None:
         """Written right after the provider answered with a task id (or a lookup found it)."""

@@ -6,7 +6,9 @@ terminal the console shows a live progress line and warnings and errors rendered
 JSON, so a cron mail stays short.
 
 The redactor runs before any renderer: registered secrets (secret key, API key, every JWT minted)
-and anything shaped like a JWT are replaced, wherever they appear in an event.
+and anything shaped like a JWT are replaced, wherever they appear in an event: in keys as well as
+values, at any depth, and in values that are not strings (exceptions, bytes, objects), which are
+rendered to text first.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,16 +33,37 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 
 
+#: Nesting below this depth is rendered to text whole (cyclic structures end here too).
+_MAX_DEPTH = 32
+#: Distinct keys whose scrubbed form is remembered (keys can be data, e.g. ids: bounded).
+_KEY_CACHE = 1024
+
+
+def _text(value: object) -> str:
+    """What a JSON or console renderer would print for ``value``, never raising."""
+    try:
+        if isinstance(value, BaseException):
+            return f"{type(value).__name__}: {value}" if str(value) else type(value).__name__
+        return str(value)
+    except Exception:  # a __str__ that raises must not lose the event
+        return f"<unprintable {type(value).__name__}>"
+
+
 class Redactor:
-    """A structlog processor that scrubs secrets from every string in an event."""
+    """A structlog processor that scrubs secrets from everything in an event: keys and values,
+    at any depth. Values that are not JSON scalars (exceptions, bytes, sets, arbitrary objects)
+    are rendered to text first, so what a renderer would print is what gets scrubbed."""
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
+        # Scrubbed keys: events reuse a few dozen field names, and scrubbing is the cost.
+        self._keys: dict[str, str] = {}
 
     def add(self, secret: str | None) -> None:
         # Very short values would redact ordinary words; real keys are long.
         if secret and len(secret) >= 6:
             self._secrets.add(secret)
+            self._keys.clear()
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -48,20 +72,42 @@ class Redactor:
         text = _JWT.sub(REDACTED, text)
         return _BEARER.sub(r"\1" + REDACTED, text)
 
-    def _walk(self, value: Any) -> Any:
+    def _key(self, key: object) -> str:
+        if not isinstance(key, str):
+            return self.scrub(_text(key))
+        scrubbed = self._keys.get(key)
+        if scrubbed is None:
+            scrubbed = self.scrub(key)
+            if len(self._keys) < _KEY_CACHE:
+                self._keys[key] = scrubbed
+        return scrubbed
+
+    def _walk(self, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):
             return self.scrub(value)
-        if isinstance(value, dict):
-            return {k: self._walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._walk(v) for v in value]
-        return value
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int | float):
+            # A number stays a number unless its digits hold a secret (no JWT or bearer
+            # token is made of digits alone).
+            text = str(value)
+            return self.scrub(text) if any(s in text for s in self._secrets) else value
+        if depth >= _MAX_DEPTH:
+            return self.scrub(_text(value))
+        if isinstance(value, Mapping):
+            return {self._key(k): self._walk(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._walk(v, depth + 1) for v in value]
+        if isinstance(value, bytes | bytearray | memoryview):
+            return self.scrub(bytes(value).decode("utf-8", "replace"))
+        return self.scrub(_text(value))
 
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        for key, value in list(event_dict.items()):
-            event_dict[key] = self._walk(value)
+        scrubbed = {self._key(key): self._walk(value) for key, value in event_dict.items()}
+        event_dict.clear()
+        event_dict.update(scrubbed)
         return event_dict
 
 
@@ -106,6 +152,13 @@ def open_log_file(output_dir: Path, now: float | None = None) -> tuple[Path, Tex
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     path = logs / f"run-{stamp}-{os.getpid()}.jsonl"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # A file that already existed keeps its permissions through os.open: tighten it (best
+    # effort, like the ledger's: a file system without Unix permissions refuses).
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
     return path, os.fdopen(fd, "a", encoding="utf-8")
 
 

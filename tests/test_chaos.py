@@ -31,6 +31,12 @@ CAP = 8
 N_VIDEO = 200
 N_IMAGE = 40
 SEED = 20261122
+#: Kinds of fault the chaos profile injects, and how often each must at least have fired.
+FAULT_GROUPS: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("create error ",), 5),  # refused before commit: 429, 401, 5xx
+    (("create error_after_commit", "create drop_after_commit", "create delay_after_commit"), 2),
+    (("create task_failed", "create fewer_assets"), 2),
+)
 
 
 @pytest.fixture
@@ -97,6 +103,14 @@ def test_chaos_with_kills_keeps_every_invariant(tmp_path: Path, chaos_sim: Simul
         pytest.fail(f"items still retryable after 5 reruns: {[i['id'] for i in retryable]}")
 
     stats = sim.stats()
+    # The faults really fired: a run against a profile whose faults were off would prove
+    # nothing. Minimums far below what ~260 creates draw (expected: 20, 11, 10 and 45).
+    fired = stats.faults_fired
+    for prefixes, least in FAULT_GROUPS:
+        count = sum(n for label, n in fired.items() if label.startswith(prefixes))
+        assert count >= least, (prefixes, fired)
+    assert sum(fired.values()) >= 20, fired
+
     tasks_by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for task in stats.tasks:
         tasks_by_prompt[task["prompt"]].append(task)

@@ -446,9 +446,12 @@ async def test_a_download_writes_a_part_file_named_like_the_stale_ones(
      "com1", "x" * 256, "a\x00b"],
 )
 async def test_unsafe_item_ids_are_refused(tmp_path: Path, item_id: str) -> None:
+    # A classified DownloadError (was ValueError, which crashed the item in the engine).
     async with downloader(tmp_path / "out") as dl:
-        with pytest.raises(ValueError):
+        with pytest.raises(DownloadError) as caught:
             await dl.download(item_id, 0, "http://127.0.0.1:9/a.mp4", "video")
+    assert caught.value.local and not caught.value.info.retryable
+    assert caught.value.info.category is Category.VALIDATION
     assert not (tmp_path / "out").exists()
     assert dl.stats["requests"] == 0
 
@@ -465,20 +468,31 @@ async def test_item_dir_symlinked_outside_is_refused(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").mkdir()
     (out / "item").symlink_to(tmp_path / "elsewhere")
     async with downloader(out) as dl:
-        with pytest.raises(ValueError, match="outside"):
+        with pytest.raises(DownloadError, match="outside") as caught:
             await dl.download("item", 0, "http://127.0.0.1:9/a.mp4", "video")
-
-
-async def test_bad_arguments(tmp_path: Path) -> None:
-    async with downloader(tmp_path) as dl:
-        with pytest.raises(ValueError):
-            await dl.download("item", -1, "http://127.0.0.1:9/a.mp4", "video")
-        with pytest.raises(ValueError):
-            await dl.download("item", 0, "http://127.0.0.1:9/a.mp4", "audio")
-        with pytest.raises(DownloadError) as caught:
-            await dl.download("item", 0, "file:///etc/passwd", "video")
-    assert not caught.value.info.retryable
+    assert caught.value.local and not caught.value.info.retryable
     assert dl.stats["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("index", "url", "media"),
+    [(-1, "http://127.0.0.1:9/a.mp4", "video"), (True, "http://127.0.0.1:9/a.mp4", "video"),
+     (0, "http://127.0.0.1:9/a.mp4", "audio"), (0, "file:///etc/passwd", "video")],
+    ids=["negative-index", "bool-index", "unknown-media", "not-http"],
+)
+async def test_unusable_asset_arguments_are_classified_errors(
+    tmp_path: Path, index: Any, url: str, media: str
+) -> None:
+    # Was ValueError for the index and the media: it escaped the engine as a crash, the item
+    # was reported succeeded with no file, and every rerun crashed again.
+    async with downloader(tmp_path) as dl:
+        with pytest.raises(DownloadError) as caught:
+            await dl.download("item", index, url, media)
+    assert not caught.value.info.retryable and not caught.value.expired
+    assert caught.value.info.category is Category.SERVER
+    assert "report it to the provider" in caught.value.info.hint
+    assert dl.stats["requests"] == 0
+    assert not (tmp_path / "item").exists()
 
 
 async def test_local_write_failure_is_not_retried(launch: Any, tmp_path: Path) -> None:

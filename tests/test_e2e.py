@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from orchestrator.simulator import FaultRule, SimConfig, Simulator
+from orchestrator.simulator import FaultRule, SimConfig, Simulator, make_config
 from tests.conftest import cli_env, png_bytes, run_cli, start_cli, write_manifest
 
 
@@ -86,6 +87,41 @@ def test_504_after_commit_is_looked_up_not_resubmitted(tmp_path: Path, sim: Simu
     assert sim.stats().create_requests == 2
     report = by_id(load_report(tmp_path))
     assert report["flaky"]["status"] == "succeeded"
+
+
+def test_old_create_is_found_through_the_list_past_the_thousand_newest(tmp_path: Path) -> None:
+    # The query path does not take external ids here, so a lookup must read the list. The run
+    # that got a 504 after commit could not look the task up (the list failed); by the rerun,
+    # 1200 newer tasks of other clients bury it on page 3. Was: only 2 pages were read, the
+    # task looked absent and was sent again: paid twice.
+    config = SimConfig(task_duration=(0.1, 0.3), query_by_external_id=False)
+    with Simulator(config) as sim, httpx.Client(base_url=sim.url) as other_client:
+        sim.add_fault(FaultRule(op="create", effect="error_after_commit", match="buried",
+                                times=1, http_status=504, code=5002, message="timeout"))
+        sim.add_fault(FaultRule(op="list", effect="error", times=1))
+        items = [{"id": "old", "prompt": "buried under newer tasks"}]
+        manifest = write_manifest(tmp_path, sim, items, retry={"max_attempts": 1})
+        first = run_cli(["run", str(manifest)], cli_env(sim))
+        assert first.code == 1, first.stderr
+        assert by_id(load_report(tmp_path))["old"]["error"]["message"].startswith(
+            "could not confirm")
+
+        headers = {"Authorization": f"Bearer {sim.config.api_key}"}
+        for i in range(1200):
+            answer = other_client.post(
+                "/v1/videos/text2video", headers=headers,
+                json={"model_name": "kling-v2-5-turbo", "prompt": f"someone else's {i}"},
+            )
+            assert answer.json()["code"] == 0
+        lists_before = sim.stats().list_requests
+
+        rerun = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+        assert rerun.code == 0, rerun.stderr
+        stats = sim.stats()
+    assert stats.by_prompt["buried under newer tasks"] == 1
+    assert stats.create_requests == 1 + 1200  # the item's create was never sent again
+    assert stats.list_requests - lists_before >= 3  # found on the third page
+    assert by_id(load_report(tmp_path))["old"]["status"] == "succeeded"
 
 
 def test_connection_dropped_after_commit_is_looked_up(tmp_path: Path, sim: Simulator) -> None:
@@ -216,6 +252,53 @@ def test_auth_failure_stops_with_exit_3(tmp_path: Path, sim: Simulator) -> None:
     assert sim.stats().create_requests <= 2
     assert load_report(tmp_path)["counts"]["not_run"] == 5
     assert "not-the-secret-key-at-all" not in result.stderr
+
+
+def test_clock_skew_stops_the_batch_with_exit_3_and_a_clock_hint(tmp_path: Path) -> None:
+    # Was: 1003 counted as a retryable item error, so each item was retried up to max_attempts,
+    # each try two requests (JwtAuth renews once): 3 items gave 18 creates, then exit 1.
+    with Simulator(make_config("clock-skew", seed=0, task_duration=(0.1, 0.3))) as skewed:
+        items = text_items(3, prefix="skew")
+        result = run_cli(["run", str(write_manifest(tmp_path, skewed, items))], cli_env(skewed))
+        stats = skewed.stats()
+    assert result.code == 3, result.stderr
+    assert stats.tasks_created == 0
+    # At most one create per item in flight when the first refusal stopped the batch, each sent
+    # twice (the fresh token's resend): never a retry.
+    assert stats.create_requests <= 2 * len(items)
+    report = load_report(tmp_path)
+    assert (report["stopped_by"]["category"], report["stopped_by"]["code"]) == ("auth", 1003)
+    assert "NTP" in report["stopped_by"]["hint"]
+    assert "NTP" in result.stderr
+    assert report["counts"]["not_run"] == 3
+
+
+def test_expired_tokens_renewed_once_never_stop_the_batch(tmp_path: Path) -> None:
+    # The 'auth' profile refuses 5% of requests as "token expired"; each gets one fresh token
+    # and one resend, which the simulator never refuses again (a fresh token cannot have
+    # expired). So the batch must finish: an exit 3 here would mean a renewable refusal was
+    # taken for clock skew.
+    with Simulator(make_config("auth", seed=11, task_duration=(0.05, 0.1))) as sim:
+        items = text_items(60, prefix="renewed")
+        result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+        stats = sim.stats()
+    assert result.code == 0, result.stderr
+    assert stats.faults_fired.get("create error 401/1004", 0) > 0, stats.faults_fired
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+
+
+def test_expired_api_key_stops_the_batch_without_retries(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="error", http_status=401, code=1004,
+                            message="token has expired"))
+    env = {k: v for k, v in cli_env(sim).items() if not k.startswith("KLING_")}
+    assert sim.config.api_key is not None
+    env["KLING_API_KEY"] = sim.config.api_key
+    items = text_items(3, prefix="apikey")
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], env)
+    assert result.code == 3, result.stderr
+    assert sim.stats().create_requests <= len(items)  # an API key cannot be renewed: no resend
+    assert load_report(tmp_path)["stopped_by"]["code"] == 1004
+    assert "NTP" in result.stderr and sim.config.api_key not in result.stderr
 
 
 def wait_for(condition: Any, timeout: float = 20.0) -> None:

@@ -8,6 +8,7 @@ flight at the server, a bug inside one item).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -29,7 +30,7 @@ from orchestrator.manifest import (
 )
 from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
 from orchestrator.retry import RetryPolicy
-from orchestrator.simulator.media import fake_mp4
+from orchestrator.simulator.media import fake_mp4, fake_png
 
 pytestmark = pytest.mark.anyio
 
@@ -72,6 +73,7 @@ class FakeProvider:
         self.committed: dict[str, Task] = {}
         self.create_calls: list[tuple[str, float]] = []
         self.lookup_calls = 0
+        self.lookup_sent_after: list[float | None] = []
         self.create_rule: CreateRule = lambda ext, n: (True, None)
         self.lookup_error: ProviderError | None = None
         self.status: Callable[[Task], Task] = lambda t: Task(
@@ -96,8 +98,11 @@ class FakeProvider:
         task = next(t for t in self.committed.values() if t.task_id == task_id)
         return self.status(task)
 
-    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
+    async def lookup(
+        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+    ) -> Task | None:
         self.lookup_calls += 1
+        self.lookup_sent_after.append(sent_after)
         if self.lookup_error is not None:
             raise self.lookup_error
         return self.committed.get(external_task_id)
@@ -206,6 +211,34 @@ async def test_lookups_that_keep_failing_never_lead_to_a_resend(
         await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
         assert ledger.get("a").state is ItemState.SUCCEEDED
     assert len(provider.create_calls) == 1
+
+
+async def test_lookup_that_cannot_prove_absence_leaves_the_item_unresolved(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    # The provider read what it could of the list without finding the task or reaching tasks
+    # older than the send: not proof of absence, so nothing may be resent.
+    unproven = ProviderError(ErrorInfo(
+        category=Category.SERVER, message="cannot prove that no task has external_task_id x",
+        retryable=False, hint="h",
+    ))
+    provider.create_rule = lambda ext, n: (n == 1, server_error(5002, ambiguous=True, status=504))
+    provider.lookup_error = unproven
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        started = clock.now
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        rec = ledger.get("a")
+        assert rec.state is ItemState.SUBMITTING
+        assert rec.error is not None and "cannot prove" in rec.error.message
+        assert provider.lookup_calls == 1  # not retried: reading again proves no more
+
+        # The rerun, hours later, tells the provider when the create was first sent.
+        clock.now += 6 * 3600
+        provider.lookup_error = None
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    assert len(provider.create_calls) == 1
+    assert provider.lookup_sent_after == [started, started]
 
 
 async def test_retry_after_is_honoured_for_rate_limits(
@@ -518,3 +551,116 @@ async def test_progress_counts_a_failed_download_as_failed(
         assert ledger.get("bad").download_error is not None
     counts = engine.progress.snapshot().counts
     assert (counts["done"], counts["failed"], counts["downloading"]) == (1, 1, 0)
+
+
+# -- downloads: bad asset indexes -----------------------------------------------------------------
+
+
+def image_manifest(tmp_path: Path, n: int) -> Manifest:
+    m = manifest(tmp_path, [])
+    request = TaskRequest(Kind.IMAGE, {"prompt": "mugs", "n": n}, n)
+    return replace(m, items=(Item("mugs", request),))
+
+
+def png_server(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=fake_png("T1", int(request.url.path[-5])),
+                          headers={"Content-Type": "image/png"})
+
+
+@pytest.mark.parametrize("indexes", [(-1, -1), (0, 0), (-3, 1)], ids=["negative", "dup", "mixed"])
+async def test_unusable_asset_indexes_are_renumbered_not_a_crash(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider, indexes: tuple[int, int]
+) -> None:
+    # Was: Downloader.download raised ValueError for index -1, which escaped _fetch as a crash:
+    # the item was reported succeeded with no file, and every rerun crashed again. (Duplicates
+    # wrote both files under one name.) A provider other than Kling, or a ledger from an older
+    # version, may still hold such indexes.
+    provider.status = lambda t: Task(t.task_id, TaskStatus.SUCCEEDED, assets=tuple(
+        Asset(i, f"https://cdn.test/{n}.png", "image") for n, i in enumerate(indexes)
+    ))
+    downloader = Downloader(tmp_path, transport=httpx.MockTransport(png_server),
+                            sleep=clock.sleep)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(image_manifest(tmp_path, 2), provider, ledger, sleep=clock.sleep,
+                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
+        outcome = await engine.run()
+        await downloader.aclose()
+        rec = ledger.get("mugs")
+    assert outcome.crashed == 0
+    assert rec.state is ItemState.SUCCEEDED and rec.download_error is None
+    assert sorted(a["path"] for a in rec.assets) == ["mugs/0.png", "mugs/1.png"]
+    # Each file holds the asset its URL named, in the provider's order.
+    assert (tmp_path / "mugs" / "1.png").read_bytes() == fake_png("T1", 1)
+
+
+async def test_an_unexpected_error_downloading_is_classified_not_a_crash(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    downloader = Downloader(tmp_path, transport=httpx.MockTransport(png_server))
+    monkeypatch.setattr(downloader, "download", broken)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(manifest(tmp_path, ["a"]), provider, ledger, sleep=clock.sleep,
+                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
+        outcome = await engine.run()
+        await downloader.aclose()
+        rec = ledger.get("a")
+    assert outcome.crashed == 0
+    assert rec.state is ItemState.SUCCEEDED  # the verdict stands: the task is never resubmitted
+    assert rec.download_error is not None and "OSError" in rec.download_error.message
+    assert len(provider.create_calls) == 1
+
+
+async def test_a_create_sent_to_an_in_process_provider_that_restarted_is_resent_at_once(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    # The demo's simulator runs in the orchestrator's process: a create the killed run left in
+    # flight died with it. Was: the rerun waited 2 x provider.timeout before resending it.
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        ledger.sync_items([("a", "text2video", 1)])
+        ext = ledger.external_task_id("a", 1)
+        ledger.record_intent("a", 1, ext)  # then the process was killed
+        ledger.commit()
+        clock.now += 1.0  # the rerun, a second later
+        engine = Engine(manifest(tmp_path, ["a"]), provider, ledger, sleep=clock.sleep,
+                        clock=clock.time, rand=lambda: 1.0, provider_started_at=clock.now)
+        await engine.run()
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    assert [e for e, _ in provider.create_calls] == [ext]
+    assert provider.lookup_calls == 2  # absent twice, a grace apart: then resent
+    assert sum(clock.sleeps[:2]) < TIMEOUT
+
+
+async def test_a_url_that_keeps_failing_is_refreshed_once(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    # The host in the URL the task first gave is gone (the demo's simulator came back on
+    # another port); a fresh query names the one that answers.
+    polls: list[str] = []
+
+    def status(task: Task) -> Task:
+        host = "gone.test" if not polls else "here.test"
+        polls.append(host)
+        asset = Asset(0, f"https://{host}/0.mp4", "video")
+        return Task(task.task_id, TaskStatus.SUCCEEDED, assets=(asset,))
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gone.test":
+            raise httpx.ConnectError("connection refused")
+        return httpx.Response(200, content=fake_mp4("T1", 0))
+
+    provider.status = status
+    downloader = Downloader(tmp_path, transport=httpx.MockTransport(serve), sleep=clock.sleep)
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        engine = Engine(manifest(tmp_path, ["a"]), provider, ledger, sleep=clock.sleep,
+                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
+        outcome = await engine.run()
+        await downloader.aclose()
+        rec = ledger.get("a")
+    assert rec.download_error is None and rec.assets[0]["path"] == "a/0.mp4"
+    assert rec.assets[0]["url"] == "https://here.test/0.mp4"
+    assert polls == ["gone.test", "here.test"]  # one refresh query
+    # Every HTTP attempt is a request: the 8 the first URL was given, then the fresh one.
+    assert outcome.requests["download"] == downloader.policy.max_attempts + 1 == 9

@@ -28,8 +28,10 @@ DOCUMENTED = [
     (401, 1000, C.AUTH, False, ACCOUNT, "KLING_ACCESS_KEY"),
     (401, 1001, C.AUTH, False, ACCOUNT, "KLING_API_KEY"),
     (401, 1002, C.AUTH, False, ACCOUNT, "KLING_SECRET_KEY"),
-    (401, 1003, C.AUTH, True, ITEM, "clock"),
-    (401, 1004, C.AUTH, True, ITEM, "new token"),
+    # Reaching the table means a freshly minted token (or an API key) was refused: the clock or
+    # the credentials are wrong for every request, so the batch stops (JwtAuth renews once).
+    (401, 1003, C.AUTH, False, ACCOUNT, "NTP"),
+    (401, 1004, C.AUTH, False, ACCOUNT, "NTP"),
     (429, 1100, C.BILLING, False, ACCOUNT, "account status in the Kling console"),
     (429, 1101, C.BILLING, False, ACCOUNT, "pay"),
     (429, 1102, C.BILLING, False, ACCOUNT, "finished items are not resubmitted"),

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from orchestrator.errors import Category, ProviderError, Scope
+from orchestrator.providers import kling
 from orchestrator.providers.base import (
     Asset,
     ImageSource,
@@ -275,6 +276,22 @@ async def test_query_parses_image_results_with_their_index() -> None:
         Asset(0, "https://cdn.test/0.png", "image"),
         Asset(2, "https://cdn.test/2.png", "image"),
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "indexes",
+    [[-1, 0, 1], [1, 1, 2], [0, "x", 1], [0, 1, 10**100], [True, 0, 1]],
+    ids=["negative", "duplicate", "missing-duplicates-a-position", "huge", "bool"],
+)
+async def test_unusable_image_indexes_are_renumbered_by_position(indexes: list[object]) -> None:
+    # Was: any int was kept; -1 crashed the download, duplicates wrote one file twice.
+    result = {"images": [{"index": i, "url": f"https://cdn.test/{n}.png"}
+                         for n, i in enumerate(indexes)]}
+    server = Server(ok(task(status="succeed", task_result=result)))
+    async with provider_for(server) as provider:
+        got = await provider.query(Kind.IMAGE, "t1")
+    assert got.assets == tuple(Asset(n, f"https://cdn.test/{n}.png", "image") for n in range(3))
 
 
 @pytest.mark.anyio
@@ -644,13 +661,86 @@ async def test_lookup_path_returning_another_task_is_confirmed_by_the_list() -> 
     assert len(server.requests) == 2
 
 
+def page_of(first_ms: float, *, size: int = 500, step_ms: float = 1000) -> list[dict[str, Any]]:
+    """A list page of other clients' tasks, newest first, from ``first_ms`` back."""
+    return [task(f"x{first_ms}-{i}", "succeed", f"other-{i}", created_at=first_ms - i * step_ms)
+            for i in range(size)]
+
+
 @pytest.mark.anyio
-async def test_lookup_absent() -> None:
-    full_page = [task(f"x{i}", "succeed", f"other-{i}") for i in range(500)]
-    server = Server(fail(404, 1203, "not found"), ok(full_page), ok(full_page))
+async def test_lookup_that_reads_every_page_allowed_cannot_claim_absence() -> None:
+    # Was: None after lookup_pages (2) full pages: a task older than the 1000 newest looked
+    # absent and the engine resent it, a second paid task.
+    later_ms = (NOW + 3600) * 1000
+    server = Server(
+        fail(404, 1203, "not found"), ok(page_of(later_ms)), ok(page_of(later_ms - 500_000))
+    )
     async with provider_for(server, lookup_pages=2) as provider:
-        assert await provider.lookup(Kind.TEXT2VIDEO, EXT) is None
+        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT, sent_after=NOW))
     assert len(server.requests) == 3  # path + lookup_pages pages, no more
+    assert not error.not_found and not error.info.retryable
+    assert "cannot prove" in error.info.message and "1000 newest" in error.info.message
+
+
+@pytest.mark.anyio
+async def test_lookup_reads_past_the_thousand_newest_to_find_an_older_task() -> None:
+    later_ms = (NOW + 3600) * 1000  # a busy hour of other tasks after ours
+    ours = task("t-old", "succeed", EXT, created_at=NOW * 1000 + 200)
+    server = Server(
+        fail(400, 1201, "Task not found"),
+        ok(page_of(later_ms)),
+        ok(page_of(later_ms - 500_000)),
+        ok([*page_of(later_ms - 1_000_000, size=10), ours, *page_of(NOW * 1000, size=489)]),
+    )
+    async with provider_for(server) as provider:
+        found = await provider.lookup(Kind.TEXT2VIDEO, EXT, sent_after=NOW)
+    assert found is not None and found.task_id == "t-old"
+    assert [r.url.params["pageNum"] for r in server.requests[1:]] == ["1", "2", "3"]
+
+
+@pytest.mark.anyio
+async def test_lookup_absent_once_the_list_reaches_tasks_created_well_before_the_send() -> None:
+    margin_ms = kling.LOOKUP_CLOCK_MARGIN * 1000
+    server = Server(
+        fail(404, 1203, "not found"),
+        ok(page_of((NOW + 900) * 1000)),
+        # Created before the send, but within the clock margin: not proof yet.
+        ok(page_of(NOW * 1000, step_ms=margin_ms / 1000)),
+        ok(page_of(NOW * 1000 - margin_ms - 1)),
+        ok(page_of(0)),  # never read
+    )
+    async with provider_for(server) as provider:
+        assert await provider.lookup(Kind.TEXT2VIDEO, EXT, sent_after=NOW) is None
+    assert len(server.requests) == 4
+
+
+@pytest.mark.anyio
+async def test_lookup_without_a_send_time_reads_to_the_end_of_the_list() -> None:
+    server = Server(
+        fail(404, 1203, "not found"), ok(page_of(0)), ok(page_of(0)), ok(page_of(0, size=3))
+    )
+    async with provider_for(server) as provider:
+        assert await provider.lookup(Kind.TEXT2VIDEO, EXT) is None
+    assert len(server.requests) == 4
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("page", "reason"),
+    [
+        ([task(f"x{i}", "succeed", f"other-{i}") for i in range(500)], "no created_at"),
+        ([*page_of(NOW * 1000, size=499), "junk"], "not a task object"),
+        (list(reversed(page_of(NOW * 1000 - 10**9))), "not ordered newest first"),
+    ],
+    ids=["no-created-at", "junk-entry", "oldest-first"],
+)
+async def test_lookup_that_cannot_prove_absence_raises(page: list[Any], reason: str) -> None:
+    server = Server(fail(404, 1203, "not found"), ok(page))
+    async with provider_for(server) as provider:
+        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT, sent_after=NOW))
+    assert reason in error.info.message
+    assert error.info.category is Category.SERVER and not error.info.retryable
+    assert len(server.requests) == 2
 
 
 @pytest.mark.anyio

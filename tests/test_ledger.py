@@ -106,6 +106,25 @@ def test_files_are_owner_only(tmp_path: Path) -> None:
         assert mode & 0o077 == 0, (name, oct(mode))
 
 
+def test_loose_state_files_are_tightened_on_open(tmp_path: Path) -> None:
+    # Was: only files the ledger created were owner-only; existing ones kept their mode.
+    path = tmp_path / "s"
+    Ledger(path, "b").close()
+    # A crashed run leaves -wal and -shm behind: an open WAL connection keeps them.
+    other = sqlite3.connect(path)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("CREATE TABLE IF NOT EXISTS scratch (x)")
+    names = ("s", "s-wal", "s-shm", "s.lock")
+    for name in names:
+        os.chmod(tmp_path / name, 0o664)
+    try:
+        with Ledger(path, "b"):
+            modes = {name: stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in names}
+    finally:
+        other.close()
+    assert modes == dict.fromkeys(names, 0o600), {k: oct(v) for k, v in modes.items()}
+
+
 def test_finish_requires_terminal_state(tmp_path: Path) -> None:
     with Ledger(tmp_path / "s", "b") as ledger:
         ledger.sync_items([("a", "text2video", 1)])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import structlog
@@ -76,3 +78,68 @@ def test_log_file_is_owner_only(tmp_path: Path) -> None:
     handle.close()
     assert path.parent == tmp_path / "logs"
     assert path.stat().st_mode & 0o077 == 0
+
+
+class _Holder:
+    def __str__(self) -> str:
+        return f"holder of {SECRET}"
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def test_secrets_in_keys_and_non_string_values_are_redacted() -> None:
+    # Was: only string values were scrubbed; an exception, bytes, a set or an object holding a
+    # secret, or a dict key naming one, reached the file as is (json.dumps default=str).
+    file, console, redactor = capture(tty=False)
+    redactor.add(SECRET)
+    numeric = "918273645501"
+    redactor.add(numeric)
+    token = JwtAuth("ak-access-key", SECRET).token()
+    cyclic: list[object] = [SECRET]
+    cyclic.append(cyclic)
+    structlog.get_logger("t").error(
+        "oops",
+        error=ValueError(f"bad key {SECRET}"),
+        body=f'{{"token": "{token}"}}'.encode(),
+        tags={f"tag-{SECRET}"},
+        frozen=frozenset({token}),
+        headers={f"x-{SECRET}": "v", "nested": {token: [(SECRET, 1)], 7: bytearray(b"ok")}},
+        holder=_Holder(),
+        broken=_Unprintable(),
+        cyclic=cyclic,
+        number=int(numeric),
+        count=3,
+        ratio=0.5,
+        flag=True,
+        missing=None,
+        **{f"key-{SECRET}": "value"},
+    )
+    for text in (file.getvalue(), console.getvalue()):
+        assert SECRET not in text and token not in text and numeric not in text
+    event = json.loads(file.getvalue())
+    assert event["error"] == f"ValueError: bad key {logs.REDACTED}"
+    assert event["headers"]["nested"]["7"] == "ok"
+    assert event["broken"] == "<unprintable _Unprintable>"
+    assert (event["count"], event["ratio"], event["flag"], event["missing"]) == (3, 0.5, True, None)
+    assert f"key-{logs.REDACTED}" in event
+
+
+def test_an_existing_log_file_is_tightened_on_open(tmp_path: Path) -> None:
+    path, handle = logs.open_log_file(tmp_path, now=1_700_000_000)
+    handle.close()
+    os.chmod(path, 0o644)
+    again, handle = logs.open_log_file(tmp_path, now=1_700_000_000)  # same second, same pid
+    handle.close()
+    assert again == path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_secret_registered_later_is_scrubbed_from_keys_seen_before() -> None:
+    redactor = logs.Redactor()
+    key = f"x-{SECRET}"
+    assert redactor(None, "info", {key: 1}) == {key: 1}
+    redactor.add(SECRET)  # e.g. a JWT minted mid-run
+    assert redactor(None, "info", {key: 1}) == {f"x-{logs.REDACTED}": 1}

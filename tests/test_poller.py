@@ -100,7 +100,9 @@ class FakeLister:
     async def create(self, request: TaskRequest, external_task_id: str) -> Task:
         raise NotImplementedError
 
-    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
+    async def lookup(
+        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+    ) -> Task | None:
         raise NotImplementedError
 
     async def aclose(self) -> None:

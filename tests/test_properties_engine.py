@@ -125,7 +125,9 @@ class ChaoticProvider:
                                       scope=Scope.ACCOUNT))
         return self.tasks[task_id]
 
-    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
+    async def lookup(
+        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+    ) -> Task | None:
         if self._next("lookup", self._lookups) == "5xx":
             raise ProviderError(_info(Category.SERVER, retryable=True, code=5000, status=500))
         task_id = self.by_ext.get(external_task_id)

@@ -30,7 +30,14 @@ from hypothesis import strategies as st
 
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope
 from orchestrator.providers import kling
-from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
+from orchestrator.providers.base import (
+    MAX_ASSET_INDEX,
+    Asset,
+    Kind,
+    Task,
+    TaskRequest,
+    TaskStatus,
+)
 from orchestrator.providers.kling import KlingProvider
 from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth
 from orchestrator.providers.kling_codes import CODES
@@ -141,7 +148,7 @@ _task_extras: dict[str, st.SearchStrategy[Any]] = {
 }
 _good_entry = st.fixed_dictionaries(
     {"url": st.sampled_from(["https://cdn.test/a.mp4", "https://cdn.test/0.png?sig=x%20y"])},
-    optional={"index": st.one_of(st.integers(0, 9), st.sampled_from(["0", "1"])),
+    optional={"index": st.one_of(st.integers(-2, 9), st.sampled_from(["0", "1"])),
               "id": st.text(max_size=8), "duration": st.sampled_from(["5.1", 5.1, None])},
 )
 #: Documented shapes with free values: the success path, including assets, must be reached.
@@ -439,7 +446,7 @@ async def call(h: Harness, op: Op, kind: Kind) -> object:
     if op is Op.LOOKUP:
         # Small pages, so that scanning several of them is exercised too.
         with mock.patch.object(kling, "MAX_PAGE_SIZE", 2):
-            return await provider.lookup(kind, EXT)
+            return await provider.lookup(kind, EXT, sent_after=NOW)
     return await provider.list_tasks(kind, 1, 30)
 
 
@@ -479,6 +486,15 @@ def is_success(served: Served) -> bool:
     return 200 <= served.status <= 299 and envelope is not None and code_of(envelope) in (0, None)
 
 
+def created_before_send(entry: object) -> bool:
+    """A list entry created (Kling's clock, ms) before any task of a create sent at NOW."""
+    if not isinstance(entry, dict):
+        return False
+    created = entry.get("created_at")
+    return (isinstance(created, int | float) and not isinstance(created, bool)
+            and 0 < created < (NOW - kling.LOOKUP_CLOCK_MARGIN) * 1000)
+
+
 def assert_text(text: str, secrets: tuple[str, ...]) -> None:
     text.encode("utf-8")  # printable to a UTF-8 console or report without a crash
     for secret in secrets:
@@ -510,9 +526,12 @@ def check_task(task: object, kind: Kind, secrets: tuple[str, ...]) -> Task:
     if task.external_task_id is not None:  # an id: kept as sent, but always printable
         assert_text(task.external_task_id, ())
     assert isinstance(task.assets, tuple)
+    # Indexes name the files (<item>/<index>.<ext>): never negative, never shared.
+    indexes = [asset.index for asset in task.assets]
+    assert len(set(indexes)) == len(indexes), indexes
     for asset in task.assets:
         assert isinstance(asset, Asset)
-        assert type(asset.index) is int
+        assert type(asset.index) is int and 0 <= asset.index <= MAX_ASSET_INDEX
         assert isinstance(asset.url, str) and asset.url and asset.url.encode("utf-8")
         assert asset.media == kind.media
     return task
@@ -585,6 +604,15 @@ async def run_answers(op: Op, kind: Kind, answers: list[Reply], use_jwt: bool) -
         queries = [s for s in h.server.served if s.path.endswith("/" + EXT)]
         if result is None:
             assert says_not_found(queries[-1]), queries[-1]
+            # Absence proven by the last page read: the end of the list, or tasks created
+            # before the send (minus the clock margin). Never just "not on the pages read".
+            last = h.server.last
+            assert not last.path.endswith("/" + EXT) and is_success(last), last
+            envelope = envelope_of(last.body)
+            assert envelope is not None
+            page = envelope.get("data")
+            assert isinstance(page, list)
+            assert len(page) < 2 or any(created_before_send(entry) for entry in page), page
         else:
             task = check_task(result, kind, secrets)
             assert task.external_task_id in (None, EXT)
@@ -625,6 +653,32 @@ async def test_lookup_survives_any_answers(kind: Kind, answers: list[Reply], use
 @given(kind=kinds, answer=replies(page=True), use_jwt=st.booleans())
 async def test_list_survives_any_answer(kind: Kind, answer: Reply, use_jwt: bool) -> None:
     await run_answers(Op.LIST, kind, [answer], use_jwt)
+
+
+@pytest.mark.anyio
+@PROPERTY
+@given(
+    indexes=st.lists(st.one_of(st.integers(-3, 3), huge_ints, st.booleans(), st.none(), texts),
+                     min_size=1, max_size=9),
+    status=st.sampled_from(["succeed", "processing", "failed"]),
+    use_jwt=st.booleans(),
+)
+async def test_image_indexes_always_name_distinct_files(
+    indexes: list[object], status: str, use_jwt: bool
+) -> None:
+    """Whatever indexes Kling numbers its images with (negative, repeated, huge, missing),
+    the task's assets have distinct indexes >= 0: each names its own file."""
+    images = [{"url": f"https://cdn.test/{n}.png", **({} if i is None else {"index": i})}
+              for n, i in enumerate(indexes)]
+    data = {"task_id": TASK_ID, "task_status": status, "task_result": {"images": images}}
+    body = _dump({**_good_head, "data": data}, True)
+    h = harness(Server([Reply(200, (), body)]), use_jwt)
+    async with h.provider:
+        task = check_task(await call(h, Op.QUERY, Kind.IMAGE), Kind.IMAGE, h.secrets())
+    assert [a.url for a in task.assets] == [image["url"] for image in images]  # Kling's order
+    valid = [i for i in indexes if type(i) is int and 0 <= i <= MAX_ASSET_INDEX]
+    if len(valid) == len(indexes) and len(set(valid)) == len(valid):
+        assert [a.index for a in task.assets] == indexes  # usable indexes are kept as sent
 
 
 _NOT_FOUND = Reply(404, (), b'{"code": 1203, "message": "Task not found", "request_id": "r"}')

@@ -7,10 +7,12 @@ real waits are a client timeout against an injected delay and the CLI start-up.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -160,6 +162,23 @@ def test_create_query_list_round_trip(
         else:
             assert asset["duration"] == "5"
             assert asset["id"]
+
+
+def test_query_path_can_refuse_external_ids(launch: Launch) -> None:
+    sim, client = launch(query_by_external_id=False)
+    task = create(client, external_task_id="batch-item-1")
+    assert error_of(client.get(f"{T2V}/batch-item-1")) == (400, 1201)
+    assert client.get(f"{T2V}/{task['task_id']}").json()["data"]["task_id"] == task["task_id"]
+    listed = client.get(T2V).json()["data"]
+    assert listed[0]["task_info"] == {"external_task_id": "batch-item-1"}
+    create(client, external_task_id="batch-item-1")
+    assert sim.stats().creates_reusing_external_id_without_lookup == 0  # the list showed it
+    # A GET by the external id finds nothing here: it does not count as having looked.
+    assert client.get(f"{T2V}/batch-item-1").status_code == 400
+    create(client, external_task_id="batch-item-1")
+    assert sim.stats().creates_reusing_external_id_without_lookup == 1
+
+
 
 
 def test_status_is_derived_from_the_injected_clock(launch: Launch, clock: FakeClock) -> None:
@@ -804,3 +823,62 @@ def test_command_line_prints_url_and_credentials() -> None:
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=5) == 0
+
+
+# --- durable state (the demo's in-process simulator) ---------------------------------------
+
+
+def test_state_file_brings_tasks_back_in_a_new_simulator(
+    tmp_path: Path, launch: Launch, clock: FakeClock
+) -> None:
+    state = tmp_path / "out" / "simulator-state.jsonl"
+    first, client = launch(state_file=state, task_duration=(10.0, 10.0))
+    task = create(client, external_task_id="ext-kept")
+    clock.advance(4.0)
+    port = first.url.rsplit(":", 1)[1]
+    first.stop()
+    client.close()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+
+    # A new process: a new clock; the task goes on from its wall-clock creation time.
+    later = FakeClock()
+    second, client = launch(state_file=state, task_duration=(10.0, 10.0), clock=later)
+    assert second.url.rsplit(":", 1)[1] == port  # its asset URLs still point here
+    by_external = client.get(f"{T2V}/ext-kept").json()["data"]
+    assert by_external["task_id"] == task["task_id"]
+    assert by_external["task_status"] in ("submitted", "processing")
+    later.advance(10.0)
+    done = client.get(f"{T2V}/{task['task_id']}").json()["data"]
+    assert done["task_status"] == "succeed"
+    asset = client.get(done["task_result"]["videos"][0]["url"])
+    assert asset.status_code == 200 and asset.content.startswith(b"\x00\x00\x00")
+    # New tasks get new ids (the random stream does not replay the first run's), and the
+    # account counts both.
+    other = create(client, external_task_id="ext-new")
+    assert other["task_id"] != task["task_id"]
+    assert second.stats().tasks_created == 2
+
+
+def test_state_file_torn_last_line_is_dropped(tmp_path: Path, launch: Launch) -> None:
+    state = tmp_path / "simulator-state.jsonl"
+    first, client = launch(state_file=state)
+    kept = create(client, external_task_id="kept")
+    first.stop()
+    with state.open("a") as handle:
+        handle.write('{"task": {"task_id": "99", "fam')  # killed mid-write
+    second, client = launch(state_file=state)
+    assert client.get(f"{T2V}/kept").json()["data"]["task_id"] == kept["task_id"]
+    create(client, external_task_id="after")
+    lines = state.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # the torn line is gone, not glued to
+    assert second.stats().tasks_created == 2
+
+
+def test_a_create_that_cannot_be_written_is_not_answered(tmp_path: Path, launch: Launch) -> None:
+    state = tmp_path / "simulator-state.jsonl"
+    sim, client = launch(state_file=state)
+    state.unlink()
+    state.mkdir()  # appends now fail
+    with pytest.raises(httpx.TransportError):
+        client.post(T2V, json=body_for(T2V, external_task_id="unwritten"))
+    assert sim.stats().tasks_created == 0

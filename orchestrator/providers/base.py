@@ -9,7 +9,7 @@ It knows nothing about the ledger; the engine knows nothing about the wire forma
 from __future__ import annotations
 
 import enum
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -65,11 +65,28 @@ class TaskStatus(enum.StrEnum):
         return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
 
 
+#: The highest asset index a provider may report (Kling's image tasks have at most 9 assets).
+MAX_ASSET_INDEX = 999
+
+
 @dataclass(frozen=True)
 class Asset:
+    #: Names the file (``<item-id>/<index>.<ext>``) and matches a fresh URL to an expired one:
+    #: from 0 to MAX_ASSET_INDEX and unique within a task (see ``valid_asset_indexes``).
     index: int
     url: str
     media: str  # "video" | "image"
+
+
+def valid_asset_indexes(indexes: Iterable[object]) -> bool:
+    """Whether ``indexes`` can name one task's assets: ints (not bools) from 0 to
+    ``MAX_ASSET_INDEX``, no two alike. Providers renumber assets by position otherwise."""
+    seen: set[int] = set()
+    for index in indexes:
+        if type(index) is not int or not 0 <= index <= MAX_ASSET_INDEX or index in seen:
+            return False
+        seen.add(index)
+    return True
 
 
 @dataclass(frozen=True)
@@ -104,8 +121,16 @@ class Provider(Protocol):
         """Current state of a task by the provider's task id."""
         ...
 
-    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
-        """Find a task by our external id; None when the provider says it does not exist."""
+    async def lookup(
+        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+    ) -> Task | None:
+        """Find a task by our external id. None only when its absence is proven: the engine
+        then resends the create, so a None that is merely "not seen" pays twice.
+
+        ``sent_after``: Unix time before which no create with this external id was sent (the
+        ledger's intent); a provider that lists tasks by creation time may stop there. Raises
+        ProviderError when the task can be neither found nor proven absent.
+        """
         ...
 
     async def aclose(self) -> None: ...

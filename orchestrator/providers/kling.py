@@ -40,7 +40,15 @@ from orchestrator.errors import (
     network_error,
     request_timeout,
 )
-from orchestrator.providers.base import Asset, ImageSource, Kind, Task, TaskRequest, TaskStatus
+from orchestrator.providers.base import (
+    Asset,
+    ImageSource,
+    Kind,
+    Task,
+    TaskRequest,
+    TaskStatus,
+    valid_asset_indexes,
+)
 from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth, auth_from_env
 from orchestrator.providers.kling_codes import (
     CODES,
@@ -106,6 +114,14 @@ _STATUSES: Mapping[str, TaskStatus] = {
 
 #: Kling's page size ceiling for the list endpoint.
 MAX_PAGE_SIZE = 500
+#: Kling's pageNum ceiling: a lookup reads at most this many list pages.
+MAX_PAGES = 1000
+#: Seconds before its recorded send time that our task's ``created_at`` (Kling's clock) may
+#: lie. JWT auth keeps this machine's clock at most ~5 s ahead of Kling's (nbf = now - 5);
+#: an API key bounds nothing, so the margin is wide: it only costs reading a few more entries.
+LOOKUP_CLOCK_MARGIN = 600.0
+#: Seconds an entry may be newer than one listed before it without calling the list unordered.
+_LIST_ORDER_SLACK = 60.0
 #: Connections to the API, and requests in flight at once (the rest wait their turn in a FIFO
 #: semaphore, not counted against their timeout). Polling takes few requests (list pages), so
 #: this bounds the creates in flight: at 0.3-1 s a create, 8 send 500-1600 a minute, more than
@@ -223,16 +239,35 @@ def _parse_assets(kind: Kind, result: object) -> tuple[Asset, ...]:
         return ()
     if not isinstance(entries, list):
         raise _Malformed(f"task_result.{media}s is not a list")
-    assets = []
+    urls: list[str] = []
+    indexes: list[int] = []
     for position, entry in enumerate(entries):
         url = _identifier(entry.get("url")) if isinstance(entry, dict) else None
         if url is None:
             raise _Malformed(f"task_result.{media}s[{position}] has no url")
+        urls.append(url)
         index = entry.get("index") if media == "image" else None
-        if not isinstance(index, int) or isinstance(index, bool):
-            index = position
-        assets.append(Asset(index=index, url=url, media=media))
-    return tuple(assets)
+        indexes.append(index if type(index) is int else position)
+    # An index names the file and matches a fresh URL to an expired one. Negative, huge or
+    # repeated ones cannot, but the task is paid and its URLs are good: renumber them all by
+    # position (Kling's order) rather than reject the answer, which would leave a succeeded
+    # task unread until poll.timeout and fail it. Every read of the same answer renumbers alike.
+    if not valid_asset_indexes(indexes):
+        indexes = list(range(len(urls)))
+    return tuple(
+        Asset(index=index, url=url, media=media)
+        for index, url in zip(indexes, urls, strict=True)
+    )
+
+
+def _created_ms(data: Mapping[str, Any]) -> float | None:
+    """A task's ``created_at`` (Unix ms), when it is a finite, plausible number."""
+    value = data.get("created_at")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not 0 < value < 10**15:  # NaN and infinities fail too; 10**15 ms is the year 33658
+        return None
+    return float(value)
 
 
 def _external_id(data: Mapping[str, Any]) -> str | None:
@@ -318,7 +353,7 @@ class KlingProvider:
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
-        lookup_pages: int = 2,
+        lookup_pages: int = MAX_PAGES,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if transport is None:
@@ -340,6 +375,8 @@ class KlingProvider:
             follow_redirects=False,
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
         )
+        if not 1 <= lookup_pages <= MAX_PAGES:
+            raise ValueError(f"lookup_pages must be from 1 to {MAX_PAGES}")
         self._auth = auth
         self._clock = clock
         self._lookup_pages = lookup_pages
@@ -378,11 +415,19 @@ class KlingProvider:
         answer = await self._call(_Op.QUERY, "GET", self._item_path(kind, task_id))
         return self._task(_Op.QUERY, kind, answer)
 
-    async def lookup(self, kind: Kind, external_task_id: str) -> Task | None:
-        """Find our task by external id: by path first, then by scanning the newest pages.
+    async def lookup(
+        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+    ) -> Task | None:
+        """Find our task by external id: by path first, then by scanning the list, newest first.
 
-        Kling documents the query path as accepting the external id, but public clients disagree,
-        so a "not found" there is confirmed against the list before answering None.
+        Kling documents the query path as accepting the external id, but public clients
+        disagree, so a "not found" there is confirmed against the list. None means absence is
+        proven: the list ended (a short page), or, with ``sent_after`` (Unix seconds, the first
+        time this external id was sent), it reached tasks created well before that (minus
+        ``LOOKUP_CLOCK_MARGIN``, since the clocks differ). A task older than the newest
+        thousand is found, not resubmitted. When absence cannot be proven (entries without
+        ``created_at``, an entry that is not a task, a list not newest first, ``lookup_pages``
+        read) a non-retryable SERVER ProviderError says so: the caller must not resend.
         """
         try:
             task = await self.query(kind, external_task_id)
@@ -392,15 +437,39 @@ class KlingProvider:
         else:
             if task.external_task_id in (None, external_task_id):
                 return task
+        page_size = MAX_PAGE_SIZE
+        cutoff_ms = None if sent_after is None else (sent_after - LOOKUP_CLOCK_MARGIN) * 1000
+        oldest_ms: float | None = None  # the oldest created_at seen so far
         for page in range(1, self._lookup_pages + 1):
-            entries, answer = await self._list(kind, page, MAX_PAGE_SIZE)
-            for entry in entries:
-                if isinstance(entry, dict) and _external_id(entry) == external_task_id:
+            entries, answer = await self._list(kind, page, page_size)
+            times: list[float] = []
+            for position, entry in enumerate(entries):
+                if not isinstance(entry, dict):
+                    raise self._unproven(external_task_id, answer, (
+                        f"entry {position} of list page {page} is not a task object"))
+                if _external_id(entry) == external_task_id:
                     return self._task(_Op.LIST, kind, _Answer(entry, answer.request_id,
                                                               answer.http_status))
-            if len(entries) < MAX_PAGE_SIZE:
-                break
-        return None
+                created = _created_ms(entry)
+                if created is None:
+                    continue
+                if oldest_ms is not None and created > oldest_ms + _LIST_ORDER_SLACK * 1000:
+                    raise self._unproven(external_task_id, answer, (
+                        f"list page {page} is not ordered newest first"))
+                oldest_ms = created if oldest_ms is None else min(oldest_ms, created)
+                times.append(created)
+            if len(entries) < page_size:
+                return None  # the end of the list: every task of the family was read
+            if cutoff_ms is None:
+                continue
+            if not times:
+                raise self._unproven(external_task_id, answer, (
+                    f"the entries of list page {page} carry no created_at"))
+            if min(times) < cutoff_ms:
+                return None  # older than any task this external id can have created
+        raise self._unproven(external_task_id, None, (
+            f"not among the {self._lookup_pages * page_size} newest tasks (the most a lookup "
+            "reads)"))
 
     async def list_tasks(self, kind: Kind, page: int, page_size: int) -> list[Task]:
         """One page of tasks, newest first (Kling: pageNum 1..1000, pageSize 1..500)."""
@@ -458,6 +527,30 @@ class KlingProvider:
             return _parse_task(kind, answer.data, answer.request_id, self._clean)
         except _Malformed as exc:
             raise self._malformed(op, answer, str(exc)) from None
+
+    def _unproven(
+        self, external_task_id: str, answer: _Answer | None, reason: str
+    ) -> ProviderError:
+        """A lookup that could not prove the task absent: the create must not be resent."""
+        info = ErrorInfo(
+            category=Category.SERVER,
+            message=self._clean(
+                f"cannot prove that no task has external_task_id {external_task_id}: {reason}"
+            ),
+            retryable=False,
+            hint=(
+                "Nothing was resubmitted. Rerun the manifest to look the task up again; if this "
+                "persists, search the Kling console for this external_task_id before resubmitting "
+                "the item under a new id."
+            ),
+            http_status=answer.http_status if answer is not None else None,
+        )
+        return ProviderError(
+            info,
+            sent=True,
+            request_id=answer.request_id if answer is not None else None,
+            details={"operation": "lookup"},
+        )
 
     def _malformed(self, op: _Op, answer: _Answer, message: str) -> ProviderError:
         info = ErrorInfo(

@@ -40,9 +40,12 @@ class Rule:
 
 
 _CREDENTIALS = "KLING_ACCESS_KEY/KLING_SECRET_KEY or KLING_API_KEY"
+#: 1003/1004 reach the code table only when a token was refused even freshly minted (JwtAuth
+#: renews once and resends) or came from an API key (nothing to renew): the machine's clock or
+#: the credentials are wrong, and every further request would be refused the same way.
 _CLOCK = (
-    "a new token is minted on retry; if this repeats, sync this machine's clock (NTP), since "
-    "Kling checks the token's validity times against its own clock."
+    "sync this machine's clock (NTP: Kling checks a token's validity times against its own "
+    f"clock) and check {_CREDENTIALS}, then rerun; finished items are not resubmitted."
 )
 
 CODES: Mapping[int, Rule] = {
@@ -61,11 +64,16 @@ CODES: Mapping[int, Rule] = {
         Scope.ACCOUNT, "Authorization header invalid",
     ),
     1003: Rule(
-        Category.AUTH, True, f"The token was not yet valid: {_CLOCK}", Scope.ITEM,
-        "token not yet valid",
+        Category.AUTH, False,
+        "Kling refused the token as not yet valid, even a freshly minted one (this machine's "
+        f"clock is probably ahead of Kling's): {_CLOCK}",
+        Scope.ACCOUNT, "token not yet valid",
     ),
     1004: Rule(
-        Category.AUTH, True, f"The token had expired: {_CLOCK}", Scope.ITEM, "token expired",
+        Category.AUTH, False,
+        "Kling refused the token as expired, even a freshly minted one (this machine's clock "
+        f"is probably behind Kling's, or the API key has expired): {_CLOCK}",
+        Scope.ACCOUNT, "token expired",
     ),
     1100: Rule(
         Category.BILLING, False,

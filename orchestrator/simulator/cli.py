@@ -82,6 +82,21 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="account slot limit (default: the profile's; most have none)",
     )
+    parser.add_argument(
+        "--billing-after",
+        type=_non_negative_int,
+        default=None,
+        metavar="K",
+        help="after K committed tasks every create answers 429/1102, resource pack depleted "
+        "(default: the profile's; 'billing' uses 20, the others never run out)",
+    )
+    parser.add_argument(
+        "--no-external-id-query",
+        dest="query_by_external_id",
+        action="store_false",
+        help="GET /v1/<family>/<id> finds tasks by task id only, not by external_task_id "
+        "(some clients report Kling's does not): lookups must go through the list",
+    )
 
 
 def add_simulate_parser(subparsers: Any) -> None:
@@ -113,6 +128,8 @@ def cmd_simulate(
         port=args.port,
         slow_reply=getattr(args, "slow_reply", None),
         concurrency_slots=getattr(args, "concurrency_slots", None),
+        query_by_external_id=getattr(args, "query_by_external_id", True),
+        billing_after=getattr(args, "billing_after", None),
     )
     stop = stop if stop is not None else threading.Event()
     sim = Simulator(config)
@@ -126,6 +143,10 @@ def cmd_simulate(
         with _stop_on_signals() as signalled:
             delays = sorted({r.delay for r in config.faults if r.effect in DELAY_EFFECTS})
             slow = f", slow replies wait {'/'.join(f'{d:g}' for d in delays)} s" if delays else ""
+            if config.billing_after is not None:
+                slow += f", creates refused (1102) after {config.billing_after} tasks"
+            if not config.query_by_external_id:
+                slow += ", query path takes task ids only"
             # The demo credentials are the simulator's public defaults, not secrets.
             lines = [
                 f"Kling simulator listening on {url}",

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from orchestrator.simulator.faults import FaultRule
 
@@ -30,6 +31,10 @@ class SimConfig:
     requests_per_second: float | None = None
     #: What a query for an unknown id answers: what live probes saw, or what the docs say.
     not_found_style: str = "400/1201"
+    #: Whether ``GET /v1/<family>/<id>`` also finds a task by its external_task_id (Kling's
+    #: docs say so; some public clients say it does not). False: task ids only, so a client
+    #: must find its task through the list.
+    query_by_external_id: bool = True
     #: Seconds added to the server's wall clock when checking a JWT's exp/nbf.
     clock_skew: float = 0.0
     faults: tuple[FaultRule, ...] = ()
@@ -42,6 +47,11 @@ class SimConfig:
     #: request after ``exp``, or with a missing or wrong signature, answers 403, like Kling's
     #: hotlink-protected CDN. None: plain URLs that never expire.
     asset_url_ttl: float | None = None
+    #: Keep the account in this JSON-lines file (see ``journal``): each committed task is
+    #: written before its create is answered, and a simulator started on the file takes its
+    #: tasks back (they go on by wall-clock time) and listens on its last port if free. None:
+    #: the account lives as long as the Simulator object.
+    state_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.not_found_style not in NOT_FOUND_STYLES:

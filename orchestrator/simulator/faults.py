@@ -53,6 +53,8 @@ EFFECTS = (
 )
 _CREATE_ONLY_EFFECTS = OUTCOME_EFFECTS | AFTER_COMMIT_EFFECTS
 _ERROR_EFFECTS = frozenset({"error", "error_after_commit"})
+#: Kling's codes for a token refused as not yet valid (nbf) or expired (exp).
+TOKEN_CODES = frozenset({1003, 1004})
 
 #: Representative ``task_status_msg`` texts of failed Kling tasks, by kind, for ``task_failed``
 #: rules. "Image pixel is invalid" is verbatim from a live answer; the others follow the wording
@@ -132,6 +134,11 @@ class FaultRule:
             label += f" {self.delay:g}s"
         return label
 
+    @property
+    def rejects_token(self) -> bool:
+        """An injected "token not yet valid / expired" (401 with 1003/1004) before commit."""
+        return self.effect == "error" and self.code in TOKEN_CODES
+
     def retry_after_header(self, now: float) -> str | None:
         """The ``Retry-After`` value to send with a reply at Unix time ``now``, if any."""
         if self.retry_after_date is not None:
@@ -161,11 +168,24 @@ class FaultBook:
         with self._lock:
             self._append(rule)
 
-    def take(self, op: str, prompt: str | None, effects: frozenset[str]) -> FaultRule | None:
-        """Fire and return the first rule with one of ``effects`` that applies, if any."""
+    def take(
+        self,
+        op: str,
+        prompt: str | None,
+        effects: frozenset[str],
+        *,
+        spare_token_errors: bool = False,
+    ) -> FaultRule | None:
+        """Fire and return the first rule with one of ``effects`` that applies, if any.
+
+        ``spare_token_errors``: rules that reject the token (:attr:`FaultRule.rejects_token`)
+        do not apply to this request (and draw nothing).
+        """
         with self._lock:
             for index, rule in enumerate(self._rules):
-                if rule.effect in effects and self._try_fire(index, op, prompt):
+                if rule.effect not in effects or (spare_token_errors and rule.rejects_token):
+                    continue
+                if self._try_fire(index, op, prompt):
                     return rule
         return None
 

@@ -76,6 +76,8 @@ class Profile:
         task_duration: tuple[float, float] | None = None,
         slow_reply: float | None = None,
         concurrency_slots: int | None = None,
+        query_by_external_id: bool = True,
+        billing_after: int | None = None,
     ) -> SimConfig:
         """The SimConfig serving this profile; keyword arguments override the profile's."""
         faults = self.faults
@@ -95,9 +97,10 @@ class Profile:
                 concurrency_slots if concurrency_slots is not None else self.concurrency_slots
             ),
             requests_per_second=self.requests_per_second,
-            billing_after=self.billing_after,
+            billing_after=billing_after if billing_after is not None else self.billing_after,
             clock_skew=self.clock_skew,
             faults=faults,
+            query_by_external_id=query_by_external_id,
         )
 
 
@@ -113,6 +116,8 @@ def make_config(
     task_duration: tuple[float, float] | None = None,
     slow_reply: float | None = None,
     concurrency_slots: int | None = None,
+    query_by_external_id: bool = True,
+    billing_after: int | None = None,
 ) -> SimConfig:
     """The SimConfig for a named profile. Unknown names raise ValueError listing the known ones."""
     profile = PROFILES.get(profile_name)
@@ -126,6 +131,8 @@ def make_config(
         task_duration=task_duration,
         slow_reply=slow_reply,
         concurrency_slots=concurrency_slots,
+        query_by_external_id=query_by_external_id,
+        billing_after=billing_after,
     )
 
 
@@ -224,7 +231,7 @@ _PROFILES = (
         name="flaky",
         description=(
             "An unreliable network and backend. Creates: 500/503/504 before the task is "
-            "committed (2% each), 500/504 after it is committed (2.5% each), connections "
+            "committed (2% each), 500/503/504 after it is committed (2.5% each), connections "
             "dropped after commit (5%) and before (1%), slow replies after commit (1%) and "
             "before it (1%: the task appears when the delay ends). Queries: "
             "500/503/504 (2% each), dropped (1%), slow (1%). Lists: 500 (3%). Slow replies "
@@ -237,6 +244,7 @@ _PROFILES = (
             _server_error("create", 504, 0.02),
             FaultRule(op="create", effect="drop_before_commit", probability=0.01),
             _server_error("create", 500, 0.025, after_commit=True),
+            _server_error("create", 503, 0.025, after_commit=True),
             _server_error("create", 504, 0.025, after_commit=True),
             FaultRule(op="create", effect="drop_after_commit", probability=0.05),
             _slow("create", 0.01, _SLOW_FOR_DEFAULT_TIMEOUT),
@@ -280,8 +288,9 @@ _PROFILES = (
     Profile(
         name="billing",
         description=(
-            "The resource pack runs out: after 20 committed tasks every create answers "
-            "429/1102 (the batch must stop, not retry). Queries keep working."
+            "The resource pack runs out: after 20 committed tasks (--billing-after sets "
+            "another count, for any profile) every create answers 429/1102 (the batch must "
+            "stop, not retry). Queries keep working."
         ),
         billing_after=20,
     ),
@@ -289,7 +298,9 @@ _PROFILES = (
         name="auth",
         description=(
             "Tokens rejected as expired: 401/1004 on 5% of creates, queries and lists (a JWT "
-            "client mints a new token and resends once; meant for AK/SK credentials). For "
+            "client mints a new token and resends once, and that resend is never refused "
+            "again: a fresh token cannot have expired; meant for AK/SK credentials, since an "
+            "API key cannot be renewed and a client stops on the first refusal). For "
             "the clock-skew variant use the 'clock-skew' profile: the server's clock "
             f"{-CLOCK_SKEW_TRIPPING_NBF:g} s behind the client's, so a fresh token's "
             "nbf (now - 5 s) lies in the server's future and every JWT gets 401/1003."
@@ -316,7 +327,7 @@ _PROFILES = (
         description=(
             "Every per-request fault at a low rate, tasks of 0.1-0.3 s, no billing stop: a "
             "batch of a few hundred items with retries should succeed for most items. "
-            "Creates: 500/503/504 before commit and 500/504 after (1% each), dropped before "
+            "Creates: 500/503/504 before commit and after (1% each), dropped before "
             "(0.5%) and after commit (1%), 429/1302 with Retry-After seconds, with an "
             "HTTP-date and without (1% each, 1 s), 429/1303 (1%), 401/1004 (1%), slow replies "
             f"(1%), task failures ({_FAILURE_KINDS}: 0.5% each), one asset (1%) or none "
@@ -341,6 +352,7 @@ _PROFILES = (
             *_task_failures(0.005),
             *_short_results(0.01, 0.005),
             _server_error("create", 500, 0.01, after_commit=True),
+            _server_error("create", 503, 0.01, after_commit=True, retry_after="1"),
             _server_error("create", 504, 0.01, after_commit=True),
             FaultRule(op="create", effect="drop_after_commit", probability=0.01),
             _slow("create", 0.01, _SLOW_FOR_TESTS, after_commit=True),

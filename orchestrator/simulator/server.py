@@ -16,12 +16,14 @@ injected delays, which end early when the simulator stops.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import socketserver
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -37,8 +39,9 @@ from orchestrator.simulator.faults import (
     FaultBook,
     FaultRule,
 )
+from orchestrator.simulator.journal import Journal, task_from_json, task_to_json
 from orchestrator.simulator.media import BUILDERS, MEDIA_TYPES
-from orchestrator.simulator.state import SimState, SimStats
+from orchestrator.simulator.state import SimState, SimStats, TaskRecord
 from orchestrator.simulator.wire import ApiError, failure, invalid, success
 
 #: Large enough for a 10 MB image sent as base64 plus the rest of the body.
@@ -158,6 +161,10 @@ class _Handler(BaseHTTPRequestHandler):
     # ~40 ms to every keep-alive answer.
     disable_nagle_algorithm = True
     server: _Server
+    #: The API request being served: its identity (to recognise a resend), and whether its
+    #: credentials are a JWT (renewable) rather than the API key.
+    _request_key: tuple[str, str, str, str] = ("", "", "", "")
+    _renewable: bool = True
 
     def log_message(self, format: str, *args: Any) -> None:
         # Quiet by design: tests and the demo own the terminal, and headers carry tokens.
@@ -212,8 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
         if op is not None:
             state.count_request(op)
         request_id = state.new_request_id()
+        authorization = self.headers.get("Authorization")
+        # Identifies a resend of this request (JwtAuth resends it as is, with a new token).
+        self._request_key = (method, path, query, hashlib.sha256(body).hexdigest())
+        api_key = self.server.config.api_key
+        self._renewable = api_key is None or (authorization or "").split()[-1:] != [api_key]
         try:
-            check_authorization(self.headers.get("Authorization"), self.server.config)
+            check_authorization(authorization, self.server.config)
             if route is None or op is None:
                 raise ApiError(1202, "invalid method")
             family, ident = route
@@ -239,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = body.get("prompt") if body is not None else None
         prompt = prompt if isinstance(prompt, str) else None
         self._pause(server.faults.total_delay("create", prompt))
-        rule = server.faults.take("create", prompt, PRE_COMMIT_EFFECTS)
+        rule = self._take_pre_commit("create", prompt)
         if rule is not None:
             if rule.effect == "drop_before_commit":
                 server.state.note_create_answer("dropped")
@@ -298,13 +310,31 @@ class _Handler(BaseHTTPRequestHandler):
     def _apply_faults(self, op: str, prompt: str | None) -> bool:
         """Run read-side faults; False when the connection was dropped. Raises for errors."""
         self._pause(self.server.faults.total_delay(op, prompt))
-        rule = self.server.faults.take(op, prompt, PRE_COMMIT_EFFECTS)
+        rule = self._take_pre_commit(op, prompt)
         if rule is None:
             return True
         if rule.effect == "drop_before_commit":
             self._drop()
             return False
         raise _fault_error(rule)
+
+    def _take_pre_commit(self, op: str, prompt: str | None) -> FaultRule | None:
+        """The pre-commit fault for this API request, if one fires.
+
+        An injected 1003/1004 says the request's token is not yet valid or expired; a JWT
+        client then mints a new token and resends the same request. That resend is spared: a
+        token minted a moment ago cannot have expired, and a real client would take a second
+        refusal for a clock or credential problem and stop (only a real skew,
+        SimConfig.clock_skew, refuses fresh tokens). The new token is not compared with the
+        old one: two JWTs minted within the same second are identical. A request carrying the
+        API key is never spared: nothing renews it.
+        """
+        state = self.server.state
+        spare = self._renewable and state.is_token_resend(self._request_key)
+        rule = self.server.faults.take(op, prompt, PRE_COMMIT_EFFECTS, spare_token_errors=spare)
+        if rule is not None and rule.rejects_token:
+            state.note_token_rejected(self._request_key)
+        return rule
 
     def _serve_asset(self, path: str, query: str) -> None:
         state = self.server.state
@@ -433,13 +463,28 @@ class Simulator:
     """A Kling-compatible server on loopback, run in a background thread.
 
     ``start()`` returns the base URL; ``stop()`` closes every connection and joins every thread
-    it started. Also a context manager. State (tasks, counters) lives as long as the object.
+    it started. Also a context manager. State (tasks, counters) lives as long as the object, or,
+    with ``config.state_file``, as long as that file (its tasks are loaded here).
     """
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config if config is not None else SimConfig()
         self._faults = FaultBook(self.config.faults, seed=self.config.seed)
-        self._state = SimState(self.config, self._faults)
+        self._journal: Journal | None = None
+        self._last_port: int | None = None
+        if self.config.state_file is not None:
+            journal = Journal(self.config.state_file)
+            self._journal = journal
+            self._state = SimState(
+                self.config,
+                self._faults,
+                on_commit=lambda task: journal.append({"task": task_to_json(task)}),
+            )
+            loaded = journal.load()
+            self._last_port = loaded.port
+            self._state.restore(self._revived(loaded.tasks))
+        else:
+            self._state = SimState(self.config, self._faults)
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -451,13 +496,38 @@ class Simulator:
             raise RuntimeError("the simulator is not running: call start() first")
         return self._url
 
+    def _revived(self, entries: Iterable[Mapping[str, Any]]) -> Iterator[TaskRecord]:
+        clock_now, wall_now = self.config.clock(), time.time()
+        for entry in entries:
+            try:
+                yield task_from_json(entry, clock_now=clock_now, wall_now=wall_now)
+            except (KeyError, TypeError, ValueError):
+                continue  # a line from another version, or damaged: not a task we can serve
+
+    def _bind(self) -> _Server:
+        address = (self.config.host, self.config.port)
+        if self.config.port == 0 and self._last_port is not None:
+            # Where the earlier simulator listened: the asset URLs it handed out stay valid.
+            try:
+                return _Server(
+                    (self.config.host, self._last_port), self.config, self._state, self._faults
+                )
+            except OSError:
+                pass  # taken meanwhile: any free port
+        return _Server(address, self.config, self._state, self._faults)
+
     def start(self) -> str:
         with self._lock:
             if self._server is not None:
                 raise RuntimeError("the simulator is already running")
-            server = _Server(
-                (self.config.host, self.config.port), self.config, self._state, self._faults
-            )
+            server = self._bind()
+            if self._journal is not None:
+                self._last_port = int(server.server_address[1])
+                try:
+                    self._journal.append({"port": self._last_port})
+                except OSError:
+                    server.server_close()
+                    raise
             host, port = server.server_address[:2]
             # A wildcard bind is reachable on loopback; asset URLs must name a connectable host.
             url_host = "127.0.0.1" if host in ("", "0.0.0.0") else str(host)

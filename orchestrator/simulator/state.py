@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -204,8 +204,17 @@ class SimStats:
 class SimState:
     """Everything the simulated account remembers. Every method is safe from any thread."""
 
-    def __init__(self, config: SimConfig, faults: FaultBook) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        faults: FaultBook,
+        *,
+        on_commit: Callable[[TaskRecord], None] | None = None,
+    ) -> None:
+        """``on_commit`` runs for each new task, under the state lock, before it is recorded
+        (and so before its create is answered); if it raises, the task is not committed."""
         self._config = config
+        self._on_commit = on_commit
         self._clock = config.clock
         self._faults = faults
         self._lock = threading.Lock()
@@ -231,6 +240,8 @@ class SimState:
         self._last_commit: dict[str, tuple[int, str]] = {}  # external id -> (seq, family path)
         self._last_lookup: dict[str, int] = {}  # id a GET named, or showed in a list -> seq
         self._reuse_without_lookup = 0
+        # Requests an injected token error refused and not yet resent.
+        self._token_rejections: Counter[Hashable] = Counter()
 
     def now(self) -> float:
         return self._clock()
@@ -259,6 +270,22 @@ class SimState:
         finally:
             with self._lock:
                 self._assets_in_flight -= 1
+
+    def note_token_rejected(self, request: Hashable) -> None:
+        """An injected 1003/1004 refused ``request``."""
+        with self._lock:
+            self._token_rejections[request] += 1
+
+    def is_token_resend(self, request: Hashable) -> bool:
+        """Whether ``request`` repeats one an injected token error refused (each refusal
+        answers for one resend)."""
+        with self._lock:
+            left = self._token_rejections.get(request, 0)
+            if left <= 1:
+                self._token_rejections.pop(request, None)
+            else:
+                self._token_rejections[request] = left - 1
+            return left > 0
 
     def new_request_id(self) -> str:
         with self._lock:
@@ -292,22 +319,45 @@ class SimState:
             outcome_rule = self._faults.take("create", spec.prompt, OUTCOME_EFFECTS)
             answer_rule = self._faults.take("create", spec.prompt, AFTER_COMMIT_EFFECTS)
             task = self._new_task(family, spec, now, outcome_rule)
+            if self._on_commit is not None:
+                self._on_commit(task)
             self._record(task)
             return task, answer_rule
 
-    def find(self, family: Family, ident: str, *, looked_up: bool) -> TaskRecord | None:
-        """The task a GET path id names: a task id, else the newest task with that external id.
-
-        ``looked_up`` records the GET for the double-pay indicator; pass False to peek (e.g. to
-        match fault rules against the task's prompt before the request is served).
-        """
+    def restore(self, tasks: Iterable[TaskRecord]) -> int:
+        """Take back tasks an earlier simulator committed (see ``journal``); returns how many.
+        Ids already known are skipped. The random stream is reseeded past them, so new task ids
+        do not replay the earlier run's."""
+        restored = 0
         with self._lock:
-            if looked_up:
+            for task in tasks:
+                if task.task_id in self._by_id:
+                    continue
+                self._record(task)
+                self._release_finished(self._clock())
+                restored += 1
+            if restored:
+                self._rng = random.Random(f"kling-simulator:{self._config.seed}:{len(self._tasks)}")
+        return restored
+
+    def find(self, family: Family, ident: str, *, looked_up: bool) -> TaskRecord | None:
+        """The task a GET path id names: a task id, else (unless
+        ``config.query_by_external_id`` is off) the newest task with that external id.
+
+        ``looked_up`` records the GET for the double-pay indicator (only where the path can
+        find the task by external id); pass False to peek (e.g. to match fault rules against
+        the task's prompt before the request is served).
+        """
+        by_external = self._config.query_by_external_id
+        with self._lock:
+            if looked_up and by_external:
                 self._seq += 1
                 self._last_lookup[ident] = self._seq
             task = self._by_id.get(ident)
             if task is not None and task.family.path == family.path:
                 return task
+            if not by_external:
+                return None
             for candidate in reversed(self._by_external.get(ident, ())):
                 if candidate.family.path == family.path:
                     return candidate
