@@ -812,7 +812,11 @@ class _Builder:
 
     def _scalar(self, node: yaml.ScalarNode, path: DocPath) -> Any:
         try:
-            return self._constructor.construct_object(node, deep=True)
+            value = self._constructor.construct_object(node, deep=True)
+            # The constructor remembers every node it built (for recursive documents, which
+            # a scalar is not): forgotten at once, or 100,000 items keep 75 MB of nodes.
+            self._constructor.constructed_objects.pop(node, None)
+            return value
         # Dates like 2024-13-45, ints beyond the digit limit, unknown or unsafe tags.
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             self._constructor.recursive_objects.clear()
@@ -1828,6 +1832,9 @@ class _Checker:
             return []
         items = []
         for index, entry in enumerate(raw):
+            # Each entry's plain data is let go once it is an Item: at 100,000 items the two
+            # together would be the load's peak memory.
+            raw[index] = None
             if ("items", index) in self.unreadable:
                 continue
             item = self._item(("items", index), entry, defaults, first_seen, self.context)
