@@ -68,7 +68,13 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _reap(proc: subprocess.Popen[bytes], started: float, timeout: float) -> Usage:
+def _reap(
+    proc: subprocess.Popen[bytes], started: float, timeout: float, parent_rss: int
+) -> Usage:
+    """``parent_rss``: our own resident set size when the child was started. Linux's ru_maxrss
+    of a child counts the memory image it was forked from (before its exec), so it is never
+    below ours: trusted only above it; below, the child's own high-water mark (VmHWM, sampled)
+    is its peak."""
     box: dict[str, Any] = {}
 
     def wait() -> None:
@@ -80,10 +86,12 @@ def _reap(proc: subprocess.Popen[bytes], started: float, timeout: float) -> Usag
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
     samples: list[int] = []
+    high_water = 0
     while waiter.is_alive() and time.perf_counter() - started < timeout:
-        rss = _rss(proc.pid)
+        rss, hwm = _memory(proc.pid)
         if rss is not None:
             samples.append(rss)
+        high_water = max(high_water, hwm or 0)
         waiter.join(RSS_EVERY)
     timed_out = waiter.is_alive()
     if timed_out:
@@ -95,11 +103,14 @@ def _reap(proc: subprocess.Popen[bytes], started: float, timeout: float) -> Usag
     code = os.waitstatus_to_exitcode(box["status"])
     proc.returncode = code  # reaped here: Popen must not wait for it again
     usage = box["usage"]
+    max_rss = usage.ru_maxrss * 1024  # Linux reports KiB
+    if max_rss <= parent_rss and high_water:
+        max_rss = high_water
     return Usage(
         wall=box["ended"] - started,
         user=usage.ru_utime,
         system=usage.ru_stime,
-        max_rss=usage.ru_maxrss * 1024,  # Linux reports KiB
+        max_rss=max_rss,
         returncode=code,
         timed_out=timed_out,
         rss_samples=tuple(samples),
@@ -110,16 +121,18 @@ def _reap(proc: subprocess.Popen[bytes], started: float, timeout: float) -> Usag
 RSS_EVERY = 0.25
 
 
-def _rss(pid: int) -> int | None:
-    """The process's current resident set size (Linux /proc), None once it is gone."""
+def _memory(pid: int | str) -> tuple[int | None, int | None]:
+    """The process's current resident set size and its high-water mark since its exec (Linux
+    /proc VmRSS, VmHWM), in bytes; None once it is gone."""
+    found: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    found[line[:5]] = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        return None, None
+    return found.get("VmRSS"), found.get("VmHWM")
 
 
 def _kill_group(pid: int, signum: int) -> None:
@@ -137,6 +150,7 @@ def run_measured(
     stderr: Path,
 ) -> Usage:
     """Run ``argv`` to its end (killed after ``timeout`` seconds) and return what it cost."""
+    parent_rss = _memory("self")[0] or 0
     with stdout.open("wb") as out, stderr.open("wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -148,7 +162,7 @@ def run_measured(
             stderr=err,
             start_new_session=True,  # its own process group: a timeout kills all of it
         )
-        return _reap(proc, started, timeout)
+        return _reap(proc, started, timeout, parent_rss)
 
 
 class SimProcess:
@@ -185,6 +199,7 @@ class SimProcess:
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = 0.0
+        self._parent_rss = 0
         self.usage: Usage | None = None
         self.url = ""
         self.access_key = ""
@@ -204,6 +219,7 @@ class SimProcess:
         self.stop()
 
     def start(self, timeout: float = 20.0) -> None:
+        self._parent_rss = _memory("self")[0] or 0
         with self._log.open("wb") as err:
             self._started = time.perf_counter()
             self._proc = subprocess.Popen(
@@ -233,7 +249,7 @@ class SimProcess:
             return
         if proc.stdin is not None:
             proc.stdin.close()  # EOF: the launcher stops serving and exits
-        self.usage = _reap(proc, self._started, 15.0)
+        self.usage = _reap(proc, self._started, 15.0, self._parent_rss)
         if proc.stdout is not None:
             proc.stdout.close()
 
