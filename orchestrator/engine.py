@@ -629,14 +629,14 @@ class Engine:
     async def _download_task(self, item: Item) -> None:
         log = self._log.bind(item=item.id)
         try:
-            await self._download(item, log)
+            await self._download(item, log, leftovers=True)
         except Exception as exc:
             log.exception("item.crashed", error_type=type(exc).__name__)
             self.outcome.crashed += 1
         finally:
             self.progress.set(item.id, _phase(self._ledger.get(item.id)))
 
-    async def _download(self, item: Item, log: Any) -> None:
+    async def _download(self, item: Item, log: Any, *, leftovers: bool = False) -> None:
         """Put every asset of a finished item safely on disk; a rerun fetches only the files
         that are missing or fail their checksum (hashed when their size or modification time
         changed, or every one with verify_files). Failures are recorded on the item (its
@@ -648,11 +648,14 @@ class Engine:
         records = _numbered([dict(a) for a in rec.assets])
         marked = rec.download_error  # what the ledger says about the files right now
         self.progress.set(item.id, "downloading")
-        # Temporary files of a run killed mid-download (its own cleanup never ran). None of
-        # this item's files is being downloaded now: its downloads are this loop's.
-        removed = await downloader.aremove_stale_parts(item.id)
-        if removed:
-            log.info("item.stale_parts_removed", files=removed)
+        if leftovers:
+            # Temporary files of a run killed mid-download (its own cleanup never ran): only
+            # an item finished in an earlier run can have them (``leftovers``); a task that
+            # ended in this run has had no download yet. None of this item's files is being
+            # downloaded now: its downloads are this loop's.
+            removed = await downloader.aremove_stale_parts(item.id)
+            if removed:
+                log.info("item.stale_parts_removed", files=removed)
         error: ErrorInfo | None = None
         fetched = 0
         for n, asset in enumerate(records):
