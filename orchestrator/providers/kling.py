@@ -260,14 +260,17 @@ def _parse_assets(kind: Kind, result: object) -> tuple[Asset, ...]:
     )
 
 
-def _created_ms(data: Mapping[str, Any]) -> float | None:
-    """A task's ``created_at`` (Unix ms), when it is a finite, plausible number."""
-    value = data.get("created_at")
+def _unix_ms(value: object) -> float | None:
+    """Kling's ``created_at`` / ``updated_at`` (Unix ms), when a finite, plausible number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if not 0 < value < 10**15:  # NaN and infinities fail too; 10**15 ms is the year 33658
         return None
     return float(value)
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 def _external_id(data: Mapping[str, Any]) -> str | None:
@@ -307,17 +310,9 @@ def _parse_task(
         request_id=request_id,
         failure=classify_task_failure(message) if status is TaskStatus.FAILED else None,
         raw=data,
-        created_at=_epoch_ms(data.get("created_at")),
-        ended_at=_epoch_ms(data.get("updated_at")) if status.finished else None,
+        created_at=_seconds(_unix_ms(data.get("created_at"))),
+        ended_at=_seconds(_unix_ms(data.get("updated_at"))) if status.finished else None,
     )
-
-
-def _epoch_ms(value: object) -> float | None:
-    """Kling's created_at/updated_at: Unix milliseconds; anything else is unknown."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    seconds = value / 1000.0
-    return seconds if 0 < seconds < 1e11 else None
 
 
 @dataclass(frozen=True)
@@ -450,7 +445,7 @@ class KlingProvider:
                 if _external_id(entry) == external_task_id:
                     return self._task(_Op.LIST, kind, _Answer(entry, answer.request_id,
                                                               answer.http_status))
-                created = _created_ms(entry)
+                created = _unix_ms(entry.get("created_at"))
                 if created is None:
                     continue
                 if oldest_ms is not None and created > oldest_ms + _LIST_ORDER_SLACK * 1000:
