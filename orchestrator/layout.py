@@ -19,6 +19,8 @@ output directory.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -90,3 +92,21 @@ def item_folder_clash(
         if hit is not None:
             return path, hit
     return None
+
+
+def owner_only(file: int | Path) -> None:
+    """Tighten one of the tool's files (an open descriptor, or a path that may not exist) to
+    owner read/write if group or others have any access: one created earlier, by hand or by
+    an older version, keeps its permissions through ``os.open``. Best effort: a file system
+    without Unix permissions (or a file of another owner) refuses, and that must not stop a
+    run (these files hold no credentials)."""
+    try:
+        mode = stat.S_IMODE(os.fstat(file).st_mode if isinstance(file, int) else
+                            os.stat(file).st_mode)
+        if mode & 0o077:
+            if isinstance(file, int):
+                os.fchmod(file, 0o600)
+            else:
+                os.chmod(file, 0o600)
+    except OSError:
+        pass

@@ -41,7 +41,6 @@ import json
 import os
 import secrets
 import sqlite3
-import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -52,7 +51,7 @@ from typing import IO, Any
 import anyio.lowlevel
 
 from orchestrator.errors import ErrorInfo
-from orchestrator.layout import LOCK_SUFFIX
+from orchestrator.layout import LOCK_SUFFIX, owner_only
 
 SCHEMA_VERSION = 1
 
@@ -130,28 +129,6 @@ class LedgerLocked(LedgerError):
     pass
 
 
-def _owner_only_fd(fd: int) -> None:
-    """Tighten an open file to owner read/write if group or others have any access. Best
-    effort: a file system without Unix permissions (or a file of another owner) refuses, and
-    that must not stop a run (the ledger holds no credentials)."""
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o077:
-            os.fchmod(fd, 0o600)
-    except OSError:
-        pass
-
-
-def _owner_only(path: Path) -> None:
-    """:func:`_owner_only_fd` by path, for a file that may not exist."""
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if mode & 0o077:
-            os.chmod(path, 0o600)
-    except OSError:
-        pass
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
@@ -198,7 +175,7 @@ class Ledger:
     @staticmethod
     def _acquire_lock(lock_path: Path) -> IO[str]:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        _owner_only_fd(fd)
+        owner_only(fd)
         handle = os.fdopen(fd, "r+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -230,12 +207,12 @@ class Ledger:
         # gives the -wal and -shm files it creates the database file's permissions.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            _owner_only_fd(fd)
+            owner_only(fd)
         finally:
             os.close(fd)
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for suffix in ("-wal", "-shm"):  # left by a run that did not close, maybe loose
-            _owner_only(path.with_name(path.name + suffix))
+            owner_only(path.with_name(path.name + suffix))
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import stat
 import sys
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -26,7 +25,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from orchestrator.layout import LOGS_DIR
+from orchestrator.layout import LOGS_DIR, owner_only
 
 REDACTED = "[REDACTED]"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
@@ -152,13 +151,7 @@ def open_log_file(output_dir: Path, now: float | None = None) -> tuple[Path, Tex
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     path = logs / f"run-{stamp}-{os.getpid()}.jsonl"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    # A file that already existed keeps its permissions through os.open: tighten it (best
-    # effort, like the ledger's: a file system without Unix permissions refuses).
-    try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
-            os.fchmod(fd, 0o600)
-    except OSError:
-        pass
+    owner_only(fd)
     return path, os.fdopen(fd, "a", encoding="utf-8")
 
 

@@ -839,30 +839,38 @@ class _Builder:
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._report(
-                    path, "a key must be a plain name, not a list or mapping", _line(key_node)
-                )
+            key = self._key(key_node, path, first_line)
+            if key is None:
                 continue
-            # Keys are names: the source text, so that `on:` or `1:` do not become true or 1.
-            key = str(key_node.value)
-            line = _line(key_node)
-            if key in first_line:
-                self._report(
-                    (*path, key),
-                    f"duplicate key '{key}' (first on line {first_line[key]}): YAML would "
-                    "silently keep only the last one",
-                    line,
-                )
-                continue
-            first_line[key] = line
-            self.lines[(*path, key)] = line
             value = self.build(value_node, (*path, key))
             if value is _UNREADABLE:
                 result.pop(key, None)
             else:
                 result[key] = value
         return result
+
+    def _key(self, key_node: yaml.Node, path: DocPath, first_line: dict[str, int]) -> str | None:
+        """The key of a mapping entry, its line recorded; None (reported) when the entry must
+        be skipped: a key that is not a plain name, or one already in the mapping."""
+        if not isinstance(key_node, yaml.ScalarNode):
+            self._report(
+                path, "a key must be a plain name, not a list or mapping", _line(key_node)
+            )
+            return None
+        # Keys are names: the source text, so that `on:` or `1:` do not become true or 1.
+        key = str(key_node.value)
+        line = _line(key_node)
+        if key in first_line:
+            self._report(
+                (*path, key),
+                f"duplicate key '{key}' (first on line {first_line[key]}): YAML would "
+                "silently keep only the last one",
+                line,
+            )
+            return None
+        first_line[key] = line
+        self.lines[(*path, key)] = line
+        return key
 
     def _merge_sources(self, node: yaml.Node, path: DocPath) -> list[yaml.Node]:
         if isinstance(node, yaml.MappingNode):
@@ -959,25 +967,10 @@ class _Builder:
                 for key, line in first_line.items():
                     self.lines[(*path, key)] = line
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._report(
-                    path, "a key must be a plain name, not a list or mapping", _line(key_node)
-                )
-                loader.compose_node(None, None)
+            key = self._key(key_node, path, first_line)
+            if key is None:
+                loader.compose_node(None, None)  # the value goes unread, but it is consumed
                 continue
-            key = str(key_node.value)
-            line = _line(key_node)
-            if key in first_line:
-                self._report(
-                    (*path, key),
-                    f"duplicate key '{key}' (first on line {first_line[key]}): YAML would "
-                    "silently keep only the last one",
-                    line,
-                )
-                loader.compose_node(None, None)
-                continue
-            first_line[key] = line
-            self.lines[(*path, key)] = line
             value = self._streamed(loader, (*path, key))
             if value is _UNREADABLE:
                 result.pop(key, None)
