@@ -134,10 +134,19 @@ def manifest(tmp_path: Path, ids: list[str], **retry: float) -> Manifest:
 
 
 async def run(
-    m: Manifest, provider: FakeProvider, clock: FakeClock, ledger: Ledger
+    m: Manifest,
+    provider: FakeProvider,
+    clock: FakeClock,
+    ledger: Ledger,
+    downloader: Downloader | None = None,
 ) -> RunOutcome:
-    engine = Engine(m, provider, ledger, sleep=clock.sleep, clock=clock.time, rand=lambda: 1.0)
-    return await engine.run()
+    engine = Engine(m, provider, ledger, sleep=clock.sleep, clock=clock.time, rand=lambda: 1.0,
+                    downloader=downloader)
+    try:
+        return await engine.run()
+    finally:
+        if downloader is not None:
+            await downloader.aclose()
 
 
 @pytest.fixture
@@ -581,10 +590,7 @@ async def test_unusable_asset_indexes_are_renumbered_not_a_crash(
     downloader = Downloader(tmp_path, transport=httpx.MockTransport(png_server),
                             sleep=clock.sleep)
     with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
-        engine = Engine(image_manifest(tmp_path, 2), provider, ledger, sleep=clock.sleep,
-                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
-        outcome = await engine.run()
-        await downloader.aclose()
+        outcome = await run(image_manifest(tmp_path, 2), provider, clock, ledger, downloader)
         rec = ledger.get("mugs")
     assert outcome.crashed == 0
     assert rec.state is ItemState.SUCCEEDED and rec.download_error is None
@@ -602,10 +608,7 @@ async def test_an_unexpected_error_downloading_is_classified_not_a_crash(
     downloader = Downloader(tmp_path, transport=httpx.MockTransport(png_server))
     monkeypatch.setattr(downloader, "download", broken)
     with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
-        engine = Engine(manifest(tmp_path, ["a"]), provider, ledger, sleep=clock.sleep,
-                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
-        outcome = await engine.run()
-        await downloader.aclose()
+        outcome = await run(manifest(tmp_path, ["a"]), provider, clock, ledger, downloader)
         rec = ledger.get("a")
     assert outcome.crashed == 0
     assert rec.state is ItemState.SUCCEEDED  # the verdict stands: the task is never resubmitted
@@ -654,10 +657,7 @@ async def test_a_url_that_keeps_failing_is_refreshed_once(
     provider.status = status
     downloader = Downloader(tmp_path, transport=httpx.MockTransport(serve), sleep=clock.sleep)
     with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
-        engine = Engine(manifest(tmp_path, ["a"]), provider, ledger, sleep=clock.sleep,
-                        clock=clock.time, rand=lambda: 1.0, downloader=downloader)
-        outcome = await engine.run()
-        await downloader.aclose()
+        outcome = await run(manifest(tmp_path, ["a"]), provider, clock, ledger, downloader)
         rec = ledger.get("a")
     assert rec.download_error is None and rec.assets[0]["path"] == "a/0.mp4"
     assert rec.assets[0]["url"] == "https://here.test/0.mp4"
