@@ -71,10 +71,10 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def _reap(
     proc: subprocess.Popen[bytes], started: float, timeout: float, parent_rss: int
 ) -> Usage:
-    """``parent_rss``: our own resident set size when the child was started. Linux's ru_maxrss
-    of a child counts the memory image it was forked from (before its exec), so it is never
-    below ours: trusted only above it; below, the child's own high-water mark (VmHWM, sampled)
-    is its peak."""
+    """``parent_rss``: our own peak resident set size (VmHWM) when the child was started.
+    Linux's ru_maxrss of a child counts the peak of the memory image it was forked from (before
+    its exec), so it is never below ours: trusted only above it; below, the child's own
+    high-water mark since its exec (VmHWM, sampled) is its peak."""
     box: dict[str, Any] = {}
 
     def wait() -> None:
@@ -150,7 +150,7 @@ def run_measured(
     stderr: Path,
 ) -> Usage:
     """Run ``argv`` to its end (killed after ``timeout`` seconds) and return what it cost."""
-    parent_rss = _memory("self")[0] or 0
+    parent_rss = _memory("self")[1] or 0
     with stdout.open("wb") as out, stderr.open("wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -219,7 +219,7 @@ class SimProcess:
         self.stop()
 
     def start(self, timeout: float = 20.0) -> None:
-        self._parent_rss = _memory("self")[0] or 0
+        self._parent_rss = _memory("self")[1] or 0
         with self._log.open("wb") as err:
             self._started = time.perf_counter()
             self._proc = subprocess.Popen(

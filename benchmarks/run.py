@@ -241,6 +241,32 @@ class LogFigures:
 _VERDICTS = ("item.succeeded", "item.partial", "item.failed")
 
 
+def read_report_totals(path: Path) -> dict[str, Any]:
+    """report.json without its items (100,000 of them parsed would take ~300 MB here): the
+    orchestrator writes the list between a line ``  "items": [`` and a line ``  ]``."""
+    if not path.exists():
+        return {}
+    kept: list[str] = []
+    with path.open(encoding="utf-8") as fh:
+        inside = False
+        for line in fh:
+            if inside:
+                if line.rstrip("\n") in ("  ]", "  ],"):
+                    inside = False
+                    kept.append("  []" + line.rstrip("\n")[3:] + "\n")
+                continue
+            if line.startswith('  "items": ['):
+                if line.rstrip().endswith("]") or line.rstrip().endswith("],"):
+                    kept.append(line)  # an empty list on one line
+                else:
+                    inside = True
+                    kept.append('  "items":\n')
+                continue
+            kept.append(line)
+    data: dict[str, Any] = json.loads("".join(kept))
+    return data
+
+
 def read_log(out_dir: Path) -> LogFigures:
     figures = LogFigures([], {}, 0)
     for path in sorted((out_dir / "logs").glob("run-*.jsonl")):
@@ -385,11 +411,7 @@ def run_orchestrator(
 
     out = work / "out"
     logged = read_log(out)
-    report_path = out / "report.json"
-    report: dict[str, Any] = (
-        json.loads(report_path.read_text()) if report_path.exists() else {}
-    )
-    report.pop("items", None)  # not needed here: only the run's totals
+    report = read_report_totals(out / "report.json")
     delays, missing = notice_delays(logged.noticed, finished)
     stamps = logged.stamps
     engine_wall = (
