@@ -332,7 +332,11 @@ def test_sigkill_mid_batch_then_rerun_pays_each_item_once(tmp_path: Path, sim: S
     assert sim.stats().creates_reusing_external_id_without_lookup == 0
 
 
-def test_sigint_exits_130_and_rerun_collects(tmp_path: Path, sim: Simulator) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_exits_130_and_rerun_collects(
+    tmp_path: Path, sim: Simulator, signum: signal.Signals
+) -> None:
+    """Ctrl-C, or cron's/systemd's SIGTERM: the same orderly stop."""
     items = text_items(20)
     manifest = write_manifest(
         tmp_path, sim, items, limits={"concurrency": 3, "requests_per_minute": 600}
@@ -340,9 +344,10 @@ def test_sigint_exits_130_and_rerun_collects(tmp_path: Path, sim: Simulator) -> 
     env = cli_env(sim)
     proc = start_cli(["run", str(manifest)], env)
     wait_for(lambda: sim.stats().create_requests >= 4)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
     report = load_report(tmp_path)
     assert report["interrupted"] is True
     assert report["counts"]["not_run"] > 0

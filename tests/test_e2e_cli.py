@@ -1,6 +1,6 @@
 """End to end: what a user (or cron) meets on the command line, beyond the batch itself.
 
-The demo as the README gives it, moved state and report files, the JSON log's events, signals,
+The demo as the README gives it, moved state and report files, the JSON log's events,
 account stops for permission and IP whitelist, and bad paths: each run as a user runs it, against
 the simulator on loopback, with what was sent counted by the simulator.
 """
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator.simulator import FaultRule, Simulator
-from tests.conftest import REPO, cli_env, run_cli, start_cli, write_manifest
-from tests.test_e2e import load_report, text_items, wait_for
+from tests.conftest import REPO, cli_env, run_cli, write_manifest
+from tests.test_e2e import load_report, text_items
 
 
 def sent(sim: Simulator) -> int:
@@ -103,25 +102,6 @@ def test_log_events_have_stable_names_and_ids(tmp_path: Path, sim: Simulator) ->
     )
     retry = next(e for e in events if e["event"] == "item.retry_scheduled")
     assert isinstance(retry["delay"], float | int)
-
-
-def test_sigterm_exits_130_and_rerun_collects(tmp_path: Path, sim: Simulator) -> None:
-    items = text_items(12)
-    manifest = write_manifest(
-        tmp_path, sim, items, limits={"concurrency": 3, "requests_per_minute": 600}
-    )
-    env = cli_env(sim)
-    proc = start_cli(["run", str(manifest)], env)
-    wait_for(lambda: sim.stats().create_requests >= 3)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=20)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    assert load_report(tmp_path)["interrupted"] is True
-    result = run_cli(["run", str(manifest)], env)
-    assert result.code == 0, result.stderr
-    stats = sim.stats()
-    assert stats.tasks_created == 12 and stats.duplicate_external_ids == ()
 
 
 @pytest.mark.parametrize(
