@@ -13,7 +13,7 @@ import pytest
 from orchestrator.errors import Category, ProviderError
 from orchestrator.providers.base import Kind
 from orchestrator.providers.kling import KlingProvider
-from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth, auth_from_env
+from orchestrator.providers.kling.auth import ApiKeyAuth, JwtAuth, auth_from_env
 
 AK = "ak-test-0123456789abcdef"
 SK = "sk-test-secret-0123456789abcdefghijkl"

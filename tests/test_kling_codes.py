@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import Category, Scope
-from orchestrator.providers.kling_codes import (
+from orchestrator.providers.kling.codes import (
     CODES,
     FAILURE_RULES,
     STATUS_RULES,

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from orchestrator.errors import Category, ProviderError, Scope
-from orchestrator.providers import kling
 from orchestrator.providers.base import (
     Asset,
     ImageSource,
@@ -23,7 +22,8 @@ from orchestrator.providers.base import (
     TaskStatus,
 )
 from orchestrator.providers.kling import FAMILIES, KlingProvider
-from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth
+from orchestrator.providers.kling import client as kling
+from orchestrator.providers.kling.auth import ApiKeyAuth, JwtAuth
 
 API_KEY = "apikey-test-0123456789abcdefghijkl"
 AK = "ak-test-0123456789abcdef"

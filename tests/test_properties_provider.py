@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope
-from orchestrator.providers import kling
 from orchestrator.providers.base import (
     MAX_ASSET_INDEX,
     Asset,
@@ -39,8 +38,9 @@ from orchestrator.providers.base import (
     TaskStatus,
 )
 from orchestrator.providers.kling import KlingProvider
-from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth
-from orchestrator.providers.kling_codes import CODES
+from orchestrator.providers.kling import client as kling
+from orchestrator.providers.kling.auth import ApiKeyAuth, JwtAuth
+from orchestrator.providers.kling.codes import CODES
 
 AK = "ak-prop-0123456789abcdef"
 SK = "sk-prop-secret-0123456789abcdefghijkl"

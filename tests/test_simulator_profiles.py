@@ -31,7 +31,7 @@ import httpx
 import jwt
 import pytest
 
-from orchestrator.providers.kling_auth import JwtAuth
+from orchestrator.providers.kling.auth import JwtAuth
 from orchestrator.simulator import (
     PROFILES,
     TASK_FAILURE_MESSAGES,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Mapping
 import httpx
 import jwt
 
-from orchestrator.providers.kling_codes import RENEW_CODES, parse_code
+from orchestrator.providers.kling.codes import RENEW_CODES, parse_code
 
 ENV_ACCESS_KEY = "KLING_ACCESS_KEY"
 ENV_SECRET_KEY = "KLING_SECRET_KEY"

@@ -6,7 +6,7 @@ engine is the only retry layer. Every failure leaves as a ``ProviderError``:
 
     _send          httpx (and raw OSError) exceptions -> network / timeout errors with .sent
                    and .ambiguous
-    _answer        HTTP status + envelope code -> kling_codes.classify, Retry-After, request_id
+    _answer        HTTP status + envelope code -> codes.classify, Retry-After, request_id
     _parse_task    task objects -> Task; garbage -> SERVER error (never KeyError/TypeError)
     _clean         every text taken from an answer or an exception: credentials masked, lone
                    surrogates replaced (so reports and consoles can print it), stripped, short
@@ -49,8 +49,7 @@ from orchestrator.providers.base import (
     TaskStatus,
     valid_asset_indexes,
 )
-from orchestrator.providers.kling_auth import ApiKeyAuth, JwtAuth, auth_from_env
-from orchestrator.providers.kling_codes import (
+from orchestrator.providers.kling.codes import (
     CODES,
     classify,
     classify_task_failure,
@@ -60,16 +59,6 @@ from orchestrator.providers.kling_codes import (
     rule_for,
 )
 from orchestrator.retry import parse_retry_after, parse_retry_after_ms
-
-__all__ = [
-    "FAMILIES",
-    "ApiKeyAuth",
-    "Family",
-    "JwtAuth",
-    "KlingProvider",
-    "auth_from_env",
-    "build_body",
-]
 
 _COMMON_FIELDS = frozenset({"model_name", "prompt", "negative_prompt", "callback_url",
                             "external_task_id"})
