@@ -714,7 +714,7 @@ class Engine:
             log.info("item.url_expired" if exc.expired else "item.url_refresh", index=index)
             self.outcome.requests["query"] += 1
             try:
-                task = await self._provider.query(item.request.kind, rec.task_id)
+                task = await self._provider.query(item.request, rec.task_id)
             except ProviderError:
                 raise exc from None
             fresh = {a.index: a.url for a in task.assets}
@@ -891,7 +891,7 @@ class Engine:
         while True:
             self.outcome.requests["lookup"] += 1
             try:
-                found = await self._provider.lookup(item.request.kind, ext, sent_after=sent_after)
+                found = await self._provider.lookup(item.request, ext, sent_after=sent_after)
             except ProviderError as err:
                 log.warning(
                     "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)
@@ -966,7 +966,7 @@ class Engine:
         while True:
             delay_hint: float | None = None
             try:
-                task = await self._poller.observe(item.request.kind, rec.task_id, interval)
+                task = await self._poller.observe(item.request, rec.task_id, interval)
             except ProviderError as err:
                 if err.info.scope is Scope.ACCOUNT:
                     self._stop(err.info)

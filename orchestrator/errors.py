@@ -17,6 +17,9 @@ never on exception text.
                                     safe to resend even a create
       .ambiguous = True             a create may have been committed (timeout after sending,
                                     connection dropped, 5xx): look the task up before resending
+      .exists = True                a create refused because its external id already names a
+                                    task: the task exists (and is paid for); find it, never
+                                    resend under a new id
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ class ProviderError(Exception):
     #: True when the account is over its concurrency allowance (Kling 1303): the engine lowers
     #: its in-flight cap (adaptive concurrency).
     over_capacity: bool = False
+    #: True when a create was refused because a task with its external id already exists
+    #: (Kling: 1201 "External_task_id ... already exists"): the engine looks it up and polls it.
+    exists: bool = False
     details: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:

@@ -735,8 +735,8 @@ KIND_FIELDS: Final[Mapping[Kind, tuple[str, ...]]] = {
 }
 #: Every key an item may have, mapped to the kinds it belongs to.
 _FIELD_KINDS: Final[Mapping[str, tuple[Kind, ...]]] = {
-    name: tuple(kind for kind in Kind if name in KIND_FIELDS[kind])
-    for name in dict.fromkeys(name for kind in Kind for name in KIND_FIELDS[kind])
+    name: tuple(kind for kind in KIND_FIELDS if name in KIND_FIELDS[kind])
+    for name in dict.fromkeys(name for kind in KIND_FIELDS for name in KIND_FIELDS[kind])
 }
 _ITEM_KEYS: Final = ("id", "kind", *_FIELD_KINDS)
 #: Kling's own defaults, filled in so the request (and the ledger) say what will be generated.
@@ -1308,9 +1308,10 @@ def _kind_of(value: object) -> Kind | None:
     if not isinstance(value, str):
         return None
     try:
-        return Kind(value)
+        kind = Kind(value)
     except ValueError:
         return None
+    return kind if kind in _FIELD_MODELS else None
 
 
 def _dotted(path: DocPath) -> str:
@@ -1622,7 +1623,7 @@ class _Checker:
                 defaults.kind = _kind_of(value)
                 if defaults.kind is None:
                     defaults.kind_invalid = True
-                    self.report(path, _choice_message(value, tuple(Kind)))
+                    self.report(path, _choice_message(value, tuple(_FIELD_MODELS)))
             else:
                 defaults.values[key] = value
         return defaults
@@ -2265,7 +2266,7 @@ class _Checker:
         if "kind" in raw:
             kind = _kind_of(raw["kind"])
             if kind is None:
-                self.report((*at, "kind"), _choice_message(raw["kind"], tuple(Kind)))
+                self.report((*at, "kind"), _choice_message(raw["kind"], tuple(_FIELD_MODELS)))
             return kind
         if defaults.kind_invalid:
             return None

@@ -23,7 +23,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,7 +31,7 @@ import anyio
 import anyio.abc
 
 from orchestrator.errors import ErrorInfo, ProviderError
-from orchestrator.providers.base import Kind, Provider, Task, TaskLister
+from orchestrator.providers.base import Provider, Task, TaskLister, TaskRequest
 
 #: Kling's largest page: the poller always reads full pages.
 PAGE_SIZE = 500
@@ -43,7 +43,7 @@ Account = Callable[[ErrorInfo | None], None]
 
 
 class Poller(Protocol):
-    async def observe(self, kind: Kind, task_id: str, after: float) -> Task:
+    async def observe(self, request: TaskRequest, task_id: str, after: float) -> Task:
         """The task as the provider reports it, observed no earlier than about ``after`` seconds
         from now (earlier when a shared request happens to show that it has ended). Raises
         ProviderError when the request that was to observe it failed."""
@@ -75,11 +75,11 @@ class QueryPoller:
         self.requests: Counter[str] = requests if requests is not None else Counter()
         self._account: Account = account or (lambda _info: None)
 
-    async def observe(self, kind: Kind, task_id: str, after: float) -> Task:
+    async def observe(self, request: TaskRequest, task_id: str, after: float) -> Task:
         await self._sleep(after)
         self.requests["query"] += 1
         try:
-            task = await self._provider.query(kind, task_id)
+            task = await self._provider.query(request, task_id)
         except ProviderError as err:
             self._account(err.info)
             raise
@@ -92,7 +92,9 @@ class QueryPoller:
 
 @dataclass(eq=False)
 class _Ask:
-    kind: Kind
+    request: TaskRequest
+    #: the list it may be found on (None: queried one by one)
+    key: Hashable | None
     task_id: str
     due: float
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -126,9 +128,9 @@ class ListPoller:
         self.requests: Counter[str] = requests if requests is not None else Counter()
         self._account: Account = account or (lambda _info: None)
         self._max_pages = max_pages
-        self._asks: dict[Kind, dict[str, _Ask]] = {}
-        #: per family, the pages the last sweep needed to find what it looked for
-        self._depth: dict[Kind, int] = {}
+        self._asks: dict[Hashable | None, dict[str, _Ask]] = {}
+        #: per list, the pages the last sweep needed to find what it looked for
+        self._depth: dict[Hashable, int] = {}
         self._wake: anyio.Event | None = None
         self._target = math.inf
         #: sweeps run and tasks they answered (for tests and the benchmark)
@@ -137,9 +139,10 @@ class ListPoller:
 
     # -- the engine's side ----------------------------------------------------------------
 
-    async def observe(self, kind: Kind, task_id: str, after: float) -> Task:
-        ask = _Ask(kind, task_id, self._clock() + after)
-        asks = self._asks.setdefault(kind, {})
+    async def observe(self, request: TaskRequest, task_id: str, after: float) -> Task:
+        key = self._provider.list_key(request)
+        ask = _Ask(request, key, task_id, self._clock() + after)
+        asks = self._asks.setdefault(key, {})
         asks[task_id] = ask
         if ask.due < self._target and self._wake is not None:
             self._wake.set()
@@ -171,8 +174,8 @@ class ListPoller:
                 if earliest > now:
                     await self._idle(earliest - now)
                     continue
-                for kind, asks in self._asks.items():
-                    self._dispatch(tg, kind, asks, now)
+                for key, asks in self._asks.items():
+                    self._dispatch(tg, key, asks, now)
 
     async def _idle(self, seconds: float) -> None:
         """Until ``seconds`` have passed or an ask came in that is due sooner."""
@@ -196,18 +199,18 @@ class ListPoller:
             self._target = math.inf
 
     def _dispatch(
-        self, tg: anyio.abc.TaskGroup, kind: Kind, asks: dict[str, _Ask], now: float
+        self, tg: anyio.abc.TaskGroup, key: Hashable | None, asks: dict[str, _Ask], now: float
     ) -> None:
         free = [a for a in asks.values() if not a.taken]
         due = [a for a in free if a.due <= now]
         if not due:
             return
         near = [a for a in free if a.due <= now + self._window]
-        if len(near) >= 2 and len(near) > self._depth.get(kind, 1):
+        if key is not None and len(near) >= 2 and len(near) > self._depth.get(key, 1):
             for a in near:
                 a.taken = True
             later = {a.task_id: a for a in free if not a.taken}
-            tg.start_soon(self._sweep, tg, kind, {a.task_id: a for a in near}, later)
+            tg.start_soon(self._sweep, tg, key, {a.task_id: a for a in near}, later)
         else:
             for a in due:
                 a.taken = True
@@ -216,14 +219,14 @@ class ListPoller:
     def _answer(self, ask: _Ask, result: Task | Exception) -> None:
         ask.result = result
         ask.done.set()
-        asks = self._asks.get(ask.kind)
+        asks = self._asks.get(ask.key)
         if asks is not None and asks.get(ask.task_id) is ask:
             del asks[ask.task_id]
 
     async def _query(self, ask: _Ask) -> None:
         self.requests["query"] += 1
         try:
-            task = await self._provider.query(ask.kind, ask.task_id)
+            task = await self._provider.query(ask.request, ask.task_id)
         except ProviderError as err:
             self._account(err.info)
             self._answer(ask, err)
@@ -237,7 +240,7 @@ class ListPoller:
     async def _sweep(
         self,
         tg: anyio.abc.TaskGroup,
-        kind: Kind,
+        key: Hashable,
         wanted: dict[str, _Ask],
         later: dict[str, _Ask],
     ) -> None:
@@ -252,7 +255,7 @@ class ListPoller:
             self.requests["list"] += 1
             try:
                 found, entries = await self._provider.list_matching(
-                    kind, page, wanted.keys() | later.keys()
+                    key, page, wanted.keys() | later.keys()
                 )
             except ProviderError as err:
                 self._account(err.info)
@@ -283,6 +286,6 @@ class ListPoller:
         # Tasks still wanted after the last page are not listed (yet): they say nothing about
         # depth. Otherwise they are deeper than the pages read: learn that the family needs
         # more pages, so that the next sweep happens only when it pays.
-        self._depth[kind] = needed if last_page or not wanted else max(needed, page)
+        self._depth[key] = needed if last_page or not wanted else max(needed, page)
         for ask in wanted.values():
             tg.start_soon(self._query, ask)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.providers.base import Kind, TaskRequest
 from orchestrator.simulator import SimConfig, Simulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,6 +123,11 @@ def png_bytes(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
+
+
+def request_of(kind: Kind, **fields: Any) -> TaskRequest:
+    """A request of ``kind`` for reads (query, lookup): providers route by its fields."""
+    return TaskRequest(kind, fields, int(fields.get("n", 1)))
 
 
 def dedent(text: str) -> str:

@@ -92,14 +92,14 @@ class FakeProvider:
             raise error
         return task
 
-    async def query(self, kind: Kind, task_id: str) -> Task:
+    async def query(self, request: TaskRequest, task_id: str) -> Task:
         if self.query_error is not None:
             raise self.query_error
         task = next(t for t in self.committed.values() if t.task_id == task_id)
         return self.status(task)
 
     async def lookup(
-        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+        self, request: TaskRequest, external_task_id: str, *, sent_after: float | None = None
     ) -> Task | None:
         self.lookup_calls += 1
         self.lookup_sent_after.append(sent_after)
@@ -357,10 +357,10 @@ async def test_a_bug_in_one_item_does_not_stop_the_others(
 ) -> None:
     original = provider.query
 
-    async def query(kind: Kind, task_id: str) -> Task:
+    async def query(request: TaskRequest, task_id: str) -> Task:
         if task_id == "T1":
             raise RuntimeError("unexpected")
-        return await original(kind, task_id)
+        return await original(request, task_id)
 
     provider.query = query  # type: ignore[method-assign]
     with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:

@@ -14,6 +14,7 @@ from orchestrator.errors import Category, ProviderError
 from orchestrator.providers.base import Kind
 from orchestrator.providers.kling import KlingProvider
 from orchestrator.providers.kling.auth import ApiKeyAuth, JwtAuth, auth_from_env
+from tests.conftest import request_of
 
 AK = "ak-test-0123456789abcdef"
 SK = "sk-test-secret-0123456789abcdefghijkl"
@@ -109,7 +110,7 @@ async def test_one_resend_with_a_fresh_token_after_1004() -> None:
         return httpx.Response(200, content=envelope(0, "SUCCEED", TASK))
 
     async with make_provider(auth, handler) as provider:
-        task = await provider.query(Kind.TEXT2VIDEO, "t1")
+        task = await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
     assert task.task_id == "t1"
     assert len(seen) == 2 and seen[0] != seen[1]
     assert decode(seen[1])["exp"] == int(T0) + 10 + 1800
@@ -128,7 +129,7 @@ async def test_second_rejection_surfaces_as_auth_error_without_another_resend(co
 
     async with make_provider(auth, handler) as provider:
         with pytest.raises(ProviderError) as caught:
-            await provider.query(Kind.TEXT2VIDEO, "t1")
+            await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
     assert calls == 2
     assert caught.value.info.category is Category.AUTH
     assert caught.value.info.code == code
@@ -148,7 +149,7 @@ async def test_bad_credentials_are_not_resent(code: int) -> None:
 
     async with make_provider(auth, handler) as provider:
         with pytest.raises(ProviderError) as caught:
-            await provider.query(Kind.TEXT2VIDEO, "t1")
+            await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
     assert calls == 1
     assert caught.value.info.category is Category.AUTH and not caught.value.info.retryable
 
@@ -168,7 +169,7 @@ async def test_concurrent_rejections_share_one_new_token() -> None:
 
     async with make_provider(auth, handler) as provider, anyio.create_task_group() as group:
         for _ in range(5):
-            group.start_soon(provider.query, Kind.TEXT2VIDEO, "t1")
+            group.start_soon(provider.query, request_of(Kind.TEXT2VIDEO), "t1")
     assert len(minted) == 2  # the first token and exactly one replacement
 
 
@@ -192,7 +193,7 @@ async def test_odd_401_bodies_are_an_auth_error_not_a_crash(body: bytes) -> None
 
     async with make_provider(JwtAuth(AK, SK, clock=Clock()), handler) as provider:
         with pytest.raises(ProviderError) as caught:
-            await provider.query(Kind.TEXT2VIDEO, "t1")
+            await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
     assert calls == 1  # not a renewal code: no resend
     assert caught.value.info.category is Category.AUTH and caught.value.info.http_status == 401
 
@@ -219,7 +220,7 @@ async def test_api_key_header() -> None:
         return httpx.Response(200, content=envelope(0, "SUCCEED", TASK))
 
     async with make_provider(ApiKeyAuth(API_KEY), handler) as provider:
-        await provider.query(Kind.IMAGE, "t1")
+        await provider.query(request_of(Kind.IMAGE), "t1")
     assert headers == [f"Bearer {API_KEY}"]
 
 

@@ -24,6 +24,7 @@ from orchestrator.providers.base import (
 from orchestrator.providers.kling import FAMILIES, KlingProvider
 from orchestrator.providers.kling import client as kling
 from orchestrator.providers.kling.auth import ApiKeyAuth, JwtAuth
+from tests.conftest import request_of
 
 API_KEY = "apikey-test-0123456789abcdefghijkl"
 AK = "ak-test-0123456789abcdef"
@@ -131,6 +132,7 @@ def test_families_are_data() -> None:
     assert {kind: family.path for kind, family in FAMILIES.items()} == {
         Kind.TEXT2VIDEO: "videos/text2video",
         Kind.IMAGE2VIDEO: "videos/image2video",
+        Kind.OMNI_VIDEO: "videos/omni-video",
         Kind.IMAGE: "images/generations",
     }
 
@@ -256,7 +258,7 @@ async def test_query_parses_video_results() -> None:
     result = {"videos": [{"id": "v1", "url": "https://cdn.test/v1.mp4", "duration": "5.1"}]}
     server = Server(ok(task(status="succeed", task_result=result, task_status_msg="")))
     async with provider_for(server) as provider:
-        got = await provider.query(Kind.TEXT2VIDEO, "t1")
+        got = await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
     assert server.requests[0].method == "GET"
     assert server.requests[0].url.path == "/v1/videos/text2video/t1"
     assert got.status is TaskStatus.SUCCEEDED and got.status.finished
@@ -271,7 +273,7 @@ async def test_query_parses_image_results_with_their_index() -> None:
                          {"index": 2, "url": "https://cdn.test/2.png"}]}
     server = Server(ok(task(status="succeed", task_result=result)))
     async with provider_for(server) as provider:
-        got = await provider.query(Kind.IMAGE, "t1")
+        got = await provider.query(request_of(Kind.IMAGE), "t1")
     assert got.assets == (
         Asset(0, "https://cdn.test/0.png", "image"),
         Asset(2, "https://cdn.test/2.png", "image"),
@@ -290,7 +292,7 @@ async def test_unusable_image_indexes_are_renumbered_by_position(indexes: list[o
                          for n, i in enumerate(indexes)]}
     server = Server(ok(task(status="succeed", task_result=result)))
     async with provider_for(server) as provider:
-        got = await provider.query(Kind.IMAGE, "t1")
+        got = await provider.query(request_of(Kind.IMAGE), "t1")
     assert got.assets == tuple(Asset(n, f"https://cdn.test/{n}.png", "image") for n in range(3))
 
 
@@ -299,7 +301,7 @@ async def test_unusable_image_indexes_are_renumbered_by_position(indexes: list[o
 async def test_query_in_progress(status: str) -> None:
     server = Server(ok(task(status=status)))
     async with provider_for(server) as provider:
-        got = await provider.query(Kind.TEXT2VIDEO, "t1")
+        got = await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
     assert got.status == TaskStatus(status) and not got.status.finished and got.assets == ()
 
 
@@ -307,7 +309,7 @@ async def test_query_in_progress(status: str) -> None:
 async def test_failed_task_is_an_answer_not_an_error() -> None:
     server = Server(ok(task(status="failed", task_status_msg="Image pixel is invalid")))
     async with provider_for(server) as provider:
-        got = await provider.query(Kind.IMAGE2VIDEO, "t1")
+        got = await provider.query(request_of(Kind.IMAGE2VIDEO), "t1")
     assert got.status is TaskStatus.FAILED
     assert got.message == "Image pixel is invalid"
     assert got.failure is not None
@@ -318,7 +320,7 @@ async def test_failed_task_is_an_answer_not_an_error() -> None:
 async def test_ids_are_escaped_in_the_path() -> None:
     server = Server(ok(task(task_id="a/b c")))
     async with provider_for(server) as provider:
-        await provider.query(Kind.TEXT2VIDEO, "a/b c")
+        await provider.query(request_of(Kind.TEXT2VIDEO), "a/b c")
     assert server.requests[0].url.raw_path == b"/v1/videos/text2video/a%2Fb%20c"
 
 
@@ -400,8 +402,8 @@ async def test_create_with_unknown_code_on_2xx_is_ambiguous() -> None:
 async def test_reads_are_never_ambiguous() -> None:
     server = Server(fail(500, 5000), httpx.ReadTimeout("slow"))
     async with provider_for(server) as provider:
-        assert not (await raises(provider.query(Kind.TEXT2VIDEO, "t1"))).ambiguous
-        assert not (await raises(provider.query(Kind.TEXT2VIDEO, "t1"))).ambiguous
+        assert not (await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))).ambiguous
+        assert not (await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))).ambiguous
 
 
 @pytest.mark.parametrize(
@@ -419,7 +421,7 @@ async def test_reads_are_never_ambiguous() -> None:
 async def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
     server = Server(fail(429, 1302, "too fast", **headers))
     async with provider_for(server) as provider:
-        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert error.retry_after == expected
 
 
@@ -428,8 +430,8 @@ async def test_maintenance_waits_longer_without_retry_after() -> None:
     server = Server(fail(503, 5001, "maintenance"), fail(503, 5001, "maintenance",
                                                          **{"Retry-After": "3"}))
     async with provider_for(server) as provider:
-        assert (await raises(provider.query(Kind.TEXT2VIDEO, "t1"))).retry_after == 30.0
-        assert (await raises(provider.query(Kind.TEXT2VIDEO, "t1"))).retry_after == 3.0
+        assert (await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))).retry_after == 30.0
+        assert (await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))).retry_after == 3.0
 
 
 # -- not found ---------------------------------------------------------------------------------
@@ -441,7 +443,7 @@ async def test_maintenance_waits_longer_without_retry_after() -> None:
 async def test_query_not_found(status: int, code: int) -> None:
     server = Server(fail(status, code, "Task not found"))
     async with provider_for(server) as provider:
-        error = await raises(provider.query(Kind.TEXT2VIDEO, "nope"))
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "nope"))
     assert error.not_found
     assert error.info.category is Category.VALIDATION and not error.info.retryable
 
@@ -458,7 +460,7 @@ async def test_1201_on_create_is_a_bad_value_not_absence() -> None:
 async def test_bare_404_page_is_not_proof_of_absence() -> None:
     server = Server(httpx.Response(404, text="<html>Not Found</html>"))
     async with provider_for(server) as provider:
-        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert not error.not_found
 
 
@@ -496,7 +498,7 @@ async def test_malformed_answers_become_server_errors(answer: httpx.Response) ->
             if call == "create":
                 error = await raises(provider.create(T2V, EXT))
             else:
-                error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+                error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
         assert error.info.category is Category.SERVER, error
         assert error.info.message
         if call == "create":
@@ -509,7 +511,7 @@ async def test_malformed_answers_become_server_errors(answer: httpx.Response) ->
 async def test_html_error_page_is_described_not_quoted() -> None:
     server = Server(httpx.Response(502, html="<html><body>Bad Gateway nginx</body></html>"))
     async with provider_for(server) as provider:
-        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert error.info.retryable and error.info.http_status == 502
     assert "non-JSON" in error.info.message and "text/html" in error.info.message
     assert "nginx" not in error.info.message
@@ -555,7 +557,7 @@ async def test_transport_failures(
     server = Server(exc, exc)
     async with provider_for(server) as provider:
         created = await raises(provider.create(T2V, EXT))
-        queried = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        queried = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert created.info.category is category
     assert (created.sent, created.ambiguous) == (sent, ambiguous)
     assert (queried.sent, queried.ambiguous) == (sent, False)
@@ -599,7 +601,7 @@ async def test_no_httpx_request_error_slips_through(exc_type: type[Exception]) -
 async def test_unsupported_protocol_is_a_configuration_error() -> None:
     server = Server(httpx.UnsupportedProtocol("Request URL has an unsupported protocol"))
     async with provider_for(server) as provider:
-        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert not error.info.retryable and error.info.scope is Scope.ACCOUNT
     assert "base_url" in error.info.hint
 
@@ -610,7 +612,7 @@ async def test_unsupported_protocol_is_a_configuration_error() -> None:
 async def test_lookup_via_path() -> None:
     server = Server(ok(task("t9", "processing", EXT)))
     async with provider_for(server) as provider:
-        found = await provider.lookup(Kind.TEXT2VIDEO, EXT)
+        found = await provider.lookup(request_of(Kind.TEXT2VIDEO), EXT)
     assert found is not None and found.task_id == "t9"
     assert server.requests[0].url.path == f"/v1/videos/text2video/{EXT}"
     assert len(server.requests) == 1
@@ -620,7 +622,7 @@ async def test_lookup_via_path() -> None:
 async def test_lookup_via_path_without_task_info() -> None:
     server = Server(ok(task("t9", "processing", external=None)))
     async with provider_for(server) as provider:
-        found = await provider.lookup(Kind.TEXT2VIDEO, EXT)
+        found = await provider.lookup(request_of(Kind.TEXT2VIDEO), EXT)
     assert found is not None and found.task_id == "t9"
 
 
@@ -632,7 +634,7 @@ async def test_lookup_falls_back_to_the_list() -> None:
            request_id="req-list"),
     )
     async with provider_for(server) as provider:
-        found = await provider.lookup(Kind.IMAGE, EXT)
+        found = await provider.lookup(request_of(Kind.IMAGE), EXT)
     assert found is not None
     assert (found.task_id, found.status, found.request_id) == ("t2", TaskStatus.SUCCEEDED,
                                                                "req-list")
@@ -648,7 +650,7 @@ async def test_lookup_scans_further_pages_when_the_first_is_full() -> None:
         fail(404, 1203, "not found"), ok(full_page), ok([task("t1", "processing", EXT)])
     )
     async with provider_for(server) as provider:
-        found = await provider.lookup(Kind.TEXT2VIDEO, EXT)
+        found = await provider.lookup(request_of(Kind.TEXT2VIDEO), EXT)
     assert found is not None and found.task_id == "t1"
     assert server.requests[2].url.params["pageNum"] == "2"
 
@@ -657,7 +659,7 @@ async def test_lookup_scans_further_pages_when_the_first_is_full() -> None:
 async def test_lookup_path_returning_another_task_is_confirmed_by_the_list() -> None:
     server = Server(ok(task("t5", "processing", "someone-else")), ok([]))
     async with provider_for(server) as provider:
-        assert await provider.lookup(Kind.TEXT2VIDEO, EXT) is None
+        assert await provider.lookup(request_of(Kind.TEXT2VIDEO), EXT) is None
     assert len(server.requests) == 2
 
 
@@ -676,7 +678,7 @@ async def test_lookup_that_reads_every_page_allowed_cannot_claim_absence() -> No
         fail(404, 1203, "not found"), ok(page_of(later_ms)), ok(page_of(later_ms - 500_000))
     )
     async with provider_for(server, lookup_pages=2) as provider:
-        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT, sent_after=NOW))
+        error = await raises(provider.lookup(request_of(Kind.TEXT2VIDEO), EXT, sent_after=NOW))
     assert len(server.requests) == 3  # path + lookup_pages pages, no more
     assert not error.not_found and not error.info.retryable
     assert "cannot prove" in error.info.message and "1000 newest" in error.info.message
@@ -693,7 +695,7 @@ async def test_lookup_reads_past_the_thousand_newest_to_find_an_older_task() -> 
         ok([*page_of(later_ms - 1_000_000, size=10), ours, *page_of(NOW * 1000, size=489)]),
     )
     async with provider_for(server) as provider:
-        found = await provider.lookup(Kind.TEXT2VIDEO, EXT, sent_after=NOW)
+        found = await provider.lookup(request_of(Kind.TEXT2VIDEO), EXT, sent_after=NOW)
     assert found is not None and found.task_id == "t-old"
     assert [r.url.params["pageNum"] for r in server.requests[1:]] == ["1", "2", "3"]
 
@@ -710,7 +712,7 @@ async def test_lookup_absent_once_the_list_reaches_tasks_created_well_before_the
         ok(page_of(0)),  # never read
     )
     async with provider_for(server) as provider:
-        assert await provider.lookup(Kind.TEXT2VIDEO, EXT, sent_after=NOW) is None
+        assert await provider.lookup(request_of(Kind.TEXT2VIDEO), EXT, sent_after=NOW) is None
     assert len(server.requests) == 4
 
 
@@ -720,7 +722,7 @@ async def test_lookup_without_a_send_time_reads_to_the_end_of_the_list() -> None
         fail(404, 1203, "not found"), ok(page_of(0)), ok(page_of(0)), ok(page_of(0, size=3))
     )
     async with provider_for(server) as provider:
-        assert await provider.lookup(Kind.TEXT2VIDEO, EXT) is None
+        assert await provider.lookup(request_of(Kind.TEXT2VIDEO), EXT) is None
     assert len(server.requests) == 4
 
 
@@ -737,7 +739,7 @@ async def test_lookup_without_a_send_time_reads_to_the_end_of_the_list() -> None
 async def test_lookup_that_cannot_prove_absence_raises(page: list[Any], reason: str) -> None:
     server = Server(fail(404, 1203, "not found"), ok(page))
     async with provider_for(server) as provider:
-        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT, sent_after=NOW))
+        error = await raises(provider.lookup(request_of(Kind.TEXT2VIDEO), EXT, sent_after=NOW))
     assert reason in error.info.message
     assert error.info.category is Category.SERVER and not error.info.retryable
     assert len(server.requests) == 2
@@ -747,7 +749,7 @@ async def test_lookup_that_cannot_prove_absence_raises(page: list[Any], reason: 
 async def test_lookup_stops_at_a_short_page() -> None:
     server = Server(fail(400, 1201, "Task not found"), ok([task("x", "succeed", "other")]))
     async with provider_for(server, lookup_pages=5) as provider:
-        assert await provider.lookup(Kind.TEXT2VIDEO, EXT) is None
+        assert await provider.lookup(request_of(Kind.TEXT2VIDEO), EXT) is None
     assert len(server.requests) == 2
 
 
@@ -766,7 +768,7 @@ async def test_lookup_stops_at_a_short_page() -> None:
 async def test_lookup_errors_propagate_instead_of_claiming_absence(answers: list[Answer]) -> None:
     server = Server(*answers)
     async with provider_for(server) as provider:
-        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT))
+        error = await raises(provider.lookup(request_of(Kind.TEXT2VIDEO), EXT))
     assert not error.not_found and not error.ambiguous
 
 
@@ -777,7 +779,7 @@ async def test_lookup_with_garbage_matching_entry_is_a_server_error() -> None:
         ok([{"task_id": "t1", "task_status": "??", "task_info": {"external_task_id": EXT}}]),
     )
     async with provider_for(server) as provider:
-        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT))
+        error = await raises(provider.lookup(request_of(Kind.TEXT2VIDEO), EXT))
     assert error.info.category is Category.SERVER
 
 
@@ -811,7 +813,7 @@ async def test_aclose_closes_the_client() -> None:
     provider = provider_for(server)
     await provider.aclose()
     with pytest.raises(RuntimeError):
-        await provider.query(Kind.TEXT2VIDEO, "t1")
+        await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
 
 
 # -- adaptive concurrency: 1303 -----------------------------------------------------------------
@@ -838,11 +840,11 @@ async def test_1303_signals_over_capacity_on_every_operation(
         if operation == "create":
             error = await raises(provider.create(T2V, EXT))
         elif operation == "query":
-            error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+            error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
         elif operation == "list":
             error = await raises(provider.list_tasks(Kind.TEXT2VIDEO, 1, 30))
         else:
-            error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT))
+            error = await raises(provider.lookup(request_of(Kind.TEXT2VIDEO), EXT))
     assert error.over_capacity
     assert error.info.category is Category.RATE_LIMIT and error.info.retryable
     assert error.info.code == 1303 and not error.not_found
@@ -877,11 +879,11 @@ async def test_404_with_a_known_code_is_that_code_not_absence(
     # answered by 404/5000 went on to report the task absent (and the engine could resubmit).
     server = Server(fail(status, code, "no"))
     async with provider_for(server) as provider:
-        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert not error.not_found and error.info.category is category
     server = Server(fail(status, code, "no"))
     async with provider_for(server) as provider:
-        error = await raises(provider.lookup(Kind.TEXT2VIDEO, EXT))
+        error = await raises(provider.lookup(request_of(Kind.TEXT2VIDEO), EXT))
     assert error.info.category is category and len(server.requests) == 1
 
 
@@ -893,7 +895,7 @@ async def test_code_with_digit_lookalikes_is_classified_by_status(code: str) -> 
     # Was: ValueError from int() escaped the provider.
     server = Server(httpx.Response(429, json={"code": code, "message": "slow"}))
     async with provider_for(server) as provider:
-        error = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert error.info.category is Category.RATE_LIMIT and error.info.code is None
 
 
@@ -928,10 +930,10 @@ async def test_lone_surrogates_never_reach_errors_or_tasks() -> None:
     )
     async with provider_for(server) as provider:
         rejected = await raises(provider.create(T2V, EXT))
-        failed = await provider.query(Kind.TEXT2VIDEO, "t1")
-        bad_id = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
-        bad_both = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
-        bad_url = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        failed = await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
+        bad_id = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
+        bad_both = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
+        bad_url = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert rejected.info.message == "bad ? value" and rejected.request_id == "r?"
     assert failed.message == "pixel ? invalid" and failed.failure is not None
     failed.failure.message.encode("utf-8")
@@ -948,7 +950,7 @@ async def test_query_with_an_unsendable_id_fails_before_sending(ident: str) -> N
     # Was: UnicodeEncodeError from quote() (and "" queried the list endpoint).
     server = Server()
     async with provider_for(server) as provider:
-        error = await raises(provider.query(Kind.TEXT2VIDEO, ident))
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), ident))
     assert error.info.category is Category.VALIDATION and not error.sent
     error.info.message.encode("utf-8")
     assert server.requests == []
@@ -975,9 +977,9 @@ async def test_credentials_echoed_in_task_fields_never_reach_an_error() -> None:
 
     server = Server(echo("task_id"), echo("task_status"), echo("task_status_msg", "failed"))
     async with provider_for(server, auth=auth) as provider:
-        by_id = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
-        by_status = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
-        failed = await provider.query(Kind.TEXT2VIDEO, "t1")
+        by_id = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
+        by_status = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
+        failed = await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
     assert tokens
     texts = [str(by_id), repr(by_id), str(by_status), repr(by_status), str(failed.message),
              str(failed.request_id), repr(failed.failure)]
@@ -1000,7 +1002,7 @@ async def test_raw_os_errors_from_the_transport(exc: OSError, category: Category
     server = Server(exc, exc)
     async with provider_for(server) as provider:
         created = await raises(provider.create(T2V, EXT))
-        queried = await raises(provider.query(Kind.TEXT2VIDEO, "t1"))
+        queried = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
     assert created.info.category is category and queried.info.category is category
     assert (created.sent, created.ambiguous) == (True, True)  # may have reached Kling
     assert (queried.sent, queried.ambiguous) == (True, False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Container
+from collections.abc import Container, Hashable
 from dataclasses import dataclass
 
 import anyio
@@ -21,7 +21,7 @@ from orchestrator.providers.base import Kind, Task, TaskRequest, TaskStatus
 
 pytestmark = pytest.mark.anyio
 
-T2V = Kind.TEXT2VIDEO
+T2V = TaskRequest(Kind.TEXT2VIDEO, {}, 1)
 
 
 class VirtualClock:
@@ -81,13 +81,16 @@ class FakeLister:
             return Task(task_id, TaskStatus.PROCESSING)
         return Task(task_id, TaskStatus.FAILED if task.fails else TaskStatus.SUCCEEDED)
 
-    async def query(self, kind: Kind, task_id: str) -> Task:
+    async def query(self, request: TaskRequest, task_id: str) -> Task:
         self.requests["query"] += 1
         await anyio.lowlevel.checkpoint()
         return self.view(task_id)
 
+    def list_key(self, request: TaskRequest) -> Hashable | None:
+        return request.kind
+
     async def list_matching(
-        self, kind: Kind, page: int, task_ids: Container[str]
+        self, key: Hashable, page: int, task_ids: Container[str]
     ) -> tuple[dict[str, Task], int]:
         self.requests["list"] += 1
         await anyio.lowlevel.checkpoint()
@@ -101,7 +104,7 @@ class FakeLister:
         raise NotImplementedError
 
     async def lookup(
-        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+        self, request: TaskRequest, external_task_id: str, *, sent_after: float | None = None
     ) -> Task | None:
         raise NotImplementedError
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from orchestrator.engine import Engine
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope
 from orchestrator.ledger import ItemState, Ledger
-from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
+from orchestrator.providers.base import Asset, Task, TaskRequest, TaskStatus
 from tests.test_engine import FakeClock, manifest
 
 CREATE_BEHAVIOURS = [
@@ -111,7 +111,7 @@ class ChaoticProvider:
         raise ProviderError(_info(Category.BILLING, retryable=False, code=1102, status=429,
                                   scope=Scope.ACCOUNT))
 
-    async def query(self, kind: Kind, task_id: str) -> Task:
+    async def query(self, request: TaskRequest, task_id: str) -> Task:
         what = self._next("query", self._queries)
         if what == "5xx":
             raise ProviderError(_info(Category.SERVER, retryable=True, code=5000, status=500))
@@ -126,7 +126,7 @@ class ChaoticProvider:
         return self.tasks[task_id]
 
     async def lookup(
-        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+        self, request: TaskRequest, external_task_id: str, *, sent_after: float | None = None
     ) -> Task | None:
         if self._next("lookup", self._lookups) == "5xx":
             raise ProviderError(_info(Category.SERVER, retryable=True, code=5000, status=500))

@@ -41,6 +41,7 @@ from orchestrator.providers.kling import KlingProvider
 from orchestrator.providers.kling import client as kling
 from orchestrator.providers.kling.auth import ApiKeyAuth, JwtAuth
 from orchestrator.providers.kling.codes import CODES
+from tests.conftest import request_of
 
 AK = "ak-prop-0123456789abcdef"
 SK = "sk-prop-secret-0123456789abcdefghijkl"
@@ -442,11 +443,11 @@ async def call(h: Harness, op: Op, kind: Kind) -> object:
     if op is Op.CREATE:
         return await provider.create(request_for(kind), EXT)
     if op is Op.QUERY:
-        return await provider.query(kind, TASK_ID)
+        return await provider.query(request_of(kind), TASK_ID)
     if op is Op.LOOKUP:
         # Small pages, so that scanning several of them is exercised too.
         with mock.patch.object(kling, "MAX_PAGE_SIZE", 2):
-            return await provider.lookup(kind, EXT, sent_after=NOW)
+            return await provider.lookup(request_of(kind), EXT, sent_after=NOW)
     return await provider.list_tasks(kind, 1, 30)
 
 

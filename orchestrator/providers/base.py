@@ -9,17 +9,19 @@ It knows nothing about the ledger; the engine knows nothing about the wire forma
 from __future__ import annotations
 
 import enum
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from orchestrator.errors import ErrorInfo
+from orchestrator.errors import ErrorInfo, ProviderError
 
 
 class Kind(enum.StrEnum):
     TEXT2VIDEO = "text2video"
     IMAGE2VIDEO = "image2video"
+    #: a video from a prompt that may refer to images (first/end frames, references)
+    OMNI_VIDEO = "omni_video"
     IMAGE = "image"
 
     @property
@@ -108,21 +110,28 @@ class Task:
     #: the account really sustained.
     created_at: float | None = field(default=None, compare=False)
     ended_at: float | None = field(default=None, compare=False)
+    #: Units the provider says it charged for the task (Kling: final_unit_deduction, API 2.0:
+    #: billing), once it reports them; None when it does not say.
+    charged_units: float | None = field(default=None, compare=False)
 
 
 class Provider(Protocol):
+    """Every call names the request its task was created for: a provider may serve one request
+    on another API than the next (Kling: legacy /v1 or API 2.0, by model), and reads go where
+    the create went."""
+
     name: str
 
     async def create(self, request: TaskRequest, external_task_id: str) -> Task:
-        """Submit one paid task. Raises ProviderError (see .sent / .ambiguous)."""
+        """Submit one paid task. Raises ProviderError (see .sent / .ambiguous / .exists)."""
         ...
 
-    async def query(self, kind: Kind, task_id: str) -> Task:
+    async def query(self, request: TaskRequest, task_id: str) -> Task:
         """Current state of a task by the provider's task id."""
         ...
 
     async def lookup(
-        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+        self, request: TaskRequest, external_task_id: str, *, sent_after: float | None = None
     ) -> Task | None:
         """Find a task by our external id. None only when its absence is proven: the engine
         then resends the create, so a None that is merely "not seen" pays twice.
@@ -138,12 +147,56 @@ class Provider(Protocol):
 
 @runtime_checkable
 class TaskLister(Protocol):
-    """A provider that can answer for many tasks with one request (Kling's list endpoint)."""
+    """A provider that can answer for many tasks with one request by listing them (Kling's
+    /v1 list pages, newest first)."""
+
+    def list_key(self, request: TaskRequest) -> Hashable | None:
+        """The list this request's tasks appear on (Kling: its /v1 family), or None when they
+        appear on none that ``list_matching`` reads."""
+        ...
 
     async def list_matching(
-        self, kind: Kind, page: int, task_ids: Container[str]
+        self, key: Hashable, page: int, task_ids: Container[str]
     ) -> tuple[dict[str, Task], int]:
-        """Page ``page`` (1-based, newest first, full size) of the family's tasks: the tasks
-        of ``task_ids`` found on it, and how many entries the page had (a short page is the
-        last one)."""
+        """Page ``page`` (1-based, newest first, full size) of list ``key``: the tasks of
+        ``task_ids`` found on it, and how many entries the page had (a short page is the last
+        one)."""
+        ...
+
+
+@runtime_checkable
+class BatchReader(Protocol):
+    """A provider that reads many tasks by id, or by external id, in one request (Kling's API
+    2.0 ``GET /tasks?task_ids=`` / ``?external_task_ids=``)."""
+
+    #: The most ids one read may name.
+    batch_limit: int
+
+    def batch_key(self, request: TaskRequest) -> Hashable | None:
+        """Tasks whose requests share a key can be read together; None: this request's tasks
+        are read one at a time."""
+        ...
+
+    async def query_many(self, key: Hashable, task_ids: Sequence[str]) -> dict[str, Task]:
+        """The tasks of ``task_ids`` the provider reports, by task id, in one request (at most
+        ``batch_limit`` ids); an id it does not report is left out. Raises ProviderError when
+        the request fails."""
+        ...
+
+    async def lookup_many(
+        self, key: Hashable, external_task_ids: Sequence[str], *, sent_after: float | None
+    ) -> dict[str, Task | ProviderError | None]:
+        """Each external id's task, None where its absence is proven (as ``lookup``), or the
+        ProviderError saying why neither could be established; as few requests as the provider
+        allows. ``sent_after``: no create with any of these ids was sent before it."""
+        ...
+
+
+@runtime_checkable
+class AccountChecker(Protocol):
+    """A provider that can tell, before a batch starts, that the account looks unable to pay."""
+
+    async def account_warning(self) -> str | None:
+        """One sentence worth showing before the batch starts (no resource pack left, say), or
+        None when all looks well or the provider could not tell. Never raises."""
         ...

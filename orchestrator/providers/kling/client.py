@@ -21,7 +21,7 @@ import enum
 import json
 import re
 import time
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -81,6 +81,10 @@ FAMILIES: Mapping[Kind, Family] = {
         "videos/image2video",
         _COMMON_FIELDS | {"cfg_scale", "mode", "duration", "camera_control", "image",
                           "image_tail", "static_mask", "dynamic_masks"},
+    ),
+    Kind.OMNI_VIDEO: Family(
+        "videos/omni-video",
+        _COMMON_FIELDS | {"mode", "aspect_ratio", "duration", "sound", "image_list"},
     ),
     Kind.IMAGE: Family(
         "images/generations",
@@ -321,6 +325,23 @@ def _json(content: bytes) -> object:
         return _NOT_JSON
 
 
+class _CookieFree(httpx.AsyncBaseTransport):
+    """Answers without their Set-Cookie headers: an API needs no cookies, and one a server set
+    with bytes that cannot go in a header would make every later request fail unsent."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if "set-cookie" in response.headers:
+            del response.headers["set-cookie"]
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class KlingProvider:
     """Kling's legacy ``/v1`` API. ``base_url`` is the host, e.g. https://api-singapore.klingai.com.
 
@@ -352,10 +373,10 @@ class KlingProvider:
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             auth=auth,
+            transport=_CookieFree(transport),
             # No pool timeout: waiting for a free connection is queueing behind our own
             # requests (each bounded by ``timeout``), not a provider failure to retry.
             timeout=httpx.Timeout(timeout, pool=None),
-            transport=transport,
             follow_redirects=False,
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
         )
@@ -395,12 +416,15 @@ class KlingProvider:
         answer = await self._call(_Op.CREATE, "POST", path, content=content)
         return self._task(_Op.CREATE, request.kind, answer)
 
-    async def query(self, kind: Kind, task_id: str) -> Task:
+    async def query(self, request: TaskRequest, task_id: str) -> Task:
+        return await self._query(request.kind, task_id)
+
+    async def _query(self, kind: Kind, task_id: str) -> Task:
         answer = await self._call(_Op.QUERY, "GET", self._item_path(kind, task_id))
         return self._task(_Op.QUERY, kind, answer)
 
     async def lookup(
-        self, kind: Kind, external_task_id: str, *, sent_after: float | None = None
+        self, request: TaskRequest, external_task_id: str, *, sent_after: float | None = None
     ) -> Task | None:
         """Find our task by external id: by path first, then by scanning the list, newest first.
 
@@ -413,8 +437,9 @@ class KlingProvider:
         ``created_at``, an entry that is not a task, a list not newest first, ``lookup_pages``
         read) a non-retryable SERVER ProviderError says so: the caller must not resend.
         """
+        kind = request.kind
         try:
-            task = await self.query(kind, external_task_id)
+            task = await self._query(kind, external_task_id)
         except ProviderError as exc:
             if not exc.not_found:
                 raise
@@ -463,8 +488,11 @@ class KlingProvider:
         return [self._task(_Op.LIST, kind, _Answer(entry, answer.request_id, answer.http_status))
                 for entry in entries]
 
+    def list_key(self, request: TaskRequest) -> Hashable | None:
+        return request.kind
+
     async def list_matching(
-        self, kind: Kind, page: int, task_ids: Container[str]
+        self, key: Hashable, page: int, task_ids: Container[str]
     ) -> tuple[dict[str, Task], int]:
         """One full page (500) of the newest tasks: those of ``task_ids`` found on it, parsed,
         and how many entries the page had (fewer than 500: the last page). Only the wanted
@@ -472,6 +500,9 @@ class KlingProvider:
         that task on its own and gets the error classified)."""
         if not 1 <= page <= 1000:
             raise ValueError("page must be 1..1000")
+        if not isinstance(key, Kind):
+            raise TypeError(f"not a list of this provider: {key!r}")
+        kind = key
         entries, answer = await self._list(kind, page, MAX_PAGE_SIZE)
         found: dict[str, Task] = {}
         for entry in entries:
