@@ -118,3 +118,16 @@ BASE = 'catalogue = 1\nchecked = 2026-11-30\n[defaults.text2video]\napi = ["v1"]
 def test_a_misleading_data_file_is_refused(extra: str, message: str) -> None:
     with pytest.raises(CatalogueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse(BASE + extra)
+
+
+def test_indicative_units_come_from_the_catalogue() -> None:
+    cat = catalogue()
+    units = cat.indicative_units
+    assert units("kling-v2-5-turbo", Kind.TEXT2VIDEO, mode="pro", duration=10) == 5
+    assert units("kling-v3", Kind.TEXT2VIDEO, mode="std", duration=7) == pytest.approx(4.2)
+    assert units("kling-v3", Kind.TEXT2VIDEO, mode="std", duration=5, sound=True) == (
+        pytest.approx(4.5))
+    assert units("kling-v2-5-turbo", Kind.TEXT2VIDEO, mode="std", duration=5, sound=True) is None
+    assert units("kling-v2-1", Kind.IMAGE, n=4) == 4
+    assert units("kling-v3", Kind.IMAGE, n=1) is None
+    assert units("kling-v9", Kind.TEXT2VIDEO, mode="pro", duration=5) is None

@@ -213,6 +213,38 @@ class Catalogue:
             return V1 if V1 in rules.apis else rules.apis[0]
         return preference if preference in rules.apis else None
 
+    def indicative_units(
+        self,
+        name: str,
+        kind: Kind,
+        *,
+        mode: str | None = None,
+        duration: int | None = None,
+        sound: bool = False,
+        n: int = 1,
+    ) -> float | None:
+        """INDICATIVE units one task costs by this catalogue's prices (not a contract: see
+        orchestrator.pricing); None when the catalogue has no price for it."""
+        model = self.model(name)
+        if model is None:
+            return None
+        if kind.media == "image":
+            return model.image_price * n if model.image_price is not None else None
+        price = model.video_price
+        if price is None or mode is None or duration is None:
+            return None
+        units = price.exact.get((mode, duration))
+        if units is None:
+            rate = price.per_second.get(mode)
+            if rate is None:
+                return None
+            units = rate * duration
+        if sound:
+            if price.sound_per_second is None:
+                return None
+            units += price.sound_per_second * duration
+        return units
+
     def v2_path(self, kind: Kind, name: str) -> str | None:
         """``text-to-video/kling-2.6``: where an API 2.0 create for this kind and model goes."""
         base = self.v2_paths.get(kind)
