@@ -273,6 +273,8 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
             ),
         )
     auth = _credentials(manifest)
+    for warning in manifest.warnings:
+        err.write(f"{args.manifest}: warning: {warning}\n")
     out = manifest.output_dir
     state_path = args.state or out / layout.STATE_FILE
     report_path = args.report or out / layout.REPORT_FILE
@@ -387,6 +389,8 @@ def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
     out.write(
         f"{args.manifest}: OK: batch '{manifest.name}', {len(manifest.items)} items ({detail}).\n"
     )
+    for warning in manifest.warnings:
+        err.write(f"{args.manifest}: warning: {warning}\n")
     if args.estimate:
         out.write(pricing.format_estimate(pricing.estimate(manifest)) + "\n")
     return Exit.OK

@@ -36,35 +36,66 @@ import csv
 import difflib
 import functools
 import gc
-import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, NoReturn, Self, TypeVar, get_args
+from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainValidator,
-    ValidationError,
-    ValidationInfo,
-    model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails
 
 from orchestrator.downloads import check_item_id
-from orchestrator.images import ImageError, ImageInfo, read_image_info
+from orchestrator.images import ImageInfo
 from orchestrator.layout import own_name_clash
-from orchestrator.pricing import BUILTIN_PRICES, PriceTable, lookup
-from orchestrator.providers.base import ImageSource, Kind, TaskRequest
+from orchestrator.pricing import BUILTIN_PRICES, PriceTable, TaskKey, lookup, task_key
+from orchestrator.pricing import label as price_label
+from orchestrator.providers.base import Kind, TaskRequest
+from orchestrator.providers.kling.catalogue import ALL_MODES, API_CHOICES, Catalogue, catalogue
+from orchestrator.providers.kling.schema import (
+    CSV_FLAGS,
+    CSV_JSON,
+    CSV_NUMBERS,
+    FIELD_MODELS,
+    IMAGE_FIELDS,
+    KIND_FIELDS,
+    Draft,
+    ItemRules,
+    Settings,
+)
+from orchestrator.validators import (
+    DocPath,
+    Flag,
+    NonNegative,
+    OneOf,
+    Positive,
+    Strict,
+    WholeNumber,
+    as_bool,
+    as_number,
+    as_text,
+    choice_message,
+    describe,
+    fail,
+    got,
+    http_url_problem,
+    is_loopback,
+    number_text,
+    scalar_hint,
+    suggest,
+    unknown_key,
+    validate,
+)
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 #: ``provider.base_url: simulator`` starts the bundled simulator in-process.
@@ -76,6 +107,10 @@ class ProviderSettings:
     name: str = "kling"
     base_url: str = DEFAULT_BASE_URL
     timeout: float = 60.0  # seconds per HTTP request
+    #: Kling's API: "auto" (legacy /v1 where the model has it, else API 2.0), "v1" or "v2".
+    api: str = "auto"
+    #: Models the catalogue does not know are sent with the generic checks only.
+    allow_unknown_models: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +177,8 @@ class Manifest:
     pricing: PriceTable = BUILTIN_PRICES
     #: The file ``items_from`` names, resolved; its items follow the manifest's own.
     items_from: Path | None = None
+    #: What is allowed but worth saying (a deprecated model), one line each.
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,257 +213,23 @@ class ManifestError(Exception):
         super().__init__("\n".join(p.format(source) for p in problems))
 
 
-# --- What Kling accepts (reference/kling-api.md) ------------------------------------------------
-
-VIDEO_MODELS: Final = (
-    "kling-v1",
-    "kling-v1-6",
-    "kling-v2-master",
-    "kling-v2-1-master",
-    "kling-v2-5-turbo",
-    "kling-v2-6",
-    "kling-v3",
-)
-IMAGE_MODELS: Final = (
-    "kling-v1",
-    "kling-v1-5",
-    "kling-v2",
-    "kling-v2-new",
-    "kling-v2-1",
-    "kling-v3",
-)
-#: Kling's own default when a body has no model_name; spelled out so the ledger records it.
-DEFAULT_MODEL: Final = "kling-v1"
-MODES: Final = ("std", "pro")
-VIDEO_ASPECT_RATIOS: Final = ("16:9", "9:16", "1:1")
-IMAGE_ASPECT_RATIOS: Final = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
-CAMERA_TYPES: Final = (
-    "simple",
-    "down_back",
-    "forward_up",
-    "right_turn_forward",
-    "left_turn_forward",
-)
-CAMERA_AXES: Final = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
-IMAGE_REFERENCES: Final = ("subject", "face")
-RESOLUTIONS: Final = ("1k", "2k")
-DURATIONS: Final = (5, 10)
-#: Newer models take any whole number of seconds in a range instead of 5 or 10.
-DURATION_RANGES: Final[Mapping[str, tuple[int, int]]] = {"kling-v2-6": (3, 15), "kling-v3": (3, 15)}
-MAX_PROMPT_CHARS: Final = 2500
-# "10 MB" is not defined further; the decimal reading is the smaller one, so a file that passes
-# here passes Kling's check under either reading.
-MAX_IMAGE_BYTES: Final = 10_000_000
-MIN_IMAGE_SIDE: Final = 300
-# Aspect ratio limit 1:2.5 .. 2.5:1 as the integer fraction 5/2, compared without floats.
-_RATIO_NUM, _RATIO_DEN = 5, 2
-
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _NAME_CHARS: Final = "letters, digits, '.', '_' and '-'"
 
-DocPath = tuple[str | int, ...]
-
-
-# --- Friendly messages ----------------------------------------------------------------------------
-
-
-def _got(value: object) -> str:
-    """A short rendering of a user's value for "(got ...)", in YAML's spelling where it differs."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        try:
-            text = str(value)
-        except ValueError:  # beyond int-to-str's digit limit
-            return "an enormous number"
-        return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
-    if isinstance(value, float):
-        return _num(value)
-    if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, date):
-        return f"the date {value.isoformat()}"
-    if isinstance(value, bytes):
-        return "binary data"
-    return f"a value of type {type(value).__name__}"
-
-
-def _num(value: object) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _fail(message: str) -> NoReturn:
-    # The message travels in ctx, not in the template: user text may contain "{...}".
-    raise PydanticCustomError("manifest", "{message}", {"message": message})
-
-
-def _suggest(key: str, candidates: Iterable[str]) -> str:
-    return _suggestion(key, tuple(candidates))
-
-
-# A typo repeated on 100,000 rows of an items file is looked up once, not 100,000 times.
-@functools.lru_cache(maxsize=1024)
-def _suggestion(key: str, options: tuple[str, ...]) -> str:
-    # A truncated name ("kling-v2-5") is nearer its full form than what difflib's ratio prefers.
-    close = [c for c in options if key and c.startswith(key)]
-    close = close or difflib.get_close_matches(key, options, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _unknown_key(key: str, candidates: Iterable[str]) -> str:
-    return f"unknown key '{key}'{_suggest(key, candidates)}"
-
-
-def _choices(allowed: Iterable[object]) -> str:
-    return ", ".join(str(a) for a in allowed)
-
-
-def _scalar_hint(value: object) -> str:
-    # YAML turns unquoted 1984, yes, 2024-01-01 into numbers, booleans and dates.
-    if isinstance(value, bool | int | float | date):
-        return "; put it in quotes"
-    return ""
-
-
-# --- Field types ----------------------------------------------------------------------------------
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        _fail(f"must be text (got {_got(value)}){_scalar_hint(value)}")
-    return value
-
-
-def _prompt(value: object) -> str:
-    text = _text(value)
-    if not text:
-        _fail("must not be empty")
-    if not text.strip():
-        _fail("must not be blank")
-    if len(text) > MAX_PROMPT_CHARS:
-        _fail(f"must be at most {MAX_PROMPT_CHARS} characters (got {len(text)})")
-    return text
-
-
-def _number(value: object) -> float:
-    # bool is an int subclass: "true" must not pass as 1.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        _fail(f"must be a number (got {_got(value)})")
-    try:
-        number = float(value)
-    except OverflowError:
-        _fail(f"is far too large (got {_got(value)})")
-    if number != number or number in (float("inf"), float("-inf")):
-        _fail(f"must be a finite number (got {_got(value)})")
-    return number
-
-
-def _whole(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        _fail(f"must be a whole number (got {_got(value)})")
-    if isinstance(value, float):
-        if not value.is_integer():
-            _fail(f"must be a whole number (got {_got(value)})")
-        return int(value)
-    return value
-
-
-class _OneOf:
-    """Before-validator for a closed set of strings, with a did-you-mean and YAML gotchas."""
-
-    def __init__(
-        self, allowed: tuple[str, ...], foreign: tuple[str, ...] = (), foreign_note: str = ""
-    ) -> None:
-        self.allowed = allowed
-        # The accepted value is returned as this one shared string: 100,000 rows of an items
-        # file saying "std" then hold one string, not 100,000.
-        self._canonical = {name: name for name in allowed}
-        # Values valid elsewhere (a video model on an image item): say so instead of guessing.
-        self.foreign = foreign
-        self.foreign_note = foreign_note
-
-    def __call__(self, value: object) -> str:
-        if isinstance(value, str) and value in self._canonical:
-            return self._canonical[value]
-        if isinstance(value, str) and value in self.foreign:
-            _fail(
-                f"must be one of {_choices(self.allowed)} (got {_got(value)}, {self.foreign_note})"
-            )
-        _fail(_choice_message(value, self.allowed))
-
-
-def _choice_message(value: object, allowed: tuple[str, ...]) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 60:
-        # YAML 1.1 reads unquoted 16:9 as the base-60 number 969.
-        as_ratio = f"{value // 60}:{value % 60}"
-        if as_ratio in allowed:
-            return (
-                f"must be in quotes: YAML reads {as_ratio} without quotes as the number {value}; "
-                f'write "{as_ratio}"'
-            )
-    if len(allowed) == 1:
-        message = f"must be {allowed[0]} (got {_got(value)})"
-    else:
-        message = f"must be one of {_choices(allowed)} (got {_got(value)})"
-    if isinstance(value, str):
-        message += _suggest(value, allowed)
-    return message
-
-
-def _http_url_problem(text: str) -> str | None:
-    try:
-        parts = urlsplit(text)
-        host = parts.hostname
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme.lower() not in ("http", "https") or not host:
-        return f"must be an http(s) URL such as https://example.com/path (got {_got(text)})"
-    if any(ch.isspace() for ch in text):
-        return "must not contain spaces (write them as %20)"
-    return None
-
-
-def _http_url(value: object) -> str:
-    text = _text(value)
-    problem = _http_url_problem(text)
-    if problem:
-        _fail(problem)
-    return text
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _base_url(value: object) -> str:
-    text = _text(value)
+    text = as_text(value)
     if text == SIMULATOR_BASE_URL:
         return text
-    problem = _http_url_problem(text)
+    problem = http_url_problem(text)
     if problem:
-        _fail(f"{problem}, or the word '{SIMULATOR_BASE_URL}'")
+        fail(f"{problem}, or the word '{SIMULATOR_BASE_URL}'")
     parts = urlsplit(text)
-    if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or ""):
+    if parts.scheme.lower() == "http" and not is_loopback(parts.hostname or ""):
         # Every request carries the credentials: plain http would send them in the clear.
-        _fail(
+        fail(
             f"must use https:// (plain http is accepted only for this machine: localhost, "
-            f"127.0.0.1, [::1]); got {_got(text)}"
+            f"127.0.0.1, [::1]); got {got(text)}"
         )
     # Endpoint paths are appended to it.
     return text.rstrip("/")
@@ -440,12 +243,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _deadline(value: object) -> Deadline:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            _fail("needs a timezone, e.g. 2026-11-22T06:00:00+00:00 or ...Z")
+            fail("needs a timezone, e.g. 2026-11-22T06:00:00+00:00 or ...Z")
         return Deadline(at=value.timestamp())
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = _number(value)
+        seconds = as_number(value)
         if seconds <= 0:
-            _fail(f"must be greater than 0 seconds (got {_got(value)})")
+            fail(f"must be greater than 0 seconds (got {got(value)})")
         return Deadline(after=seconds)
     if isinstance(value, str):
         text = value.strip()
@@ -462,18 +265,14 @@ def _deadline(value: object) -> Deadline:
                 pass
             else:
                 if when.tzinfo is None:
-                    _fail(f"needs a timezone, e.g. {text}+00:00 or {text}Z")
+                    fail(f"needs a timezone, e.g. {text}+00:00 or {text}Z")
                 return Deadline(at=when.timestamp())
-    _fail(
+    fail(
         "must be a duration from the start of the run (seconds, or like 90m, 6h, 1h30m) or a "
-        f"date and time with a timezone (2026-11-22T06:00:00Z); got {_got(value)}"
+        f"date and time with a timezone (2026-11-22T06:00:00Z); got {got(value)}"
     )
 
 
-def _boolean(value: object) -> bool:
-    if not isinstance(value, bool):
-        _fail(f"must be true or false (got {_got(value)})")
-    return value
 
 
 def _version(value: object) -> int:
@@ -482,143 +281,71 @@ def _version(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if value == 1:
             return value
-        _fail(f"unsupported version {_got(value)}: this orchestrator reads manifest version 1")
-    _fail(f"must be the number 1 (got {_got(value)})")
+        fail(f"unsupported version {got(value)}: this orchestrator reads manifest version 1")
+    fail(f"must be the number 1 (got {got(value)})")
 
 
 def _batch_name(value: object) -> str:
-    text = _text(value)
+    text = as_text(value)
     if not _NAME_RE.fullmatch(text) or not text.strip("."):
-        _fail(
+        fail(
             f"must be 1-64 characters of {_NAME_CHARS}, and not only dots: it becomes part of "
-            f"every external task id and of file names (got {_got(text)})"
+            f"every external task id and of file names (got {got(text)})"
         )
     return text
 
 
 def _output_dir(value: object) -> str:
-    text = _text(value)
+    text = as_text(value)
     if not text.strip():
-        _fail("must not be empty")
+        fail("must not be empty")
     if text.startswith("~"):
         # Taken literally it would create a directory named "~" next to the manifest.
-        _fail("'~' is not expanded here: write the full path, or one relative to the manifest")
+        fail("'~' is not expanded here: write the full path, or one relative to the manifest")
     return text
 
 
-def _image_source(value: object, info: ValidationInfo) -> ImageSource:
-    if not isinstance(value, str):
-        _fail(f"must be a file path or an http(s) URL (got {_got(value)})")
-    text = value.strip()
-    if not text:
-        _fail("must not be empty")
-    lowered = text.lower()
-    if lowered.startswith("data:"):
-        _fail(
-            "a data: URI is not accepted (Kling wants raw base64 without the prefix): give the "
-            "file's path and it is sent inline, or an http(s) URL"
-        )
-    if lowered.startswith(("http://", "https://")):
-        problem = _http_url_problem(text)
-        if problem:
-            _fail(problem)
-        return ImageSource(url=text)
-    if "://" in text:
-        _fail(f"must be a local file path or an http(s) URL (got {_got(text)})")
-    context = info.context
-    if not isinstance(context, Mapping) or not isinstance(context.get("base_dir"), Path):
-        raise TypeError("image fields are validated with context={'base_dir': Path}")
-    base_dir: Path = context["base_dir"]
-    inherited = context.get("inherited")
-    if inherited:
-        # A row of an items file resolves its own paths against the file's directory, and
-        # the values it inherits from the manifest's defaults against the manifest's.
-        name = "dynamic_masks" if info.field_name == "mask" else info.field_name
-        if name in inherited:
-            base_dir = context["defaults_dir"]
-    # normpath, not resolve(): no filesystem access, and symlinks keep the name the user chose.
-    path = Path(os.path.normpath(base_dir / text))
-    cache = context.get("image_cache")
-    # Many rows of a big batch share an image: read each file's header once per load.
-    found = cache.get(path) if cache is not None else None
-    if found is None:
-        try:
-            found = read_image_info(path)
-        except ImageError as exc:
-            found = str(exc)
-        if cache is not None:
-            cache[path] = found
-    if isinstance(found, str):
-        hint = " ('~' is not expanded: write the full path)" if text.startswith("~") else ""
-        _fail(f"{found}{hint}")
-    image = found
-    problems = []
-    if image.size_bytes > MAX_IMAGE_BYTES:
-        problems.append(f"is {image.size_bytes / 1e6:.1f} MB; the limit is 10 MB")
-    if min(image.width, image.height) < MIN_IMAGE_SIDE:
-        problems.append(
-            f"is {image.width}x{image.height} px; each side must be at least {MIN_IMAGE_SIDE} px"
-        )
-    w, h = image.width, image.height
-    if w * _RATIO_DEN > h * _RATIO_NUM or h * _RATIO_DEN > w * _RATIO_NUM:
-        problems.append(
-            f"has aspect ratio {w}:{h} ({w / h:.2f}); it must be between 1:2.5 and 2.5:1"
-        )
-    if problems:
-        _fail(f"{text!r} " + " and ".join(problems))
-    return ImageSource(path=path)
 
 
-Prompt = Annotated[str, BeforeValidator(_prompt)]
-Positive = Annotated[float, BeforeValidator(_number), Field(gt=0)]
-NonNegative = Annotated[float, BeforeValidator(_number), Field(ge=0)]
-Fraction = Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
-CameraAmount = Annotated[float, BeforeValidator(_number), Field(ge=-10, le=10)]
-WholeNumber = Annotated[int, BeforeValidator(_whole)]
-HttpUrl = Annotated[str, BeforeValidator(_http_url)]
-ImageInput = Annotated[ImageSource, PlainValidator(_image_source)]
-
-
-class _Strict(BaseModel):
-    # extra="forbid": a misspelt key must be an error, never a silently dropped parameter.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # --- Top-level sections ---------------------------------------------------------------------------
 
 
-class ProviderSection(_Strict):
-    name: Annotated[str, BeforeValidator(_OneOf(("kling",)))] = "kling"
+class ProviderSection(Strict):
+    name: Annotated[str, BeforeValidator(OneOf(("kling",)))] = "kling"
     base_url: Annotated[str, BeforeValidator(_base_url)] = DEFAULT_BASE_URL
     timeout: Positive = 60.0
+    api: Annotated[str, BeforeValidator(OneOf(API_CHOICES))] = "auto"
+    allow_unknown_models: Flag = False
 
 
-class LimitsSection(_Strict):
+class LimitsSection(Strict):
     concurrency: Annotated[WholeNumber, Field(ge=1)] = 5
     requests_per_minute: Positive = 60.0
     deadline: Annotated[Deadline, PlainValidator(_deadline)] | None = None
     max_units: Positive | None = None
 
 
-class RetrySection(_Strict):
+class RetrySection(Strict):
     max_attempts: Annotated[WholeNumber, Field(ge=1, le=100)] = 5
     base_delay: Positive = 1.0
     max_delay: Positive = 60.0
     lookup_grace: NonNegative = 2.0
 
 
-class PollSection(_Strict):
+class PollSection(Strict):
     interval: Positive = 5.0
     max_interval: Positive = 30.0
     timeout: Positive = 900.0
 
 
-class OutputSection(_Strict):
+class OutputSection(Strict):
     dir: Annotated[str, BeforeValidator(_output_dir)] | None = None
-    download: Annotated[bool, BeforeValidator(_boolean)] = True
+    download: Annotated[bool, BeforeValidator(as_bool)] = True
 
 
-class TopLevel(_Strict):
+class TopLevel(Strict):
     # version and name are optional here only so that the other sections still validate when
     # they are missing; their absence is reported separately.
     version: Annotated[int, BeforeValidator(_version)] | None = None
@@ -638,114 +365,6 @@ class TopLevel(_Strict):
 
 _SECTIONS: Final = ("provider", "limits", "retry", "poll", "output", "defaults", "pricing")
 
-
-# --- Item fields, per kind ------------------------------------------------------------------------
-
-
-class CameraConfig(_Strict):
-    horizontal: CameraAmount = 0.0
-    vertical: CameraAmount = 0.0
-    pan: CameraAmount = 0.0
-    tilt: CameraAmount = 0.0
-    roll: CameraAmount = 0.0
-    zoom: CameraAmount = 0.0
-
-
-class CameraControl(_Strict):
-    type: Annotated[str, BeforeValidator(_OneOf(CAMERA_TYPES))]
-    config: CameraConfig | None = None
-
-    @model_validator(mode="after")
-    def _config_fits_type(self) -> Self:
-        axes = _choices(CAMERA_AXES)
-        if self.type != "simple":
-            if self.config is not None:
-                _fail(f"only type 'simple' takes a config (got type '{self.type}')")
-            return self
-        if self.config is None:
-            _fail(f"type 'simple' needs a config with exactly one non-zero value among {axes}")
-        moving = [axis for axis in CAMERA_AXES if getattr(self.config, axis) != 0]
-        if len(moving) != 1:
-            _fail(
-                f"config must have exactly one non-zero value among {axes} "
-                f"(got {', '.join(moving) if moving else 'none'})"
-            )
-        return self
-
-
-_VIDEO_MODEL: Final = _OneOf(VIDEO_MODELS, IMAGE_MODELS, "an image model")
-_IMAGE_MODEL: Final = _OneOf(IMAGE_MODELS, VIDEO_MODELS, "a video model")
-
-
-class TrajectoryPoint(_Strict):
-    x: WholeNumber
-    y: WholeNumber
-
-
-class DynamicMask(_Strict):
-    mask: ImageInput
-    # A motion path needs a start and an end.
-    trajectories: Annotated[list[TrajectoryPoint], Field(min_length=2)]
-
-
-class _VideoFields(_Strict):
-    model: Annotated[str, BeforeValidator(_VIDEO_MODEL)] | None = None
-    prompt: Prompt | None = None
-    negative_prompt: Prompt | None = None
-    mode: Annotated[str, BeforeValidator(_OneOf(MODES))] | None = None
-    duration: WholeNumber | None = None
-    cfg_scale: Fraction | None = None
-    camera_control: CameraControl | None = None
-    callback_url: HttpUrl | None = None
-
-
-class Text2VideoFields(_VideoFields):
-    aspect_ratio: Annotated[str, BeforeValidator(_OneOf(VIDEO_ASPECT_RATIOS))] | None = None
-
-
-class Image2VideoFields(_VideoFields):
-    image: ImageInput | None = None
-    image_tail: ImageInput | None = None
-    static_mask: ImageInput | None = None
-    dynamic_masks: Annotated[list[DynamicMask], Field(min_length=1)] | None = None
-
-
-class ImageFields(_Strict):
-    model: Annotated[str, BeforeValidator(_IMAGE_MODEL)] | None = None
-    prompt: Prompt | None = None
-    negative_prompt: Prompt | None = None
-    image: ImageInput | None = None
-    image_reference: Annotated[str, BeforeValidator(_OneOf(IMAGE_REFERENCES))] | None = None
-    image_fidelity: Fraction | None = None
-    human_fidelity: Fraction | None = None
-    resolution: Annotated[str, BeforeValidator(_OneOf(RESOLUTIONS))] | None = None
-    n: Annotated[WholeNumber, Field(ge=1, le=9)] | None = None
-    aspect_ratio: Annotated[str, BeforeValidator(_OneOf(IMAGE_ASPECT_RATIOS))] | None = None
-    callback_url: HttpUrl | None = None
-
-
-_FIELD_MODELS: Final[Mapping[Kind, type[_Strict]]] = {
-    Kind.TEXT2VIDEO: Text2VideoFields,
-    Kind.IMAGE2VIDEO: Image2VideoFields,
-    Kind.IMAGE: ImageFields,
-}
-#: Fields of each kind, in the order they are written to TaskRequest.fields.
-KIND_FIELDS: Final[Mapping[Kind, tuple[str, ...]]] = {
-    kind: tuple(model.model_fields) for kind, model in _FIELD_MODELS.items()
-}
-#: Every key an item may have, mapped to the kinds it belongs to.
-_FIELD_KINDS: Final[Mapping[str, tuple[Kind, ...]]] = {
-    name: tuple(kind for kind in KIND_FIELDS if name in KIND_FIELDS[kind])
-    for name in dict.fromkeys(name for kind in KIND_FIELDS for name in KIND_FIELDS[kind])
-}
-_ITEM_KEYS: Final = ("id", "kind", *_FIELD_KINDS)
-#: Kling's own defaults, filled in so the request (and the ledger) say what will be generated.
-_BUILTIN_DEFAULTS: Final[Mapping[Kind, Mapping[str, Any]]] = {
-    Kind.TEXT2VIDEO: {"model": DEFAULT_MODEL, "mode": "std", "duration": 5, "aspect_ratio": "16:9"},
-    Kind.IMAGE2VIDEO: {"model": DEFAULT_MODEL, "mode": "std", "duration": 5},
-    Kind.IMAGE: {"model": DEFAULT_MODEL, "n": 1, "aspect_ratio": "16:9"},
-}
-_EXCLUSIVE_GROUPS: Final = (("image_tail",), ("static_mask", "dynamic_masks"), ("camera_control",))
 
 
 # --- YAML with line numbers -----------------------------------------------------------------------
@@ -821,7 +440,7 @@ class _Builder:
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             self._constructor.recursive_objects.clear()
             reason = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
-            return self._give_up(path, f"cannot read the value {_got(node.value)}: {reason}", node)
+            return self._give_up(path, f"cannot read the value {got(node.value)}: {reason}", node)
 
     def _mapping(self, node: yaml.MappingNode, path: DocPath) -> Any:
         if node.tag != _MAP_TAG:
@@ -1024,109 +643,6 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> tuple[str, int | None]:
 
 # --- Validation -----------------------------------------------------------------------------------
 
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def _without(data: Any, loc: DocPath) -> Any:
-    """A copy of data without the value at loc (whole lists go: their indexes would shift)."""
-    if not loc or not isinstance(data, dict) or loc[0] not in data:
-        return data
-    copy = dict(data)
-    rest = loc[1:]
-    if not rest or isinstance(rest[0], int):
-        del copy[loc[0]]
-    else:
-        copy[loc[0]] = _without(data[loc[0]], rest)
-    return copy
-
-
-def _validate(
-    model: type[_M], data: dict[str, Any], context: Mapping[str, Any]
-) -> tuple[_M | None, list[ErrorDetails]]:
-    """Validate, and on errors also return a model of the values that were fine.
-
-    The cross-field checks that follow need the valid part: one bad field must not hide the
-    problems of the others.
-    """
-    try:
-        # The validator itself, not model.model_validate(): the same call without a wrapper
-        # that costs a microsecond per item of a big batch.
-        return model.__pydantic_validator__.validate_python(data, context=context), []
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-    trimmed = data
-    for error in errors:
-        trimmed = _without(trimmed, tuple(error["loc"]))
-    try:
-        return model.model_validate(trimmed, context=context), errors
-    except ValidationError as exc:
-        more = exc.errors(include_url=False)
-    # Fall back to dropping the whole top-level key of every error (required sub-keys missing).
-    bad = {error["loc"][0] for error in (*errors, *more) if error["loc"]}
-    trimmed = {key: value for key, value in data.items() if key not in bad}
-    try:
-        return model.model_validate(trimmed, context=context), errors
-    except ValidationError:
-        return None, errors
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _keys_at(model: type[BaseModel], loc: DocPath) -> list[str]:
-    current: type[BaseModel] | None = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if current is None or part not in current.model_fields:
-            return []
-        current = _model_in(current.model_fields[part].annotation)
-    return list(current.model_fields) if current is not None else []
-
-
-def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
-    """Plain English for a pydantic error (our own validators already speak it)."""
-    kind = error["type"]
-    ctx = error.get("ctx", {})
-    value = error.get("input")
-    loc = tuple(error["loc"])
-    if kind == "manifest":
-        return str(ctx["message"])
-    if kind == "extra_forbidden":
-        return _unknown_key(str(loc[-1]), _keys_at(model, loc[:-1]))
-    if kind == "missing":
-        return "is required"
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return f"must be a mapping of keys to values (got {_got(value)})"
-    if kind == "list_type":
-        return f"must be a list (got {_got(value)})"
-    if kind == "too_short":
-        count = ctx.get("min_length")
-        return f"must have at least {count} {'entry' if count == 1 else 'entries'}"
-    if kind == "too_long":
-        return f"must have at most {ctx.get('max_length')} entries"
-    if kind == "string_too_short":
-        return "must not be empty"
-    if kind in ("string_too_long", "too_long") and isinstance(value, str):
-        return f"must be at most {ctx.get('max_length')} characters (got {len(value)})"
-    bounds = {
-        "greater_than": ("greater than", "gt"),
-        "greater_than_equal": ("at least", "ge"),
-        "less_than": ("less than", "lt"),
-        "less_than_equal": ("at most", "le"),
-    }
-    if kind in bounds:
-        words, key = bounds[kind]
-        return f"must be {words} {_num(ctx.get(key))} (got {_got(value)})"
-    return f"{error['msg']} (got {_got(value)})"
-
 
 @dataclass
 class _Found:
@@ -1155,52 +671,30 @@ class _Defaults:
         return keys
 
 
-@dataclass(slots=True)
-class _Draft:
-    """One item between schema validation and its cross-field checks."""
-
-    at: DocPath  # ("items", index) or ("items_from", row index)
-    kind: Kind
-    given: tuple[str, ...]  # in file order, defaults last
-    from_defaults: frozenset[str]
-    bad: frozenset[str]
-    values: Any  # the kind's fields model, with the fields that failed left out
-
-    def ok(self, name: str) -> bool:
-        return name in self.given and name not in self.bad
-
-    @property
-    def model(self) -> str | None:
-        """The model this item will use; None when the one written is invalid."""
-        if "model" not in self.given:
-            return DEFAULT_MODEL
-        return str(self.values.model) if self.ok("model") else None
-
-
 #: Where items are: the manifest's list, and the rows of the items file (``items_from``).
 _ITEM_LISTS: Final = ("items", "items_from")
 _ITEMS_FROM_KEYS: Final = ("path", "columns", "format", "ignore_columns")
 _ITEMS_FILE_FORMATS: Final = ("csv", "jsonl")
 _FORMAT_OF_SUFFIX: Final = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _KIND_FIELD_SETS: Final = {kind: frozenset(names) for kind, names in KIND_FIELDS.items()}
-_ITEM_KEY_SET: Final = frozenset(_ITEM_KEYS)
-#: Fields whose values are file paths, resolved against the directory of where they are written.
-_IMAGE_FIELDS: Final = frozenset(("image", "image_tail", "static_mask", "dynamic_masks"))
-#: A CSV cell is text: these fields are read from it as numbers, these as JSON.
-_CSV_NUMBERS: Final = frozenset(("duration", "n", "cfg_scale", "image_fidelity", "human_fidelity"))
-_CSV_JSON: Final = {
-    "camera_control": '{"type": "simple", "config": {"zoom": 2}}',
-    "dynamic_masks": '[{"mask": "mask.png", "trajectories": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}]',
+#: Every key an item may have, mapped to the kinds it belongs to.
+_FIELD_KINDS: Final[Mapping[str, tuple[Kind, ...]]] = {
+    name: tuple(kind for kind in KIND_FIELDS if name in KIND_FIELDS[kind])
+    for name in dict.fromkeys(name for kind in KIND_FIELDS for name in KIND_FIELDS[kind])
 }
+_ITEM_KEYS: Final = ("id", "kind", *_FIELD_KINDS)
+_ITEM_KEY_SET: Final = frozenset(_ITEM_KEYS)
+_KINDS: Final = tuple(KIND_FIELDS)
 _INT_TEXT: Final = re.compile(r"[+-]?\d+")
+#: How a CSV cell spells a boolean (what YAML would read as one); anything else is refused as
+#: text by the field ("must be true or false").
+_CSV_FLAGS: Final = {"true": True, "false": False, "yes": True, "no": False}
 _FLOAT_TEXT: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 #: Field values that _plain turns into plain data (a tuple: isinstance is faster with one).
 _NESTED: Final = (BaseModel, list)
 _NO_NAMES: Final[frozenset[str]] = frozenset()
 # Enum members as plain names: on Python 3.11 each Kind.X lookup costs a quarter microsecond,
 # a measurable share of the per-item time of a 100,000-row items file.
-_TEXT2VIDEO: Final = Kind.TEXT2VIDEO
-_IMAGE2VIDEO: Final = Kind.IMAGE2VIDEO
 _IMAGE: Final = Kind.IMAGE
 #: A bad default shared by many items names this many of them.
 _MAX_NAMED: Final = 10
@@ -1280,30 +774,6 @@ def _csv_number(cell: str) -> Any:
     return cell
 
 
-def _duration_problem(model: str, duration: int) -> str | None:
-    if model in DURATION_RANGES:
-        low, high = DURATION_RANGES[model]
-        if not low <= duration <= high:
-            return (
-                f"must be a whole number of seconds from {low} to {high} for {model} "
-                f"(got {duration})"
-            )
-    elif duration not in DURATIONS:
-        allowed = " or ".join(str(d) for d in DURATIONS)
-        return f"must be {allowed} for {model} (got {duration})"
-    return None
-
-
-def _price_label(request: TaskRequest) -> str:
-    fields = request.fields
-    if request.kind is Kind.IMAGE:
-        return f"{fields.get('model', DEFAULT_MODEL)} image"
-    return (
-        f"{fields.get('model', DEFAULT_MODEL)} {fields.get('mode', 'std')} "
-        f"{fields.get('duration', 5)} s"
-    )
-
-
 def _kind_of(value: object) -> Kind | None:
     if not isinstance(value, str):
         return None
@@ -1311,7 +781,7 @@ def _kind_of(value: object) -> Kind | None:
         kind = Kind(value)
     except ValueError:
         return None
-    return kind if kind in _FIELD_MODELS else None
+    return kind
 
 
 def _dotted(path: DocPath) -> str:
@@ -1335,8 +805,16 @@ def _plain(value: Any) -> Any:
 
 
 class _Checker:
-    def __init__(self, manifest_path: Path, display_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        manifest_path: Path,
+        display_dir: Path | None = None,
+        kling: Catalogue | None = None,
+    ) -> None:
         self.manifest_path = manifest_path
+        self.catalogue = kling if kling is not None else catalogue()
+        #: replaced once the provider section is read (its api and allow_unknown_models)
+        self.item_rules = ItemRules(Settings(self.catalogue))
         #: The manifest's directory as the user named it: an items file is named from it.
         self.display_dir = display_dir if display_dir is not None else manifest_path.parent
         self.image_cache: dict[Path, ImageInfo | str] = {}
@@ -1350,6 +828,8 @@ class _Checker:
         self.item_ids: dict[DocPath, str] = {}
         self.unreadable: set[DocPath] = set()
         self.items_file: _ItemsFile | None = None
+        #: items that name no model, by kind: reported once for all (see _report_missing_model)
+        self.missing_model: dict[Kind, list[DocPath]] = {}
 
     # -- reporting
 
@@ -1454,7 +934,7 @@ class _Checker:
     ) -> None:
         for error in errors:
             loc = tuple(error["loc"])
-            message = _describe(error, model)
+            message = describe(error, model)
             if loc and loc[0] in from_defaults:
                 self.report(at + loc, message, default=loc)
             else:
@@ -1473,7 +953,7 @@ class _Checker:
             self.report(
                 (),
                 "the manifest must be a mapping of keys (version, name, items, ...) at the top "
-                f"level (got {_got(data)})",
+                f"level (got {got(data)})",
                 self.lines.get(()),
             )
             return None
@@ -1528,11 +1008,18 @@ class _Checker:
                 top.pop(key, None)
                 hint = "write 'version: 1'" if key == "version" else "it names the batch"
                 self.report((key,), f"is required: {hint}")
-        settings, errors = _validate(TopLevel, top, self.context)
+        settings, errors = validate(TopLevel, top, self.context)
         self.report_errors(errors, TopLevel)
         bad = {tuple(error["loc"]) for error in errors}
         if settings is not None:
             self._check_settings(settings, top, bad)
+            self.item_rules = ItemRules(
+                Settings(
+                    self.catalogue,
+                    api=settings.provider.api,
+                    allow_unknown_models=settings.provider.allow_unknown_models,
+                )
+            )
         pricing = self._pricing(top.get("pricing"))
         defaults = self._defaults(top.get("defaults"))
         has_file = "items_from" in top
@@ -1541,12 +1028,13 @@ class _Checker:
         items = self._items(top.get("items"), defaults, first_seen, optional=has_file)
         if items_file is not None:
             items += self._file_items(items_file, defaults, first_seen)
-            if not items and not self.found:
-                self.report(
-                    ("items_from",),
-                    f"{items_file.written!r} has no items, and the manifest lists none: a batch "
-                    "needs at least one",
-                )
+        self._report_missing_model()
+        if items_file is not None and not items and not self.found:
+            self.report(
+                ("items_from",),
+                f"{items_file.written!r} has no items, and the manifest lists none: a batch "
+                "needs at least one",
+            )
         max_units = settings.limits.max_units if settings is not None else None
         if max_units is not None and pricing is not None:
             self._check_max_units(items, pricing)
@@ -1563,6 +1051,8 @@ class _Checker:
                 name=settings.provider.name,
                 base_url=settings.provider.base_url,
                 timeout=settings.provider.timeout,
+                api=settings.provider.api,
+                allow_unknown_models=settings.provider.allow_unknown_models,
             ),
             limits=Limits(
                 concurrency=settings.limits.concurrency,
@@ -1586,6 +1076,27 @@ class _Checker:
             download=settings.output.download,
             pricing=pricing,
             items_from=items_file.path if items_file is not None else None,
+            warnings=tuple(self.item_rules.warnings.values()),
+        )
+
+    def _report_missing_model(self) -> None:
+        """One problem for the items that name no model: on the item when it is the only one,
+        else at ``defaults.model``, where one line fixes them all."""
+        paths = [path for paths in self.missing_model.values() for path in paths]
+        if not paths:
+            return
+        kind = next(iter(self.missing_model))
+        message = self.item_rules.missing_model(kind)
+        if len(paths) == 1:
+            self.report((*paths[0], "model"), message)
+            return
+        names = [self._item_name(path) for path in paths[:_MAX_NAMED]]
+        if len(paths) > _MAX_NAMED:
+            names.append(f"and {len(paths) - _MAX_NAMED:,} more")
+        self.report(
+            ("defaults", "model"),
+            f"{message}; {len(paths):,} items name none ({', '.join(names)}): set it here for "
+            "all of them, or on each item",
         )
 
     def _check_settings(self, settings: TopLevel, top: dict[str, Any], bad: set[DocPath]) -> None:
@@ -1601,7 +1112,7 @@ class _Checker:
             default = "" if isinstance(written, dict) and upper in written else ", the default"
             self.report(
                 (section, upper),
-                f"must be at least {lower} ({_num(low)}) (got {_num(high)}{default})",
+                f"must be at least {lower} ({number_text(low)}) (got {number_text(high)}{default})",
             )
 
     def _defaults(self, raw: Any) -> _Defaults:
@@ -1609,21 +1120,21 @@ class _Checker:
         if raw is None:
             return defaults
         if not isinstance(raw, dict):
-            self.report(("defaults",), f"must be a mapping of item fields (got {_got(raw)})")
+            self.report(("defaults",), f"must be a mapping of item fields (got {got(raw)})")
             return defaults
         for key, value in raw.items():
             path: DocPath = ("defaults", key)
             if key == "id":
                 self.report(path, "cannot have a default: every item needs its own unique id")
             elif key not in _ITEM_KEYS:
-                self.report(path, _unknown_key(key, _ITEM_KEYS))
+                self.report(path, unknown_key(key, _ITEM_KEYS))
             elif value is None:
                 self.report(path, "has no value: write one, or remove the key")
             elif key == "kind":
                 defaults.kind = _kind_of(value)
                 if defaults.kind is None:
                     defaults.kind_invalid = True
-                    self.report(path, _choice_message(value, tuple(_FIELD_MODELS)))
+                    self.report(path, choice_message(value, _KINDS))
             else:
                 defaults.values[key] = value
         return defaults
@@ -1638,11 +1149,12 @@ class _Checker:
         if not raw:
             return BUILTIN_PRICES
         if not isinstance(raw, dict):
-            self.report(at, f"must be a mapping with video and/or image prices (got {_got(raw)})")
+            self.report(at, f"must be a mapping with video and/or image prices (got {got(raw)})")
             return None
         before = len(self.found)
         video: dict[tuple[str, str, int], float] = {}
         per_second: dict[tuple[str, str], float] = {}
+        sound: dict[str, float] = {}
         image: dict[str, float] = {}
         builtin = True
         for key, value in raw.items():
@@ -1650,48 +1162,86 @@ class _Checker:
                 if isinstance(value, bool):
                     builtin = value
                 else:
-                    self.report((*at, key), f"must be true or false (got {_got(value)})")
+                    self.report((*at, key), f"must be true or false (got {got(value)})")
             elif key == "video":
-                self._video_prices(value, video, per_second)
+                self._video_prices(value, video, per_second, sound)
             elif key == "image":
                 self._image_prices(value, image)
             else:
-                self.report((*at, key), _unknown_key(key, ("video", "image", "builtin")))
+                self.report((*at, key), unknown_key(key, ("video", "image", "builtin")))
         if len(self.found) > before:
             return None
         return PriceTable(
             video=video,
             video_per_second=per_second,
             image=image,
+            sound_per_second=sound,
             indicative=False,
             fallback=BUILTIN_PRICES if builtin else None,
         )
 
     def _price_model(self, path: DocPath, model: str, media: str) -> bool:
-        own, other = (
-            (VIDEO_MODELS, IMAGE_MODELS) if media == "video" else (IMAGE_MODELS, VIDEO_MODELS)
-        )
-        if model in own:
+        """Whether a model named under pricing.<media> is one that makes that media."""
+        cat = self.item_rules.catalogue
+        known = cat.model(model)
+        if known is not None and any(k.media == media and r.usable
+                                     for k, r in known.kinds.items()):
             return True
-        if model in other:
+        if known is None and self.item_rules.settings.allow_unknown_models:
+            return True
+        usable_elsewhere = known is not None and any(
+            k.media != media and r.usable for k, r in known.kinds.items()
+        )
+        if known is not None and any(k.media == media for k in known.kinds):
+            message = f"'{model}' was retired by Kling for {media}s: it needs no price there"
+            if usable_elsewhere:
+                elsewhere = "image" if media == "video" else "video"
+                message += f" (price its {elsewhere}s under pricing.{elsewhere})"
+        elif known is not None:
             elsewhere = "image" if media == "video" else "video"
-            message = f"'{model}' is not a {media} model: price it under pricing.{elsewhere}"
+            message = (
+                f"'{model}' is not {'an' if media == 'image' else 'a'} {media} model: price it "
+                f"under pricing.{elsewhere}"
+            )
         else:
-            message = f"unknown {media} model '{model}'{_suggest(model, own)}"
+            names = [m for m in cat.media_names(media)
+                     if any(r.usable for r in cat.models[m].kinds.values())]
+            message = f"unknown {media} model '{model}'{suggest(model, names)}"
         self.report(path, message)
         return False
+
+    def _video_price_rules(self, model: str) -> tuple[tuple[str, ...], Callable[[int], str | None]]:
+        """The modes a video model has and what is wrong with a duration for it."""
+        cat = self.item_rules.catalogue
+        known = cat.model(model)
+        rules = [
+            r for k, r in (known.kinds.items() if known is not None else ())
+            if k.media == "video" and r.usable
+        ]
+        if not rules:
+            return ALL_MODES, lambda seconds: None if 0 < seconds <= 3600 else "is implausible"
+        modes = tuple(dict.fromkeys(mode for r in rules for mode in r.modes))
+        spans = [d for r in rules for d in (r.durations, r.durations_with_references) if d]
+
+        def duration_problem(seconds: int) -> str | None:
+            if any(d.allows(seconds) for d in spans):
+                return None
+            allowed = " or ".join(dict.fromkeys(d.describe() for d in spans))
+            return f"must be {allowed} for {model} (got {seconds})"
+
+        return modes, duration_problem
 
     def _units(self, path: DocPath, value: Any) -> float | None:
         problem = None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            problem = f"must be a number of units (got {_got(value)})"
+            problem = f"must be a number of units (got {got(value)})"
         else:
             try:
                 units = float(value)
             except OverflowError:
                 units = float("inf")
             if units != units or units in (float("inf"), float("-inf")) or units < 0:
-                problem = f"must be a finite number of units, 0 or more (got {_got(value)})"
+                problem = f"must be a finite number of units, 0 or more (got {got(value)})"
         if problem is not None:
             self.report(path, problem)
             return None
@@ -1702,35 +1252,54 @@ class _Checker:
         raw: Any,
         video: dict[tuple[str, str, int], float],
         per_second: dict[tuple[str, str], float],
+        sound: dict[str, float],
     ) -> None:
         at: DocPath = ("pricing", "video")
-        example = "e.g. {kling-v2-5-turbo: {std: {5: 1.5, 10: 3}, pro: {per_second: 0.5}}}"
+        example = (
+            "e.g. {kling-v2-5-turbo: {std: {5: 1.5, 10: 3}, pro: {per_second: 0.5}}, "
+            "kling-v3: {sound: {per_second: 0.3}}}"
+        )
         if not isinstance(raw, dict):
             self.report(
-                at, f"must map video models to modes to prices, {example} (got {_got(raw)})"
+                at, f"must map video models to modes to prices, {example} (got {got(raw)})"
             )
             return
         for model, modes in raw.items():
             model_at = (*at, model)
             if not self._price_model(model_at, model, "video"):
                 continue
+            model_modes, duration_problem = self._video_price_rules(model)
             if not isinstance(modes, dict):
                 self.report(
-                    model_at, f"must map modes (std, pro) to prices, {example} (got {_got(modes)})"
+                    model_at,
+                    f"must map modes ({', '.join(model_modes)}) and sound to prices, {example} "
+                    f"(got {got(modes)})",
                 )
                 continue
             for mode, prices in modes.items():
                 mode_at = (*model_at, mode)
-                if mode not in MODES:
+                if mode == "sound":
+                    if not isinstance(prices, dict) or set(prices) != {"per_second"}:
+                        self.report(mode_at, "must be {per_second: UNITS}: the surcharge per "
+                                    "second of video with sound on")
+                        continue
+                    units = self._units((*mode_at, "per_second"), prices["per_second"])
+                    if units is not None:
+                        sound[model] = units
+                    continue
+                if mode not in model_modes:
+                    known = ", ".join(model_modes)
                     self.report(
-                        mode_at, f"unknown mode '{mode}'{_suggest(mode, MODES)}: std or pro"
+                        mode_at,
+                        f"unknown mode '{mode}' for {model}{suggest(mode, model_modes)}: "
+                        f"{known}, or sound",
                     )
                     continue
                 if not isinstance(prices, dict):
                     self.report(
                         mode_at,
                         "must map durations in seconds (or per_second) to units, e.g. "
-                        f"{{5: 1.5, 10: 3}} (got {_got(prices)})",
+                        f"{{5: 1.5, 10: 3}} (got {got(prices)})",
                     )
                     continue
                 for seconds, value in prices.items():
@@ -1746,7 +1315,7 @@ class _Checker:
                             f"must be a duration in whole seconds, or per_second (got '{seconds}')",
                         )
                         continue
-                    problem = _duration_problem(model, int(seconds))
+                    problem = duration_problem(int(seconds))
                     if problem is not None:
                         self.report(price_at, f"duration {problem}")
                         continue
@@ -1760,7 +1329,7 @@ class _Checker:
             self.report(
                 at,
                 "must map image models to units per image, e.g. {kling-v2-1: 0.25} "
-                f"(got {_got(raw)})",
+                f"(got {got(raw)})",
             )
             return
         for model, value in raw.items():
@@ -1771,24 +1340,16 @@ class _Checker:
 
     def _check_max_units(self, items: list[Item], pricing: PriceTable) -> None:
         # A task without a price would slip past the cap unnoticed: refuse the batch instead.
-        priced: dict[tuple[Kind, Any, Any, Any], bool] = {}
+        priced: dict[TaskKey, bool] = {}
         unpriced: dict[str, int] = {}
         for item in items:
-            fields = item.request.fields
-            key = (
-                item.request.kind,
-                fields.get("model"),
-                fields.get("mode"),
-                fields.get("duration"),
-            )
+            key = task_key(item.request)
             known = priced.get(key)
             if known is None:
-                kind, model, mode, duration = key
-                found = lookup(pricing, kind, str(model or DEFAULT_MODEL), mode, duration)
-                known = priced[key] = found is not None
+                known = priced[key] = lookup(pricing, *key) is not None
             if not known:
-                label = _price_label(item.request)
-                unpriced[label] = unpriced.get(label, 0) + 1
+                name = price_label(item.request)
+                unpriced[name] = unpriced.get(name, 0) + 1
         if unpriced:
             count = sum(unpriced.values())
             which = ", ".join(f"{label}: {n:,}" for label, n in unpriced.items())
@@ -1818,7 +1379,7 @@ class _Checker:
                 )
             return []
         if not isinstance(raw, list):
-            self.report(("items",), f"must be a list of items (got {_got(raw)})")
+            self.report(("items",), f"must be a list of items (got {got(raw)})")
             return []
         if not raw:
             if not optional:
@@ -1852,12 +1413,12 @@ class _Checker:
             spec, path_at = raw, (*at, "path")
             for key in raw:
                 if key not in _ITEMS_FROM_KEYS:
-                    self.report((*at, key), _unknown_key(key, _ITEMS_FROM_KEYS))
+                    self.report((*at, key), unknown_key(key, _ITEMS_FROM_KEYS))
         else:
             self.report(
                 at,
                 "must be the path of a CSV or JSONL file of items, or a mapping with path, "
-                f"columns, format and ignore_columns (got {_got(raw)})",
+                f"columns, format and ignore_columns (got {got(raw)})",
             )
             return None
         written = spec.get("path")
@@ -1865,7 +1426,7 @@ class _Checker:
             if path_at not in self.unreadable:
                 self.report(path_at, "is required: the CSV or JSONL file of items")
         elif not isinstance(written, str) or not written.strip():
-            self.report(path_at, f"must be a file path (got {_got(written)})")
+            self.report(path_at, f"must be a file path (got {got(written)})")
             written = None
         elif written.startswith("~"):
             self.report(
@@ -1875,13 +1436,13 @@ class _Checker:
         elif "://" in written:
             self.report(
                 path_at,
-                f"must be a local file path, relative to the manifest (got {_got(written)})",
+                f"must be a local file path, relative to the manifest (got {got(written)})",
             )
         columns = self._columns(spec.get("columns"))
         ignore = self._ignore_columns(spec.get("ignore_columns"), columns)
         fmt = spec.get("format")
         if fmt is not None and fmt not in _ITEMS_FILE_FORMATS:
-            self.report((*at, "format"), _choice_message(fmt, _ITEMS_FILE_FORMATS))
+            self.report((*at, "format"), choice_message(fmt, _ITEMS_FILE_FORMATS))
         elif fmt is None and isinstance(written, str):
             fmt = _FORMAT_OF_SUFFIX.get(Path(written).suffix.lower())
             if fmt is None:
@@ -1917,7 +1478,7 @@ class _Checker:
             self.report(
                 at,
                 "must map item fields to the file's column names, e.g. {prompt: description} "
-                f"(got {_got(raw)})",
+                f"(got {got(raw)})",
             )
             return {}
         columns: dict[str, str] = {}
@@ -1925,11 +1486,11 @@ class _Checker:
             path = (*at, item_field)
             if item_field not in _ITEM_KEY_SET:
                 self.report(
-                    path, f"unknown item field '{item_field}'{_suggest(item_field, _ITEM_KEYS)}"
+                    path, f"unknown item field '{item_field}'{suggest(item_field, _ITEM_KEYS)}"
                 )
             elif not isinstance(column, str) or not column.strip():
                 self.report(
-                    path, f"must be a column name (got {_got(column)}){_scalar_hint(column)}"
+                    path, f"must be a column name (got {got(column)}){scalar_hint(column)}"
                 )
             elif column.strip() in columns:
                 self.report(path, f"column '{column}' is already read as {columns[column.strip()]}")
@@ -1942,12 +1503,12 @@ class _Checker:
         if raw is None or at in self.unreadable:
             return frozenset()
         if not isinstance(raw, list):
-            self.report(at, f"must be a list of column names (got {_got(raw)})")
+            self.report(at, f"must be a list of column names (got {got(raw)})")
             return frozenset()
         names = set()
         for index, name in enumerate(raw):
             if not isinstance(name, str) or not name.strip():
-                self.report((*at, index), f"must be a column name (got {_got(name)})")
+                self.report((*at, index), f"must be a column name (got {got(name)})")
             elif name.strip() in columns:
                 self.report(
                     (*at, index),
@@ -2062,16 +1623,18 @@ class _Checker:
                 cell = cells[column] if column < count else ""
                 if not cell:
                     continue  # an empty cell: the field is absent, a default applies
-                if name in _CSV_NUMBERS:
+                if name in CSV_NUMBERS:
                     raw[name] = _csv_number(cell)
-                elif name in _CSV_JSON:
+                elif name in CSV_FLAGS:
+                    raw[name] = _CSV_FLAGS.get(cell.strip().lower(), cell)
+                elif name in CSV_JSON:
                     try:
                         raw[name] = json.loads(cell, object_pairs_hook=_json_object)
                     except (ValueError, RecursionError) as exc:
                         self.report(
                             (*at, name),
                             f"{_json_problem(exc)}; in a CSV cell it is written as JSON, "
-                            f"e.g. {_CSV_JSON[name]}",
+                            f"e.g. {CSV_JSON[name]}",
                         )
                         self.unreadable.add((*at, name))
                 else:
@@ -2132,7 +1695,7 @@ class _Checker:
                         "; the header reads as one column: save the file with commas between values"
                     )
                 else:
-                    suggestion = _suggest(name, (*_ITEM_KEYS, *spec.columns))
+                    suggestion = suggest(name, (*_ITEM_KEYS, *spec.columns))
                     hint = suggestion or (
                         ": columns are item fields (id, kind, prompt, ...); map others with "
                         "items_from.columns or list them under items_from.ignore_columns"
@@ -2143,7 +1706,7 @@ class _Checker:
             self.report(
                 ("items_from", "columns", item_field),
                 f"column '{column}' is not in the header of {spec.written!r}"
-                f"{_suggest(column, [n for n in names if n])}",
+                f"{suggest(column, [n for n in names if n])}",
             )
             readable = False
         if readable and not any(name == "id" for _, name in used):
@@ -2210,13 +1773,13 @@ class _Checker:
             self.report(path, "is required: every item needs a unique, stable id")
             return None
         if not isinstance(value, str):
-            self.report(path, f"must be text (got {_got(value)}){_scalar_hint(value)}")
+            self.report(path, f"must be text (got {got(value)}){scalar_hint(value)}")
             return None
         if not _ID_RE.fullmatch(value) or not value.strip("."):
             self.report(
                 path,
                 f"must be 1-128 characters of {_NAME_CHARS}, and not only dots: it names the "
-                f"item's directory and is part of its external task id (got {_got(value)})",
+                f"item's directory and is part of its external task id (got {got(value)})",
             )
             return None
         try:
@@ -2266,11 +1829,11 @@ class _Checker:
         if "kind" in raw:
             kind = _kind_of(raw["kind"])
             if kind is None:
-                self.report((*at, "kind"), _choice_message(raw["kind"], tuple(_FIELD_MODELS)))
+                self.report((*at, "kind"), choice_message(raw["kind"], _KINDS))
             return kind
         if defaults.kind_invalid:
             return None
-        return defaults.kind or _TEXT2VIDEO
+        return defaults.kind or Kind.TEXT2VIDEO
 
     def _item(
         self,
@@ -2284,7 +1847,7 @@ class _Checker:
         # Runs once per item, 100,000 times for a big items file: kept lean on purpose.
         if not isinstance(raw, dict):
             what = "a JSON object" if source is not None else "a mapping"
-            self.report(at, f"must be {what} with at least an id and a prompt (got {_got(raw)})")
+            self.report(at, f"must be {what} with at least an id and a prompt (got {got(raw)})")
             return None
         problems_before = len(self.found)
         item_id = self._item_id(at, raw, first_seen)
@@ -2304,7 +1867,7 @@ class _Checker:
             elif kind is not None and key in _FIELD_KINDS:
                 self.report((*at, key), _not_a_field(key, kind))
             else:
-                self.report((*at, key), _unknown_key(key, _ITEM_KEYS))
+                self.report((*at, key), unknown_key(key, _ITEM_KEYS))
         if kind is None:
             return None
         # A default applies only where it means something: video settings in defaults must
@@ -2313,7 +1876,7 @@ class _Checker:
         for key in inherited:
             merged[key] = default_values[key]
         from_defaults = frozenset(inherited)
-        if source is not None and not from_defaults.isdisjoint(_IMAGE_FIELDS):
+        if source is not None and not from_defaults.isdisjoint(IMAGE_FIELDS):
             context = {
                 **context,
                 "inherited": from_defaults,
@@ -2325,12 +1888,13 @@ class _Checker:
             if self.unreadable
             else []
         )
-        schema = _FIELD_MODELS[kind]
-        values, errors = _validate(schema, merged, context)
+        schema = FIELD_MODELS[kind]
+        values, errors = validate(schema, merged, context)
         if errors:
             self.report_errors(errors, schema, at, from_defaults)
+        name: str | None = None
         if values is not None:
-            draft = _Draft(  # at, kind, given, from_defaults, bad, values
+            draft = Draft(  # at, kind, given, from_defaults, bad, values
                 at,
                 kind,
                 (*merged, *broken) if broken else tuple(merged),
@@ -2340,31 +1904,46 @@ class _Checker:
                 else _NO_NAMES,
                 values,
             )
-            if kind is _IMAGE:
-                self._check_image_item(draft)
-            else:
-                self._check_video_item(draft)
-        if len(self.found) > problems_before or broken or values is None or item_id is None:
+
+            def report(field_name: str, message: str, conflict: bool) -> None:
+                self._field_problem(draft, field_name, message, conflict)
+
+            self.item_rules.check(draft, report)
+            name = getattr(values, "model", None)
+        if (
+            len(self.found) > problems_before
+            or broken
+            or values is None
+            or item_id is None
+            or name is None  # reported for all such items at once
+        ):
             return None
+        builtin = self.item_rules.defaults(kind, name)
         fields: dict[str, Any] = {}
-        builtin = _BUILTIN_DEFAULTS[kind]
         # The model's fields, in declaration order (pydantic keeps them so in __dict__).
-        for name, value in values.__dict__.items():
+        for field_name, value in values.__dict__.items():
             if value is None:
-                value = builtin.get(name)
+                value = builtin.get(field_name)
                 if value is None:
                     continue
             elif isinstance(value, _NESTED):
                 value = _plain(value)
-            fields[name] = value
+            fields[field_name] = value
+        fields["model"] = self.item_rules.canonical(kind, name)
+        if fields.get("sound") is False and not self.item_rules.has_sound(kind, name):
+            del fields["sound"]  # Kling's default; a model without sound may refuse the key
         expected = int(fields["n"]) if kind is _IMAGE else 1
         # Positional: keyword arguments cost measurably at 100,000 items.
         return Item(item_id, TaskRequest(kind, fields, expected), self.lines.get(at), source)
 
     def _field_problem(
-        self, draft: _Draft, name: str, message: str, conflict: bool = False
+        self, draft: Draft, name: str, message: str, conflict: bool = False
     ) -> None:
         path: DocPath = (*draft.at, name)
+        if name == "model" and name not in draft.given:
+            # Missing everywhere: one problem for all the items it affects (see _document).
+            self.missing_model.setdefault(draft.kind, []).append(draft.at)
+            return
         if name not in draft.from_defaults:
             self.report(path, message)
             return
@@ -2372,79 +1951,6 @@ class _Checker:
             # The clash is with this item's own choice: it can be settled on the item.
             message += f"; write '{name}: null' on the item to not inherit it"
         self.report(path, message, default=(name,))
-
-    def _check_video_item(self, draft: _Draft) -> None:
-        values = draft.values
-        model = draft.model
-        if draft.kind is _TEXT2VIDEO and "prompt" not in draft.given:
-            self._field_problem(draft, "prompt", "is required for kind text2video")
-        if draft.kind is _IMAGE2VIDEO and "image" not in draft.given:
-            self._field_problem(
-                draft, "image", "is required for kind image2video: the video's first frame"
-            )
-        if draft.ok("duration"):
-            self._check_duration(draft, int(values.duration), model)
-        if draft.ok("cfg_scale") and model is not None and model.startswith("kling-v2"):
-            self._field_problem(
-                draft,
-                "cfg_scale",
-                f"is not supported by kling-v2 models (model is {model})",
-                conflict=True,
-            )
-        if draft.kind is _IMAGE2VIDEO:
-            groups = [g for g in _EXCLUSIVE_GROUPS if any(name in draft.given for name in g)]
-            if len(groups) > 1:
-                names = [name for name in draft.given if any(name in g for g in groups)]
-                # Blame a field that came from defaults (the likely surprise), else the one
-                # written last.
-                blamed = next((n for n in names if n in draft.from_defaults), names[-1])
-                others = ", ".join(n for n in names if n != blamed)
-                self._field_problem(
-                    draft,
-                    blamed,
-                    f"cannot be combined with {others}: image_tail, static_mask/dynamic_masks "
-                    "and camera_control are mutually exclusive",
-                    conflict=True,
-                )
-
-    def _check_duration(self, draft: _Draft, duration: int, model: str | None) -> None:
-        if model is None:
-            # The model is invalid (reported); still catch what no model accepts.
-            low = min(min(DURATIONS), *(r[0] for r in DURATION_RANGES.values()))
-            high = max(max(DURATIONS), *(r[1] for r in DURATION_RANGES.values()))
-            if not low <= duration <= high:
-                self._field_problem(
-                    draft, "duration", f"must be between {low} and {high} seconds (got {duration})"
-                )
-            return
-        problem = _duration_problem(model, duration)
-        if problem is not None:
-            self._field_problem(draft, "duration", problem)
-
-    def _check_image_item(self, draft: _Draft) -> None:
-        values = draft.values
-        model = draft.model
-        if "prompt" not in draft.given:
-            self._field_problem(draft, "prompt", "is required for kind image")
-        if "negative_prompt" in draft.given and "image" in draft.given:
-            self._field_problem(
-                draft,
-                "negative_prompt",
-                "cannot be used together with image (Kling rejects it for image-to-image)",
-                conflict=True,
-            )
-        if draft.ok("image_reference"):
-            if model is not None and model != "kling-v1-5":
-                self._field_problem(
-                    draft,
-                    "image_reference",
-                    f"only works with model kling-v1-5 (model is {model})",
-                    conflict=True,
-                )
-            if "image" not in draft.given:
-                self._field_problem(draft, "image_reference", "needs an image to refer to")
-        if draft.ok("aspect_ratio") and values.aspect_ratio == "21:9" and model == "kling-v1":
-            self._field_problem(draft, "aspect_ratio", "21:9 is not available on kling-v1")
 
 
 def _not_a_field(key: str, kind: Kind) -> str:
@@ -2470,8 +1976,10 @@ def _no_full_collections() -> Iterator[None]:
         gc.set_threshold(*threshold)
 
 
-def load_manifest(path: Path) -> Manifest:
-    """Read and fully validate a manifest; raise ManifestError listing every problem found."""
+def load_manifest(path: Path, *, kling: Catalogue | None = None) -> Manifest:
+    """Read and fully validate a manifest; raise ManifestError listing every problem found.
+
+    ``kling``: the Kling model catalogue to validate against (the packaged one by default)."""
     source = str(path)
     try:
         data = path.read_bytes()
@@ -2486,7 +1994,7 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(
             source, [Problem("the file is not UTF-8 text: save it as UTF-8", line=line)]
         ) from None
-    checker = _Checker(manifest_path, path.parent)
+    checker = _Checker(manifest_path, path.parent, kling)
     with _no_full_collections():
         manifest = checker.load(text)
     problems = checker.problems()

@@ -4,10 +4,11 @@ Kling bills generations in "units" drawn from a resource pack. How many units on
 depends on the model, the mode and the duration for videos, and on the model and the number of
 images for image tasks. Kling publishes no machine-readable table and contracts differ, so:
 
-- :data:`BUILTIN_PRICES` is INDICATIVE ONLY. It reflects public list prices as we understood
-  them when it was written; we found no authoritative per-unit table, and newer models' figures
-  are extrapolated. It exists so that ``validate --estimate`` says something useful out of the
-  box; the estimate marks every figure that came from it.
+- :data:`BUILTIN_PRICES` is INDICATIVE ONLY, read from the model catalogue (``price`` tables in
+  providers/kling/catalogue.toml). It reflects public list prices as we understood them; we
+  found no authoritative per-unit table, and newer models' figures are extrapolated. It exists
+  so that ``validate --estimate`` says something useful out of the box; the estimate marks
+  every figure that came from it.
 - A manifest's ``pricing:`` section sets the user's own (contract) prices. They take precedence
   over the built-in table, which stays the fallback unless ``pricing.builtin: false``.
 - Where no table has a price, :func:`units_for` returns None and the estimate lists the tasks as
@@ -15,8 +16,9 @@ images for image tasks. Kling publishes no machine-readable table and contracts 
 
 Lookups for a video task try, in each table in turn (the manifest's, then the built-in one), the
 exact ``(model, mode, duration)`` price, then the table's per-second rate for ``(model, mode)``
-times the duration (how the built-in table covers the 3-15 s durations of newer models). An
-image task costs the per-image price of its model times ``n``.
+times the duration (how the built-in table covers the 3-15 s durations of newer models). A task
+with sound on adds the model's per-second sound surcharge, from the first table that has one
+(unpriced when none does). An image task costs the per-image price of its model times ``n``.
 
 The estimate counts one paid task per item. A retried generation is a new paid task: the engine
 counts every submission against ``limits.max_units``, so a batch with retries may stop before
@@ -31,17 +33,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from orchestrator.providers.base import Kind, TaskRequest
+from orchestrator.providers.kling.catalogue import Catalogue, catalogue
 
 if TYPE_CHECKING:
     from orchestrator.manifest import Manifest
 
-#: Kling's defaults when a request leaves the field out (the manifest always fills them in).
-_DEFAULT_MODEL: Final = "kling-v1"
-_DEFAULT_MODE: Final = "std"
-_DEFAULT_DURATION: Final = 5
-
 VideoKey = tuple[str, str, int]  # (model, mode, duration in seconds)
 RateKey = tuple[str, str]  # (model, mode)
+#: What prices one kind of task: (kind, model, mode, duration, sound); None for images' mode,
+#: duration and sound.
+TaskKey = tuple[Kind, str, str | None, int | None, bool]
 
 
 @dataclass(frozen=True)
@@ -49,61 +50,49 @@ class PriceTable:
     """Units per task.
 
     ``video`` prices one video task by (model, mode, duration); ``video_per_second`` gives a
-    rate per second by (model, mode) for durations without an exact price; ``image`` prices one
-    generated image by model (a task with ``n: 4`` costs four times that). ``fallback`` is
-    consulted for whatever this table does not price.
+    rate per second by (model, mode) for durations without an exact price; ``sound_per_second``
+    is a model's surcharge per second with sound on; ``image`` prices one generated image by
+    model (a task with ``n: 4`` costs four times that). ``fallback`` is consulted for whatever
+    this table does not price.
     """
 
     video: Mapping[VideoKey, float] = field(default_factory=dict)
     video_per_second: Mapping[RateKey, float] = field(default_factory=dict)
     image: Mapping[str, float] = field(default_factory=dict)
+    sound_per_second: Mapping[str, float] = field(default_factory=dict)
     #: True for the built-in table: its figures are not the user's contract prices.
     indicative: bool = False
     fallback: PriceTable | None = None
 
 
-def _both_modes(five: float, ten: float) -> dict[int, float]:
-    return {5: five, 10: ten}
+def builtin_prices(cat: Catalogue) -> PriceTable:
+    """The catalogue's INDICATIVE prices as a read-only table."""
+    video: dict[VideoKey, float] = {}
+    rates: dict[RateKey, float] = {}
+    sound: dict[str, float] = {}
+    image: dict[str, float] = {}
+    for name, model in cat.models.items():
+        price = model.video_price
+        if price is not None:
+            for (mode, seconds), units in price.exact.items():
+                video[(name, mode, seconds)] = units
+            for mode, units in price.per_second.items():
+                rates[(name, mode)] = units
+            if price.sound_per_second is not None:
+                sound[name] = price.sound_per_second
+        if model.image_price is not None:
+            image[name] = model.image_price
+    return PriceTable(
+        video=MappingProxyType(video),
+        video_per_second=MappingProxyType(rates),
+        image=MappingProxyType(image),
+        sound_per_second=MappingProxyType(sound),
+        indicative=True,
+    )
 
-
-# INDICATIVE list prices in units per task, not a contract: see the module docstring. Models
-# with one tier (the "master" models) cost the same in both modes.
-_BUILTIN_VIDEO: Final[dict[VideoKey, float]] = {
-    (model, mode, seconds): units
-    for model, modes in {
-        "kling-v1": {"std": _both_modes(1, 2), "pro": _both_modes(3.5, 7)},
-        "kling-v1-6": {"std": _both_modes(1, 2), "pro": _both_modes(3.5, 7)},
-        "kling-v2-master": {"std": _both_modes(5, 10), "pro": _both_modes(5, 10)},
-        "kling-v2-1-master": {"std": _both_modes(5, 10), "pro": _both_modes(5, 10)},
-        "kling-v2-5-turbo": {"std": _both_modes(1.5, 3), "pro": _both_modes(2.5, 5)},
-    }.items()
-    for mode, durations in modes.items()
-    for seconds, units in durations.items()
-}
-# INDICATIVE: models that take any whole number of seconds (3-15) are priced per second.
-# kling-v2-6 follows kling-v2-5-turbo's rate; kling-v3's figure is an extrapolation.
-_BUILTIN_PER_SECOND: Final[dict[RateKey, float]] = {
-    ("kling-v2-6", "std"): 0.3,
-    ("kling-v2-6", "pro"): 0.5,
-    ("kling-v3", "std"): 0.6,
-    ("kling-v3", "pro"): 0.8,
-}
-# INDICATIVE units per generated image. kling-v3 images are left unpriced: no figure found.
-_BUILTIN_IMAGE: Final[dict[str, float]] = {
-    "kling-v1": 0.25,
-    "kling-v1-5": 1.0,
-    "kling-v2": 1.0,
-    "kling-v2-new": 1.0,
-    "kling-v2-1": 1.0,
-}
 
 #: The built-in, INDICATIVE price table (read-only). Override it with ``pricing:``.
-BUILTIN_PRICES: Final = PriceTable(
-    video=MappingProxyType(_BUILTIN_VIDEO),
-    video_per_second=MappingProxyType(_BUILTIN_PER_SECOND),
-    image=MappingProxyType(_BUILTIN_IMAGE),
-    indicative=True,
-)
+BUILTIN_PRICES: Final = builtin_prices(catalogue())
 
 
 @dataclass(frozen=True)
@@ -114,37 +103,59 @@ class Price:
     indicative: bool  # from the built-in table, not the user's prices
 
 
+def _base(table: PriceTable, kind: Kind, model: str, mode: str | None,
+          duration: int | None) -> float | None:
+    if kind.media == "image":
+        return table.image.get(model)
+    if mode is None or duration is None:
+        return None
+    each = table.video.get((model, mode, duration))
+    if each is None:
+        rate = table.video_per_second.get((model, mode))
+        each = rate * duration if rate is not None else None
+    return each
+
+
 def lookup(
-    table: PriceTable | None, kind: Kind, model: str, mode: str | None, duration: int | None
+    table: PriceTable | None,
+    kind: Kind,
+    model: str,
+    mode: str | None,
+    duration: int | None,
+    sound: bool = False,
 ) -> Price | None:
-    """The price of one video task, or of one image, from the first table that has one."""
-    while table is not None:
-        each: float | None
-        if kind.media == "image":
-            each = table.image.get(model)
-        else:
-            mode = mode or _DEFAULT_MODE
-            seconds = duration if duration is not None else _DEFAULT_DURATION
-            each = table.video.get((model, mode, seconds))
-            if each is None:
-                rate = table.video_per_second.get((model, mode))
-                each = rate * seconds if rate is not None else None
-        if each is not None:
-            return Price(each, table.indicative)
+    """The price of one video task, or of one image, from the first table that has one (and,
+    with sound on, the surcharge from the first table that has one)."""
+    base: Price | None = None
+    extra: Price | None = None if sound and kind.media == "video" else Price(0.0, False)
+    while table is not None and (base is None or extra is None):
+        if base is None:
+            each = _base(table, kind, model, mode, duration)
+            if each is not None:
+                base = Price(each, table.indicative)
+        if extra is None and duration is not None:
+            rate = table.sound_per_second.get(model)
+            if rate is not None:
+                extra = Price(rate * duration, table.indicative)
         table = table.fallback
-    return None
+    if base is None or extra is None:
+        return None
+    return Price(base.each + extra.each, base.indicative or extra.indicative)
 
 
-def _key(request: TaskRequest) -> tuple[Kind, str, str | None, int | None]:
+def task_key(request: TaskRequest) -> TaskKey:
     fields = request.fields
-    model = str(fields.get("model", _DEFAULT_MODEL))
+    model = str(fields.get("model", ""))
     if request.kind.media == "image":
-        return request.kind, model, None, None
+        return request.kind, model, None, None, False
+    mode = fields.get("mode")
+    duration = fields.get("duration")
     return (
         request.kind,
         model,
-        str(fields.get("mode", _DEFAULT_MODE)),
-        int(fields.get("duration", _DEFAULT_DURATION)),
+        str(mode) if mode is not None else None,
+        int(duration) if duration is not None else None,
+        bool(fields.get("sound", False)),
     )
 
 
@@ -154,10 +165,20 @@ def _images(request: TaskRequest) -> int:
 
 def units_for(request: TaskRequest, table: PriceTable) -> float | None:
     """Units one submission of this request costs; None when no table prices it."""
-    price = lookup(table, *_key(request))
+    price = lookup(table, *task_key(request))
     if price is None:
         return None
     return price.each * _images(request) if request.kind.media == "image" else price.each
+
+
+def label(request: TaskRequest) -> str:
+    """How an estimate line names this kind of task: ``kling-v3 pro 5 s + sound``."""
+    kind, model, mode, duration, sound = task_key(request)
+    if kind.media == "image":
+        return f"{model} image"
+    text = f"{model} {mode or '(default mode)'} "
+    text += f"{duration} s" if duration is not None else "(default duration)"
+    return text + (" + sound" if sound else "")
 
 
 @dataclass(frozen=True)
@@ -166,8 +187,9 @@ class EstimateLine:
 
     kind: Kind
     model: str
-    mode: str | None  # None for images
+    mode: str | None  # None for images (and a video model whose default is not known)
     duration: int | None  # seconds; None for images
+    sound: bool
     tasks: int
     assets: int  # videos or images expected
     each: float | None  # units per task (video) or per image (image); None: unpriced
@@ -200,23 +222,24 @@ class Estimate:
 
 def estimate(manifest: Manifest) -> Estimate:
     """Units the batch consumes if every item is submitted once and paid."""
-    counts: dict[tuple[Kind, str, str | None, int | None], list[int]] = {}
+    counts: dict[TaskKey, list[int]] = {}
     for item in manifest.items:
-        key = _key(item.request)
+        key = task_key(item.request)
         entry = counts.get(key)
         if entry is None:
             entry = counts[key] = [0, 0]
         entry[0] += 1
         entry[1] += _images(item.request) if key[0].media == "image" else 1
     lines = []
-    for (kind, model, mode, duration), (tasks, assets) in counts.items():
-        price = lookup(manifest.pricing, kind, model, mode, duration)
+    for (kind, model, mode, duration, sound), (tasks, assets) in counts.items():
+        price = lookup(manifest.pricing, kind, model, mode, duration, sound)
         lines.append(
             EstimateLine(
                 kind=kind,
                 model=model,
                 mode=mode,
                 duration=duration,
+                sound=sound,
                 tasks=tasks,
                 assets=assets,
                 each=price.each if price is not None else None,
@@ -224,7 +247,9 @@ def estimate(manifest: Manifest) -> Estimate:
             )
         )
     kinds = list(Kind)
-    lines.sort(key=lambda x: (kinds.index(x.kind), x.model, x.mode or "", x.duration or 0))
+    lines.sort(
+        key=lambda x: (kinds.index(x.kind), x.model, x.mode or "", x.duration or 0, x.sound)
+    )
     return Estimate(
         lines=tuple(lines),
         tasks=sum(line.tasks for line in lines),
@@ -246,7 +271,7 @@ def _plural(count: int, word: str) -> str:
 def format_estimate(est: Estimate) -> str:
     """A table for the CLI: one row per model/mode/duration, a total, then what is missing."""
     # The last column keeps two places after each number for the " *" of indicative prices.
-    header = ("kind", "model", "mode", "duration", "tasks", "units each", "units  ")
+    header = ("kind", "model", "mode", "duration", "sound", "tasks", "units each", "units  ")
     rows = [header]
     for line in est.lines:
         each = "unpriced" if line.each is None else f"{_units(line.each)}/{line.per}"
@@ -261,13 +286,14 @@ def format_estimate(est: Estimate) -> str:
                 line.model,
                 line.mode or "-",
                 f"{line.duration} s" if line.duration is not None else "-",
+                ("on" if line.sound else "off") if line.kind.media == "video" else "-",
                 tasks,
                 each,
                 units,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {4, 5, 6}
+    right = {5, 6, 7}
     out = []
     for row in rows:
         cells = [

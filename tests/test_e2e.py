@@ -488,8 +488,10 @@ def test_units_cap_stops_submitting_and_is_resumable(tmp_path: Path, sim: Simula
     assert estimate.code == 0, estimate.stderr
     lines = estimate.stdout.splitlines()
     rows = [line.split() for line in lines if line.startswith("text2video")]
-    # kind, model, mode, duration, tasks, units each, units: 6 tasks x 2 units
-    assert rows == [["text2video", "kling-v2-5-turbo", "std", "5", "s", "6", "2/task", "12"]]
+    # kind, model, mode, duration, sound, tasks, units each, units: 6 tasks x 2 units
+    assert rows == [
+        ["text2video", "kling-v2-5-turbo", "std", "5", "s", "off", "6", "2/task", "12"]
+    ]
     assert "total: 6 tasks, 12 units" in lines
 
     first = run_cli(["run", str(manifest)], cli_env(sim))

@@ -11,13 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import orchestrator.manifest as manifest_module
+import orchestrator.providers.kling.schema as schema_module
 from orchestrator.images import ImageInfo, read_image_info
 from orchestrator.manifest import Manifest, ManifestError, Problem, load_manifest
 from orchestrator.providers.base import ImageSource, Kind
 from tests.test_images import png_bytes
 
 HEADER = "version: 1\nname: t\nprovider: {base_url: simulator}\n"
+#: The model of the rows (and inline items) that name none; it makes every kind but omni_video.
+MODEL = "kling-v3"
 CAT = png_bytes(512, 384)
 
 
@@ -29,13 +31,19 @@ def write_manifest(
     defaults: str = "",
     extra: str = "",
 ) -> Path:
-    """A manifest with the given items_from value (one line, or an indented block after it)."""
+    """A manifest with the given items_from value (one line, or an indented block after it).
+
+    Kling needs a model on every item: defaults that name none get ``MODEL``."""
     text = HEADER + extra
+    if defaults and "model" not in defaults:
+        defaults = f"{{model: {MODEL}, {defaults[1:]}"
     if defaults:
         text += f"defaults: {defaults}\n"
     if items:
         text += f"items:\n{items}"
     text += f"items_from: {items_from}\n"
+    if not defaults and "defaults:" not in extra:
+        text += f"defaults: {{model: {MODEL}}}\n"  # last: no line moves
     path = directory / "m.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -82,7 +90,7 @@ def test_csv_rows_follow_the_inline_items(tmp_path: Path) -> None:
     assert (fox.source, fox.line, owl.line) == (source, 2, 3)
     assert manifest.items_from == source
     assert dict(fox.request.fields) == {
-        "model": "kling-v1",
+        "model": "kling-v3",
         "prompt": "A fox",
         "mode": "std",
         "duration": 5,
@@ -101,7 +109,7 @@ def test_defaults_apply_and_an_empty_cell_leaves_the_field_out(tmp_path: Path) -
         tmp_path,
         "id,kind,prompt,mode,duration,model\n"
         "a,,p,,,\n"
-        "b,,p,std,10,kling-v2-6\n"
+        "b,,p,std,10,kling-v3\n"
         "c,image,p,,,kling-v2-1\n",
     )
     manifest = load(tmp_path, defaults="{mode: pro, model: kling-v2-5-turbo, negative_prompt: x}")
@@ -112,7 +120,7 @@ def test_defaults_apply_and_an_empty_cell_leaves_the_field_out(tmp_path: Path) -
         5,
         "x",
     )
-    assert (b["mode"], b["model"], b["duration"]) == ("std", "kling-v2-6", 10)
+    assert (b["mode"], b["model"], b["duration"]) == ("std", "kling-v3", 10)
     assert manifest.items[2].request.kind is Kind.IMAGE
     assert c == {
         "model": "kling-v2-1",
@@ -126,10 +134,10 @@ def test_defaults_apply_and_an_empty_cell_leaves_the_field_out(tmp_path: Path) -
 def test_numbers_are_read_from_their_text(tmp_path: Path) -> None:
     csv_file(
         tmp_path,
-        "id,kind,prompt,duration,cfg_scale,n,image_fidelity,human_fidelity\n"
-        "v,,p,10,0.25,,,\n"
-        "w,,p, 5.0 ,.5,,,\n"
-        "i,image,p,,,4,1,0\n",
+        "id,kind,prompt,duration,cfg_scale,n,image_fidelity,human_fidelity,model\n"
+        "v,,p,10,0.25,,,,\n"
+        "w,,p, 5.0 ,.5,,,,\n"
+        "i,image,p,,,4,1,0,kling-v2-1\n",
     )
     v, w, i = (dict(item.request.fields) for item in load(tmp_path).items)
     assert (v["duration"], v["cfg_scale"]) == (10, 0.25)
@@ -143,17 +151,19 @@ def test_numbers_are_read_from_their_text(tmp_path: Path) -> None:
     ("header", "row", "field", "message"),
     [
         ("duration", "five", "duration", "must be a whole number (got 'five')"),
-        ("duration", "7", "duration", "must be 5 or 10 for kling-v1 (got 7)"),
+        ("duration", "16", "duration", "must be 3 to 15 seconds for kling-v3 (got 16)"),
         ("duration", "5.5", "duration", "must be a whole number (got 5.5)"),
         ("duration", "0x10", "duration", "must be a whole number (got '0x10')"),
         ("cfg_scale", "high", "cfg_scale", "must be a number (got 'high')"),
         ("cfg_scale", "nan", "cfg_scale", "must be a number (got 'nan')"),
         ("cfg_scale", "1e999", "cfg_scale", "must be a finite number"),
         ("cfg_scale", "1.5", "cfg_scale", "must be at most 1 (got 1.5)"),
-        ("mode", "turbo", "mode", "must be one of std, pro (got 'turbo')"),
-        ("aspect_ratio", "4:3", "aspect_ratio", "must be one of 16:9, 9:16, 1:1 (got '4:3')"),
+        ("mode", "turbo", "mode", "must be one of std, pro, 4k (got 'turbo')"),
+        ("aspect_ratio", "4:3", "aspect_ratio",
+         "must be 16:9, 9:16 or 1:1 for kling-v3 (got '4:3')"),
         ("prompt", "   ", "prompt", "must not be blank"),
-        ("kind", "video", "kind", "must be one of text2video, image2video, image (got 'video')"),
+        ("kind", "video", "kind",
+         "must be one of text2video, image2video, omni_video, image (got 'video')"),
         ("n", "2", "n", "'n' is not a field of kind text2video (it belongs to image)"),
         ("model", "kling-v2-5", "model", "(did you mean 'kling-v2-5-turbo'?)"),
     ],
@@ -188,7 +198,7 @@ def test_the_formatted_problem_starts_with_file_and_line(
         load_manifest(Path("batch/m.yaml"))
     assert str(caught.value) == (
         "batch/prompts.csv:3: item 'cat-3', field 'duration': "
-        "must be 5 or 10 for kling-v2-5-turbo (got 7)"
+        "must be 5 or 10 seconds for kling-v2-5-turbo (got 7)"
     )
 
 
@@ -464,7 +474,7 @@ def test_each_image_file_is_read_once_per_load(
         reads.append(path)
         return real(path)
 
-    monkeypatch.setattr(manifest_module, "read_image_info", counting)
+    monkeypatch.setattr(schema_module, "read_image_info", counting)
     rows = "".join(f"i{n},image2video,cat.png\n" for n in range(300))
     csv_file(
         tmp_path,
@@ -537,7 +547,7 @@ def test_a_batch_needs_at_least_one_item_somewhere(tmp_path: Path) -> None:
 
 def test_a_bad_default_says_which_row_it_broke(tmp_path: Path) -> None:
     csv_file(tmp_path, "id,prompt,model\nimg,p,\n")
-    problem = one_problem(tmp_path, defaults="{duration: 7}")
+    problem = one_problem(tmp_path, defaults="{duration: 16}")
     assert (problem.source, problem.line, problem.field, problem.item_id) == (
         None,
         4,
@@ -545,14 +555,14 @@ def test_a_bad_default_says_which_row_it_broke(tmp_path: Path) -> None:
         "img",
     )
     assert problem.message == (
-        f"must be 5 or 10 for kling-v1 (got 7) (from defaults; the item is on "
+        f"must be 3 to 15 seconds for kling-v3 (got 16) (from defaults; the item is on "
         f"{tmp_path / 'prompts.csv'}:2)"
     )
 
 
 def test_a_bad_default_over_many_rows_is_one_problem_naming_a_few(tmp_path: Path) -> None:
     csv_file(tmp_path, "id,prompt\n" + "".join(f"r{n},p\n" for n in range(25)))
-    problem = one_problem(tmp_path, defaults="{duration: 7}")
+    problem = one_problem(tmp_path, defaults="{duration: 16}")
     assert problem.field == "defaults.duration"
     assert problem.message.endswith(
         "(from defaults; affects items 'r0', 'r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7', 'r8', "

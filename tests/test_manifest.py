@@ -34,11 +34,22 @@ FROM_CSV = REPO / "manifests" / "examples" / "from-csv.yaml"
 HEADER = "version: 1\nname: t\nprovider: {base_url: simulator}\n"
 
 
+#: Kling needs a model on every item (its own default was retired): documents whose text names
+#: none get this one in defaults (it makes every kind but omni_video).
+MODEL = "kling-v3"
+
+
 def doc(items: str, *, defaults: str = "", top: str = HEADER) -> str:
     text = top
+    # Added last (after the items when there are no defaults), so that no line moves.
+    add_model = "model:" not in defaults + top and "defaults:" not in top
     if defaults:
-        text += "defaults:\n" + textwrap.indent(textwrap.dedent(defaults).strip("\n"), "  ") + "\n"
-    return text + "items:\n" + textwrap.indent(textwrap.dedent(items).strip("\n"), "  ") + "\n"
+        defaults = textwrap.dedent(defaults).strip("\n") + (f"\nmodel: {MODEL}" * add_model)
+        text += "defaults:\n" + textwrap.indent(defaults, "  ") + "\n"
+    text += "items:\n" + textwrap.indent(textwrap.dedent(items).strip("\n"), "  ") + "\n"
+    if add_model and not defaults:
+        text += f"defaults:\n  model: {MODEL}\n"
+    return text
 
 
 def marked_line(text: str) -> int | None:
@@ -122,14 +133,15 @@ CASES = [
          None, None, "indent with spaces, not tabs"),
     Case("two documents", doc(FINE_ITEM) + "--- #<\nversion: 1\n",
          None, None, "expected a single document"),
-    Case("duplicate top-level key", HEADER + "name: again #<\nitems:\n  - id: a\n    prompt: p\n",
+    Case("duplicate top-level key",
+         HEADER + "name: again #<\nitems:\n  - id: a\n    prompt: p\n    model: kling-v3\n",
          None, "name", "duplicate key 'name' (first on line 2)"),
     Case("unsafe tag", one("prompt: !!python/name:os.system #<"), "a", "prompt", "cannot read"),
     Case("invalid date", one("prompt: 2024-13-45 #<"), "a", "prompt", "month must be in 1..12"),
     Case("self-referencing alias", doc("- &x\n  id: a\n  prompt: p\n  camera_control: *x #<"),
          "a", "camera_control", "refers to itself"),
     # --- top level
-    Case("version missing", "name: t\nitems:\n  - id: a\n    prompt: p\n",
+    Case("version missing", "name: t\nitems:\n  - id: a\n    prompt: p\n    model: kling-v3\n",
          None, "version", "is required: write 'version: 1'"),
     Case("version 2", doc(FINE_ITEM, top="version: 2 #<\nname: t\n"),
          None, "version", "unsupported version 2"),
@@ -233,7 +245,8 @@ CASES = [
     Case("duplicate item key", one("prompt: p", "prompt: q #<"),
          "a", "prompt", "duplicate key 'prompt' (first on line 6)"),
     Case("kind invalid", one("kind: video #<", "prompt: p"),
-         "a", "kind", "must be one of text2video, image2video, image (got 'video')"),
+         "a", "kind", "must be one of text2video, image2video, omni_video, image (got 'video') "
+         "(did you mean 'text2video'?)"),
     Case("field of another kind", one("prompt: p", "duration: 5 #<", kind=IMG),
          "a", "duration", "'duration' is not a field of kind image"),
     Case("aspect_ratio on image2video", one("image: cat.png", "aspect_ratio: '1:1' #<", kind=I2V),
@@ -255,21 +268,45 @@ CASES = [
     Case("negative_prompt too long", one("prompt: p", f"negative_prompt: {LONG} #<"),
          "a", "negative_prompt", "must be at most 2500 characters"),
     Case("video model unknown", one("prompt: p", "model: kling-v2-5 #<"),
-         "a", "model", "(got 'kling-v2-5') (did you mean 'kling-v2-5-turbo'?)"),
-    Case("image model on video", one("prompt: p", "model: kling-v1-5 #<"),
-         "a", "model", "(got 'kling-v1-5', an image model)"),
+         "a", "model", "unknown Kling model 'kling-v2-5' (did you mean 'kling-v2-5-turbo'?) "
+         "(current text2video models: kling-v3, kling-v2-6, kling-v2-5-turbo, kling-3.0-turbo); "
+         "if Kling has released it since this version's catalogue was written, set "
+         "provider.allow_unknown_models: true"),
+    Case("model missing", "version: 1\nname: t\nitems:\n  - id: a #<\n    prompt: p\n",
+         "a", "model", "is required: name the Kling model, e.g. 'model: kling-v3' (Kling's own "
+         "default, kling-v1, was retired)"),
+    Case("retired video model", one("prompt: p", "model: kling-v1-6 #<"),
+         "a", "model", "'kling-v1-6' was retired by Kling on 2026-09-15 and the API refuses it: "
+         "use kling-v2-5-turbo (current text2video models: kling-v3, kling-v2-6"),
+    Case("retired model, the default", one("prompt: p", "model: kling-v1 #<"),
+         "a", "model", "'kling-v1' was retired by Kling on 2026-09-15"),
+    Case("kling-v2-1 video retired, images not", one("prompt: p", "model: kling-v2-1 #<"),
+         "a", "model", "'kling-v2-1' was retired by Kling on 2026-09-15 and the API refuses it: "
+         "use kling-v2-5-turbo"),
+    Case("omni model on text2video", one("prompt: p", "model: kling-v3-omni #<"),
+         "a", "model", "'kling-v3-omni' does not make text2video: it makes omni_video"),
+    Case("API 2.0 model on /v1", doc("- id: a\n  prompt: p\n  model: kling-3.0-turbo #<",
+                                    top=HEADER.replace("simulator}", "simulator, api: v1}")),
+         "a", "model", "'kling-3.0-turbo' makes text2video only on API 2.0, and provider.api is "
+         "v1: set provider.api: auto"),
     Case("mode invalid", one("prompt: p", "mode: turbo #<"),
-         "a", "mode", "must be one of std, pro (got 'turbo')"),
+         "a", "mode", "must be one of std, pro, 4k (got 'turbo')"),
+    Case("std on kling-v2-6", one("prompt: p", "model: kling-v2-6", "mode: std #<"),
+         "a", "mode", "must be pro for kling-v2-6 (got 'std')"),
+    Case("4k on kling-v2-5-turbo", one("prompt: p", "model: kling-v2-5-turbo", "mode: 4k #<"),
+         "a", "mode", "must be std or pro for kling-v2-5-turbo (got '4k')"),
     Case("aspect 4:3 on video", one("prompt: p", "aspect_ratio: '4:3' #<"),
-         "a", "aspect_ratio", "must be one of 16:9, 9:16, 1:1 (got '4:3')"),
+         "a", "aspect_ratio", "must be 16:9, 9:16 or 1:1 for kling-v3 (got '4:3')"),
     Case("aspect unquoted", one("prompt: p", "aspect_ratio: 9:16 #<"),
          "a", "aspect_ratio", 'YAML reads 9:16 without quotes as the number 556; write "9:16"'),
     Case("duration 7", one("prompt: p", "model: kling-v2-5-turbo", "duration: 7 #<"),
-         "a", "duration", "must be 5 or 10 for kling-v2-5-turbo (got 7)"),
-    Case("duration 3 on the default model", one("prompt: p", "duration: 3 #<"),
-         "a", "duration", "must be 5 or 10 for kling-v1 (got 3)"),
+         "a", "duration", "must be 5 or 10 seconds for kling-v2-5-turbo (got 7)"),
+    Case("duration 7 on kling-v2-6", one("prompt: p", "model: kling-v2-6", "duration: 7 #<"),
+         "a", "duration", "must be 5 or 10 seconds for kling-v2-6 (got 7)"),
     Case("duration 16 on v3", one("prompt: p", "model: kling-v3", "duration: 16 #<"),
-         "a", "duration", "must be a whole number of seconds from 3 to 15 for kling-v3 (got 16)"),
+         "a", "duration", "must be 3 to 15 seconds for kling-v3 (got 16)"),
+    Case("duration zero", one("prompt: p", "duration: 0 #<"),
+         "a", "duration", "must be at least 1 (got 0)"),
     Case("duration text", one("prompt: p", "duration: five #<"),
          "a", "duration", "must be a whole number (got 'five')"),
     Case("duration quoted number", one("prompt: p", "duration: '5' #<"),
@@ -280,8 +317,69 @@ CASES = [
          "a", "duration", "must be a whole number (got 5.5)"),
     Case("cfg_scale above 1", one("prompt: p", "cfg_scale: 1.5 #<"),
          "a", "cfg_scale", "must be at most 1 (got 1.5)"),
-    Case("cfg_scale on v2", one("prompt: p", "model: kling-v2-master", "cfg_scale: 0.5 #<"),
-         "a", "cfg_scale", "is not supported by kling-v2 models (model is kling-v2-master)"),
+    Case("cfg_scale on v2", one("prompt: p", "model: kling-v2-5-turbo", "cfg_scale: 0.5 #<"),
+         "a", "cfg_scale", "is not supported by kling-v2-5-turbo"),
+    # --- sound, 4k, multi-shot
+    Case("sound on a model without it", one("prompt: p", "model: kling-v2-5-turbo", "sound: on #<"),
+         "a", "sound", "is not available on kling-v2-5-turbo: models with sound: kling-v3, "
+         "kling-v2-6"),
+    Case("sound as text", one("prompt: p", "sound: 'on' #<"),
+         "a", "sound", "must be true or false (got 'on')"),
+    Case("end frame in std on kling-v2-5-turbo",
+         one("image: cat.png", "model: kling-v2-5-turbo", "image_tail: cat.png #<", kind=I2V),
+         "a", "image_tail", "an end frame needs mode pro on kling-v2-5-turbo (mode is std)"),
+    Case("multi-shot on a model without it",
+         one("prompt: p", "model: kling-v2-6", "multi_shot: true #<", "shot_type: intelligence"),
+         "a", "multi_shot", "is not available on kling-v2-6: multi-shot models: kling-v3"),
+    Case("shot_type without multi_shot", one("prompt: p", "shot_type: intelligence #<"),
+         "a", "shot_type", "needs multi_shot: true"),
+    Case("multi-shot without shot_type", doc("- id: a #<\n  prompt: p\n  multi_shot: true"),
+         "a", "shot_type", "is required with multi_shot: customize or intelligence"),
+    Case("customize without shots",
+         doc("- id: a #<\n  multi_shot: true\n  shot_type: customize"),
+         "a", "multi_prompt", "is required with shot_type customize: 1 to 6 shots"),
+    Case("shots not adding up",
+         one("multi_shot: true", "shot_type: customize", "duration: 10",
+             "multi_prompt: [{prompt: a, duration: 3}, {prompt: b, duration: 3}] #<"),
+         "a", "multi_prompt", "the shots' durations add up to 6 s, and duration is 10 s"),
+    Case("seven shots",
+         one("multi_shot: true", "shot_type: customize", "duration: 7",
+             "multi_prompt: [" + ", ".join(["{prompt: a, duration: 1}"] * 7) + "] #<"),
+         "a", "multi_prompt", "must have at most 6 entries"),
+    Case("shot prompt too long",
+         one("multi_shot: true", "shot_type: customize", "duration: 5",
+             "multi_prompt:", f"  - {{prompt: {'x' * 513}, duration: 5}} #<"),
+         "a", "multi_prompt[0].prompt", "must be at most 512 characters (got 513)"),
+    # --- omni_video
+    Case("omni prompt missing", doc("- id: a #<\n  kind: omni_video\n  model: kling-v3-omni"),
+         "a", "prompt", "is required for kind omni_video"),
+    Case("o1 duration without references",
+         one("prompt: p", "model: kling-video-o1", "duration: 7 #<", kind="omni_video"),
+         "a", "duration", "must be 5 or 10 seconds for kling-video-o1 without reference images "
+         "(got 7)"),
+    Case("omni end frame without first frame",
+         one("prompt: p", "model: kling-v3-omni", "image_tail: cat.png #<", kind="omni_video"),
+         "a", "image_tail", "needs image (the first frame) as well"),
+    Case("too many reference images",
+         one("prompt: p", "model: kling-v3-omni",
+             "reference_images: [cat.png, cat.png, cat.png, cat.png, cat.png] #<",
+             kind="omni_video"),
+         "a", "reference_images", "must list at most 4 images for kling-v3-omni (got 5)"),
+    # --- API 2.0
+    Case("a field API 2.0 cannot carry",
+         doc("- id: a\n  prompt: p\n  model: kling-v2-6\n  negative_prompt: blur #<",
+             top=HEADER.replace("simulator}", "simulator, api: v2}")),
+         "a", "negative_prompt", "cannot be sent on Kling's API 2.0, where 'kling-v2-6' "
+         "is sent: remove it"),
+    Case("a field the API 2.0 model has not",
+         doc("- id: a\n  prompt: p\n  model: kling-3.0-turbo\n  negative_prompt: blur #<"),
+         "a", "negative_prompt", "is not supported by kling-3.0-turbo"),
+    Case("provider.api invalid", top_doc("provider:", "  api: v3 #<"),
+         None, "provider.api", "must be one of auto, v1, v2 (got 'v3')"),
+    Case("API 2.0 for a model without it",
+         doc("- id: a\n  prompt: p\n  model: kling-v3 #<",
+             top=HEADER.replace("simulator}", "simulator, api: v2}")),
+         "a", "model", "'kling-v3' makes text2video only on /v1, and provider.api is v2"),
     Case("camera type invalid", one("prompt: p", "camera_control:", "  type: spin #<"),
          "a", "camera_control.type", "must be one of simple, down_back, forward_up"),
     Case("camera type missing", one("prompt: p", "camera_control: #<", "  config: {pan: 1}"),
@@ -354,50 +452,55 @@ CASES = [
     Case("image prompt missing", doc("- id: a #<\n  kind: image\n  n: 2"),
          "a", "prompt", "is required for kind image"),
     Case("video model on image", one("prompt: p", "model: kling-v2-5-turbo #<", kind=IMG),
-         "a", "model", "(got 'kling-v2-5-turbo', a video model)"),
+         "a", "model", "'kling-v2-5-turbo' does not make image: it makes text2video and "
+         "image2video (current image models: kling-v3, kling-v2-1)"),
+    Case("retired image model", one("prompt: p", "model: kling-v2-new #<", kind=IMG),
+         "a", "model", "'kling-v2-new' was retired by Kling on 2026-09-15 and the API refuses "
+         "it: use kling-v3 (current image models: kling-v3, kling-v2-1)"),
     Case("negative prompt with image",
          one("prompt: p", "image: cat.png", "negative_prompt: blur #<", kind=IMG),
          "a", "negative_prompt", "cannot be used together with image"),
-    Case("image_reference on the wrong model",
-         one("prompt: p", "model: kling-v2-1", "image: cat.png", "image_reference: face #<",
-             kind=IMG),
-         "a", "image_reference", "only works with model kling-v1-5 (model is kling-v2-1)"),
     Case("image_reference without image",
-         one("prompt: p", "model: kling-v1-5", "image_reference: subject #<", kind=IMG),
+         one("prompt: p", "model: kling-v2-1", "image_reference: subject #<", kind=IMG),
          "a", "image_reference", "needs an image to refer to"),
+    Case("fidelity on kling-v3", one("prompt: p", "image_fidelity: 0.5 #<", kind=IMG),
+         "a", "image_fidelity", "is not available on kling-v3: models with it: kling-v2-1"),
     Case("image_reference invalid", one("prompt: p", "image_reference: body #<", kind=IMG),
          "a", "image_reference", "must be one of subject, face (got 'body')"),
-    Case("image_fidelity 2", one("prompt: p", "image_fidelity: 2 #<", kind=IMG),
+    Case("image_fidelity 2", one("prompt: p", "model: kling-v2-1", "image_fidelity: 2 #<",
+                                 kind=IMG),
          "a", "image_fidelity", "must be at most 1 (got 2)"),
-    Case("human_fidelity negative", one("prompt: p", "human_fidelity: -0.1 #<", kind=IMG),
+    Case("human_fidelity negative",
+         one("prompt: p", "model: kling-v2-1", "human_fidelity: -0.1 #<", kind=IMG),
          "a", "human_fidelity", "must be at least 0 (got -0.1)"),
     Case("resolution 4k", one("prompt: p", "resolution: 4k #<", kind=IMG),
          "a", "resolution", "must be one of 1k, 2k (got '4k')"),
     Case("n zero", one("prompt: p", "n: 0 #<", kind=IMG), "a", "n", "must be at least 1 (got 0)"),
     Case("n ten", one("prompt: p", "n: 10 #<", kind=IMG), "a", "n", "must be at most 9 (got 10)"),
-    Case("21:9 on kling-v1", one("prompt: p", "aspect_ratio: '21:9' #<", kind=IMG),
-         "a", "aspect_ratio", "21:9 is not available on kling-v1"),
     Case("aspect 5:4 on image", one("prompt: p", "aspect_ratio: '5:4' #<", kind=IMG),
          "a", "aspect_ratio", "must be one of 16:9, 9:16, 1:1, 4:3, 3:4, 3:2, 2:3, 21:9"),
     # --- defaults
-    Case("defaults typo", one("prompt: p", defaults="modl: kling-v1 #<"),
+    Case("defaults typo", one("prompt: p", "model: kling-v3", defaults="modl: kling-v3 #<"),
          None, "defaults.modl", "unknown key 'modl' (did you mean 'model'?)"),
     Case("defaults id", one("prompt: p", defaults="id: x #<"),
          None, "defaults.id", "cannot have a default: every item needs its own unique id"),
     Case("defaults kind invalid", one("prompt: p", defaults="kind: movie #<"),
-         None, "defaults.kind", "must be one of text2video, image2video, image (got 'movie')"),
+         None, "defaults.kind",
+         "must be one of text2video, image2video, omni_video, image (got 'movie')"),
     Case("defaults null value", one("prompt: p", defaults="mode: #<"),
          None, "defaults.mode", "has no value"),
-    Case("defaults not a mapping", doc(FINE_ITEM, top=HEADER + "defaults: [a] #<\n"),
+    Case("defaults not a mapping",
+         doc(FINE_ITEM + "\n  model: kling-v3", top=HEADER + "defaults: [a] #<\n"),
          None, "defaults", "must be a mapping of item fields (got a list)"),
     Case("bad default, one item",
          one("prompt: p", defaults="model: kling-v2-5-turbo\nduration: 7 #<"),
-         "a", "duration", "must be 5 or 10 for kling-v2-5-turbo (got 7) (from defaults)"),
+         "a", "duration", "must be 5 or 10 seconds for kling-v2-5-turbo (got 7) (from defaults)"),
     Case("bad default type", one("prompt: p", defaults="cfg_scale: high #<"),
          "a", "cfg_scale", "must be a number (got 'high') (from defaults)"),
     Case("default model wrong for image",
          one("prompt: p", kind=IMG, defaults="model: kling-v2-5-turbo #<"),
-         "a", "model", "(got 'kling-v2-5-turbo', a video model) (from defaults)"),
+         "a", "model", "'kling-v2-5-turbo' does not make image: it makes text2video and "
+         "image2video (current image models: kling-v3, kling-v2-1) (from defaults)"),
     Case("default camera against item tail",
          one("image: cat.png", "image_tail: cat.png", kind=I2V,
              defaults="camera_control: {type: down_back} #<"),
@@ -409,8 +512,8 @@ CASES = [
          "image-to-image); write 'negative_prompt: null' on the item to not inherit it "
          "(from defaults)"),
     Case("default cfg_scale against item model",
-         one("prompt: p", "model: kling-v2-1-master", defaults="cfg_scale: 0.5 #<"),
-         "a", "cfg_scale", "(model is kling-v2-1-master); write 'cfg_scale: null' on the item to "
+         one("prompt: p", "model: kling-v2-6", defaults="cfg_scale: 0.5 #<"),
+         "a", "cfg_scale", "is not supported by kling-v2-6; write 'cfg_scale: null' on the item to "
          "not inherit it (from defaults)"),
     Case("default nested error",
          one("prompt: p", defaults="camera_control:\n  type: simple\n  config: {pan: 99} #<"),
@@ -522,7 +625,7 @@ def test_fields_merge_defaults_per_kind_and_fill_kling_defaults(workdir: Path) -
     fields = {item.id: dict(item.request.fields) for item in manifest.items}
     hook = "https://hooks.example.com/kling"
     assert fields["t2v"] == {
-        "model": "kling-v1",
+        "model": "kling-v3",
         "prompt": "a",
         "negative_prompt": "blurry",
         "mode": "pro",
@@ -533,7 +636,7 @@ def test_fields_merge_defaults_per_kind_and_fill_kling_defaults(workdir: Path) -
     assert fields["t2v-override"]["duration"] == 10
     assert fields["t2v-override"]["model"] == "kling-v3"
     assert fields["i2v"] == {
-        "model": "kling-v1",
+        "model": "kling-v3",
         "negative_prompt": "blurry",
         "mode": "pro",
         "duration": 5,
@@ -581,7 +684,7 @@ def test_null_on_an_item_opts_out_of_a_default(workdir: Path) -> None:
         """
         - id: remix
           kind: image
-          model: kling-v1-5
+          model: kling-v2-1
           prompt: p
           image: cat.png
           image_reference: subject
@@ -595,7 +698,7 @@ def test_null_on_an_item_opts_out_of_a_default(workdir: Path) -> None:
     remix, clip = load_text(workdir, text).items
     assert "negative_prompt" not in remix.request.fields
     assert clip.request.fields["negative_prompt"] == "blurry"
-    assert clip.request.fields["mode"] == "std"  # Kling's default, not the batch's
+    assert clip.request.fields["mode"] == "std"  # the model's default, not the batch's
 
 
 def test_defaults_kind_applies_to_items_without_kind(workdir: Path) -> None:
@@ -609,7 +712,7 @@ def test_video_options_are_kept(workdir: Path) -> None:
         """
         - id: cam
           prompt: p
-          model: kling-v1-6
+          model: kling-v3
           cfg_scale: 0.25
           duration: 10.0
           camera_control: {type: simple, config: {zoom: -3}}
@@ -622,7 +725,7 @@ def test_video_options_are_kept(workdir: Path) -> None:
               trajectories: [{x: 0, y: 0}, {x: 100, y: 50.0}]
         - id: flex
           prompt: p
-          model: kling-v2-6
+          model: kling-v3
           duration: 3
         """
     )
@@ -678,7 +781,7 @@ def test_settings_defaults_and_float_seconds(workdir: Path) -> None:
 def test_empty_sections_mean_defaults(workdir: Path) -> None:
     text = doc(
         "- id: a\n  prompt: p",
-        top="version: 1\nname: t\nprovider:\nlimits:\nretry:\npoll:\noutput:\ndefaults:\n",
+        top="version: 1\nname: t\nprovider:\nlimits:\nretry:\npoll:\noutput:\npricing:\n",
     )
     manifest = load_text(workdir, text)
     assert manifest.limits.concurrency == 5
@@ -728,6 +831,7 @@ def test_yaml_anchors_and_merge_keys(workdir: Path) -> None:
         - &base
           id: a
           prompt: shared prompt
+          model: kling-v2-5-turbo
           duration: 10
         - <<: *base
           id: b
@@ -750,14 +854,14 @@ def test_yaml_anchors_and_merge_keys(workdir: Path) -> None:
 def test_bad_default_shared_by_many_items_is_one_problem(workdir: Path) -> None:
     text = doc(
         "- id: a\n  prompt: p\n- id: b\n  prompt: p\n- id: c\n  kind: image\n  prompt: p",
-        defaults="duration: 7 #<",
+        defaults="model: kling-v3\nduration: 16 #<",
     )
     (problem,) = problems_of(workdir, text)
     assert problem.field == "defaults.duration"
     assert problem.item_id is None
     assert problem.line == marked_line(text)
     assert problem.message == (
-        "must be 5 or 10 for kling-v1 (got 7) (from defaults; affects items 'a', 'b')"
+        "must be 3 to 15 seconds for kling-v3 (got 16) (from defaults; affects items 'a', 'b')"
     )
 
 
@@ -814,7 +918,7 @@ def test_all_problems_are_reported_sorted_by_line(workdir: Path) -> None:
     assert len(lines) == 9
     assert lines[3] == (
         f"{source}:16: item 'bad-duration', field 'duration': "
-        "must be 5 or 10 for kling-v2-5-turbo (got 8)"
+        "must be 5 or 10 seconds for kling-v2-5-turbo (got 8)"
     )
     assert lines[1] == (
         f"{source}:7: field 'limits.concurency': unknown key 'concurency' "
@@ -874,7 +978,7 @@ def test_alias_bomb_is_refused(workdir: Path) -> None:
 
 def test_a_long_manifest_without_aliases_is_not_an_alias_bomb(workdir: Path) -> None:
     items = "".join(f"  - {{id: i{n}, prompt: p}}\n" for n in range(40_000))  # 120k+ values
-    text = f"version: 1\nname: t\ndefaults: {{kind: text2video}}\nitems:\n{items}"
+    text = f"version: 1\nname: t\ndefaults: {{kind: text2video, model: kling-v3}}\nitems:\n{items}"
     assert len(load_text(workdir, text).items) == 40_000
 
 

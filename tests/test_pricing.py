@@ -10,11 +10,6 @@ import pytest
 
 import orchestrator.pricing as pricing_module
 from orchestrator.manifest import (
-    DURATION_RANGES,
-    DURATIONS,
-    IMAGE_MODELS,
-    MODES,
-    VIDEO_MODELS,
     Manifest,
     ManifestError,
     Problem,
@@ -31,12 +26,15 @@ from orchestrator.pricing import (
     units_for,
 )
 from orchestrator.providers.base import Kind, TaskRequest
+from orchestrator.providers.kling.catalogue import catalogue
 
 HEADER = "version: 1\nname: t\nprovider: {base_url: simulator}\n"
 
 
-def video(model: str, mode: str = "std", duration: int = 5) -> TaskRequest:
+def video(model: str, mode: str = "std", duration: int = 5, *, sound: bool = False) -> TaskRequest:
     fields = {"model": model, "prompt": "p", "mode": mode, "duration": duration}
+    if sound:
+        fields["sound"] = True
     return TaskRequest(Kind.TEXT2VIDEO, fields, 1)
 
 
@@ -76,23 +74,34 @@ def test_builtin_table_is_marked_indicative() -> None:
     assert BUILTIN_PRICES.fallback is None
     assert "INDICATIVE" in (pricing_module.__doc__ or "")
     with pytest.raises(TypeError):
-        BUILTIN_PRICES.video[("kling-v1", "std", 5)] = 0  # type: ignore[index]
+        BUILTIN_PRICES.video[("kling-v2-5-turbo", "std", 5)] = 0  # type: ignore[index]
 
 
-def test_builtin_table_names_only_what_the_manifest_accepts() -> None:
+def _video_rules(model: str) -> list:  # type: ignore[type-arg]
+    found = catalogue().model(model)
+    assert found is not None, model
+    return [r for k, r in found.kinds.items() if k.media == "video" and r.usable]
+
+
+def test_builtin_table_names_only_what_the_catalogue_serves() -> None:
     for model, mode, seconds in BUILTIN_PRICES.video:
-        assert model in VIDEO_MODELS and mode in MODES
-        low, high = DURATION_RANGES.get(model, (min(DURATIONS), max(DURATIONS)))
-        assert low <= seconds <= high
+        assert any(mode in r.modes and r.durations.allows(seconds) for r in _video_rules(model))
     for model, mode in BUILTIN_PRICES.video_per_second:
-        assert model in DURATION_RANGES and mode in MODES
-    assert set(BUILTIN_PRICES.image) <= set(IMAGE_MODELS)
-    # Every video model has a price in both modes at its shortest and longest duration.
-    for model in VIDEO_MODELS:
-        low, high = DURATION_RANGES.get(model, (min(DURATIONS), max(DURATIONS)))
-        for mode in MODES:
-            for seconds in (low, high):
-                assert units_for(video(model, mode, seconds), BUILTIN_PRICES) is not None
+        assert any(mode in r.modes for r in _video_rules(model))
+    for model in BUILTIN_PRICES.sound_per_second:
+        assert any(r.sound for r in _video_rules(model))
+    cat = catalogue()
+    assert set(BUILTIN_PRICES.image) <= set(cat.usable(Kind.IMAGE))
+    # Every current video model has a price in each of its modes at its shortest and longest
+    # duration, with sound too where it has sound.
+    for kind in (Kind.TEXT2VIDEO, Kind.IMAGE2VIDEO, Kind.OMNI_VIDEO):
+        for model in cat.usable(kind):
+            rules = cat.rules(model, kind)
+            assert rules is not None and rules.durations is not None
+            for mode in rules.modes:
+                for seconds in (rules.durations.low, rules.durations.high):
+                    key = (kind, model, mode, seconds, mode in rules.sound)
+                    assert lookup(BUILTIN_PRICES, *key) is not None, key
 
 
 @pytest.mark.parametrize(
@@ -100,14 +109,16 @@ def test_builtin_table_names_only_what_the_manifest_accepts() -> None:
     [
         (video("kling-v2-5-turbo"), 1.5),
         (video("kling-v2-5-turbo", "pro", 10), 5),
-        (video("kling-v1", "pro", 5), 3.5),
-        (video("kling-v2-6", "std", 7), pytest.approx(2.1)),  # per second: 0.3 x 7
+        (video("kling-v2-6", "pro", 10), 5),
+        (video("kling-v2-6", "pro", 5, sound=True), pytest.approx(3.75)),  # + 0.25 x 5
+        (video("kling-v3", "std", 7), pytest.approx(4.2)),  # per second: 0.6 x 7
         (video("kling-v3", "pro", 15), pytest.approx(12)),
+        (video("kling-v3", "4k", 5, sound=True), pytest.approx(9.5)),
+        (video("kling-v2-5-turbo", sound=True), None),  # no sound surcharge: unpriced
         (image("kling-v2-1", 4), 4),
-        (image("kling-v1", 2), 0.5),
         (image("kling-v3"), None),  # no figure: unpriced, not guessed
-        (TaskRequest(Kind.IMAGE2VIDEO, {"image": "x"}, 1), 1),  # Kling's defaults: v1 std 5 s
-        (TaskRequest(Kind.IMAGE, {"prompt": "p"}, 3), 0.75),  # n from expected_assets
+        (TaskRequest(Kind.IMAGE2VIDEO, {"image": "x"}, 1), None),  # no model: not guessed
+        (TaskRequest(Kind.IMAGE, {"prompt": "p", "model": "kling-v2-1"}, 3), 3),  # n: expected
     ],
 )
 def test_units_for(request_: TaskRequest, units: object) -> None:
@@ -184,28 +195,37 @@ PRICING_PROBLEMS = [
     ("pricing: {video: {kling-v2-5: {std: {5: 1}}}}", "pricing.video.kling-v2-5",
      "unknown video model 'kling-v2-5' (did you mean 'kling-v2-5-turbo'?)"),
     ("pricing: {video: {kling-v2-1: {std: {5: 1}}}}", "pricing.video.kling-v2-1",
-     "'kling-v2-1' is not a video model: price it under pricing.image"),
-    ("pricing: {video: {kling-v1: 3}}", "pricing.video.kling-v1", "must map modes (std, pro)"),
-    ("pricing: {video: {kling-v1: {turbo: {5: 1}}}}", "pricing.video.kling-v1.turbo",
-     "unknown mode 'turbo'"),
-    ("pricing: {video: {kling-v1: {std: 1.5}}}", "pricing.video.kling-v1.std",
+     "'kling-v2-1' was retired by Kling for videos: it needs no price there (price its images "
+     "under pricing.image)"),
+    ("pricing: {video: {kling-v1: {std: {5: 1}}}}", "pricing.video.kling-v1",
+     "'kling-v1' was retired by Kling for videos: it needs no price there"),
+    ("pricing: {video: {kling-v2-5-turbo: 3}}", "pricing.video.kling-v2-5-turbo",
+     "must map modes (std, pro) and sound to prices"),
+    ("pricing: {video: {kling-v2-5-turbo: {turbo: {5: 1}}}}",
+     "pricing.video.kling-v2-5-turbo.turbo", "unknown mode 'turbo' for kling-v2-5-turbo"),
+    ("pricing: {video: {kling-v2-6: {std: {5: 1}}}}", "pricing.video.kling-v2-6.std",
+     "unknown mode 'std' for kling-v2-6: pro, or sound"),
+    ("pricing: {video: {kling-v2-5-turbo: {std: 1.5}}}", "pricing.video.kling-v2-5-turbo.std",
      "must map durations in seconds (or per_second) to units"),
-    ("pricing: {video: {kling-v1: {std: {7: 1}}}}", "pricing.video.kling-v1.std.7",
-     "duration must be 5 or 10 for kling-v1 (got 7)"),
+    ("pricing: {video: {kling-v2-5-turbo: {std: {7: 1}}}}",
+     "pricing.video.kling-v2-5-turbo.std.7", "duration must be 5 or 10 for kling-v2-5-turbo "
+     "(got 7)"),
     ("pricing: {video: {kling-v3: {std: {16: 1}}}}", "pricing.video.kling-v3.std.16",
-     "from 3 to 15 for kling-v3 (got 16)"),
-    ("pricing: {video: {kling-v1: {std: {five: 1}}}}", "pricing.video.kling-v1.std.five",
+     "must be 3 to 15 for kling-v3 (got 16)"),
+    ("pricing: {video: {kling-v3: {std: {five: 1}}}}", "pricing.video.kling-v3.std.five",
      "must be a duration in whole seconds, or per_second (got 'five')"),
-    ("pricing: {video: {kling-v1: {std: {5: -1}}}}", "pricing.video.kling-v1.std.5",
+    ("pricing: {video: {kling-v3: {std: {5: -1}}}}", "pricing.video.kling-v3.std.5",
      "must be a finite number of units, 0 or more (got -1)"),
-    ("pricing: {video: {kling-v1: {std: {5: cheap}}}}", "pricing.video.kling-v1.std.5",
+    ("pricing: {video: {kling-v3: {std: {5: cheap}}}}", "pricing.video.kling-v3.std.5",
      "must be a number of units (got 'cheap')"),
-    ("pricing: {video: {kling-v1: {std: {per_second: .inf}}}}",
-     "pricing.video.kling-v1.std.per_second", "must be a finite number of units"),
+    ("pricing: {video: {kling-v3: {std: {per_second: .inf}}}}",
+     "pricing.video.kling-v3.std.per_second", "must be a finite number of units"),
+    ("pricing: {video: {kling-v3: {sound: 0.3}}}", "pricing.video.kling-v3.sound",
+     "must be {per_second: UNITS}: the surcharge per second of video with sound on"),
     ("pricing: {image: 0.25}", "pricing.image", "must map image models to units per image"),
     ("pricing: {image: {kling-v2-5-turbo: 1}}", "pricing.image.kling-v2-5-turbo",
-     "'kling-v2-5-turbo' is not a image model: price it under pricing.video"),
-    ("pricing: {image: {kling-v1: true}}", "pricing.image.kling-v1",
+     "'kling-v2-5-turbo' is not an image model: price it under pricing.video"),
+    ("pricing: {image: {kling-v3: true}}", "pricing.image.kling-v3",
      "must be a number of units (got true)"),
     ("limits: {max_units: 0}", "limits.max_units", "must be greater than 0 (got 0)"),
     ("limits: {max_units: ten}", "limits.max_units", "must be a number (got 'ten')"),
@@ -215,7 +235,7 @@ PRICING_PROBLEMS = [
 
 @pytest.mark.parametrize(("line", "field", "message"), PRICING_PROBLEMS)
 def test_pricing_problems_are_located(tmp_path: Path, line: str, field: str, message: str) -> None:
-    found = problems(tmp_path, line + "\nitems: [{id: a, prompt: p}]\n")
+    found = problems(tmp_path, line + "\nitems: [{id: a, prompt: p, model: kling-v3}]\n")
     assert len(found) == 1, found
     (problem,) = found
     assert message in problem.message
@@ -231,9 +251,10 @@ def test_zero_units_is_a_price(tmp_path: Path) -> None:
 
 
 def test_max_units_is_read(tmp_path: Path) -> None:
-    manifest = load(tmp_path, "limits: {max_units: 12.5}\nitems: [{id: a, prompt: p}]\n")
+    one = "items: [{id: a, prompt: p, model: kling-v3}]\n"
+    manifest = load(tmp_path, "limits: {max_units: 12.5}\n" + one)
     assert manifest.limits.max_units == 12.5
-    assert load(tmp_path, "items: [{id: a, prompt: p}]\n").limits.max_units is None
+    assert load(tmp_path, one).limits.max_units is None
 
 
 def test_max_units_needs_a_price_for_every_task(tmp_path: Path) -> None:
@@ -291,21 +312,24 @@ def test_estimate_over_an_items_file(tmp_path: Path) -> None:
 def test_format_estimate_table() -> None:
     est = Estimate(
         lines=(
-            EstimateLine(Kind.TEXT2VIDEO, "kling-v2-5-turbo", "std", 5, 1200, 1200, 1.5, False),
-            EstimateLine(Kind.IMAGE, "kling-v2-1", None, None, 2, 6, 1, True),
-            EstimateLine(Kind.IMAGE, "kling-v3", None, None, 3, 3, None, False),
+            EstimateLine(Kind.TEXT2VIDEO, "kling-v2-5-turbo", "std", 5, False, 1200, 1200, 1.5,
+                         False),
+            EstimateLine(Kind.TEXT2VIDEO, "kling-v3", "pro", 7, True, 10, 10, 7.7, True),
+            EstimateLine(Kind.IMAGE, "kling-v2-1", None, None, False, 2, 6, 1, True),
+            EstimateLine(Kind.IMAGE, "kling-v3", None, None, False, 3, 3, None, False),
         ),
-        tasks=1205,
-        total_units=1806,
+        tasks=1215,
+        total_units=1883,
         unpriced_tasks=3,
         max_units=1000,
     )
     assert format_estimate(est).splitlines() == [
-        "kind        model             mode  duration         tasks  units each  units",
-        "text2video  kling-v2-5-turbo  std   5 s              1,200    1.5/task  1,800",
-        "image       kling-v2-1        -     -         2 (6 images)     1/image      6 *",
-        "image       kling-v3          -     -                    3    unpriced      -",
-        "total: 1,205 tasks, 1,806 units (+ 3 unpriced tasks, not counted)",
+        "kind        model             mode  duration  sound         tasks  units each  units",
+        "text2video  kling-v2-5-turbo  std   5 s       off           1,200    1.5/task  1,800",
+        "text2video  kling-v3          pro   7 s       on               10    7.7/task     77 *",
+        "image       kling-v2-1        -     -         -      2 (6 images)     1/image      6 *",
+        "image       kling-v3          -     -         -                 3    unpriced      -",
+        "total: 1,215 tasks, 1,883 units (+ 3 unpriced tasks, not counted)",
         "each item counted once: a retried generation is a new paid task",
         "* built-in INDICATIVE price, not your contract's: set your prices under 'pricing:' in "
         "the manifest",
@@ -317,10 +341,11 @@ def test_format_estimate_table() -> None:
 
 
 def test_format_estimate_of_a_fully_priced_batch_within_its_cap(tmp_path: Path) -> None:
-    body = "limits: {max_units: 50}\npricing: {builtin: false, video: {kling-v1: {std: {5: 2}}}}\n"
-    text = format_estimate(estimate(load(tmp_path, body + "items: [{id: a, prompt: p}]\n")))
+    body = "limits: {max_units: 50}\npricing: {builtin: false, video: {kling-v3: {std: {5: 2}}}}\n"
+    one = "items: [{id: a, prompt: p, model: kling-v3}]\n"
+    text = format_estimate(estimate(load(tmp_path, body + one)))
     assert text.splitlines()[1:] == [
-        "text2video  kling-v1  std   5 s           1      2/task      2",
+        "text2video  kling-v3  std   5 s       off        1      2/task      2",
         "total: 1 task, 2 units",
         "each item counted once: a retried generation is a new paid task",
         "limits.max_units: 50: the estimate is within it",

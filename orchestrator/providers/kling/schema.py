@@ -1,0 +1,662 @@
+"""Kling's item fields: their shapes, and the rules each model sets, checked offline.
+
+Two layers, as the manifest checks every item:
+
+1. Shapes (pydantic models per kind, ``extra="forbid"``): types, closed sets, ranges that hold
+   for every Kling model, and the local image files themselves (Kling's 10 MB / 300 px / ratio
+   limits).
+2. Rules that depend on the model (:class:`ItemRules`), read from the catalogue: which models
+   exist and still serve the kind, on which API, with which modes, durations, aspect ratios,
+   sound, end frames, multi-shot and image inputs; and the defaults that make a request say
+   exactly what will be generated (the model's own default mode, 5 s, 16:9).
+
+A model the catalogue does not know is refused, unless ``provider.allow_unknown_models`` lets
+it through with the shapes alone (Kling shipped it before this catalogue knew it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, Self
+
+from pydantic import BeforeValidator, Field, PlainValidator, ValidationInfo, model_validator
+
+from orchestrator.images import ImageError, read_image_info
+from orchestrator.providers.base import ImageSource, Kind
+from orchestrator.providers.kling.catalogue import (
+    ALL_MODES,
+    MAX_SHOT_PROMPT,
+    MAX_SHOTS,
+    SHOT_TYPES,
+    V2,
+    Catalogue,
+    KindRules,
+    Status,
+)
+from orchestrator.validators import (
+    Flag,
+    Fraction,
+    HttpUrl,
+    OneOf,
+    Strict,
+    WholeNumber,
+    as_number,
+    as_text,
+    choices,
+    fail,
+    got,
+    http_url_problem,
+    suggest,
+)
+
+CAMERA_TYPES: Final = (
+    "simple",
+    "down_back",
+    "forward_up",
+    "right_turn_forward",
+    "left_turn_forward",
+)
+CAMERA_AXES: Final = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
+IMAGE_REFERENCES: Final = ("subject", "face")
+#: Every aspect ratio some model takes: the shape check; each model's own set is in the catalogue.
+ASPECT_RATIOS: Final = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
+RESOLUTIONS: Final = ("1k", "2k")
+MAX_N: Final = 9
+MAX_PROMPT_CHARS: Final = 2500
+# "10 MB" is not defined further; the decimal reading is the smaller one, so a file that passes
+# here passes Kling's check under either reading.
+MAX_IMAGE_BYTES: Final = 10_000_000
+MIN_IMAGE_SIDE: Final = 300
+# Aspect ratio limit 1:2.5 .. 2.5:1 as the integer fraction 5/2, compared without floats.
+_RATIO_NUM, _RATIO_DEN = 5, 2
+#: What API 2.0's body (contents / settings / options) can carry; other fields stay on /v1.
+V2_FIELDS: Final = frozenset(
+    {"model", "prompt", "mode", "duration", "aspect_ratio", "sound", "callback_url", "image",
+     "image_tail", "reference_images"}
+)
+
+
+def _limited_text(value: object, limit: int) -> str:
+    text = as_text(value)
+    if not text:
+        fail("must not be empty")
+    if not text.strip():
+        fail("must not be blank")
+    if len(text) > limit:
+        fail(f"must be at most {limit} characters (got {len(text)})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # YAML's "\ud800" escape makes a lone surrogate: it cannot be sent as JSON text.
+        fail(f"contains a character that cannot be sent ({exc.object[exc.start]!r} at "
+             f"position {exc.start}): remove it")
+    return text
+
+
+def _prompt(value: object) -> str:
+    return _limited_text(value, MAX_PROMPT_CHARS)
+
+
+def _shot_prompt(value: object) -> str:
+    return _limited_text(value, MAX_SHOT_PROMPT)
+
+
+def _model_name(value: object) -> str:
+    text = as_text(value)
+    if not text.strip():
+        fail("must not be empty")
+    return text
+
+
+def _image_source(value: object, info: ValidationInfo) -> ImageSource:
+    if not isinstance(value, str):
+        fail(f"must be a file path or an http(s) URL (got {got(value)})")
+    text = value.strip()
+    if not text:
+        fail("must not be empty")
+    lowered = text.lower()
+    if lowered.startswith("data:"):
+        fail(
+            "a data: URI is not accepted (Kling wants raw base64 without the prefix): give the "
+            "file's path and it is sent inline, or an http(s) URL"
+        )
+    if lowered.startswith(("http://", "https://")):
+        problem = http_url_problem(text)
+        if problem:
+            fail(problem)
+        return ImageSource(url=text)
+    if "://" in text:
+        fail(f"must be a local file path or an http(s) URL (got {got(text)})")
+    context = info.context
+    if not isinstance(context, Mapping) or not isinstance(context.get("base_dir"), Path):
+        raise TypeError("image fields are validated with context={'base_dir': Path}")
+    base_dir: Path = context["base_dir"]
+    inherited = context.get("inherited")
+    if inherited:
+        # A row of an items file resolves its own paths against the file's directory, and
+        # the values it inherits from the manifest's defaults against the manifest's.
+        name = "dynamic_masks" if info.field_name == "mask" else info.field_name
+        if name in inherited:
+            base_dir = context["defaults_dir"]
+    # normpath, not resolve(): no filesystem access, and symlinks keep the name the user chose.
+    path = Path(os.path.normpath(base_dir / text))
+    cache = context.get("image_cache")
+    # Many rows of a big batch share an image: read each file's header once per load.
+    found = cache.get(path) if cache is not None else None
+    if found is None:
+        try:
+            found = read_image_info(path)
+        except ImageError as exc:
+            found = str(exc)
+        if cache is not None:
+            cache[path] = found
+    if isinstance(found, str):
+        hint = " ('~' is not expanded: write the full path)" if text.startswith("~") else ""
+        fail(f"{found}{hint}")
+    image = found
+    problems = []
+    if image.size_bytes > MAX_IMAGE_BYTES:
+        problems.append(f"is {image.size_bytes / 1e6:.1f} MB; the limit is 10 MB")
+    if min(image.width, image.height) < MIN_IMAGE_SIDE:
+        problems.append(
+            f"is {image.width}x{image.height} px; each side must be at least {MIN_IMAGE_SIDE} px"
+        )
+    w, h = image.width, image.height
+    if w * _RATIO_DEN > h * _RATIO_NUM or h * _RATIO_DEN > w * _RATIO_NUM:
+        problems.append(
+            f"has aspect ratio {w}:{h} ({w / h:.2f}); it must be between 1:2.5 and 2.5:1"
+        )
+    if problems:
+        fail(f"{text!r} " + " and ".join(problems))
+    return ImageSource(path=path)
+
+
+Prompt = Annotated[str, BeforeValidator(_prompt)]
+ModelName = Annotated[str, BeforeValidator(_model_name)]
+CameraAmount = Annotated[float, BeforeValidator(as_number), Field(ge=-10, le=10)]
+ImageInput = Annotated[ImageSource, PlainValidator(_image_source)]
+Mode = Annotated[str, BeforeValidator(OneOf(ALL_MODES))]
+AspectRatio = Annotated[str, BeforeValidator(OneOf(ASPECT_RATIOS))]
+Seconds = Annotated[WholeNumber, Field(ge=1)]
+
+
+# --- Shapes, per kind ------------------------------------------------------------------------
+
+
+class CameraConfig(Strict):
+    horizontal: CameraAmount = 0.0
+    vertical: CameraAmount = 0.0
+    pan: CameraAmount = 0.0
+    tilt: CameraAmount = 0.0
+    roll: CameraAmount = 0.0
+    zoom: CameraAmount = 0.0
+
+
+class CameraControl(Strict):
+    type: Annotated[str, BeforeValidator(OneOf(CAMERA_TYPES))]
+    config: CameraConfig | None = None
+
+    @model_validator(mode="after")
+    def _config_fits_type(self) -> Self:
+        axes = choices(CAMERA_AXES)
+        if self.type != "simple":
+            if self.config is not None:
+                fail(f"only type 'simple' takes a config (got type '{self.type}')")
+            return self
+        if self.config is None:
+            fail(f"type 'simple' needs a config with exactly one non-zero value among {axes}")
+        moving = [axis for axis in CAMERA_AXES if getattr(self.config, axis) != 0]
+        if len(moving) != 1:
+            fail(
+                f"config must have exactly one non-zero value among {axes} "
+                f"(got {', '.join(moving) if moving else 'none'})"
+            )
+        return self
+
+
+class TrajectoryPoint(Strict):
+    x: WholeNumber
+    y: WholeNumber
+
+
+class DynamicMask(Strict):
+    mask: ImageInput
+    # A motion path needs a start and an end.
+    trajectories: Annotated[list[TrajectoryPoint], Field(min_length=2)]
+
+
+class Shot(Strict):
+    """One shot of a multi-shot video."""
+
+    prompt: Annotated[str, BeforeValidator(_shot_prompt)]
+    duration: Seconds
+
+
+class _VideoFields(Strict):
+    model: ModelName | None = None
+    prompt: Prompt | None = None
+    negative_prompt: Prompt | None = None
+    mode: Mode | None = None
+    duration: Seconds | None = None
+    cfg_scale: Fraction | None = None
+    camera_control: CameraControl | None = None
+    sound: Flag | None = None
+    multi_shot: Flag | None = None
+    shot_type: Annotated[str, BeforeValidator(OneOf(SHOT_TYPES))] | None = None
+    multi_prompt: Annotated[list[Shot], Field(min_length=1, max_length=MAX_SHOTS)] | None = None
+    callback_url: HttpUrl | None = None
+
+
+class Text2VideoFields(_VideoFields):
+    aspect_ratio: AspectRatio | None = None
+
+
+class Image2VideoFields(_VideoFields):
+    image: ImageInput | None = None
+    image_tail: ImageInput | None = None
+    static_mask: ImageInput | None = None
+    dynamic_masks: Annotated[list[DynamicMask], Field(min_length=1)] | None = None
+
+
+class OmniVideoFields(Strict):
+    model: ModelName | None = None
+    prompt: Prompt | None = None
+    mode: Mode | None = None
+    duration: Seconds | None = None
+    aspect_ratio: AspectRatio | None = None
+    sound: Flag | None = None
+    #: The first and the end frame of the video.
+    image: ImageInput | None = None
+    image_tail: ImageInput | None = None
+    #: Images the prompt refers to as <<<image_1>>>, <<<image_2>>>, ...
+    reference_images: Annotated[list[ImageInput], Field(min_length=1)] | None = None
+    callback_url: HttpUrl | None = None
+
+
+class ImageFields(Strict):
+    model: ModelName | None = None
+    prompt: Prompt | None = None
+    negative_prompt: Prompt | None = None
+    image: ImageInput | None = None
+    image_reference: Annotated[str, BeforeValidator(OneOf(IMAGE_REFERENCES))] | None = None
+    image_fidelity: Fraction | None = None
+    human_fidelity: Fraction | None = None
+    resolution: Annotated[str, BeforeValidator(OneOf(RESOLUTIONS))] | None = None
+    n: Annotated[WholeNumber, Field(ge=1, le=MAX_N)] | None = None
+    aspect_ratio: AspectRatio | None = None
+    callback_url: HttpUrl | None = None
+
+
+FIELD_MODELS: Final[Mapping[Kind, type[Strict]]] = {
+    Kind.TEXT2VIDEO: Text2VideoFields,
+    Kind.IMAGE2VIDEO: Image2VideoFields,
+    Kind.OMNI_VIDEO: OmniVideoFields,
+    Kind.IMAGE: ImageFields,
+}
+#: Fields of each kind, in the order they are written to TaskRequest.fields.
+KIND_FIELDS: Final[Mapping[Kind, tuple[str, ...]]] = {
+    kind: tuple(model.model_fields) for kind, model in FIELD_MODELS.items()
+}
+#: Fields whose values are file paths, resolved against the directory of where they are written.
+IMAGE_FIELDS: Final = frozenset(
+    ("image", "image_tail", "static_mask", "dynamic_masks", "reference_images")
+)
+#: A CSV cell is text: these fields are read from it as numbers, these as booleans, these as JSON
+#: (with an example for the message when one is not).
+CSV_NUMBERS: Final = frozenset(("duration", "n", "cfg_scale", "image_fidelity", "human_fidelity"))
+CSV_FLAGS: Final = frozenset(("sound", "multi_shot"))
+CSV_JSON: Final[Mapping[str, str]] = {
+    "camera_control": '{"type": "simple", "config": {"zoom": 2}}',
+    "dynamic_masks": '[{"mask": "mask.png", "trajectories": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}]',
+    "multi_prompt": '[{"prompt": "a wide shot", "duration": 2}, {"prompt": "a close-up", '
+    '"duration": 3}]',
+    "reference_images": '["images/hero.png", "images/room.png"]',
+}
+_EXCLUSIVE_GROUPS: Final = (("image_tail",), ("static_mask", "dynamic_masks"), ("camera_control",))
+_MULTI_SHOT_FIELDS: Final = ("shot_type", "multi_prompt")
+
+
+# --- Rules that depend on the model ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Draft:
+    """One item between its shape check and its per-model rules."""
+
+    at: tuple[str | int, ...]  # ("items", index) or ("items_from", row index)
+    kind: Kind
+    given: tuple[str, ...]  # in file order, defaults last
+    from_defaults: frozenset[str]
+    bad: frozenset[str]
+    values: Any  # the kind's fields model, with the fields that failed left out
+
+    def ok(self, name: str) -> bool:
+        return name in self.given and name not in self.bad
+
+
+#: (field, message, conflict): a problem with one field of the item; ``conflict`` when it clashes
+#: with another of the item's own fields (it can then be settled on the item).
+Report = Callable[[str, str, bool], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the manifest's provider section says that item rules depend on."""
+
+    catalogue: Catalogue
+    #: provider.api: "auto", "v1" or "v2"
+    api: str = "auto"
+    allow_unknown_models: bool = False
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+class ItemRules:
+    """The per-model rules of one batch's items (one instance per manifest load).
+
+    ``check`` reports problems through the ``report`` callback and returns the request fields
+    (the item's values with the model's defaults filled in); ``warnings`` collects what is
+    allowed but worth saying once (a deprecated model).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalogue = settings.catalogue
+        #: one line per deprecated model in use: model -> message
+        self.warnings: dict[str, str] = {}
+        self._memo: dict[tuple[Kind, str], tuple[KindRules | None, str | None]] = {}
+
+    # -- the model ------------------------------------------------------------------------
+
+    def model_rules(self, kind: Kind, name: str) -> tuple[KindRules | None, str | None]:
+        """The rules for this model and kind, or the problem with naming it (None, None: an
+        unknown model let through by allow_unknown_models)."""
+        key = (kind, name)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._model_rules(kind, name)
+        return found
+
+    def _model_rules(self, kind: Kind, name: str) -> tuple[KindRules | None, str | None]:
+        cat = self.catalogue
+        usable = cat.usable(kind)
+        current = f"current {kind} models: {_names(usable)}"
+        model = cat.model(name)
+        if model is None:
+            if self.settings.allow_unknown_models:
+                return None, None
+            return None, (
+                f"unknown Kling model '{name}'{suggest(name, usable)} ({current}); if Kling has "
+                "released it since this version's catalogue was written, set "
+                "provider.allow_unknown_models: true to send it with the generic checks only"
+            )
+        rules = model.kinds.get(kind)
+        if rules is None:
+            serves = [str(k) for k, r in model.kinds.items() if r.usable]
+            what = f"it makes {' and '.join(serves)}" if serves else "it is retired"
+            return None, f"'{name}' does not make {kind}: {what} ({current})"
+        if rules.status is Status.RETIRED:
+            return None, (
+                f"'{name}' was retired by Kling on {rules.since} and the API refuses it: use "
+                f"{rules.replacement} ({current})"
+            )
+        if rules.status is Status.DEPRECATED:
+            self.warnings[name] = (
+                f"model '{name}' is deprecated since {rules.since}: Kling will retire it; "
+                f"move to {rules.replacement}"
+            )
+        api = cat.api_for(kind, name, self.settings.api)
+        if api is None:
+            served = " and ".join({"v1": "/v1", "v2": "API 2.0"}[a] for a in rules.apis)
+            return None, (
+                f"'{name}' makes {kind} only on {served}, and provider.api is "
+                f"{self.settings.api}: set provider.api: auto"
+            )
+        return rules, None
+
+    # -- one item -------------------------------------------------------------------------
+
+    def check(self, draft: Draft, report: Report) -> None:
+        reported: set[str] = set()
+
+        def once(field: str, message: str, conflict: bool) -> None:
+            reported.add(field)
+            report(field, message, conflict)
+
+        self._check(draft, once)
+        rules = self.model_rules(draft.kind, draft.values.model)[0] if draft.ok("model") else None
+        if rules is not None and self.settings.api != "v1":
+            api = self.catalogue.api_for(draft.kind, rules.model, self.settings.api)
+            if api == V2:
+                for field in draft.given:
+                    if field not in V2_FIELDS and field not in reported:
+                        report(field, f"cannot be sent on Kling's API 2.0, where "
+                               f"'{rules.model}' is sent: remove it", True)
+
+    def _check(self, draft: Draft, report: Report) -> None:
+        values = draft.values
+        kind = draft.kind
+        name = str(values.model) if draft.ok("model") else None
+        if "model" not in draft.given:
+            report("model", self.missing_model(kind), False)
+        rules: KindRules | None = None
+        if name is not None:
+            rules, problem = self.model_rules(kind, name)
+            if problem is not None:
+                report("model", problem, False)
+                name = None
+        if kind is Kind.IMAGE:
+            self._image(draft, rules, report)
+        else:
+            # A model named but refused still leaves durations no model takes worth saying.
+            refused = draft.ok("model") and name is None
+            self._video(draft, rules, report, refused=refused)
+
+    def missing_model(self, kind: Kind) -> str:
+        usable = self.catalogue.usable(kind)
+        return (
+            f"is required: name the Kling model, e.g. 'model: {usable[0] if usable else '?'}' "
+            f"(Kling's own default, kling-v1, was retired); current {kind} models: "
+            f"{_names(usable)}"
+        )
+
+    def _video(self, draft: Draft, rules: KindRules | None, report: Report, *,
+               refused: bool) -> None:
+        values = draft.values
+        kind = draft.kind
+        given = draft.given
+        multi = draft.ok("multi_shot") and bool(values.multi_shot)
+        shot_type = values.shot_type if draft.ok("shot_type") else None
+        if kind is Kind.IMAGE2VIDEO and "image" not in given:
+            report("image", "is required for kind image2video: the video's first frame", False)
+        needs_prompt = kind is not Kind.IMAGE2VIDEO and not (multi and shot_type == "customize")
+        if needs_prompt and "prompt" not in given:
+            report("prompt", f"is required for kind {kind}", False)
+        if "multi_shot" in given or any(f in given for f in _MULTI_SHOT_FIELDS):
+            self._multi_shot(draft, rules, report, multi=multi)
+        if kind is Kind.IMAGE2VIDEO:
+            self._exclusive(draft, report)
+        if kind is Kind.OMNI_VIDEO and "image_tail" in given and "image" not in given:
+            report("image_tail", "needs image (the first frame) as well", True)
+        if rules is None:
+            if refused and draft.ok("duration"):
+                low, high = self._duration_span(kind)
+                if not low <= values.duration <= high:
+                    report("duration", f"must be between {low} and {high} seconds (got "
+                           f"{values.duration})", False)
+            return
+        mode = values.mode if draft.ok("mode") else rules.default_mode
+        if draft.ok("mode") and values.mode not in rules.modes:
+            report("mode", f"must be {_either(rules.modes)} for {rules.model} "
+                   f"(got '{values.mode}')", True)
+            mode = None
+        references = len(values.reference_images) if draft.ok("reference_images") else 0
+        if draft.ok("duration"):
+            allowed = rules.durations_for(references)
+            assert allowed is not None
+            if not allowed.allows(values.duration):
+                extra = ""
+                if rules.durations_with_references is not None and not references:
+                    extra = " without reference images"
+                report("duration", f"must be {allowed.describe()} seconds for {rules.model}"
+                       f"{extra} (got {values.duration})", False)
+        if draft.ok("aspect_ratio") and values.aspect_ratio not in rules.aspect_ratios:
+            report("aspect_ratio", f"must be {_either(rules.aspect_ratios)} for {rules.model} "
+                   f"(got '{values.aspect_ratio}')", False)
+        if draft.ok("sound") and values.sound:
+            if not rules.sound:
+                report("sound", f"is not available on {rules.model}: models with sound: "
+                       f"{_names(self._with(draft.kind, 'sound'))}", True)
+            elif mode is not None and not rules.sound_in(mode):
+                report("sound", f"needs mode {_either(rules.sound)} on {rules.model} "
+                       f"(mode is {mode})", True)
+        if draft.ok("image_tail") and not rules.end_frame_in(mode):
+            if not rules.end_frame:
+                report("image_tail", f"is not available on {rules.model}", True)
+            elif mode is not None:
+                report("image_tail", f"an end frame needs mode {_either(rules.end_frame)} on "
+                       f"{rules.model} (mode is {mode})", True)
+        if references > rules.reference_images:
+            report("reference_images", f"must list at most {rules.reference_images} images for "
+                   f"{rules.model} (got {references})", False)
+        for field, accepted in (
+            ("cfg_scale", rules.cfg_scale),
+            ("camera_control", rules.camera_control),
+            ("static_mask", rules.masks),
+            ("dynamic_masks", rules.masks),
+            ("negative_prompt", rules.negative_prompt),
+        ):
+            if draft.ok(field) and not accepted:
+                report(field, f"is not supported by {rules.model}", True)
+
+    def _multi_shot(self, draft: Draft, rules: KindRules | None, report: Report, *,
+                    multi: bool) -> None:
+        values = draft.values
+        given = draft.given
+        if not multi:
+            for field in _MULTI_SHOT_FIELDS:
+                if field in given:
+                    report(field, "needs multi_shot: true", True)
+            return
+        if rules is not None and not rules.multi_shot:
+            report("multi_shot", f"is not available on {rules.model}: multi-shot models: "
+                   f"{_names(self._with(draft.kind, 'multi_shot'))}", True)
+            return
+        if "shot_type" not in given:
+            report("shot_type", f"is required with multi_shot: {_either(SHOT_TYPES)}", False)
+            return
+        if not draft.ok("shot_type"):
+            return
+        if values.shot_type == "intelligence":
+            if "multi_prompt" in given:
+                report("multi_prompt", "is for shot_type customize (with intelligence, Kling "
+                       "cuts the shots itself)", True)
+            return
+        if "multi_prompt" not in given:
+            report("multi_prompt", f"is required with shot_type customize: 1 to {MAX_SHOTS} "
+                   "shots, each {prompt, duration}", False)
+            return
+        if draft.ok("multi_prompt") and draft.ok("duration"):
+            total = sum(shot.duration for shot in values.multi_prompt)
+            if total != values.duration:
+                report("multi_prompt", f"the shots' durations add up to {total} s, and "
+                       f"duration is {values.duration} s: they must be equal", True)
+        elif draft.ok("multi_prompt") and "duration" not in given and rules is not None:
+            total = sum(shot.duration for shot in values.multi_prompt)
+            if total != rules.default_duration:
+                report("duration", f"is required with multi_prompt: the shots add up to "
+                       f"{total} s", False)
+
+    def _exclusive(self, draft: Draft, report: Report) -> None:
+        groups = [g for g in _EXCLUSIVE_GROUPS if any(name in draft.given for name in g)]
+        if len(groups) <= 1:
+            return
+        names = [name for name in draft.given if any(name in g for g in groups)]
+        # Blame a field that came from defaults (the likely surprise), else the one written last.
+        blamed = next((n for n in names if n in draft.from_defaults), names[-1])
+        others = ", ".join(n for n in names if n != blamed)
+        report(
+            blamed,
+            f"cannot be combined with {others}: image_tail, static_mask/dynamic_masks and "
+            "camera_control are mutually exclusive",
+            True,
+        )
+
+    def _image(self, draft: Draft, rules: KindRules | None, report: Report) -> None:
+        values = draft.values
+        given = draft.given
+        if "prompt" not in given:
+            report("prompt", "is required for kind image", False)
+        if "negative_prompt" in given and "image" in given:
+            report("negative_prompt", "cannot be used together with image (Kling rejects it "
+                   "for image-to-image)", True)
+        if draft.ok("image_reference") and "image" not in given:
+            report("image_reference", "needs an image to refer to", False)
+        if rules is None:
+            return
+        if draft.ok("image_reference") and not rules.image_reference:
+            report("image_reference", f"is not available on {rules.model}: models with it: "
+                   f"{_names(self._with(Kind.IMAGE, 'image_reference'))}", True)
+        for field in ("image_fidelity", "human_fidelity"):
+            if draft.ok(field) and not rules.fidelity:
+                report(field, f"is not available on {rules.model}: models with it: "
+                       f"{_names(self._with(Kind.IMAGE, 'fidelity'))}", True)
+        if draft.ok("aspect_ratio") and values.aspect_ratio not in rules.aspect_ratios:
+            report("aspect_ratio", f"must be {_either(rules.aspect_ratios)} for {rules.model} "
+                   f"(got '{values.aspect_ratio}')", False)
+        if draft.ok("resolution") and values.resolution not in rules.resolutions:
+            report("resolution", f"must be {_either(rules.resolutions)} for {rules.model}", False)
+        if draft.ok("n") and values.n > rules.max_n:
+            report("n", f"must be at most {rules.max_n} for {rules.model} (got {values.n})",
+                   False)
+        if draft.ok("negative_prompt") and not rules.negative_prompt:
+            report("negative_prompt", f"is not supported by {rules.model}", True)
+
+    def _duration_span(self, kind: Kind) -> tuple[int, int]:
+        """The shortest and longest video any current model of this kind makes."""
+        spans = [
+            d for name in self.catalogue.usable(kind)
+            if (r := self.catalogue.rules(name, kind)) is not None
+            for d in (r.durations, r.durations_with_references) if d is not None
+        ]
+        return min(d.low for d in spans), max(d.high for d in spans)
+
+    def _with(self, kind: Kind, attribute: str) -> list[str]:
+        return [
+            name for name in self.catalogue.usable(kind)
+            if getattr(self.catalogue.rules(name, kind), attribute)
+        ]
+
+    # -- the request ----------------------------------------------------------------------
+
+    def canonical(self, kind: Kind, name: str) -> str:
+        """The catalogue's name for a model written by an alias (as written when unknown)."""
+        return self.catalogue.canonical(name)
+
+    def has_sound(self, kind: Kind, name: str) -> bool:
+        rules, _ = self.model_rules(kind, name)
+        return rules is None or bool(rules.sound)
+
+    def defaults(self, kind: Kind, name: str) -> Mapping[str, Any]:
+        """What Kling would assume for fields an item leaves out, spelled out so the request
+        (and the ledger) say what will be generated; nothing for a model we do not know."""
+        rules, _ = self.model_rules(kind, name)
+        if rules is None:
+            return {"n": 1} if kind is Kind.IMAGE else {}
+        if kind is Kind.IMAGE:
+            return {"n": 1, "aspect_ratio": rules.default_aspect_ratio}
+        found: dict[str, Any] = {"mode": rules.default_mode, "duration": rules.default_duration}
+        if kind is Kind.TEXT2VIDEO:
+            found["aspect_ratio"] = rules.default_aspect_ratio
+        return found
+
+
+def _either(values: tuple[str, ...]) -> str:
+    if len(values) == 1:
+        return values[0]
+    return ", ".join(values[:-1]) + f" or {values[-1]}"
