@@ -796,6 +796,10 @@ class Engine:
                     **_error_fields(info),
                 )
                 self._charge(info)
+                if err.exists:
+                    # The provider refused the create because a task with this external id
+                    # exists: it is paid for, and ours. Find it and poll it; never resend.
+                    return await self._find_existing(item, ext, log)
                 if over_capacity and self._adaptive.on_over_capacity(epoch):
                     log.warning(
                         "limits.concurrency_lowered",
@@ -859,6 +863,59 @@ class Engine:
 
     def _may_retry(self, info: ErrorInfo) -> bool:
         return info.category not in _BUDGETED or self._budget.allow()
+
+    async def _find_existing(self, item: Item, ext: str, log: Any) -> Task:
+        """The task the provider says exists under ``ext``: looked up until a read shows it.
+
+        Reads by external id may lag behind the create (even a list may not show it yet, and so
+        "prove" it absent): only a read that finds the task ends the search. After
+        ``retry.lookup_timeout`` the item is left unresolved (raises _Unresolved): nothing is
+        resent, and the next run looks again.
+        """
+        sent_after = self._ledger.intent_time(ext)
+        deadline = self._clock() + self._m.retry.lookup_timeout
+        log.warning("item.exists", reason="the provider says a task with this external id exists")
+        looks = 0
+        last: ErrorInfo | None = None
+        while True:
+            looks += 1
+            self.outcome.requests["lookup"] += 1
+            try:
+                found = await self._provider.lookup(item.request, ext, sent_after=sent_after)
+            except ProviderError as err:
+                log.warning(
+                    "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)
+                )
+                self._charge(err.info)
+                last = err.info
+                if err.info.scope is Scope.ACCOUNT:
+                    self._stop(err.info)
+                    raise _Unresolved(err.info) from None
+                found = None
+            if found is not None:
+                self._budget.on_success()
+                self._ledger.record_submitted(item.id, found.task_id)
+                self.progress.set(item.id, "running")
+                log.info("item.reconciled", found=True, task_id=found.task_id, looks=looks)
+                return found
+            delay = min(self._m.retry.max_delay, self._m.retry.lookup_grace * 2 ** min(looks, 16))
+            if self.stopping or self._clock() + delay > deadline:
+                waited = self._m.retry.lookup_timeout
+                raise _Unresolved(
+                    ErrorInfo(
+                        category=last.category if last is not None else Category.SERVER,
+                        code=last.code if last is not None else None,
+                        http_status=last.http_status if last is not None else None,
+                        message=f"the provider says a task with external_task_id {ext} exists "
+                        f"(so it is paid for), but {looks} lookups in {waited:g} s did not show "
+                        "it",
+                        retryable=True,
+                        hint="Nothing was resubmitted. Rerun the manifest to look it up again "
+                        "(reads can lag behind creates), or find the task in the provider's "
+                        "console by its external_task_id.",
+                    )
+                )
+            await self._sleep(delay)
 
     async def _reconcile(
         self, item: Item, ext: str, log: Any, *, grace: bool, answered: bool

@@ -141,6 +141,9 @@ class RetrySettings:
     max_delay: float = 60.0
     #: seconds to wait before looking a task up after an ambiguous create
     lookup_grace: float = 2.0
+    #: seconds a task the provider says exists (a create refused as a duplicate) is looked for
+    #: before the item is reported unresolved (reads may lag behind creates)
+    lookup_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,7 @@ class RetrySection(Strict):
     base_delay: Positive = 1.0
     max_delay: Positive = 60.0
     lookup_grace: NonNegative = 2.0
+    lookup_timeout: Positive = 300.0
 
 
 class PollSection(Strict):
@@ -1065,6 +1069,7 @@ class _Checker:
                 base_delay=settings.retry.base_delay,
                 max_delay=settings.retry.max_delay,
                 lookup_grace=settings.retry.lookup_grace,
+                lookup_timeout=settings.retry.lookup_timeout,
             ),
             poll=PollSettings(
                 interval=settings.poll.interval,

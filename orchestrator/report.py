@@ -39,8 +39,11 @@ from orchestrator.errors import ErrorInfo
 from orchestrator.ledger import ItemRecord, ItemState
 
 #: Report statuses. "running" appears only when a batch was interrupted or stopped while tasks
-#: were in flight: a rerun collects them.
-STATUSES = ("succeeded", "partial", "failed", "not_run", "running")
+#: were in flight: a rerun collects them. "unresolved": a create whose outcome this run could
+#: not establish; it is never resent blindly (the rerun looks it up again).
+STATUSES = ("succeeded", "partial", "failed", "not_run", "running", "unresolved")
+#: Statuses that need a person's attention: listed with their hints.
+PROBLEM_STATUSES = ("failed", "partial", "unresolved")
 
 #: Rows of the failed/partial table in report.md; the rest are in results.jsonl.
 MARKDOWN_MAX_ROWS = 500
@@ -61,7 +64,7 @@ def item_status(rec: ItemRecord) -> str:
     if rec.state is ItemState.PENDING:
         return "not_run"
     if rec.state is ItemState.SUBMITTING and rec.error is not None:
-        return "failed"  # create outcome unknown this run; the rerun reconciles it
+        return "unresolved"  # create outcome unknown this run; the rerun reconciles it
     return "running"
 
 
@@ -184,7 +187,7 @@ class ItemStats:
         seconds = item.get("task_seconds")
         if seconds is not None:
             self.durations.append(float(seconds))
-        if status in ("failed", "partial"):
+        if status in PROBLEM_STATUSES:
             self.problem_count += 1
             if len(self.problems) < self.keep_problems:
                 self.problems.append({"id": item.get("id"), "status": status, "error": error})
@@ -642,7 +645,7 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
             ]
         out.append("")
 
-    out += ["## Failed and partial items", ""]
+    out += ["## Failed, partial and unresolved items", ""]
     if stats.problem_count:
         shown = stats.problems[:MARKDOWN_MAX_ROWS]
         rows = []
@@ -662,7 +665,7 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         if stats.problem_count > len(shown):
             out += [
                 "",
-                f"{stats.problem_count - len(shown)} more failed or partial items are not shown: "
+                f"{stats.problem_count - len(shown)} more failed, partial or unresolved items are not shown: "
                 "see results.jsonl (one JSON line per item).",
             ]
     else:

@@ -502,7 +502,7 @@ def test_units_cap_stops_submitting_and_is_resumable(tmp_path: Path, sim: Simula
     assert "max_units" in data["stopped_by"]["message"]
     assert data["units_submitted"] == 6
     assert data["counts"] == {"succeeded": 3, "partial": 0, "failed": 0, "not_run": 3,
-                              "running": 0}
+                              "running": 0, "unresolved": 0}
 
     again = run_cli(["run", str(manifest)], cli_env(sim))
     assert again.code == 3  # still capped: nothing new is sent

@@ -236,7 +236,7 @@ def test_markdown_has_counts_categories_timing_requests_and_problems() -> None:
     assert "Interrupted" not in md and "Stopped by" not in md
 
     # the failed and partial items, in report order, each with its hint; pipes escaped
-    start = lines.index("## Failed and partial items")
+    start = lines.index("## Failed, partial and unresolved items")
     table = [line for line in lines[start:] if line.startswith("|")]
     assert table[0] == "| id | status | category | code | message | hint |"
     assert table[2:] == [
@@ -288,7 +288,7 @@ def test_markdown_clean_batch_has_no_problem_sections() -> None:
     }
     md = report.render_markdown(data)
     assert "No errors." in md
-    assert md.rstrip().endswith("## Failed and partial items\n\nNone.")
+    assert md.rstrip().endswith("## Failed, partial and unresolved items\n\nNone.")
     assert "## Concurrency" not in md
     assert "## Run ended early" not in md
     assert "No requests recorded." in md
@@ -309,13 +309,13 @@ def test_markdown_caps_the_problem_table() -> None:
     }
     md = report.render_markdown(data)
     lines = md.splitlines()
-    start = lines.index("## Failed and partial items")
+    start = lines.index("## Failed, partial and unresolved items")
     rows = [
         line for line in lines[start:] if line.startswith("| i") and not line.startswith("| id ")
     ]
     assert len(rows) == report.MARKDOWN_MAX_ROWS
     assert rows[-1].startswith(f"| i{report.MARKDOWN_MAX_ROWS - 1} |")
-    assert "100 more failed or partial items are not shown: see results.jsonl" in md
+    assert "100 more failed, partial or unresolved items are not shown: see results.jsonl" in md
     assert "- Total wall time: n/a" in lines
 
 

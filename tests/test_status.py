@@ -94,7 +94,7 @@ def test_rows_follow_the_manifest(ledger_path: Path) -> None:
         "bad": ("failed", "failed"),
         "fetch": ("succeeded", "failed"),  # as report.json says: the file is not on disk
         "busy": ("running", "running"),
-        "unsure": ("submitting", "failed"),
+        "unsure": ("submitting", "unresolved"),
         "again": ("pending", "not_run"),
         "never": ("pending", "not_run"),
         "gone": ("succeeded", "succeeded"),
@@ -188,7 +188,9 @@ def test_text_rendering(ledger_path: Path) -> None:
     assert table[-1].startswith("gone *")
     assert lines[-3] == "* 1 item(s) in the ledger are no longer in the manifest."
     # By report status, as report.json counts them; then the ledger's finer states.
-    assert lines[-2] == "Totals: 2 succeeded, 1 partial, 3 failed, 2 not_run, 1 running (9 items)"
+    assert lines[-2] == (
+        "Totals: 2 succeeded, 1 partial, 2 failed, 2 not_run, 1 running, 1 unresolved (9 items)"
+    )
     assert lines[-1] == (
         "Ledger states: 2 pending, 1 submitting, 1 running, 3 succeeded, 1 partial, 1 failed"
     )
@@ -212,9 +214,10 @@ def test_json_rendering(ledger_path: Path) -> None:
     assert data["totals"] == {
         "succeeded": 2,
         "partial": 1,
-        "failed": 3,
+        "failed": 2,
         "not_run": 2,
         "running": 1,
+        "unresolved": 1,
     }
     assert list(data["states"]) == list(STATES)
     assert data["states"] == {
