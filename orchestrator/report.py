@@ -665,8 +665,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         if stats.problem_count > len(shown):
             out += [
                 "",
-                f"{stats.problem_count - len(shown)} more failed, partial or unresolved items are not shown: "
-                "see results.jsonl (one JSON line per item).",
+                f"{stats.problem_count - len(shown)} more failed, partial or unresolved items "
+                "are not shown: see results.jsonl (one JSON line per item).",
             ]
     else:
         out.append("None.")

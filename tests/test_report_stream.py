@@ -177,7 +177,8 @@ def test_streamed_report_equals_the_in_memory_report(tmp_path: Path) -> None:
     # report.md and the summary: the same text from the aggregates as from the items
     new_md = (tmp_path / "new" / "report.md").read_text(encoding="utf-8")
     assert new_md == (tmp_path / "old" / "report.md").read_text(encoding="utf-8")
-    assert "700 more failed, partial or unresolved items are not shown" in new_md  # 600 + 300 + 300 - 500
+    # 600 failed + 300 partial + 300 unresolved, 500 of them shown
+    assert "700 more failed, partial or unresolved items are not shown" in new_md
     stop = ErrorInfo.from_dict(EXTRA["stopped_by"])
     path = tmp_path / "report.json"
     assert report.summary(new.head, report_path=path, stop=stop, stats=new.stats) == (
