@@ -351,6 +351,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 "concurrency": outcome.concurrency,
                 "retries_denied": outcome.retries_denied,
                 "units_submitted": outcome.units_submitted,
+                "units": engine.units_estimate(),
                 "max_units": manifest.limits.max_units,
                 "stopped_by": report.error_entry(outcome.stopped_by),
                 "interrupted": outcome.interrupted,

@@ -46,7 +46,7 @@ from orchestrator.limits import (
 )
 from orchestrator.manifest import Item, Manifest
 from orchestrator.poller import ListPoller, Poller, QueryPoller
-from orchestrator.pricing import units_for
+from orchestrator.pricing import price_for, units_for
 from orchestrator.progress import Progress
 from orchestrator.providers.base import (
     Provider,
@@ -415,6 +415,26 @@ class Engine:
                 spent += attempts * (units_for(item.request, self._m.pricing) or 0.0)
         return spent
 
+    def units_estimate(self) -> dict[str, Any]:
+        """The price table's units for every task the batch created (or may have) so far, for
+        the report beside what the provider says it charged."""
+        by_id = {item.id: item for item in self._m.items}
+        estimated = 0.0
+        indicative = False
+        unpriced = 0
+        for item_id, attempts in self._ledger.paid_attempts().items():
+            item = by_id.get(item_id)
+            if item is None:
+                continue
+            price = price_for(item.request, self._m.pricing)
+            if price is None:
+                unpriced += attempts
+                continue
+            estimated += attempts * price.each
+            indicative = indicative or price.indicative
+        return {"estimated": round(estimated, 6), "indicative": indicative,
+                "unpriced_tasks": unpriced}
+
     def _reserve_units(self, item: Item, log: Any) -> bool:
         """limits.max_units: reserve this attempt's units, or stop the batch (exit 3) when they
         would exceed the cap. Counted at the intent, so a create that is then refused still
@@ -561,6 +581,8 @@ class Engine:
                 return
             if final is None:
                 return
+            if final.charged_units is not None:
+                self._ledger.record_charge(item.id, final.charged_units)
             if final.status is TaskStatus.FAILED:
                 info = final.failure or ErrorInfo(
                     category=Category.TASK_FAILED,

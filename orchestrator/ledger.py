@@ -53,7 +53,12 @@ import anyio.lowlevel
 from orchestrator.errors import ErrorInfo
 from orchestrator.layout import LOCK_SUFFIX, owner_only
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: What brings a ledger of an older version to the current one, step by step (each runs in the
+#: transaction that also records the new version). 1 -> 2: the units a task was charged.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE attempts ADD COLUMN charged_units REAL",),
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -84,6 +89,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    charged_units REAL,
     PRIMARY KEY (item_id, attempt)
 );
 """
@@ -119,6 +125,9 @@ class ItemRecord:
     tasks_created: int = 0
     #: why the files of a finished task are not (all) on disk yet; None when they are
     download_error: ErrorInfo | None = None
+    #: units the provider says it charged for the item's tasks (summed over its attempts);
+    #: None while no task reported a charge
+    charged_units: float | None = None
 
 
 class LedgerError(Exception):
@@ -230,6 +239,8 @@ class Ledger:
                     "created_at": str(self._clock()),
                 }
                 db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows.items())
+            elif rows.get("batch") == self.batch:
+                self._migrate(db, rows)
         self.commit()
         if rows.get("batch") != self.batch:
             raise LedgerError(
@@ -242,6 +253,20 @@ class Ledger:
                 f"this version of the orchestrator reads version {SCHEMA_VERSION}."
             )
         return str(rows["salt"])
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, rows: dict[str, str]) -> None:
+        """Bring a ledger an older version wrote up to this one (in the open transaction)."""
+        try:
+            version = int(rows.get("schema_version", "0"))
+        except ValueError:
+            return  # refused below, with the version it claims
+        while version in _MIGRATIONS:
+            for statement in _MIGRATIONS[version]:
+                db.execute(statement)
+            version += 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+            rows["schema_version"] = str(version)
 
     def close(self) -> None:
         """Commit what is pending (every write leaves a valid state, so this holds when the
@@ -349,9 +374,10 @@ class Ledger:
             try:
                 db.execute("PRAGMA busy_timeout=5000")
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-                rows = db.execute(
-                    f"SELECT {cls._ITEM_COLUMNS} FROM items ORDER BY id"
-                ).fetchall()
+                columns = cls._ITEM_COLUMNS
+                if meta.get("schema_version") == "1":  # not migrated yet: no charges recorded
+                    columns = columns.replace(cls._CHARGED, "NULL")
+                rows = db.execute(f"SELECT {columns} FROM items ORDER BY id").fetchall()
             finally:
                 db.close()
         except sqlite3.Error as exc:
@@ -371,11 +397,12 @@ class Ledger:
 
     # -- reads ----------------------------------------------------------------------------
 
+    _CHARGED = "(SELECT SUM(a.charged_units) FROM attempts a WHERE a.item_id = items.id)"
     _ITEM_COLUMNS = (
         "id, kind, state, attempt, external_task_id, task_id, expected_assets, assets, error, "
         "submitted_at, finished_at, "
         "(SELECT COUNT(*) FROM attempts a WHERE a.item_id = items.id AND a.task_id IS NOT NULL), "
-        "download_error"
+        f"download_error, {_CHARGED}"
     )
 
     @staticmethod
@@ -394,6 +421,7 @@ class Ledger:
             finished_at=row[10],
             tasks_created=row[11],
             download_error=ErrorInfo.from_dict(json.loads(row[12])) if row[12] else None,
+            charged_units=row[13],
         )
 
     def get(self, item_id: str) -> ItemRecord:
@@ -558,6 +586,16 @@ class Ledger:
             db.execute(
                 "UPDATE items SET error = ?, updated_at = ? WHERE id = ?",
                 (_dumps(error.to_dict()), now, item_id),
+            )
+
+    def record_charge(self, item_id: str, units: float) -> None:
+        """The units the provider says it charged for the current attempt's task."""
+        now = self._clock()
+        with self._write() as db:
+            db.execute(
+                "UPDATE attempts SET charged_units = ?, updated_at = ? WHERE item_id = ? AND "
+                "attempt = (SELECT attempt FROM items WHERE id = ?)",
+                (units, now, item_id, item_id),
             )
 
     def record_retry(self, item_id: str, error: ErrorInfo) -> None:

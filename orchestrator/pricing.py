@@ -163,12 +163,19 @@ def _images(request: TaskRequest) -> int:
     return int(request.fields.get("n", request.expected_assets))
 
 
+def price_for(request: TaskRequest, table: PriceTable) -> Price | None:
+    """What one submission of this request costs (an image task: all its images); None when
+    no table prices it."""
+    price = lookup(table, *task_key(request))
+    if price is None or request.kind.media != "image":
+        return price
+    return Price(price.each * _images(request), price.indicative)
+
+
 def units_for(request: TaskRequest, table: PriceTable) -> float | None:
     """Units one submission of this request costs; None when no table prices it."""
-    price = lookup(table, *task_key(request))
-    if price is None:
-        return None
-    return price.each * _images(request) if request.kind.media == "image" else price.each
+    price = price_for(request, table)
+    return price.each if price is not None else None
 
 
 def label(request: TaskRequest) -> str:

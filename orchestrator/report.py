@@ -115,6 +115,7 @@ def item_entry(rec: ItemRecord) -> dict[str, Any]:
         "submitted_at": iso_utc(rec.submitted_at),
         "finished_at": iso_utc(rec.finished_at),
         "task_seconds": task_seconds(rec),
+        "charged_units": rec.charged_units,
     }
 
 
@@ -150,7 +151,19 @@ def build_report(
     }
     if extra:
         report.update(extra)
+    _charged_into(report, ItemStats.of(items))
     return report
+
+
+def _charged_into(head: dict[str, Any], stats: ItemStats) -> None:
+    """``units`` (the estimate the run passed in) gains what the provider says it charged."""
+    units = head.get("units")
+    if isinstance(units, dict):
+        head["units"] = {
+            **units,
+            "charged": round(stats.charged_units, 6) if stats.items_charged else None,
+            "items_charged": stats.items_charged,
+        }
 
 
 # -- aggregates -------------------------------------------------------------------------------
@@ -174,6 +187,9 @@ class ItemStats:
     problems: list[dict[str, Any]] = field(default_factory=list)
     #: all failed/partial items (``problems`` holds at most ``keep_problems`` of them)
     problem_count: int = 0
+    #: units the provider says it charged, and for how many items it said so
+    charged_units: float = 0.0
+    items_charged: int = 0
     keep_problems: int = max(MARKDOWN_MAX_ROWS, SUMMARY_MAX_PROBLEMS)
 
     def add(self, item: Mapping[str, Any]) -> None:
@@ -187,6 +203,10 @@ class ItemStats:
         seconds = item.get("task_seconds")
         if seconds is not None:
             self.durations.append(float(seconds))
+        charged = item.get("charged_units")
+        if charged is not None:
+            self.charged_units += float(charged)
+            self.items_charged += 1
         if status in PROBLEM_STATUSES:
             self.problem_count += 1
             if len(self.problems) < self.keep_problems:
@@ -416,6 +436,7 @@ def write_report(
             spool.write(",\n    " if stats.total > 1 else "    ")
             spool.write(_nested_json(entry, "    "))
         head["counts"] = {status: stats.counts.get(status, 0) for status in STATUSES}
+        _charged_into(head, stats)
         spool.seek(0)
         with _atomic_file(report_path) as fh:
             fh.write("{")
@@ -598,6 +619,24 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         "(generation; downloads not included).",
         "",
     ]
+
+    units: Mapping[str, Any] = report.get("units") or {}
+    if units:
+        out += ["## Units", ""]
+        estimated = f"{units.get('estimated', 0):g}"
+        if units.get("indicative"):
+            estimated += " (from the built-in INDICATIVE prices)"
+        if units.get("unpriced_tasks"):
+            estimated += f", plus {units['unpriced_tasks']} unpriced tasks"
+        charged = units.get("charged")
+        unit_rows = [
+            ["estimated, for the tasks created", estimated],
+            ["charged, as the provider reports it",
+             "not reported" if charged is None
+             else f"{charged:g} (for {units.get('items_charged', 0)} items)"],
+        ]
+        out += _table(["units", "value"], unit_rows, "lr")
+        out.append("")
 
     out += ["## Requests", ""]
     requests: Mapping[str, int] = report.get("requests") or {}
