@@ -49,6 +49,7 @@ from orchestrator.poller import ListPoller, Poller, QueryPoller
 from orchestrator.pricing import price_for, units_for
 from orchestrator.progress import Progress
 from orchestrator.providers.base import (
+    BatchReader,
     Provider,
     Task,
     TaskLister,
@@ -264,7 +265,7 @@ class Engine:
         self.outcome = RunOutcome()
         self.progress = Progress()
         self._poller: Poller
-        if isinstance(provider, TaskLister):
+        if isinstance(provider, TaskLister | BatchReader):
             self._poller = ListPoller(
                 provider,
                 window=manifest.poll.interval,

@@ -5,12 +5,15 @@ Each running task asks for its next observation at its own pace (``poll.interval
 with the engine. What the poller decides is how those asks become requests:
 
 - :class:`QueryPoller` sends one query per ask (a provider without a list endpoint).
-- :class:`ListPoller` gathers the asks of each task family. When several are due within one
-  ``window`` (``poll.interval``), one list request (Kling: the 500 newest tasks of the family a
-  page) answers for all of them, provided that takes fewer requests than querying each; tasks
-  not on the pages read are queried one by one. A page also shows tasks whose ask is not due
-  yet: those that have ended are answered at once, so the end of a task is noticed within about
-  one window instead of one (growing) poll interval.
+- :class:`ListPoller` gathers the asks of each group of tasks the provider can read together.
+  For a provider that lists them (Kling /v1: the 500 newest tasks of a family a page), when
+  several are due within one ``window`` (``poll.interval``), one list request answers for all
+  of them, provided that takes fewer requests than querying each; tasks not on the pages read
+  are queried one by one. For a provider that reads many tasks by id (Kling API 2.0: ``GET
+  /tasks?task_ids=``), the asks due within the window go in reads of up to its batch limit,
+  filled up with asks not due yet. A page or a read also shows tasks whose ask is not due yet:
+  those that have ended are answered at once, so the end of a task is noticed within about one
+  window instead of one (growing) poll interval.
 
 The number of pages a family needs is learnt from the last sweep (other work in the account
 pushes our tasks deeper down the newest-first list); when a sweep would not be cheaper, the asks
@@ -31,7 +34,7 @@ import anyio
 import anyio.abc
 
 from orchestrator.errors import ErrorInfo, ProviderError
-from orchestrator.providers.base import Provider, Task, TaskLister, TaskRequest
+from orchestrator.providers.base import BatchReader, Provider, Task, TaskLister, TaskRequest
 
 #: Kling's largest page: the poller always reads full pages.
 PAGE_SIZE = 500
@@ -90,11 +93,22 @@ class QueryPoller:
         return None
 
 
+@dataclass(frozen=True)
+class _Group:
+    """Tasks one request can answer for together: a list (``list_matching``) or a batch read
+    (``query_many``) with the provider's key; none: queried one by one."""
+
+    how: str  # "list" | "batch" | "query"
+    key: Hashable | None = None
+
+
+_ONE_BY_ONE = _Group("query")
+
+
 @dataclass(eq=False)
 class _Ask:
     request: TaskRequest
-    #: the list it may be found on (None: queried one by one)
-    key: Hashable | None
+    group: _Group
     task_id: str
     due: float
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -103,16 +117,12 @@ class _Ask:
     taken: bool = False
 
 
-class _Lister(Provider, TaskLister, Protocol):
-    pass
-
-
 class ListPoller:
-    """Shared observations: one list request answers for every task of a family on its pages."""
+    """Shared observations: one request answers for many tasks (a list page, a batch read)."""
 
     def __init__(
         self,
-        provider: _Lister,
+        provider: Provider,
         *,
         window: float,
         clock: Callable[[], float] = time.monotonic,
@@ -128,7 +138,9 @@ class ListPoller:
         self.requests: Counter[str] = requests if requests is not None else Counter()
         self._account: Account = account or (lambda _info: None)
         self._max_pages = max_pages
-        self._asks: dict[Hashable | None, dict[str, _Ask]] = {}
+        self._lister = provider if isinstance(provider, TaskLister) else None
+        self._reader = provider if isinstance(provider, BatchReader) else None
+        self._asks: dict[_Group, dict[str, _Ask]] = {}
         #: per list, the pages the last sweep needed to find what it looked for
         self._depth: dict[Hashable, int] = {}
         self._wake: anyio.Event | None = None
@@ -136,13 +148,26 @@ class ListPoller:
         #: sweeps run and tasks they answered (for tests and the benchmark)
         self.sweeps = 0
         self.answered_by_list = 0
+        self.batch_reads = 0
+        self.answered_by_batch = 0
+
+    def _group(self, request: TaskRequest) -> _Group:
+        if self._reader is not None:
+            key = self._reader.batch_key(request)
+            if key is not None:
+                return _Group("batch", key)
+        if self._lister is not None:
+            key = self._lister.list_key(request)
+            if key is not None:
+                return _Group("list", key)
+        return _ONE_BY_ONE
 
     # -- the engine's side ----------------------------------------------------------------
 
     async def observe(self, request: TaskRequest, task_id: str, after: float) -> Task:
-        key = self._provider.list_key(request)
-        ask = _Ask(request, key, task_id, self._clock() + after)
-        asks = self._asks.setdefault(key, {})
+        group = self._group(request)
+        ask = _Ask(request, group, task_id, self._clock() + after)
+        asks = self._asks.setdefault(group, {})
         asks[task_id] = ask
         if ask.due < self._target and self._wake is not None:
             self._wake.set()
@@ -174,8 +199,8 @@ class ListPoller:
                 if earliest > now:
                     await self._idle(earliest - now)
                     continue
-                for key, asks in self._asks.items():
-                    self._dispatch(tg, key, asks, now)
+                for group, asks in self._asks.items():
+                    self._dispatch(tg, group, asks, now)
 
     async def _idle(self, seconds: float) -> None:
         """Until ``seconds`` have passed or an ask came in that is due sooner."""
@@ -199,14 +224,29 @@ class ListPoller:
             self._target = math.inf
 
     def _dispatch(
-        self, tg: anyio.abc.TaskGroup, key: Hashable | None, asks: dict[str, _Ask], now: float
+        self, tg: anyio.abc.TaskGroup, group: _Group, asks: dict[str, _Ask], now: float
     ) -> None:
         free = [a for a in asks.values() if not a.taken]
         due = [a for a in free if a.due <= now]
         if not due:
             return
         near = [a for a in free if a.due <= now + self._window]
-        if key is not None and len(near) >= 2 and len(near) > self._depth.get(key, 1):
+        key = group.key
+        if group.how == "batch" and len(near) >= 2 and self._reader is not None:
+            limit = max(1, self._reader.batch_limit)
+            # Asks not due yet ride along to fill the last read: an ended task is seen early.
+            riders = sorted((a for a in free if a.due > now + self._window), key=lambda a: a.due)
+            spare = -len(near) % limit
+            for start in range(0, len(near), limit):
+                chunk = near[start : start + limit]
+                if start + limit >= len(near):
+                    chunk = chunk + riders[:spare]
+                for a in chunk:
+                    a.taken = True
+                tg.start_soon(self._batch, tg, key, chunk, now + self._window)
+        elif (
+            group.how == "list" and len(near) >= 2 and len(near) > self._depth.get(key, 1)
+        ):
             for a in near:
                 a.taken = True
             later = {a.task_id: a for a in free if not a.taken}
@@ -219,7 +259,7 @@ class ListPoller:
     def _answer(self, ask: _Ask, result: Task | Exception) -> None:
         ask.result = result
         ask.done.set()
-        asks = self._asks.get(ask.key)
+        asks = self._asks.get(ask.group)
         if asks is not None and asks.get(ask.task_id) is ask:
             del asks[ask.task_id]
 
@@ -237,6 +277,50 @@ class ListPoller:
         self._account(None)
         self._answer(ask, task)
 
+    async def _batch(
+        self, tg: anyio.abc.TaskGroup, key: Hashable, chunk: list[_Ask], due_by: float
+    ) -> None:
+        """One batch read for ``chunk``: asks due by ``due_by`` get their task (or, when the read
+        left it out, a query of their own); riders not due yet get theirs only if it ended."""
+        assert self._reader is not None
+        self.batch_reads += 1
+        self.requests["query"] += 1
+        try:
+            found = await self._reader.query_many(key, [a.task_id for a in chunk])
+        except ProviderError as err:
+            self._account(err.info)
+            for ask in chunk:
+                if ask.due <= due_by:
+                    self._answer(ask, err)
+                else:
+                    ask.taken = False
+            self._rescan()
+            return
+        except Exception as exc:
+            for ask in chunk:
+                self._answer(ask, exc)
+            return
+        self._account(None)
+        for ask in chunk:
+            task = found.get(ask.task_id)
+            if ask.due > due_by:
+                if task is not None and task.status.finished:
+                    self.answered_by_batch += 1
+                    self._answer(ask, task)
+                else:
+                    ask.taken = False
+            elif task is not None:
+                self.answered_by_batch += 1
+                self._answer(ask, task)
+            else:
+                tg.start_soon(self._query, ask)  # left out: its own query says why
+        self._rescan()
+
+    def _rescan(self) -> None:
+        """Asks were handed back: the scheduler's idle target may be later than they are due."""
+        if self._wake is not None:
+            self._wake.set()
+
     async def _sweep(
         self,
         tg: anyio.abc.TaskGroup,
@@ -253,8 +337,9 @@ class ListPoller:
         last_page = False
         while len(wanted) >= 2 and page <= self._max_pages:
             self.requests["list"] += 1
+            assert self._lister is not None
             try:
-                found, entries = await self._provider.list_matching(
+                found, entries = await self._lister.list_matching(
                     key, page, wanted.keys() | later.keys()
                 )
             except ProviderError as err:

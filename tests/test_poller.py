@@ -9,10 +9,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Container, Hashable
+from collections.abc import Container, Hashable, Sequence
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from orchestrator.errors import Category, ErrorInfo, ProviderError
@@ -316,3 +317,76 @@ async def test_query_poller_sleeps_then_queries() -> None:
         outer.cancel_scope.cancel()
     assert task.status is TaskStatus.SUCCEEDED and clock.now == 5.0
     assert poller.requests == Counter(query=1) and accounted == [None]
+
+
+# --- batch reads (a provider that reads many tasks by id in one request) ----------------------
+
+
+class FakeReader(FakeLister):
+    """Reads up to ``batch_limit`` tasks by id per request (Kling API 2.0's GET /tasks);
+    ``hidden`` tasks are left out of those answers (a single query still sees them)."""
+
+    batch_limit = 3
+
+    def __init__(self, clock: VirtualClock, tasks: list[FakeTask]) -> None:
+        super().__init__(clock, tasks)
+        self.hidden: set[str] = set()
+        self.batches: list[list[str]] = []
+
+    def batch_key(self, request: TaskRequest) -> Hashable | None:
+        return "v2"
+
+    async def query_many(self, key: Hashable, task_ids: Sequence[str]) -> dict[str, Task]:
+        assert key == "v2" and len(task_ids) <= self.batch_limit
+        self.requests["batch"] += 1
+        self.batches.append(list(task_ids))
+        await anyio.lowlevel.checkpoint()
+        return {t: self.view(t) for t in task_ids if t not in self.hidden}
+
+    async def lookup_many(
+        self, key: Hashable, external_task_ids: Sequence[str], *, sent_after: float | None
+    ) -> dict[str, Task | ProviderError | None]:
+        raise NotImplementedError
+
+
+def make_reader(tasks: list[FakeTask]) -> tuple[VirtualClock, FakeReader, ListPoller]:
+    clock = VirtualClock()
+    provider = FakeReader(clock, tasks)
+    return clock, provider, ListPoller(provider, window=5.0, clock=clock.time, sleep=clock.sleep)
+
+
+@pytest.mark.anyio
+async def test_batch_reads_answer_many_tasks_per_request() -> None:
+    tasks = [FakeTask(f"t{i}", ends_at=12.0) for i in range(7)]
+    clock, provider, poller = make_reader(tasks)
+    noticed = await watch_all(poller, clock, [t.task_id for t in tasks])
+    # Asks at 5 s (running) and 12.5 s (ended): 7 tasks due together are read 3 + 3 + 1,
+    # twice; never a query of one task on its own (it would have been 14 requests).
+    assert noticed == dict.fromkeys(noticed, 12.5)
+    assert provider.batches == [["t0", "t1", "t2"], ["t3", "t4", "t5"], ["t6"]] * 2
+    assert provider.requests["query"] == provider.requests["list"] == 0
+    assert poller.answered_by_batch == 14
+
+
+@pytest.mark.anyio
+async def test_a_batch_read_shows_tasks_that_ended_before_their_poll() -> None:
+    early = FakeTask("early", ends_at=1.0)
+    late = [FakeTask(f"late{i}", ends_at=100.0) for i in range(2)]
+    clock, provider, poller = make_reader([*late, early])
+    noticed = await watch_all(
+        poller, clock, ["late0", "late1", "early"], starts={"early": 3.0}
+    )
+    # "early" asks first at 3 + 5 = 8 s; it rides along on the read made at 5 s for the two
+    # others' first ask: already ended, it is answered then.
+    assert noticed["early"] == 5.0
+    assert provider.batches[0] == ["late0", "late1", "early"]
+
+
+@pytest.mark.anyio
+async def test_a_task_left_out_of_a_batch_read_gets_its_own_query() -> None:
+    tasks = [FakeTask(f"t{i}", ends_at=1.0) for i in range(3)]
+    clock, provider, poller = make_reader(tasks)
+    provider.hidden = {"t1"}
+    noticed = await watch_all(poller, clock, ["t0", "t1", "t2"])
+    assert set(noticed) == {"t0", "t1", "t2"}
+    assert provider.requests["batch"] == 1 and provider.requests["query"] == 1
