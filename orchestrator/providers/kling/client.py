@@ -33,10 +33,8 @@ from orchestrator.providers.kling import v1, v2
 from orchestrator.providers.kling.account import COSTS_PATH, costs_params, pack_warning
 from orchestrator.providers.kling.catalogue import API_CHOICES, V1, V2, Catalogue, catalogue
 from orchestrator.providers.kling.transport import Answer, Channel, Op
-from orchestrator.providers.kling.v1 import FAMILIES, Family, build_body
+from orchestrator.providers.kling.v1 import FAMILIES, build_body
 from orchestrator.providers.kling.wire import Malformed, is_utf8, printable, refused, unix_ms
-
-__all__ = ["FAMILIES", "Family", "KlingProvider", "build_body"]
 
 #: Kling's page size ceiling for the list endpoint.
 MAX_PAGE_SIZE = 500
@@ -429,7 +427,7 @@ class KlingProvider:
     async def _prove_absent(
         self, media: str, missing: list[str], sent_after: float, results: _Found
     ) -> None:
-        start_ms = int((sent_after - LOOKUP_CLOCK_MARGIN) * 1000)
+        start_ms = max(0, int((sent_after - LOOKUP_CLOCK_MARGIN) * 1000))
         end_ms = int((self._clock() + LOOKUP_CLOCK_MARGIN) * 1000)
         wanted = set(missing)
         cursor: str | None = None
