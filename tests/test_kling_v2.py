@@ -551,3 +551,24 @@ async def test_lookup_many_with_unsendable_ids() -> None:
         error = found[ident]
         assert isinstance(error, ProviderError) and not error.sent
     assert server.requests == []
+
+
+@pytest.mark.anyio
+async def test_a_readable_entry_wins_over_a_malformed_one_for_the_same_external_id() -> None:
+    server = Server(ok([{"id": "t0", "status": "??", "external_id": "a"},
+                        v2task("t1", "processing", "a")]))
+    async with provider_for(server) as provider:
+        found = await provider.lookup_many(provider.batch_key(T2V) or "", ["a"],
+                                           sent_after=SENT)
+    assert isinstance(found["a"], Task) and found["a"].task_id == "t1"
+
+
+@pytest.mark.anyio
+async def test_a_malformed_window_entry_is_never_turned_into_absence() -> None:
+    server = Server(ok([]), window([{"id": "t0", "status": "??", "external_id": "a"}]))
+    async with provider_for(server) as provider:
+        found = await provider.lookup_many(provider.batch_key(T2V) or "", ["a", "b"],
+                                           sent_after=SENT)
+    error = found["a"]
+    assert isinstance(error, ProviderError) and error.info.category is Category.SERVER
+    assert found["b"] is None

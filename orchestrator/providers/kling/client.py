@@ -411,18 +411,20 @@ class KlingProvider:
         self, media: str, items: Iterable[object], answer: Answer, wanted: set[str],
         results: _Found,
     ) -> None:
-        """Record the entries that carry a wanted external id (a malformed one: its error,
-        since the task exists but cannot be read)."""
+        """Record the entries that carry a wanted external id, and stop wanting those found.
+        A malformed one records its error (the task exists but cannot be read) and stays
+        wanted, so that a readable entry later on still wins."""
         for entry in items:
             ext = v2.external_id(entry) if isinstance(entry, dict) else None
-            if ext is None or ext not in wanted or isinstance(results.get(ext), Task):
+            if ext is None or ext not in wanted:
                 continue
             try:
                 results[ext] = v2.parse_task(media, entry, answer.request_id,
                                              self._channel.clean)
             except Malformed as exc:
-                results[ext] = self._channel.malformed(Op.READ, answer, str(exc))
-            wanted.discard(ext)
+                results.setdefault(ext, self._channel.malformed(Op.READ, answer, str(exc)))
+            else:
+                wanted.discard(ext)
 
     async def _prove_absent(
         self, media: str, missing: list[str], sent_after: float, results: _Found
@@ -456,7 +458,8 @@ class KlingProvider:
             if not wanted:
                 return
             if not page.has_more:
-                results.update(dict.fromkeys(wanted))  # read to its end: never created
+                for ident in wanted:  # read to its end: never created (or seen malformed)
+                    results.setdefault(ident, None)
                 return
             cursor = page.next_cursor
             if cursor is None or cursor in seen:
