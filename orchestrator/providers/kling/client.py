@@ -31,7 +31,8 @@ from orchestrator.errors import ProviderError
 from orchestrator.providers.base import Kind, Task, TaskRequest
 from orchestrator.providers.kling import v1, v2
 from orchestrator.providers.kling.account import COSTS_PATH, costs_params, pack_warning
-from orchestrator.providers.kling.catalogue import API_CHOICES, V1, V2, Catalogue, catalogue
+from orchestrator.providers.kling.catalogue import API_CHOICES, V1, V2, Catalogue
+from orchestrator.providers.kling.catalogue import catalogue as packaged_catalogue
 from orchestrator.providers.kling.transport import Answer, Channel, Op
 from orchestrator.providers.kling.v1 import FAMILIES, build_body
 from orchestrator.providers.kling.wire import Malformed, is_utf8, printable, refused, unix_ms
@@ -114,7 +115,7 @@ class KlingProvider:
         self._clock = clock
         self._lookup_pages = lookup_pages
         self._api = api
-        self._catalogue = catalogue if catalogue is not None else _packaged()
+        self._catalogue = catalogue if catalogue is not None else packaged_catalogue()
 
     async def __aenter__(self) -> Self:
         return self
@@ -511,7 +512,3 @@ class KlingProvider:
         if isinstance(document, dict) and "task_id" not in document and "id" in document:
             return self._v2_task(Op.CALLBACK, request.kind.media, answer)
         return self._task(Op.CALLBACK, request.kind, answer)
-
-
-def _packaged() -> Catalogue:
-    return catalogue()
