@@ -13,6 +13,8 @@ from orchestrator.providers.kling.codes import (
     Rule,
     classify,
     classify_task_failure,
+    exists_info,
+    means_exists,
     means_not_found,
     not_found,
     parse_code,
@@ -166,7 +168,84 @@ def test_only_1303_signals_over_capacity() -> None:
     ],
 )
 def test_means_not_found(status: int, code: int | None, absent: bool) -> None:
-    assert means_not_found(status, code) is absent
+    assert means_not_found(status, code, "Task not found") is absent
+
+
+@pytest.mark.parametrize(
+    ("message", "absent"),
+    [
+        ("Task not found by id/external id: mf-auth-probe-nonexistent", True),
+        ("Task not found", True),
+        ("task NOT FOUND", True),
+        ("task does not exist", True),
+        ("Task not exists: t1", True),
+        ("任务不存在", True),
+        ("未找到任务", True),
+        # the same code answers request errors: never "absent", which would resend a create
+        ("task_ids or external_task_ids is required", False),
+        ("contents cannot be empty", False),
+        ("mode value 'std' is invalid", False),
+        ("", False),
+    ],
+)
+def test_1201_means_not_found_only_when_the_message_says_so(message: str, absent: bool) -> None:
+    assert means_not_found(400, 1201, message) is absent
+
+
+@pytest.mark.parametrize("message", ["", "invalid", "Task not found"])
+def test_1203_means_not_found_whatever_the_message(message: str) -> None:
+    assert means_not_found(404, 1203, message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "External_task_id orc-0123456789abcdef0123-1 already exists",
+        "external_task_id already exists",
+        "EXTERNAL_TASK_ID abc ALREADY EXISTS",
+        "external task id abc has already been used",
+        "duplicate external_task_id: abc",
+        "Task with external id abc already exists",
+        "task abc already exists",
+        "external_task_id abc exists",
+        "外部任务ID已存在",
+        "external_task_id 重复",
+    ],
+)
+def test_exists_is_read_from_the_message_whatever_its_wording(message: str) -> None:
+    assert means_exists(message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "mode value 'std' is invalid",
+        "external_task_id is invalid",
+        "external_task_id abc does not exist",
+        "external_task_id not exists",
+        "image already uploaded",
+        "",
+    ],
+)
+def test_other_refusals_do_not_mean_exists(message: str) -> None:
+    assert not means_exists(message)
+
+
+def test_exists_info_says_the_task_is_looked_up() -> None:
+    info = exists_info(400, 1201, "External_task_id x already exists")
+    assert not info.retryable and info.scope is Scope.ITEM
+    assert "already exists" in info.hint and "looked up" in info.hint
+    assert info.hint != classify(400, 1201, "").hint
+    assert (info.code, info.http_status) == (1201, 400)
+
+
+def test_1002_hint_names_the_host_and_the_region_rule() -> None:
+    hint = classify(401, 1002, "api key not found", host="api-beijing.klingai.com").hint
+    assert "api-beijing.klingai.com" in hint
+    assert "api-singapore.klingai.com outside China" in hint
+    assert "api-beijing.klingai.com in China" in hint
+    assert "region" in hint and "provider.base_url" in hint
+    assert "{host}" not in classify(401, 1002, "").hint
 
 
 @pytest.mark.parametrize(
@@ -187,6 +266,26 @@ def test_means_not_found(status: int, code: int | None, absent: bool) -> None:
         ("internal error", C.TASK_FAILED, True),
         ("System error, please try again later", C.TASK_FAILED, True),
         ("server busy", C.TASK_FAILED, True),
+        # seen in the wild (kling-api.md)
+        ("Failure to pass the risk control system", C.POLICY, False),
+        ("content risk control", C.POLICY, False),
+        ("prompt 含违规内容", C.POLICY, False),
+        ("The resolution or aspect ratio of the input image is invalid. Please ensure it meets "
+         "the required specifications.", C.TASK_FAILED, False),
+        ("Internal generation error", C.TASK_FAILED, True),
+        # Chinese
+        ("内容涉及敏感信息", C.POLICY, False),
+        ("触发风控", C.POLICY, False),
+        ("内容审核未通过", C.POLICY, False),
+        ("内容安全检测不通过", C.POLICY, False),
+        ("图片分辨率过低", C.TASK_FAILED, False),
+        ("输入图片宽高比不符合要求", C.TASK_FAILED, False),
+        ("图片尺寸不合要求", C.TASK_FAILED, False),
+        ("图片格式不支持", C.TASK_FAILED, False),
+        ("生成超时", C.TASK_FAILED, True),
+        ("服务繁忙\uff0c请稍后重试", C.TASK_FAILED, True),
+        ("内部错误", C.TASK_FAILED, True),
+        ("系统错误", C.TASK_FAILED, True),
         ("something odd happened", C.TASK_FAILED, False),
         ("", C.TASK_FAILED, False),
         (None, C.TASK_FAILED, False),
@@ -211,3 +310,15 @@ def test_non_retryable_failure_wins_over_transient_words() -> None:
     # A retry of a failed task is a new paid generation: a doomed one must not be retried.
     assert not classify_task_failure("image too large, please try again").retryable
     assert not classify_task_failure("risk control busy").retryable
+    assert classify_task_failure("内容违规\uff0c系统繁忙").category is C.POLICY
+    assert not classify_task_failure("图片格式错误\uff0c请稍后重试").retryable
+    assert classify_task_failure("Internal error: sensitive content").category is C.POLICY
+
+
+def test_task_failure_is_decided_on_the_raw_text_and_shows_the_cleaned_one() -> None:
+    # The deciding words after 500 characters of noise: a cleaned (cut) text would lose them.
+    raw = "x" * 600 + " risk control"
+    info = classify_task_failure(raw, shown="x" * 500)
+    assert info.category is C.POLICY and info.message == "x" * 500
+    assert classify_task_failure("Internal generation error", shown="").message == (
+        "task failed without a reason")

@@ -1023,3 +1023,402 @@ async def test_create_answered_by_1xx_or_3xx_is_ambiguous(answer: httpx.Response
     async with provider_for(server) as provider:
         error = await raises(provider.create(T2V, EXT))
     assert error.sent and error.ambiguous
+
+
+# -- the current legacy fields ---------------------------------------------------------------------
+
+def _request(kind: Kind, **fields: Any) -> TaskRequest:
+    return TaskRequest(kind, fields, expected_assets=int(fields.get("n", 1)))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("sound", "wire"), [(True, "on"), (False, "off")])
+async def test_sound_travels_as_on_or_off(sound: bool, wire: str) -> None:
+    server = Server(ok(task()), ok(task()))
+    async with provider_for(server) as provider:
+        await provider.create(_request(Kind.TEXT2VIDEO, model="kling-v3", prompt="p",
+                                       sound=sound, mode="4k", duration=7), EXT)
+        await provider.create(_request(Kind.IMAGE2VIDEO, model="kling-v3", prompt="p",
+                                       image=ImageSource(url="https://example.test/a.png"),
+                                       sound=sound), EXT)
+    assert server.body(0) == {"model_name": "kling-v3", "prompt": "p", "sound": wire,
+                              "mode": "4k", "duration": "7", "external_task_id": EXT}
+    assert server.body(1)["sound"] == wire
+
+
+@pytest.mark.anyio
+async def test_sound_is_left_out_unless_the_item_set_it() -> None:
+    server = Server(ok(task()))
+    async with provider_for(server) as provider:
+        await provider.create(_request(Kind.TEXT2VIDEO, model="kling-v3", prompt="p",
+                                       sound=None), EXT)
+    assert "sound" not in server.body()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", [Kind.TEXT2VIDEO, Kind.IMAGE2VIDEO])
+async def test_multi_shot_numbers_its_shots_from_one_with_durations_as_text(kind: Kind) -> None:
+    extra: dict[str, Any] = (
+        {"image": ImageSource(url="https://example.test/a.png")}
+        if kind is Kind.IMAGE2VIDEO else {}
+    )
+    request = _request(
+        kind, model="kling-v3", duration=8, multi_shot=True, shot_type="customize",
+        multi_prompt=[{"prompt": "a fox wakes", "duration": 3},
+                      {"prompt": "it runs", "duration": 5}],
+        **extra,
+    )
+    server = Server(ok(task()))
+    async with provider_for(server) as provider:
+        await provider.create(request, EXT)
+    body = server.body()
+    assert body["multi_shot"] is True and body["shot_type"] == "customize"
+    assert body["multi_prompt"] == [
+        {"index": 1, "prompt": "a fox wakes", "duration": "3"},
+        {"index": 2, "prompt": "it runs", "duration": "5"},
+    ]
+    assert body["duration"] == "8"
+
+
+@pytest.mark.anyio
+async def test_multi_prompt_entry_that_is_not_a_mapping_is_refused_unsent() -> None:
+    server = Server()
+    request = _request(Kind.TEXT2VIDEO, model="kling-v3", multi_shot=True,
+                       multi_prompt=["just text"])
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(request, EXT))
+    assert error.info.category is Category.VALIDATION and not error.sent
+    assert server.requests == []
+
+
+@pytest.mark.anyio
+async def test_omni_video_body_gathers_its_images_into_image_list(tmp_path: Path) -> None:
+    tail = tmp_path / "tail.png"
+    tail.write_bytes(b"\x89PNG\r\n\x1a\ntail")
+    request = _request(
+        Kind.OMNI_VIDEO, model="kling-v3-omni", prompt="<<<image_1>>> meets <<<image_2>>>",
+        mode="pro", duration=7, aspect_ratio="9:16", sound=True,
+        image=ImageSource(url="https://example.test/first.png"),
+        image_tail=ImageSource(path=tail),
+        reference_images=[ImageSource(url="https://example.test/r1.png"),
+                          ImageSource(url="https://example.test/r2.png")],
+        callback_url="https://hooks.test/kling",
+    )
+    server = Server(ok(task()))
+    async with provider_for(server) as provider:
+        await provider.create(request, EXT)
+    assert server.requests[0].url.path == "/v1/videos/omni-video"
+    assert server.body() == {
+        "model_name": "kling-v3-omni",
+        "prompt": "<<<image_1>>> meets <<<image_2>>>",
+        "mode": "pro",
+        "duration": "7",
+        "aspect_ratio": "9:16",
+        "sound": "on",
+        "callback_url": "https://hooks.test/kling",
+        "image_list": [
+            {"image_url": "https://example.test/first.png", "type": "first_frame"},
+            {"image_url": base64.b64encode(tail.read_bytes()).decode(), "type": "end_frame"},
+            {"image_url": "https://example.test/r1.png"},
+            {"image_url": "https://example.test/r2.png"},
+        ],
+        "external_task_id": EXT,
+    }
+
+
+@pytest.mark.anyio
+async def test_omni_video_without_images_sends_no_image_list() -> None:
+    server = Server(ok(task()))
+    async with provider_for(server) as provider:
+        await provider.create(_request(Kind.OMNI_VIDEO, model="kling-video-o1", prompt="p",
+                                       duration=5), EXT)
+    assert "image_list" not in server.body()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["negative_prompt", "cfg_scale", "camera_control"])
+async def test_omni_video_refuses_what_its_family_does_not_take(name: str) -> None:
+    server = Server()
+    request = _request(Kind.OMNI_VIDEO, model="kling-v3-omni", prompt="p", **{name: 1})
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(request, EXT))
+    assert error.info.category is Category.VALIDATION and not error.sent
+    assert name in error.info.message and server.requests == []
+
+
+@pytest.mark.anyio
+async def test_omni_video_is_queried_and_listed_on_its_family_path() -> None:
+    server = Server(ok(task(status="processing")), ok([]))
+    async with provider_for(server) as provider:
+        await provider.query(request_of(Kind.OMNI_VIDEO, model="kling-v3-omni"), "t1")
+        await provider.list_tasks(Kind.OMNI_VIDEO, 1, 10)
+    assert [r.url.path for r in server.requests] == ["/v1/videos/omni-video/t1",
+                                                     "/v1/videos/omni-video"]
+
+
+# -- routing -------------------------------------------------------------------------------------
+
+V2_ONLY = _request(Kind.TEXT2VIDEO, model="kling-3.0-turbo", prompt="p", duration=5)
+BOTH = _request(Kind.TEXT2VIDEO, model="kling-v2-6", prompt="p", mode="pro", duration=5)
+V2_OK = {"id": "n1", "status": "submitted", "external_id": EXT}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("api", "request_", "path"),
+    [
+        ("auto", BOTH, "/v1/videos/text2video"),
+        ("v1", BOTH, "/v1/videos/text2video"),
+        ("v2", BOTH, "/text-to-video/kling-2.6"),
+        ("auto", V2_ONLY, "/text-to-video/kling-3.0-turbo"),
+        ("v2", V2_ONLY, "/text-to-video/kling-3.0-turbo"),
+        # a model the catalogue does not know (allow_unknown_models) goes where api says
+        ("auto", _request(Kind.TEXT2VIDEO, model="kling-v9", prompt="p"),
+         "/v1/videos/text2video"),
+        ("v2", _request(Kind.TEXT2VIDEO, model="kling-v9", prompt="p"),
+         "/text-to-video/kling-v9"),
+    ],
+    ids=["auto-both", "v1-both", "v2-both", "auto-v2-only", "v2-v2-only", "auto-unknown",
+         "v2-unknown"],
+)
+async def test_each_request_goes_to_the_api_the_catalogue_names(
+    api: str, request_: TaskRequest, path: str
+) -> None:
+    server = Server(ok(V2_OK if not path.startswith("/v1/") else task()))
+    async with provider_for(server, api=api) as provider:
+        created = await provider.create(request_, EXT)
+    assert server.requests[0].url.path == path
+    body = server.body()
+    if path.startswith("/v1/"):
+        assert body["model_name"] == request_.fields["model"]
+    else:
+        assert "model_name" not in body and body["options"]["external_task_id"] == EXT
+    assert created.external_task_id == EXT
+
+
+@pytest.mark.anyio
+async def test_a_model_not_served_on_the_api_named_is_refused_unsent() -> None:
+    server = Server()
+    async with provider_for(server, api="v1") as provider:
+        error = await raises(provider.create(V2_ONLY, EXT))
+        read = await raises(provider.query(V2_ONLY, "t1"))
+    for refused in (error, read):
+        assert refused.info.category is Category.VALIDATION and not refused.sent
+        assert "kling-3.0-turbo" in refused.info.message and "provider.api" in refused.info.hint
+    assert server.requests == []
+
+
+def test_an_unknown_api_choice_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="api must be one of"):
+        provider_for(Server(), api="v3")
+
+
+@pytest.mark.anyio
+async def test_reads_go_where_the_create_went() -> None:
+    server = Server(ok(task(status="processing")), ok([{**V2_OK, "id": "t1"}]),
+                    fail(404, 1203, "not found"), ok([]), ok([]),
+                    ok({"result": [], "has_more": False, "next_cursor": None}))
+    async with provider_for(server, api="auto") as provider:
+        await provider.query(BOTH, "t1")
+        await provider.query(V2_ONLY, "t1")
+        assert await provider.lookup(BOTH, EXT) is None
+        assert await provider.lookup(V2_ONLY, EXT, sent_after=NOW) is None
+    assert [(r.method, r.url.path) for r in server.requests] == [
+        ("GET", "/v1/videos/text2video/t1"),
+        ("GET", "/tasks"),
+        ("GET", f"/v1/videos/text2video/{EXT}"),
+        ("GET", "/v1/videos/text2video"),
+        ("GET", "/tasks"),
+        ("POST", "/tasks"),
+    ]
+
+
+def test_list_and_batch_keys_follow_the_route() -> None:
+    provider = provider_for(Server())
+    assert provider.list_key(BOTH) is Kind.TEXT2VIDEO and provider.batch_key(BOTH) is None
+    assert provider.list_key(V2_ONLY) is None and provider.batch_key(V2_ONLY) is not None
+    assert provider.batch_key(V2_ONLY) == provider.batch_key(
+        _request(Kind.IMAGE2VIDEO, model="kling-3.0-turbo"))
+    # not routable at all: neither a list nor a batch (its create is refused unsent)
+    refusing = provider_for(Server(), api="v1")
+    assert refusing.list_key(V2_ONLY) is None and refusing.batch_key(V2_ONLY) is None
+
+
+def test_provider_is_a_task_lister_a_batch_reader_and_an_account_checker() -> None:
+    from orchestrator.providers.base import AccountChecker, BatchReader, TaskLister
+
+    provider = provider_for(Server())
+    assert isinstance(provider, TaskLister) and isinstance(provider, BatchReader)
+    assert isinstance(provider, AccountChecker)
+    assert provider.batch_limit == 50
+
+
+# -- 1201, as Kling means it -----------------------------------------------------------------------
+
+EXISTS = "External_task_id orc-0123456789abcdef0123-1 already exists"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [fail(400, 1201, EXISTS), fail(400, 1201, "external_task_id ALREADY EXISTS"),
+     httpx.Response(400, json={"code": 1201, "message": EXISTS})],
+    ids=["fixture", "shouting", "no-request-id"],
+)
+@pytest.mark.parametrize("request_", [T2V, V2_ONLY], ids=["v1", "v2"])
+async def test_create_refused_as_already_existing_says_the_task_exists(
+    answer: httpx.Response, request_: TaskRequest
+) -> None:
+    server = Server(answer)
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(request_, EXT))
+    assert error.exists and error.sent
+    assert not error.ambiguous and not error.not_found and not error.over_capacity
+    assert not error.info.retryable
+    assert "exists" in error.info.hint and "looked up" in error.info.hint
+    assert error.info.code == 1201 and error.info.http_status == 400
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [fail(400, 1201, "mode value 'std' is invalid"), fail(500, 5000, EXISTS),
+     fail(429, 1303, EXISTS), httpx.Response(400, text=EXISTS)],
+    ids=["other-1201", "5xx", "1303", "not-an-envelope"],
+)
+async def test_only_a_refusal_that_says_so_means_exists(answer: httpx.Response) -> None:
+    server = Server(answer)
+    async with provider_for(server) as provider:
+        error = await raises(provider.create(T2V, EXT))
+    assert not error.exists
+
+
+@pytest.mark.anyio
+async def test_exists_is_decided_only_on_creates() -> None:
+    server = Server(fail(400, 1201, EXISTS))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
+    assert not error.exists and not error.not_found
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "message",
+    ["Task not found by id/external id: mf-auth-probe-nonexistent", "task not found",
+     "任务不存在"],
+)
+async def test_legacy_query_1201_is_absence_when_the_message_says_so(message: str) -> None:
+    server = Server(fail(400, 1201, message))
+    async with provider_for(server) as provider:
+        error = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "nope"))
+    assert error.not_found
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "message", ["task_ids or external_task_ids is required", "contents cannot be empty", ""]
+)
+async def test_other_1201_on_a_query_is_a_request_error_never_absence(message: str) -> None:
+    server = Server(fail(400, 1201, message), fail(400, 1201, message))
+    async with provider_for(server) as provider:
+        queried = await raises(provider.query(request_of(Kind.TEXT2VIDEO), "t1"))
+        looked = await raises(provider.lookup(request_of(Kind.TEXT2VIDEO), EXT, sent_after=NOW))
+    for error in (queried, looked):
+        assert not error.not_found and error.info.category is Category.VALIDATION
+    assert len(server.requests) == 2  # the lookup did not go on to "prove" absence
+
+
+# -- 1002: the region ------------------------------------------------------------------------------
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "base_url", ["https://api-beijing.klingai.com", "https://api-singapore.klingai.com/"]
+)
+async def test_1002_hint_names_the_host_and_the_region_rule(base_url: str) -> None:
+    server = Server(httpx.Response(401, json={"code": 1002, "message": "api key not found"}))
+    provider = KlingProvider(base_url, ApiKeyAuth(API_KEY),
+                             transport=httpx.MockTransport(server))
+    async with provider:
+        error = await raises(provider.create(T2V, EXT))
+    host = base_url.split("//")[1].rstrip("/")
+    assert error.info.category is Category.AUTH and error.info.scope is Scope.ACCOUNT
+    assert f"on {host}:" in error.info.hint
+    assert "api-singapore.klingai.com outside China" in error.info.hint
+    assert "api-beijing.klingai.com in China" in error.info.hint
+
+
+# -- charged units ---------------------------------------------------------------------------------
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("value", "units"),
+    [("2.5", 2.5), (" 5 ", 5.0), (3, 3.0), (0, 0.0), ("0", 0.0), (1.25, 1.25),
+     ("string", None), ("", None), ("-1", None), (-2, None), ("nan", None), ("inf", None),
+     (True, None), (None, None), ([1], None), ({"units": 1}, None), (10**400, None)],
+)
+async def test_charged_units_from_final_unit_deduction(value: object, units: float | None) -> None:
+    data = task(status="succeed")
+    if value is not None:
+        data["final_unit_deduction"] = value
+    server = Server(ok(data))
+    async with provider_for(server) as provider:
+        got = await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
+    assert got.charged_units == units
+
+
+# -- failure texts: decided raw, shown clean -------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_failure_is_classified_on_the_raw_text_and_reported_cleaned() -> None:
+    # The deciding word lies past the 500 characters a cleaned message keeps.
+    raw = f"{API_KEY} " + "x" * 600 + " 含违规内容"
+    server = Server(ok(task(status="failed", task_status_msg=raw)))
+    async with provider_for(server) as provider:
+        got = await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
+    assert got.failure is not None and got.failure.category is Category.POLICY
+    assert not got.failure.retryable
+    assert got.message is not None and API_KEY not in got.message and len(got.message) <= 500
+    assert got.failure.message == got.message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("message", "category", "retryable"),
+    [("Failure to pass the risk control system", Category.POLICY, False),
+     ("prompt 含违规内容", Category.POLICY, False),
+     ("The resolution or aspect ratio of the input image is invalid. Please ensure it meets the "
+      "required specifications.", Category.TASK_FAILED, False),
+     ("图片分辨率过低", Category.TASK_FAILED, False),
+     ("Internal generation error", Category.TASK_FAILED, True),
+     ("服务繁忙, 请稍后重试", Category.TASK_FAILED, True)],
+)
+async def test_failed_tasks_in_english_and_chinese(
+    message: str, category: Category, retryable: bool
+) -> None:
+    server = Server(ok(task(status="failed", task_status_msg=message)))
+    async with provider_for(server) as provider:
+        got = await provider.query(request_of(Kind.IMAGE2VIDEO), "t1")
+    assert got.failure is not None
+    assert (got.failure.category, got.failure.retryable) == (category, retryable)
+    assert got.message == message
+
+
+# -- Set-Cookie ------------------------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_a_set_cookie_with_a_non_ascii_byte_does_not_break_later_requests() -> None:
+    # Was (without _CookieFree): httpx stored the cookie, and every later request failed to
+    # encode its Cookie header (UnicodeEncodeError, escaping the provider).
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers=[(b"Set-Cookie", b"sid=caf\xe9; Path=/")],
+            json={"code": 0, "data": task(status="processing")},
+        )
+
+    server = Server(answer, answer, answer)
+    async with provider_for(server) as provider:
+        await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
+        await provider.create(T2V, EXT)
+        await provider.query(request_of(Kind.TEXT2VIDEO), "t1")
+    assert len(server.requests) == 3
+    assert all("cookie" not in r.headers for r in server.requests)

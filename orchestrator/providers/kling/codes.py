@@ -1,14 +1,20 @@
 """Kling's error codes and failure messages as data, and the pure functions that read them.
 
-Two tables decide what a Kling failure means:
+These tables decide what a Kling failure means:
 
     CODES           envelope ``code`` -> category, retryable, scope, hint   (request rejected)
     STATUS_RULES    HTTP status -> the same, used only when the code is absent or unknown
-    FAILURE_RULES   regexes over ``task_status_msg`` -> the same           (task ran and failed)
+    EXISTS / NOT_FOUND   message patterns that give an overloaded 1201 its meaning
+    FAILURE_RULES   regexes over ``task_status_msg`` / API 2.0 ``message`` (task ran and failed)
 
 The code wins over the HTTP status: Kling answers 429 for billing problems (1100-1102) as well as
 for rate limits (1302/1303), so a decision on the status alone would retry a batch that cannot
-succeed until someone pays.
+succeed until someone pays. 1201 ("invalid parameter value") is also what Kling answers for a
+reused external id (the task exists) and, on a legacy query, for an unknown task: only its
+message tells them apart, and mistaking either for the other costs a paid task.
+
+Decisions read Kling's RAW text: cleaning (masking credentials, cutting to 500 characters) is
+for what is shown, and must not hide the words that decide.
 """
 
 from __future__ import annotations
@@ -58,9 +64,13 @@ CODES: Mapping[int, Rule] = {
         f"Set {_CREDENTIALS}: the request reached Kling without credentials.",
         Scope.ACCOUNT, "Authorization header empty",
     ),
+    # Live: "api key not found" answers a key from the other region as well as a bogus one.
     1002: Rule(
         Category.AUTH, False,
-        f"Check {_CREDENTIALS}: Kling says the credentials are malformed or revoked.",
+        "Kling does not know these credentials on {host}: a key works only on its own region's "
+        "host (https://api-singapore.klingai.com outside China, https://api-beijing.klingai.com "
+        "in China), so set provider.base_url to the key's region; otherwise check "
+        f"{_CREDENTIALS} (malformed or revoked).",
         Scope.ACCOUNT, "Authorization header invalid",
     ),
     1003: Rule(
@@ -235,14 +245,21 @@ def rule_for(http_status: int | None, code: int | None) -> Rule:
     return _UNKNOWN
 
 
-def classify(http_status: int | None, code: int | None, message: str) -> ErrorInfo:
-    """What a rejected Kling request means. ``message`` is Kling's own text (may be empty)."""
+#: How a hint names the host when the caller does not say which.
+_SOME_HOST = "the configured host"
+
+
+def classify(
+    http_status: int | None, code: int | None, message: str, *, host: str | None = None
+) -> ErrorInfo:
+    """What a rejected Kling request means. ``message`` is Kling's own text (may be empty);
+    ``host`` (provider.base_url's) is named by the hints that depend on it (1002)."""
     rule = rule_for(http_status, code)
     return ErrorInfo(
         category=rule.category,
         message=message or rule.meaning,
         retryable=rule.retryable,
-        hint=rule.hint,
+        hint=rule.hint.replace("{host}", host or _SOME_HOST),
         scope=rule.scope,
         code=code,
         http_status=http_status,
@@ -250,7 +267,7 @@ def classify(http_status: int | None, code: int | None, message: str) -> ErrorIn
 
 
 def not_found(http_status: int | None, code: int | None, message: str) -> ErrorInfo:
-    """A query for a task Kling does not know (404, 1203, or 1201 on a read)."""
+    """A query for a task Kling does not know (404, 1203, or a 1201 saying so on a read)."""
     return ErrorInfo(
         category=Category.VALIDATION,
         message=message or "task not found",
@@ -281,19 +298,73 @@ def parse_code(value: object) -> int | None:
     return None
 
 
-#: Codes that answer a query with "no such task" (live probes: 400/1201; docs: 404/1203).
-NOT_FOUND_CODES = frozenset({1201, 1203})
+#: The documented "no such resource" code: absence on a query whatever the message says.
+NOT_FOUND_CODE = 1203
+#: What a legacy query for an unknown id answers live: 400/1201 "Task not found by id/external
+#: id: <id>". The same code answers request errors ("task_ids or external_task_ids is
+#: required"), so it means absence only when the message says so.
+NOT_FOUND_BY_MESSAGE_CODE = 1201
+NOT_FOUND: re.Pattern[str] = re.compile(
+    r"not\s*(?:be\s*)?found|does\s*not\s*exist|doesn'?t\s*exist|\bnot\s*exists?\b"
+    r"|no\s+such\s+task"
+    r"|不存在|未找到|找不到|查不到|查询不到",
+    re.IGNORECASE,
+)
 
 
-def means_not_found(http_status: int | None, code: int | None) -> bool:
+def means_not_found(http_status: int | None, code: int | None, message: str) -> bool:
     """Whether a Kling envelope answering a query says the task does not exist.
 
-    The code wins over the status here too: a 404 carrying 1303 or 5000 is a rate limit or a
-    server error, and calling it absence could make the engine resubmit a task that exists.
+    Absence makes the engine resend a create, so only an answer that says it counts: 1203,
+    a 1201 whose (raw) message says "not found", or a 404 with no known code. The code wins
+    over the status: a 404 carrying 1303 or 5000 is a rate limit or a server error.
     """
-    if code in NOT_FOUND_CODES:
+    if code == NOT_FOUND_CODE:
         return True
+    if code == NOT_FOUND_BY_MESSAGE_CODE:
+        return NOT_FOUND.search(message) is not None
     return http_status == 404 and (code is None or code not in CODES or code == 1202)
+
+
+#: A create refused because its external id names a task already: 400/1201 "External_task_id
+#: <id> already exists". Both halves must appear (the id and the verdict), in whatever words or
+#: order, so that a reworded answer is still understood and "mode ... already set" is not.
+EXISTS_SUBJECT: re.Pattern[str] = re.compile(
+    r"external[\s_-]*(?:task[\s_-]*)?id|\btask\b|外部任务\s*id|外部\s*id|任务", re.IGNORECASE
+)
+EXISTS_VERDICT: re.Pattern[str] = re.compile(
+    r"already\s*(?:been\s*)?(?:exist|used|in\s*use|taken|submitted)|\bexists\b|duplicat"
+    r"|not\s*unique"
+    r"|已存在|已经存在|已被使用|重复",
+    re.IGNORECASE,
+)
+
+EXISTS_HINT = (
+    "A task with this external_task_id already exists in the account (and is paid for): it is "
+    "looked up by that id and polled, never resubmitted under a new id."
+)
+
+
+def means_exists(message: str) -> bool:
+    """Whether a create's refusal (raw message) says its external id already names a task."""
+    return (
+        EXISTS_SUBJECT.search(message) is not None
+        and EXISTS_VERDICT.search(message) is not None
+        and NOT_FOUND.search(message) is None  # "external_task_id not exists" is not a yes
+    )
+
+
+def exists_info(http_status: int | None, code: int | None, message: str) -> ErrorInfo:
+    """A create refused because the task exists: not an item failure, the task is found."""
+    return ErrorInfo(
+        category=Category.VALIDATION,
+        message=message or "a task with this external_task_id already exists",
+        retryable=False,
+        hint=EXISTS_HINT,
+        scope=Scope.ITEM,
+        code=code,
+        http_status=http_status,
+    )
 
 
 @dataclass(frozen=True)
@@ -309,12 +380,16 @@ def _pattern(*alternatives: str) -> re.Pattern[str]:
 
 
 # Order matters: the first match wins, and the rules that must not be retried come first, because
-# retrying a failed task is a new paid generation.
+# retrying a failed task is a new paid generation. Kling words its reasons in English or Chinese
+# (seen live: "Failure to pass the risk control system", "prompt 含违规内容", "The resolution or
+# aspect ratio of the input image is invalid. ...", "Internal generation error").
 FAILURE_RULES: tuple[FailureRule, ...] = (
     FailureRule(
         _pattern(
             r"polic", r"safety", r"sensitive", r"violat", r"inappropriate", r"\brisk",
-            r"moderat", r"prohibit",
+            r"moderat", r"prohibit", r"censor", r"nsfw", r"illegal content", r"copyright",
+            r"违规", r"违禁", r"违法", r"敏感", r"风控", r"风险", r"审核", r"内容安全", r"安全策略",
+            r"合规", r"涉黄", r"涉政", r"色情", r"暴力", r"侵权", r"屏蔽",
         ),
         Category.POLICY, False,
         "Rewrite the prompt or replace the image: Kling's content policy rejected the output.",
@@ -322,7 +397,9 @@ FAILURE_RULES: tuple[FailureRule, ...] = (
     FailureRule(
         _pattern(
             r"pixel", r"image format", r"resolution", r"too small", r"too large",
-            r"aspect", r"image size", r"decode image", r"invalid image",
+            r"aspect", r"image size", r"decode image", r"invalid image", r"input image",
+            r"图片", r"图像", r"分辨率", r"宽高比", r"长宽比", r"比例", r"尺寸", r"像素",
+            r"格式", r"过大", r"过小",
         ),
         Category.TASK_FAILED, False,
         "Fix the input image (jpg/png, at most 10 MB, at least 300 px per side, aspect ratio "
@@ -330,8 +407,11 @@ FAILURE_RULES: tuple[FailureRule, ...] = (
     ),
     FailureRule(
         _pattern(
-            r"time\s*out", r"timed out", r"internal error", r"system error", r"server error",
-            r"busy", r"try again",
+            r"time\s*out", r"timed out", r"internal\s+(?:\w+\s+)?error", r"generation error",
+            r"system error", r"server error", r"busy", r"try again", r"overload",
+            r"service unavailable", r"temporar",
+            r"超时", r"繁忙", r"内部错误", r"系统错误", r"系统异常", r"服务异常", r"服务器错误",
+            r"稍后重试", r"稍后再试", r"请重试",
         ),
         Category.TASK_FAILED, True,
         "Kling failed for a transient reason; a new attempt may succeed.",
@@ -343,14 +423,17 @@ _FAILURE_DEFAULT_HINT = (
 )
 
 
-def classify_task_failure(message: str | None) -> ErrorInfo:
-    """What a task that ran and ended ``failed`` means, from Kling's ``task_status_msg``."""
-    text = (message or "").strip()
+def classify_task_failure(message: str | None, *, shown: str | None = None) -> ErrorInfo:
+    """What a task that ran and ended ``failed`` means, from Kling's ``task_status_msg`` (API
+    2.0: ``message``), decided on that RAW text; ``shown`` is the text to report instead (the
+    cleaned one), when the caller has it."""
+    raw = message or ""
+    text = (raw if shown is None else shown).strip()
     for rule in FAILURE_RULES:
-        if rule.pattern.search(text):
+        if rule.pattern.search(raw):
             return ErrorInfo(
                 category=rule.category,
-                message=text,
+                message=text or "task failed without a reason",
                 retryable=rule.retryable,
                 hint=rule.hint,
             )
@@ -360,3 +443,23 @@ def classify_task_failure(message: str | None) -> ErrorInfo:
         retryable=False,
         hint=_FAILURE_DEFAULT_HINT,
     )
+
+
+# -- what the provider says about answers that are not Kling's codes ---------------------------
+
+MALFORMED_HINT = (
+    "Kling's answer did not have the documented shape; the item is retried. If this persists, "
+    "check provider.base_url."
+)
+UNPROVEN_HINT = (
+    "Nothing was resubmitted. Rerun the manifest to look the task up again; if this persists, "
+    "search the Kling console for this external_task_id before resubmitting the item under a "
+    "new id."
+)
+#: Shown before a batch starts when /account/costs lists no pack with units left.
+NO_PACK_WARNING = (
+    "The Kling account shows no resource pack with units left (none online with a remaining "
+    "quantity), so the run may stop at once with code 1102: buy or renew a pack in the Kling "
+    "console first, or expect the batch to stop and rerun it afterwards (finished items are "
+    "not resubmitted)."
+)
