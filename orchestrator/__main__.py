@@ -311,7 +311,10 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     try:
         with _provider_endpoint(manifest, auth, redactor) as endpoint:
             provider = KlingProvider(
-                endpoint.base_url, endpoint.auth, timeout=manifest.provider.timeout
+                endpoint.base_url,
+                endpoint.auth,
+                timeout=manifest.provider.timeout,
+                api=manifest.provider.api,
             )
             downloader = (
                 Downloader(out, policy=download_policy(manifest)) if manifest.download else None
@@ -352,6 +355,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 "retries_denied": outcome.retries_denied,
                 "units_submitted": outcome.units_submitted,
                 "units": engine.units_estimate(),
+                "account_warning": outcome.account_warning,
                 "max_units": manifest.limits.max_units,
                 "stopped_by": report.error_entry(outcome.stopped_by),
                 "interrupted": outcome.interrupted,

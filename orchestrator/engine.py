@@ -49,6 +49,7 @@ from orchestrator.poller import ListPoller, Poller, QueryPoller
 from orchestrator.pricing import price_for, units_for
 from orchestrator.progress import Progress
 from orchestrator.providers.base import (
+    AccountChecker,
     BatchReader,
     Provider,
     Task,
@@ -86,6 +87,8 @@ class RunOutcome:
     #: units of the tasks this batch has submitted so far (only with limits.max_units)
     units_submitted: float | None = None
     concurrency: dict[str, int] = field(default_factory=dict)
+    #: what the provider's account check said before the batch (None: all looked well)
+    account_warning: str | None = None
 
 
 @dataclass
@@ -359,6 +362,8 @@ class Engine:
                     tg.start_soon(self._deadline_watch, watcher)
                 background = anyio.CancelScope()
                 tg.start_soon(self._background, background)
+                if isinstance(self._provider, AccountChecker) and pending:
+                    tg.start_soon(self._check_account)
                 async with anyio.create_task_group() as items:
                     # Finished tasks whose files are missing or damaged: downloads only.
                     for item in to_fetch:
@@ -459,6 +464,16 @@ class Engine:
         log.warning("limits.max_units_reached", units_spent=self._units_spent, max_units=cap)
         self._stop(info)
         return False
+
+    async def _check_account(self) -> None:
+        """Say at once when the account looks unable to pay; never blocks or stops the run
+        (the provider's answer may lag, and a run can still succeed)."""
+        assert isinstance(self._provider, AccountChecker)
+        self.outcome.requests["account"] += 1
+        warning = await self._provider.account_warning()
+        if warning is not None:
+            self.outcome.account_warning = warning
+            self._log.warning("account.warning", reason=warning)
 
     async def _background(self, scope: anyio.CancelScope) -> None:
         """The poll scheduler and the ledger's periodic commit, until the items are done."""

@@ -555,6 +555,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
     ]
     if report.get("log"):
         out.append(f"- Log: `{report['log']}`")
+    if report.get("account_warning"):
+        out.append(f"- **Account**: {md_cell(report['account_warning'])}")
     out.append("")
 
     # What ended the run early, if anything: the first thing a reader needs to know.
@@ -567,6 +569,7 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         notes.append("Rerun the same command afterwards: finished items are not resubmitted.")
     if report.get("interrupted"):
         notes.append("**Interrupted**: tasks in flight stay in the ledger; a rerun collects them.")
+
     if report.get("deadline_reached"):
         notes.append(
             f"**Deadline reached**: nothing was submitted after it; "
@@ -734,6 +737,8 @@ def summary(
         lines.append(f"STOPPED by an account-level error: {stop.category}{code}: {stop.message}")
         lines.append(f"  What to do: {stop.hint}")
         lines.append("  Rerun the same command afterwards: finished items are not resubmitted.")
+    if report.get("account_warning"):
+        lines.append(f"Account: {report['account_warning']}")
     if report.get("deadline_reached"):
         lines.append(
             f"Deadline reached: nothing was submitted after it; {counts['not_run']} items not "
