@@ -44,6 +44,7 @@ from orchestrator.limits import (
     SlotPool,
     create_rate_limiter,
 )
+from orchestrator.lookups import LookupBatcher
 from orchestrator.manifest import Item, Manifest
 from orchestrator.poller import ListPoller, Poller, QueryPoller
 from orchestrator.pricing import price_for, units_for
@@ -281,6 +282,7 @@ class Engine:
             self._poller = QueryPoller(
                 provider, sleep=sleep, requests=self.outcome.requests, account=self._account
             )
+        self._lookups = LookupBatcher(provider, self.outcome.requests)
         self._log = structlog.get_logger("orchestrator").bind(batch=manifest.name)
 
     # -- control --------------------------------------------------------------------------
@@ -917,9 +919,8 @@ class Engine:
         last: ErrorInfo | None = None
         while True:
             looks += 1
-            self.outcome.requests["lookup"] += 1
             try:
-                found = await self._provider.lookup(item.request, ext, sent_after=sent_after)
+                found = await self._lookups.lookup(item.request, ext, sent_after=sent_after)
             except ProviderError as err:
                 log.warning(
                     "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)
@@ -984,9 +985,8 @@ class Engine:
         looks = 0
         errors = 0
         while True:
-            self.outcome.requests["lookup"] += 1
             try:
-                found = await self._provider.lookup(item.request, ext, sent_after=sent_after)
+                found = await self._lookups.lookup(item.request, ext, sent_after=sent_after)
             except ProviderError as err:
                 log.warning(
                     "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)
