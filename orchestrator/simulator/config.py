@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.providers.kling.catalogue import catalogue
 from orchestrator.simulator.faults import FaultRule
 
 NOT_FOUND_STYLES = ("400/1201", "404/1203")
@@ -40,6 +41,11 @@ class SimConfig:
     faults: tuple[FaultRule, ...] = ()
     #: After this many committed creates every further create answers 429/1102.
     billing_after: int | None = None
+    #: Models the catalogue does not know that creates may name all the same ("Kling shipped a
+    #: model our catalogue does not know yet"): accepted with the checks any model gets, none
+    #: of a particular model's. A name the catalogue knows (retired ones too) is refused here:
+    #: its catalogue rules apply.
+    extra_models: tuple[str, ...] = ()
     #: Drives task lifecycles, slots and the rate window; inject a fake one in tests.
     clock: Callable[[], float] = field(default=time.monotonic)
     #: Seconds an asset URL stays valid. When set, every task answer carries freshly signed
@@ -66,3 +72,9 @@ class SimConfig:
         ttl = self.asset_url_ttl
         if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
             raise ValueError("asset_url_ttl must be a number of seconds > 0, or None")
+        known = [name for name in self.extra_models if catalogue().model(name) is not None]
+        if known:
+            # Listing a catalogue model would silently do nothing (its rules win): say so.
+            raise ValueError(
+                f"extra_models: {', '.join(known)} is in the catalogue; its rules apply"
+            )

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from orchestrator.simulator.assets import HOTLINK_PAGE, HOTLINK_PAGE_TYPE, AssetSigner
 from orchestrator.simulator.auth import check_authorization
 from orchestrator.simulator.config import SimConfig
-from orchestrator.simulator.families import FAMILIES, CreateSpec, Family
+from orchestrator.simulator.families import FAMILIES, CreateSpec, Family, Target
 from orchestrator.simulator.faults import (
     ASSET_BODY_EFFECTS,
     PRE_COMMIT_EFFECTS,
@@ -65,6 +65,7 @@ class _Server(ThreadingHTTPServer):
         self.state = state
         self.faults = faults
         self.signer = AssetSigner(config.secret_key, config.asset_url_ttl, config.clock)
+        self.target = Target(extra_models=frozenset(config.extra_models))
         self.base_url = ""
         self.stopping = threading.Event()
         self._connections_lock = threading.Lock()
@@ -248,8 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         if not isinstance(body, dict):
             body = None
-        prompt = body.get("prompt") if body is not None else None
-        prompt = prompt if isinstance(prompt, str) else None
+        prompt = family.prompt_of(body) if body is not None else None
         self._pause(server.faults.total_delay("create", prompt))
         rule = self._take_pre_commit("create", prompt)
         if rule is not None:
@@ -263,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
             spec = invalid("request body must be a JSON object")
         else:
             try:
-                spec = family.validate(body)
+                spec = family.validate(body, server.target)
             except ApiError as error:
                 spec = error
         task, answer = server.state.commit(family, spec)
