@@ -165,7 +165,8 @@ def test_create_query_list_round_trip(
 
 
 def test_query_path_can_refuse_external_ids(launch: Launch) -> None:
-    sim, client = launch(query_by_external_id=False)
+    # Accepting the reused id, as Kling does not, shows what a blind resubmission would pay.
+    sim, client = launch(query_by_external_id=False, reject_duplicate_external_ids=False)
     task = create(client, external_task_id="batch-item-1")
     assert error_of(client.get(f"{T2V}/batch-item-1")) == (400, 1201)
     assert client.get(f"{T2V}/{task['task_id']}").json()["data"]["task_id"] == task["task_id"]
@@ -549,13 +550,16 @@ def test_fault_rules_reject_typos() -> None:
 )
 def test_not_found_styles(launch: Launch, style: str, expected: tuple[int, int]) -> None:
     _, client = launch(not_found_style=style)
-    assert error_of(client.get(f"{T2V}/999")) == expected
+    missing = client.get(f"{T2V}/999")
+    assert error_of(missing) == expected
+    if style == "400/1201":
+        assert missing.json()["message"] == "Task not found by id/external id: 999"
     task_id = create(client, IMG)["task_id"]
     assert error_of(client.get(f"{T2V}/{task_id}")) == expected  # wrong family
 
 
 def test_stats_count_requests_and_duplicate_external_ids(launch: Launch, clock: FakeClock) -> None:
-    sim, client = launch()
+    sim, client = launch(reject_duplicate_external_ids=False)
     create(client, external_task_id="dup", prompt="same")
     create(client, external_task_id="dup", prompt="same")  # resubmitted without looking
     client.get(f"{T2V}/dup")
@@ -573,6 +577,7 @@ def test_stats_count_requests_and_duplicate_external_ids(launch: Launch, clock: 
     assert stats.external_id_counts == {"dup": 3, "solo": 1}
     assert stats.duplicate_external_ids == ("dup",)
     assert stats.creates_reusing_external_id_without_lookup == 1
+    assert (stats.creates_reusing_external_id, stats.creates_refused_as_existing) == (2, 0)
     assert stats.by_prompt == {"same": 3, "a red mug": 1}
     assert {t["status"] for t in stats.tasks} == {"succeed"}
     assert stats.tasks[3]["family"] == "images/generations"

@@ -46,6 +46,15 @@ class SimConfig:
     #: of a particular model's. A name the catalogue knows (retired ones too) is refused here:
     #: its catalogue rules apply.
     extra_models: tuple[str, ...] = ()
+    #: Whether a create naming an external_task_id that exists in the account is refused with
+    #: 400/1201 "External_task_id <id> already exists", as Kling does. False accepts it and
+    #: creates a second task (what this simulator did before Kling was seen refusing), so a
+    #: test can prove a client never relies on the server to deduplicate.
+    reject_duplicate_external_ids: bool = True
+    #: Seconds a new task stays invisible to every read by external id (the query path by
+    #: external id, list pages) after its creation, on ``clock``. Reads by task id see it at
+    #: once, and a create reusing its external id is refused at once.
+    read_lag: float = 0.0
     #: Drives task lifecycles, slots and the rate window; inject a fake one in tests.
     clock: Callable[[], float] = field(default=time.monotonic)
     #: Seconds an asset URL stays valid. When set, every task answer carries freshly signed
@@ -72,6 +81,8 @@ class SimConfig:
         ttl = self.asset_url_ttl
         if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
             raise ValueError("asset_url_ttl must be a number of seconds > 0, or None")
+        if not (math.isfinite(self.read_lag) and self.read_lag >= 0):
+            raise ValueError("read_lag must be a number of seconds >= 0")
         known = [name for name in self.extra_models if catalogue().model(name) is not None]
         if known:
             # Listing a catalogue model would silently do nothing (its rules win): say so.

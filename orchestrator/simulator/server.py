@@ -2,7 +2,8 @@
 
 Routes::
 
-    POST /v1/<family>                 create        (auth, faults, billing, rate, validation, slots)
+    POST /v1/<family>                 create        (auth, faults, billing, rate, validation,
+                                                     external-id uniqueness, slots)
     GET  /v1/<family>/<id>            query         (<id>: task id or external_task_id)
     GET  /v1/<family>?pageNum=&pageSize=   list     (newest first)
     GET  /assets/<task_id>/<i>.<mp4|png>   asset download (no auth, like a CDN URL; signed and
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -120,16 +122,40 @@ class _Server(ThreadingHTTPServer):
             thread.join(_JOIN_TIMEOUT)
 
 
-def _route(path: str) -> tuple[Family, str | None] | None:
-    """Split ``/v1/<family>[/<id>]`` into the family and the (unquoted) id, if any."""
+@dataclass(frozen=True)
+class _Route:
+    """What an API request is, once its method and path are known."""
+
+    #: What SimStats counts it as: create, query or list.
+    kind: str
+    #: The op fault rules are drawn for (see faults.OPS).
+    fault_op: str
+    family: Family | None = None
+    #: A query's id.
+    ident: str | None = None
+
+
+def _route(method: str, path: str) -> _Route | None:
+    """``/v1/<family>[/<id>]``: a create or list of the family, or a query of the (unquoted)
+    id."""
     rest = path[len("/v1/") :]
     for family_path, family in FAMILIES.items():
         if rest == family_path:
-            return family, None
-        if rest.startswith(family_path + "/"):
-            ident = rest[len(family_path) + 1 :]
-            if ident and "/" not in ident:
-                return family, unquote(ident)
+            ident = None
+        elif rest.startswith(family_path + "/"):
+            raw = rest[len(family_path) + 1 :]
+            if not raw or "/" in raw:
+                return None
+            ident = unquote(raw)
+        else:
+            continue
+        if method == "POST" and ident is None:
+            return _Route("create", "create", family)
+        if method == "GET" and ident is None:
+            return _Route("list", "list", family)
+        if method == "GET":
+            return _Route("query", "query", family, ident)
+        return None
     return None
 
 
@@ -144,6 +170,15 @@ def _page_param(params: dict[str, list[str]], name: str, default: int, high: int
     if not 1 <= value <= high:
         raise invalid(f"{name} must be an integer from 1 to {high}, got {value}")
     return value
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """The request body when it is a JSON object, else None."""
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _fault_error(rule: FaultRule) -> ApiError:
@@ -209,16 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_api(self, method: str, path: str, query: str, body: bytes) -> None:
         state = self.server.state
-        route = _route(path)
-        op: str | None = None
+        route = _route(method, path)
         if route is not None:
-            ident = route[1]
-            if method == "POST" and ident is None:
-                op = "create"
-            elif method == "GET":
-                op = "list" if ident is None else "query"
-        if op is not None:
-            state.count_request(op)
+            state.count_request(route.kind)
         request_id = state.new_request_id()
         authorization = self.headers.get("Authorization")
         # Identifies a resend of this request (JwtAuth resends it as is, with a new token).
@@ -227,31 +255,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._renewable = api_key is None or (authorization or "").split()[-1:] != [api_key]
         try:
             check_authorization(authorization, self.server.config)
-            if route is None or op is None:
+            if route is None:
                 raise ApiError(1202, "invalid method")
-            family, ident = route
-            if op == "create":
-                self._create(family, body, request_id)
-            elif ident is not None:
-                self._query(family, ident, request_id)
+            if route.kind == "create":
+                self._create(route, body, request_id)
+            elif route.kind == "query":
+                self._query(route, request_id)
             else:
-                self._list(family, query, request_id)
+                self._list(route, query, request_id)
         except ApiError as error:
-            if op == "create":
+            if route is not None and route.kind == "create":
                 state.note_create_answer(str(error.code))
             self._send_error(request_id, error)
 
-    def _create(self, family: Family, raw: bytes, request_id: str) -> None:
+    def _create(self, route: _Route, raw: bytes, request_id: str) -> None:
         server = self.server
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            body = None
+        family = route.family
+        assert family is not None
+        body = _json_object(raw)
         prompt = family.prompt_of(body) if body is not None else None
-        self._pause(server.faults.total_delay("create", prompt))
-        rule = self._take_pre_commit("create", prompt)
+        self._pause(server.faults.total_delay(route.fault_op, prompt))
+        rule = self._take_pre_commit(route.fault_op, prompt)
         if rule is not None:
             if rule.effect == "drop_before_commit":
                 server.state.note_create_answer("dropped")
@@ -281,28 +305,32 @@ class _Handler(BaseHTTPRequestHandler):
             wire = task.to_wire(server.state.now(), server.base_url, server.signer.query)
             self._send_json(200, success(request_id, wire))
 
-    def _query(self, family: Family, ident: str, request_id: str) -> None:
+    def _query(self, route: _Route, request_id: str) -> None:
         server = self.server
+        family, ident = route.family, route.ident
+        assert family is not None and ident is not None
         peeked = server.state.find(family, ident, looked_up=False)
         prompt = peeked.spec.prompt if peeked is not None else None
-        if not self._apply_faults("query", prompt):
+        if not self._apply_faults(route.fault_op, prompt):
             return
         task = server.state.find(family, ident, looked_up=True)
         if task is None:
             if server.config.not_found_style == "404/1203":
                 raise ApiError(1203, "Task not found")
-            raise ApiError(1201, "Task not found")
+            # What live probes saw (1201 is overloaded: the message says "not found").
+            raise ApiError(1201, f"Task not found by id/external id: {ident}")
         wire = task.to_wire(server.state.now(), server.base_url, server.signer.query)
         self._send_json(200, success(request_id, wire))
 
-    def _list(self, family: Family, query: str, request_id: str) -> None:
+    def _list(self, route: _Route, query: str, request_id: str) -> None:
         server = self.server
-        if not self._apply_faults("list", None):
+        assert route.family is not None
+        if not self._apply_faults(route.fault_op, None):
             return
         params = parse_qs(query)
         page = _page_param(params, "pageNum", 1, 1000)
         size = _page_param(params, "pageSize", 30, 500)
-        tasks = server.state.list_page(family, page, size)
+        tasks = server.state.list_page(route.family, page, size)
         now = server.state.now()
         wires = [t.to_wire(now, server.base_url, server.signer.query) for t in tasks]
         self._send_json(200, success(request_id, wires))

@@ -1,0 +1,143 @@
+"""The simulated account as Kling keeps it: external ids unique in the account (and the switch
+that lets a test prove a client never relies on that), and reads by external id that lag
+behind a create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.simulator_support import (
+    I2V,
+    IMAGE_URL,
+    IMG,
+    T2V,
+    FakeClock,
+    Launch,
+    assert_no_simulator_threads,
+    data_of,
+    invalid,
+    launcher,
+    refusal,
+)
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads() -> Iterator[None]:
+    yield
+    assert_no_simulator_threads()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def launch(clock: FakeClock) -> Iterator[Launch]:
+    with launcher(clock) as start:
+        yield start
+
+
+def video(**extra: Any) -> dict[str, Any]:
+    return {"model_name": "kling-v2-6", "mode": "pro", "prompt": "a harbour", **extra}
+
+
+def image(**extra: Any) -> dict[str, Any]:
+    return {"model_name": "kling-v2-1", "prompt": "a mug", **extra}
+
+
+# --- external ids are unique in the account ------------------------------------------------
+
+
+def test_a_reused_external_id_is_refused_in_any_family(launch: Launch) -> None:
+    sim, client = launch()
+    first = data_of(client.post(T2V, json=video(external_task_id="item-1")))
+    for path, body in ((T2V, video()), (IMG, image()), (I2V, video(image=IMAGE_URL))):
+        again = client.post(path, json={**body, "external_task_id": "item-1"})
+        assert refusal(again) == invalid("External_task_id item-1 already exists")
+    stats = sim.stats()
+    assert stats.tasks_created == 1
+    assert stats.tasks[0]["task_id"] == first["task_id"]
+    assert (stats.creates_reusing_external_id, stats.creates_refused_as_existing) == (3, 3)
+    assert stats.external_id_counts == {"item-1": 4}
+    assert stats.duplicate_external_ids == ("item-1",)
+    # None of them looked the id up first: each resend would have paid twice elsewhere.
+    assert stats.creates_reusing_external_id_without_lookup == 3
+    assert stats.create_answers == {"0": 1, "1201": 3}
+
+
+def test_a_reuse_after_a_lookup_is_counted_but_not_as_blind(launch: Launch) -> None:
+    sim, client = launch()
+    data_of(client.post(T2V, json=video(external_task_id="item-1")))
+    data_of(client.get(f"{T2V}/item-1"))
+    assert refusal(client.post(T2V, json=video(external_task_id="item-1")))[1] == 1201
+    stats = sim.stats()
+    assert stats.creates_reusing_external_id == 1
+    assert stats.creates_reusing_external_id_without_lookup == 0
+
+
+def test_validation_comes_before_the_uniqueness_check(launch: Launch) -> None:
+    sim, client = launch()
+    data_of(client.post(T2V, json=video(external_task_id="item-1")))
+    std = client.post(T2V, json=video(external_task_id="item-1", mode="std"))
+    assert refusal(std) == invalid("mode value 'std' is invalid")
+    assert sim.stats().creates_reusing_external_id == 0  # it never got as far as the id
+
+
+def test_accepting_reused_ids_shows_what_a_blind_resend_pays(launch: Launch) -> None:
+    sim, client = launch(reject_duplicate_external_ids=False)
+    ids = [data_of(client.post(T2V, json=video(external_task_id="item-1")))["task_id"]
+           for _ in range(2)]
+    stats = sim.stats()
+    assert stats.tasks_created == 2 and len(set(ids)) == 2
+    assert (stats.creates_reusing_external_id, stats.creates_refused_as_existing) == (1, 0)
+    assert stats.creates_reusing_external_id_without_lookup == 1
+    assert stats.duplicate_external_ids == ("item-1",)
+    # The newest answers a lookup by external id.
+    assert data_of(client.get(f"{T2V}/item-1"))["task_id"] == ids[1]
+
+
+# --- read lag ------------------------------------------------------------------------------
+
+
+def test_read_lag_hides_a_new_task_from_reads_by_external_id_only(
+    launch: Launch, clock: FakeClock
+) -> None:
+    sim, client = launch(read_lag=5.0, task_duration=(60.0, 60.0))
+    task = data_of(client.post(T2V, json=video(external_task_id="lagging")))
+    by_id = f"{T2V}/{task['task_id']}"
+    assert data_of(client.get(by_id))["task_id"] == task["task_id"]  # at once
+    assert refusal(client.get(f"{T2V}/lagging")) == invalid(
+        "Task not found by id/external id: lagging"
+    )
+    assert data_of(client.get(T2V)) == []
+    # The create reusing its id is refused at once, lag or not.
+    assert refusal(client.post(T2V, json=video(external_task_id="lagging"))) == invalid(
+        "External_task_id lagging already exists"
+    )
+    clock.advance(4.99)
+    assert refusal(client.get(f"{T2V}/lagging"))[1] == 1201
+    assert data_of(client.get(T2V)) == []
+    clock.advance(0.01)
+    assert data_of(client.get(f"{T2V}/lagging"))["task_id"] == task["task_id"]
+    assert [t["task_id"] for t in data_of(client.get(T2V))] == [task["task_id"]]
+    assert sim.stats().tasks_created == 1
+
+
+def test_read_lag_pages_lists_over_what_reads_see(launch: Launch, clock: FakeClock) -> None:
+    _, client = launch(read_lag=2.0, task_duration=(60.0, 60.0))
+    old = [data_of(client.post(T2V, json=video(prompt=f"old {i}")))["task_id"] for i in range(3)]
+    clock.advance(2.0)
+    data_of(client.post(T2V, json=video(prompt="new")))
+    page = data_of(client.get(T2V, params={"pageNum": 1, "pageSize": 2}))
+    assert [t["task_id"] for t in page] == [old[2], old[1]]
+
+
+def test_read_lag_must_be_a_number_of_seconds(launch: Launch) -> None:
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="read_lag"):
+            launch(read_lag=bad)
