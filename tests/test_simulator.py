@@ -157,6 +157,7 @@ def test_create_query_list_round_trip(
     assert len(assets) == count
     for index, asset in enumerate(assets):
         assert asset["url"].startswith(sim.url + "/assets/")
+        assert asset["watermark_url"].startswith(sim.url + "/assets/")
         if result_key == "images":
             assert asset["index"] == index
         else:

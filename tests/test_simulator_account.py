@@ -1,6 +1,6 @@
 """The simulated account as Kling keeps it: external ids unique in the account (and the switch
-that lets a test prove a client never relies on that), and reads by external id that lag
-behind a create.
+that lets a test prove a client never relies on that), reads by external id that lag behind a
+create, and finished tasks reporting units and watermarked copies.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.providers.base import Kind
+from orchestrator.providers.kling.catalogue import catalogue
+from orchestrator.simulator import FaultRule
 from tests.simulator_support import (
     I2V,
     IMAGE_URL,
@@ -141,3 +144,72 @@ def test_read_lag_must_be_a_number_of_seconds(launch: Launch) -> None:
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="read_lag"):
             launch(read_lag=bad)
+
+
+# --- what finished tasks report ------------------------------------------------------------
+
+
+def units(model: str, kind: Kind, **asked: Any) -> str:
+    value = catalogue().indicative_units(model, kind, **asked)
+    assert value is not None
+    return f"{value:g}"
+
+
+@pytest.mark.parametrize(
+    ("body", "seconds", "kind_asked"),
+    [
+        (video(), 5, {"mode": "pro", "duration": 5}),
+        (video(duration="10", sound="on"), 10, {"mode": "pro", "duration": 10, "sound": True}),
+        ({"model_name": "kling-v3", "prompt": "a bay", "duration": "7", "mode": "4k"}, 7,
+         {"mode": "4k", "duration": 7}),
+        ({"model_name": "kling-v2-5-turbo", "prompt": "a bay"}, 5, {"mode": "std", "duration": 5}),
+    ],
+)
+def test_a_finished_video_reports_its_units_its_watermark_and_a_tenth_more_seconds(
+    launch: Launch, clock: FakeClock, body: dict[str, Any], seconds: int, kind_asked: Any
+) -> None:
+    _, client = launch()
+    task_id = data_of(client.post(T2V, json=body))["task_id"]
+    pending = data_of(client.get(f"{T2V}/{task_id}"))
+    assert "final_unit_deduction" not in pending  # charged once it has ended
+    clock.advance(1.0)
+    done = data_of(client.get(f"{T2V}/{task_id}"))
+    expected = units(body["model_name"], Kind.TEXT2VIDEO, **kind_asked)
+    assert done["final_unit_deduction"] == expected
+    assert isinstance(done["final_unit_deduction"], str)
+    assert done["watermark_info"] == {"enabled": False}
+    (asset,) = done["task_result"]["videos"]
+    assert asset["duration"] == f"{seconds}.1"  # Kling reports 5 s as "5.1"
+    file, marked = client.get(asset["url"]), client.get(asset["watermark_url"])
+    assert (file.status_code, marked.status_code) == (200, 200)
+    assert marked.headers["Content-Type"] == "video/mp4"
+    assert file.content != marked.content
+
+
+def test_image_tasks_report_units_per_image_and_each_watermark(
+    launch: Launch, clock: FakeClock
+) -> None:
+    _, client = launch()
+    task_id = data_of(client.post(IMG, json=image(n=3)))["task_id"]
+    clock.advance(1.0)
+    done = data_of(client.get(f"{IMG}/{task_id}"))
+    assert done["final_unit_deduction"] == units("kling-v2-1", Kind.IMAGE, n=3) == "3"
+    images = done["task_result"]["images"]
+    assert [i["index"] for i in images] == [0, 1, 2]
+    assert all(client.get(i["watermark_url"]).status_code == 200 for i in images)
+    # No price in the catalogue (kling-v3 images): the field is left out, not made up.
+    unpriced = data_of(client.post(IMG, json=image(model_name="kling-v3")))["task_id"]
+    clock.advance(1.0)
+    assert "final_unit_deduction" not in data_of(client.get(f"{IMG}/{unpriced}"))
+
+
+def test_a_failed_task_reports_nothing_charged(launch: Launch, clock: FakeClock) -> None:
+    rule = FaultRule(op="create", effect="task_failed", message="Internal generation error")
+    _, client = launch(faults=(rule,))
+    task_id = data_of(client.post(T2V, json=video()))["task_id"]
+    clock.advance(1.0)
+    failed = data_of(client.get(f"{T2V}/{task_id}"))
+    assert (failed["task_status"], failed["task_status_msg"]) == (
+        "failed", "Internal generation error")
+    assert failed["final_unit_deduction"] == "0"
+    assert "task_result" not in failed

@@ -6,8 +6,9 @@ Routes::
                                                      external-id uniqueness, slots)
     GET  /v1/<family>/<id>            query         (<id>: task id or external_task_id)
     GET  /v1/<family>?pageNum=&pageSize=   list     (newest first)
-    GET  /assets/<task_id>/<i>.<mp4|png>   asset download (no auth, like a CDN URL; signed and
-                                      expiring with SimConfig.asset_url_ttl; op "asset" faults)
+    GET  /assets/<task_id>/<i>[-wm].<mp4|png>  asset download, -wm the watermarked copy (no
+                                      auth, like a CDN URL; signed and expiring with
+                                      SimConfig.asset_url_ttl; op "asset" faults)
     GET  /_sim/stats                  SimStats as JSON (for out-of-process users)
 
 Handlers do no work per task beyond a few dict lookups under one lock; the only sleeps are
@@ -43,7 +44,8 @@ from orchestrator.simulator.faults import (
 )
 from orchestrator.simulator.journal import Journal, task_from_json, task_to_json
 from orchestrator.simulator.media import BUILDERS, MEDIA_TYPES
-from orchestrator.simulator.state import SimState, SimStats, TaskRecord
+from orchestrator.simulator.state import WATERMARK_MARK, SimState, SimStats, TaskRecord
+from orchestrator.simulator.task_wire import legacy_task
 from orchestrator.simulator.wire import ApiError, failure, invalid, success
 
 #: Large enough for a 10 MB image sent as base64 plus the rest of the body.
@@ -302,8 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(request_id, _fault_error(answer))
         else:
             server.state.note_create_answer("0")
-            wire = task.to_wire(server.state.now(), server.base_url, server.signer.query)
-            self._send_json(200, success(request_id, wire))
+            data = legacy_task(task, server.state.now(), server.base_url, server.signer.query)
+            self._send_json(200, success(request_id, data))
 
     def _query(self, route: _Route, request_id: str) -> None:
         server = self.server
@@ -319,7 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(1203, "Task not found")
             # What live probes saw (1201 is overloaded: the message says "not found").
             raise ApiError(1201, f"Task not found by id/external id: {ident}")
-        wire = task.to_wire(server.state.now(), server.base_url, server.signer.query)
+        wire = legacy_task(task, server.state.now(), server.base_url, server.signer.query)
         self._send_json(200, success(request_id, wire))
 
     def _list(self, route: _Route, query: str, request_id: str) -> None:
@@ -332,7 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
         size = _page_param(params, "pageSize", 30, 500)
         tasks = server.state.list_page(route.family, page, size)
         now = server.state.now()
-        wires = [t.to_wire(now, server.base_url, server.signer.query) for t in tasks]
+        wires = [legacy_task(t, now, server.base_url, server.signer.query) for t in tasks]
         self._send_json(200, success(request_id, wires))
 
     def _apply_faults(self, op: str, prompt: str | None) -> bool:
@@ -379,9 +381,12 @@ class _Handler(BaseHTTPRequestHandler):
         parts = path[len("/assets/") :].split("/")
         task = None
         index, suffix = 0, ""
+        watermarked = False
         if len(parts) == 2:
             stem, _, suffix = parts[1].partition(".")
-            if stem.isdigit() and suffix in BUILDERS:
+            if stem.endswith(WATERMARK_MARK):
+                stem, watermarked = stem[: -len(WATERMARK_MARK)], True
+            if stem.isascii() and stem.isdigit() and suffix in BUILDERS:
                 index = int(stem)
                 task = state.asset_task(unquote(parts[0]), index, suffix, finished=False)
         prompt = task.spec.prompt if task is not None else None
@@ -405,7 +410,9 @@ class _Handler(BaseHTTPRequestHandler):
             state.note_asset_answer("403")
             self._send_json(403, failure("", ApiError(1103, refusal, http_status=403)))
             return
-        content = BUILDERS[suffix](task.task_id, index)
+        # The watermarked copy differs from the file (a client must not mistake one for the
+        # other when it checks what it downloaded).
+        content = BUILDERS[suffix](task.task_id + (" watermarked" if watermarked else ""), index)
         rule = server.faults.take("asset", prompt, ASSET_BODY_EFFECTS)
         if rule is None:
             state.note_asset_answer("200", len(content))

@@ -33,6 +33,8 @@ from orchestrator.simulator.wire import ApiError
 SUBMITTED_SHARE = 0.2
 #: Status reported in stats for a task that has not finished yet.
 PENDING = "pending"
+#: Ends an asset's file name for its watermarked copy (``/assets/<task>/0-wm.mp4``).
+WATERMARK_MARK = "-wm"
 
 
 @dataclass(frozen=True)
@@ -68,57 +70,29 @@ class TaskRecord:
         after its creation (reads by task id see it at once)."""
         return now - self.started >= read_lag
 
-    def to_wire(
-        self, now: float, base_url: str, sign: Callable[[str], str] | None = None
-    ) -> dict[str, Any]:
-        """The task object as Kling answers it. ``sign`` maps an asset path to the query string
-        that signs it (see :class:`~orchestrator.simulator.assets.AssetSigner`)."""
+    def charged(self, now: float) -> float | None:
+        """Units the task reports as charged (``final_unit_deduction``): its price once it
+        succeeded, 0 once it failed (a failed generation is not charged: the units it held
+        go back to the pack), None before it ends or when no price is known."""
         status = self.status(now)
-        if status == "submitted":
-            changed = 0.0
-        elif status == "processing":
-            changed = SUBMITTED_SHARE * self.duration
-        else:
-            changed = self.duration
-        task_info = {}
-        if self.spec.external_task_id is not None:
-            task_info["external_task_id"] = self.spec.external_task_id
-        wire: dict[str, Any] = {
-            "task_id": self.task_id,
-            "task_status": status,
-            "task_status_msg": self.failure_message if status == "failed" else "",
-            "task_info": task_info,
-            "created_at": self.created_at_ms,
-            "updated_at": self.created_at_ms + int(changed * 1000),
-        }
-        if status == "succeed":
-            wire["task_result"] = self._result(base_url, sign)
-        return wire
+        if status == "failed":
+            return 0.0
+        return self.spec.units if status == "succeed" else None
 
-    def asset_path(self, index: int) -> str:
-        return f"/assets/{self.task_id}/{index}.{self.family.asset_suffix}"
+    def asset_path(self, index: int, *, watermarked: bool = False) -> str:
+        mark = WATERMARK_MARK if watermarked else ""
+        return f"/assets/{self.task_id}/{index}{mark}.{self.family.asset_suffix}"
 
     def asset_url(
-        self, base_url: str, index: int, sign: Callable[[str], str] | None = None
+        self,
+        base_url: str,
+        index: int,
+        sign: Callable[[str], str] | None = None,
+        *,
+        watermarked: bool = False,
     ) -> str:
-        path = self.asset_path(index)
+        path = self.asset_path(index, watermarked=watermarked)
         return base_url + path + (sign(path) if sign is not None else "")
-
-    def _result(self, base_url: str, sign: Callable[[str], str] | None) -> dict[str, Any]:
-        if self.family.media == "image":
-            images = [
-                {"index": i, "url": self.asset_url(base_url, i, sign)} for i in range(self.assets)
-            ]
-            return {"images": images}
-        videos = [
-            {
-                "id": self.asset_ids[i],
-                "url": self.asset_url(base_url, i, sign),
-                "duration": self.spec.video_duration,
-            }
-            for i in range(self.assets)
-        ]
-        return {"videos": videos}
 
 
 @dataclass(frozen=True)
