@@ -1,6 +1,7 @@
 """The simulated account as Kling keeps it: external ids unique in the account (and the switch
 that lets a test prove a client never relies on that), reads by external id that lag behind a
-create, and finished tasks reporting units and watermarked copies.
+create, finished tasks reporting units and watermarked copies, and the failure texts seen in
+the wild.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from orchestrator.providers.base import Kind
 from orchestrator.providers.kling.catalogue import catalogue
-from orchestrator.simulator import FaultRule
+from orchestrator.simulator import TASK_FAILURE_MESSAGES, FaultRule
 from tests.simulator_support import (
     I2V,
     IMAGE_URL,
@@ -213,3 +214,27 @@ def test_a_failed_task_reports_nothing_charged(launch: Launch, clock: FakeClock)
         "failed", "Internal generation error")
     assert failed["final_unit_deduction"] == "0"
     assert "task_result" not in failed
+
+
+# --- failure texts seen in the wild --------------------------------------------------------
+
+
+def test_failure_catalogue_has_the_texts_seen_in_the_wild(
+    launch: Launch, clock: FakeClock
+) -> None:
+    texts = set(TASK_FAILURE_MESSAGES.values())
+    assert {
+        "Internal generation error",
+        "prompt 含违规内容",
+        "The resolution or aspect ratio of the input image is invalid. Please ensure it meets "
+        "the required specifications.",
+        "Failure to pass the risk control system",
+        "Image pixel is invalid",
+    } <= texts
+    chinese = TASK_FAILURE_MESSAGES["policy_chinese"]
+    _, client = launch(faults=(FaultRule(op="create", effect="task_failed", message=chinese),))
+    task_id = data_of(client.post(T2V, json=video()))["task_id"]
+    clock.advance(1.0)
+    response = client.get(f"{T2V}/{task_id}")
+    assert "含违规内容".encode() in response.content  # UTF-8 on the wire, not \u escapes
+    assert data_of(response)["task_status_msg"] == "prompt 含违规内容"

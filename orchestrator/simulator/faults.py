@@ -57,9 +57,11 @@ _ERROR_EFFECTS = frozenset({"error", "error_after_commit"})
 TOKEN_CODES = frozenset({1003, 1004})
 
 #: Representative ``task_status_msg`` texts of failed Kling tasks, by kind, for ``task_failed``
-#: rules. "Image pixel is invalid" is verbatim from a live answer; the others follow the wording
-#: public clients report and each hits the keywords the orchestrator's classifier looks for
-#: ("no_reason" is a failure with an empty message).
+#: rules. "Image pixel is invalid" is verbatim from a live answer; "Internal generation error"
+#: (transient: a new attempt may succeed), "prompt 含违规内容" (policy, in Chinese: 违规 is
+#: "violation") and the image resolution text (input) were seen in the wild
+#: (shared/reference/kling-responses/failed_*.json); the others follow the wording public clients
+#: report ("no_reason" is a failure with an empty message). Kling answers in English or Chinese.
 TASK_FAILURE_MESSAGES: Mapping[str, str] = MappingProxyType(
     {
         "risk_control": "Failure to pass the risk control system",
@@ -67,6 +69,12 @@ TASK_FAILURE_MESSAGES: Mapping[str, str] = MappingProxyType(
         "generation_timeout": "Generation timeout, please try again",
         "internal_error": "Internal error, please try again later",
         "image_invalid": "Image pixel is invalid",
+        "internal_generation_error": "Internal generation error",
+        "policy_chinese": "prompt 含违规内容",
+        "image_resolution": (
+            "The resolution or aspect ratio of the input image is invalid. Please ensure it "
+            "meets the required specifications."
+        ),
         "no_reason": "",
     }
 )

@@ -279,11 +279,11 @@ _PROFILES = (
         name="task-failures",
         description=(
             "Tasks that are created but end badly. Each kind of failure message "
-            f"({_FAILURE_KINDS}) ends 4% of the tasks as failed (HTTP 200, task_status "
+            f"({_FAILURE_KINDS}) ends 3% of the tasks as failed (HTTP 200, task_status "
             "failed, the reason in task_status_msg); 5% succeed with one asset only (image "
             "tasks with n > 1) and 4% with no asset at all."
         ),
-        faults=(*_task_failures(0.04), *_short_results(0.05, 0.04)),
+        faults=(*_task_failures(0.03), *_short_results(0.05, 0.04)),
     ),
     Profile(
         name="billing",
