@@ -9,6 +9,7 @@ import base64
 import contextlib
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -94,3 +95,25 @@ def refusal(response: httpx.Response) -> tuple[int, int, str]:
 def invalid(message: str) -> tuple[int, int, str]:
     """What a 400/1201 refusal with ``message`` reads as through :func:`refusal`."""
     return 400, 1201, message
+
+
+def window_around_now(seconds: float = 600.0) -> dict[str, int]:
+    """A POST /tasks window from ``seconds`` before now to as long after (Unix ms)."""
+    now = int(time.time() * 1000)
+    return {"start_time": now - int(seconds * 1000), "end_time": now + int(seconds * 1000)}
+
+
+def v2_body(
+    prompt: str = "a cat",
+    *,
+    external: str | None = None,
+    images: tuple[tuple[str, str], ...] = (),
+    **settings: Any,
+) -> dict[str, Any]:
+    """An API 2.0 create body: a prompt, (type, url) images, settings and options."""
+    contents: list[dict[str, Any]] = [{"type": "prompt", "text": prompt}] if prompt else []
+    contents += [{"type": kind, "url": url} for kind, url in images]
+    body: dict[str, Any] = {"contents": contents, "settings": settings}
+    if external is not None:
+        body["options"] = {"external_task_id": external}
+    return body

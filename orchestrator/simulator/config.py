@@ -51,9 +51,10 @@ class SimConfig:
     #: creates a second task (what this simulator did before Kling was seen refusing), so a
     #: test can prove a client never relies on the server to deduplicate.
     reject_duplicate_external_ids: bool = True
-    #: Seconds a new task stays invisible to every read by external id (the query path by
-    #: external id, list pages) after its creation, on ``clock``. Reads by task id see it at
-    #: once, and a create reusing its external id is refused at once.
+    #: Seconds a new task stays invisible to every read by external id (the legacy query path
+    #: by external id, legacy list pages, API 2.0 ``?external_task_ids=`` and ``POST /tasks``)
+    #: after its creation, on ``clock``. Reads by task id see it at once, and a create reusing
+    #: its external id is refused at once.
     read_lag: float = 0.0
     #: Drives task lifecycles, slots and the rate window; inject a fake one in tests.
     clock: Callable[[], float] = field(default=time.monotonic)

@@ -2,10 +2,11 @@
 
 A family is data: its path, its kind (what one asset is follows from it), the API it is on, and
 a validator that either returns a :class:`CreateSpec` or raises the 400/1201 Kling would send.
-The legacy families are in :data:`FAMILIES` (by path under ``/v1``). Validators check each
-field's shape here (or in :mod:`.fields`) and leave every per-model rule to the catalogue,
-through :mod:`.model_rules`. They are strict on purpose, so that a client bug shows up against
-the simulator rather than as a paid failure or a refusal from the real API.
+The legacy families are in :data:`FAMILIES` (by path under ``/v1``), API 2.0's in
+``api2.V2_FAMILIES``. Validators check each field's shape here (or in :mod:`.fields`) and
+leave every per-model rule to the catalogue, through :mod:`.model_rules`. They are strict on
+purpose, so that a client bug shows up against the simulator rather than as a paid failure or
+a refusal from the real API.
 """
 
 from __future__ import annotations

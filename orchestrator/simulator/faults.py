@@ -18,6 +18,11 @@ fall in three groups that combine on one create:
   when a task is really committed, so a ``times=1`` rule is not used up by a create that a limit or
   validation rejected.
 
+Ops name what a request does, on either API: ``create`` (a legacy create or an API 2.0 one),
+``query`` (a legacy query of one task, or an API 2.0 batch query ``GET /tasks``, matched against
+the prompts of the tasks it names, one per line), ``list`` (a legacy list page, or an API 2.0
+time-window page ``POST /tasks``) and ``asset``.
+
 Op ``asset`` covers downloads of generated files (``GET /assets/...``), matched against the
 prompt of the task that made the file. Besides ``delay``, ``error`` (e.g. 500/503, or 403 as a
 hotlink refusal) and ``drop_before_commit`` (the connection closes without an answer), two effects

@@ -16,8 +16,9 @@ Lines::
               "assets": ..., "asset_ids": [...]}}
     {"port": 50123}
 
-A line written before a field existed reads with its default (a legacy task, no mode, no price
-known).
+API 2.0 tasks are written alike, with ``"api": "v2"`` and their API 2.0 path as the family
+(``"text-to-video"``). A line written before a field existed reads with its default (a legacy
+task, no mode, no price known).
 
 A torn last line (the process died mid-write) is cut off on load; any other line that does not
 parse is skipped.
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.providers.kling.catalogue import V1
+from orchestrator.providers.kling.catalogue import V1, V2
+from orchestrator.simulator.api2 import V2_FAMILIES
 from orchestrator.simulator.families import FAMILIES, CreateSpec, Family
 from orchestrator.simulator.state import TaskRecord
 
@@ -94,7 +96,7 @@ class Journal:
 
 
 #: The families of each API, by the path a journal line names.
-_FAMILIES: Mapping[str, Mapping[str, Family]] = {V1: FAMILIES}
+_FAMILIES: Mapping[str, Mapping[str, Family]] = {V1: FAMILIES, V2: V2_FAMILIES}
 
 
 def task_to_json(task: TaskRecord) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The HTTP side: a keep-alive ThreadingHTTPServer speaking Kling's legacy /v1 wire format.
+"""The HTTP side: a keep-alive ThreadingHTTPServer speaking Kling's legacy /v1 wire format and
+its API 2.0 (see :mod:`.api2`) beside it, on one account.
 
 Routes::
 
@@ -6,6 +7,9 @@ Routes::
                                                      external-id uniqueness, slots)
     GET  /v1/<family>/<id>            query         (<id>: task id or external_task_id)
     GET  /v1/<family>?pageNum=&pageSize=   list     (newest first)
+    POST /<v2 path>/<v2 name>         API 2.0 create (text-to-video/kling-2.6, ...)
+    GET  /tasks?task_ids=|external_task_ids=   API 2.0 batch query (fault op "query")
+    POST /tasks                       API 2.0 time-window list (fault op "list")
     GET  /assets/<task_id>/<i>[-wm].<mp4|png>  asset download, -wm the watermarked copy (no
                                       auth, like a CDN URL; signed and expiring with
                                       SimConfig.asset_url_ttl; op "asset" faults)
@@ -26,12 +30,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from orchestrator.providers.kling.catalogue import V2
+from orchestrator.simulator import api2
 from orchestrator.simulator.assets import HOTLINK_PAGE, HOTLINK_PAGE_TYPE, AssetSigner
 from orchestrator.simulator.auth import check_authorization
 from orchestrator.simulator.config import SimConfig
@@ -45,7 +51,7 @@ from orchestrator.simulator.faults import (
 from orchestrator.simulator.journal import Journal, task_from_json, task_to_json
 from orchestrator.simulator.media import BUILDERS, MEDIA_TYPES
 from orchestrator.simulator.state import WATERMARK_MARK, SimState, SimStats, TaskRecord
-from orchestrator.simulator.task_wire import legacy_task
+from orchestrator.simulator.task_wire import legacy_task, v2_created, v2_task
 from orchestrator.simulator.wire import ApiError, failure, invalid, success
 
 #: Large enough for a 10 MB image sent as base64 plus the rest of the body.
@@ -128,16 +134,22 @@ class _Server(ThreadingHTTPServer):
 class _Route:
     """What an API request is, once its method and path are known."""
 
-    #: What SimStats counts it as: create, query or list.
+    #: What SimStats counts it as: create, query, list, batch_query or window_list.
     kind: str
     #: The op fault rules are drawn for (see faults.OPS).
     fault_op: str
     family: Family | None = None
-    #: A query's id.
+    #: A legacy query's id, or the model an API 2.0 create path names.
     ident: str | None = None
 
 
-def _route(method: str, path: str) -> _Route | None:
+#: API 2.0 routes at the host root that are not creates: path -> {method: (kind, fault op)}.
+_ROOT_ROUTES: dict[str, dict[str, tuple[str, str]]] = {
+    "/tasks": {"GET": ("batch_query", "query"), "POST": ("window_list", "list")},
+}
+
+
+def _legacy_route(method: str, path: str) -> _Route | None:
     """``/v1/<family>[/<id>]``: a create or list of the family, or a query of the (unquoted)
     id."""
     rest = path[len("/v1/") :]
@@ -159,6 +171,28 @@ def _route(method: str, path: str) -> _Route | None:
             return _Route("query", "query", family, ident)
         return None
     return None
+
+
+def _route(method: str, path: str) -> _Route | None:
+    if path.startswith("/v1/"):
+        return _legacy_route(method, path)
+    known = _ROOT_ROUTES.get(path, {}).get(method)
+    if known is not None:
+        return _Route(*known)
+    base, _, model = path[1:].partition("/")
+    family = api2.V2_FAMILIES.get(base)
+    if family is not None and method == "POST" and model and "/" not in model:
+        return _Route("create", "create", family, unquote(model))
+    return None
+
+
+def _is_api_path(path: str) -> bool:
+    """Whether a path belongs to the API (authenticated even when its method is not served)."""
+    return (
+        path.startswith("/v1/")
+        or path in _ROOT_ROUTES
+        or path[1:].partition("/")[0] in api2.V2_FAMILIES
+    )
 
 
 def _page_param(params: dict[str, list[str]], name: str, default: int, high: int) -> int:
@@ -229,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         try:
-            if url.path.startswith("/v1/"):
+            if _is_api_path(url.path):
                 self._serve_api(method, url.path, url.query, body)
             elif url.path.startswith("/assets/") and method == "GET":
                 self._serve_asset(url.path, url.query)
@@ -249,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         route = _route(method, path)
         if route is not None:
             state.count_request(route.kind)
+            if route.kind == "create" and route.family is not None and route.family.api == V2:
+                state.count_request("create_v2")
         request_id = state.new_request_id()
         authorization = self.headers.get("Authorization")
         # Identifies a resend of this request (JwtAuth resends it as is, with a new token).
@@ -263,8 +299,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._create(route, body, request_id)
             elif route.kind == "query":
                 self._query(route, request_id)
-            else:
+            elif route.kind == "list":
                 self._list(route, query, request_id)
+            elif route.kind == "batch_query":
+                self._batch_query(route, query, request_id)
+            else:
+                self._window_list(route, body, request_id)
         except ApiError as error:
             if route is not None and route.kind == "create":
                 state.note_create_answer(str(error.code))
@@ -289,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
             spec = invalid("request body must be a JSON object")
         else:
             try:
-                spec = family.validate(body, server.target)
+                spec = family.validate(body, replace(server.target, path_model=route.ident))
             except ApiError as error:
                 spec = error
         task, answer = server.state.commit(family, spec)
@@ -304,7 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(request_id, _fault_error(answer))
         else:
             server.state.note_create_answer("0")
-            data = legacy_task(task, server.state.now(), server.base_url, server.signer.query)
+            now = server.state.now()
+            if family.api == V2:
+                data = v2_created(task, now)
+            else:
+                data = legacy_task(task, now, server.base_url, server.signer.query)
             self._send_json(200, success(request_id, data))
 
     def _query(self, route: _Route, request_id: str) -> None:
@@ -336,6 +380,34 @@ class _Handler(BaseHTTPRequestHandler):
         now = server.state.now()
         wires = [legacy_task(t, now, server.base_url, server.signer.query) for t in tasks]
         self._send_json(200, success(request_id, wires))
+
+    def _batch_query(self, route: _Route, query: str, request_id: str) -> None:
+        server = self.server
+        ids, by_external = api2.batch_ids(query)
+        # Fault rules match against the prompts of the tasks the query names, one per line.
+        peeked = server.state.find_v2(ids, by_external=by_external, looked_up=False)
+        prompt = "\n".join(task.spec.prompt for task in peeked) if peeked else None
+        if not self._apply_faults(route.fault_op, prompt):
+            return
+        tasks = server.state.find_v2(ids, by_external=by_external)
+        now = server.state.now()
+        wires = [v2_task(t, now, server.base_url, server.signer.query) for t in tasks]
+        self._send_json(200, success(request_id, wires))
+
+    def _window_list(self, route: _Route, raw: bytes, request_id: str) -> None:
+        server = self.server
+        if not self._apply_faults(route.fault_op, None):
+            return
+        window = api2.parse_window(_json_object(raw))
+        tasks, next_position = server.state.window_page(window.keeps, window.cursor, window.limit)
+        now = server.state.now()
+        data = {
+            "result": [v2_task(t, now, server.base_url, server.signer.query) for t in tasks],
+            "count": len(tasks),
+            "next_cursor": api2.encode_cursor(next_position) if next_position is not None else None,
+            "has_more": next_position is not None,
+        }
+        self._send_json(200, success(request_id, data))
 
     def _apply_faults(self, op: str, prompt: str | None) -> bool:
         """Run read-side faults; False when the connection was dropped. Raises for errors."""

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from orchestrator.providers.kling.catalogue import V2
 from orchestrator.simulator.config import SimConfig
 from orchestrator.simulator.families import CreateSpec, Family
 from orchestrator.simulator.faults import (
@@ -99,14 +100,20 @@ class TaskRecord:
 class SimStats:
     """A snapshot of what the simulator saw; ``to_dict()`` is what ``GET /_sim/stats`` returns."""
 
-    #: Every create, whatever its answer.
+    #: Every create, on either API, whatever its answer.
     create_requests: int = 0
+    #: The creates among them sent to API 2.0 (``POST /<v2 path>/<model>``).
+    v2_create_requests: int = 0
     #: Committed creates (a task exists and counts against the account).
     tasks_created: int = 0
-    #: GETs of one task, by task id or external id.
+    #: Legacy GETs of one task, by task id or external id.
     query_requests: int = 0
-    #: List pages (``GET /v1/<family>?pageNum=``).
+    #: Legacy list pages (``GET /v1/<family>?pageNum=``).
     list_requests: int = 0
+    #: API 2.0 batch queries (``GET /tasks?task_ids=`` / ``?external_task_ids=``).
+    batch_query_requests: int = 0
+    #: API 2.0 time-window list pages (``POST /tasks``).
+    window_list_requests: int = 0
     asset_requests: int = 0
     #: Most slots in use right after any committed create.
     peak_slots: int = 0
@@ -198,6 +205,8 @@ class SimState:
         self._by_id: dict[str, TaskRecord] = {}
         self._by_external: dict[str, list[TaskRecord]] = {}
         self._by_family: dict[str, list[TaskRecord]] = {}
+        #: API 2.0 tasks in creation order: POST /tasks pages through them by position.
+        self._v2_tasks: list[TaskRecord] = []
         # (finish time, slots) of tasks that may still hold slots.
         self._holding: list[tuple[float, int]] = []
         self._slots_in_use = 0
@@ -280,8 +289,8 @@ class SimState:
         ``spec`` is the validation result (or its error), checked here rather than before so
         that billing and the rate limit take precedence over it, as on Kling, and so that every
         admission check and the commit happen atomically. Then an external id a task of the
-        account already has is refused (any family; reads may lag, this check does not), then
-        the slot limit. Returns the task and the fault rule, if any, that decides how
+        account already has is refused (any family, either API; reads may lag, this check does
+        not), then the slot limit. Returns the task and the fault rule, if any, that decides how
         the create is answered.
         """
         with self._lock:
@@ -327,7 +336,7 @@ class SimState:
         return restored
 
     def find(self, family: Family, ident: str, *, looked_up: bool) -> TaskRecord | None:
-        """The task a GET path id names: a task id, else (unless
+        """The legacy task a GET path id names: a task id, else (unless
         ``config.query_by_external_id`` is off) the newest task of the family with that
         external id that reads see yet (``config.read_lag``).
 
@@ -366,6 +375,63 @@ class SimState:
             self._note_shown(shown)
             return shown
 
+    def find_v2(
+        self, idents: Iterable[str], *, by_external: bool, looked_up: bool = True
+    ) -> list[TaskRecord]:
+        """The API 2.0 tasks a batch query names, in the order asked (by external id: each id's
+        tasks that reads see yet, newest first), each once. ``looked_up`` as in :meth:`find`."""
+        found: list[TaskRecord] = []
+        seen: set[str] = set()
+        with self._lock:
+            now = self._clock()
+            if looked_up and by_external:
+                self._seq += 1
+            for ident in idents:
+                if by_external:
+                    if looked_up:
+                        self._last_lookup[ident] = self._seq
+                    candidates = [
+                        task
+                        for task in reversed(self._by_external.get(ident, ()))
+                        if task.family.api == V2 and task.visible(now, self._lag)
+                    ]
+                else:
+                    task = self._by_id.get(ident)
+                    candidates = [task] if task is not None and task.family.api == V2 else []
+                for task in candidates:
+                    if task.task_id not in seen:
+                        seen.add(task.task_id)
+                        found.append(task)
+        return found
+
+    def window_page(
+        self,
+        keep: Callable[[TaskRecord, float], bool],
+        cursor: int | None,
+        limit: int,
+    ) -> tuple[list[TaskRecord], int | None]:
+        """One page of the API 2.0 tasks ``keep(task, now)`` selects that reads see yet,
+        newest first, from position ``cursor`` (None: the newest); returns the page and the
+        position the next page starts at (None: this was the last). Positions only grow with
+        new tasks, so a cursor stays valid while tasks are created."""
+        with self._lock:
+            now = self._clock()
+            tasks = self._v2_tasks
+            if cursor is not None and not 0 <= cursor < len(tasks):
+                raise ApiError(1201, "cursor value is invalid")
+            position = len(tasks) - 1 if cursor is None else cursor
+            page: list[TaskRecord] = []
+            while position >= 0:
+                task = tasks[position]
+                if task.visible(now, self._lag) and keep(task, now):
+                    if len(page) == limit:
+                        break
+                    page.append(task)
+                position -= 1
+            self._seq += 1
+            self._note_shown(page)
+            return page, (position if position >= 0 else None)
+
     def asset_task(
         self, task_id: str, index: int, suffix: str, *, finished: bool = True
     ) -> TaskRecord | None:
@@ -389,9 +455,12 @@ class SimState:
             external_counts = dict(self._external_counts)
             snapshot = SimStats(
                 create_requests=self._requests["create"],
+                v2_create_requests=self._requests["create_v2"],
                 tasks_created=len(tasks),
                 query_requests=self._requests["query"],
                 list_requests=self._requests["list"],
+                batch_query_requests=self._requests["batch_query"],
+                window_list_requests=self._requests["window_list"],
                 asset_requests=self._requests["asset"],
                 peak_slots=self._peak_slots,
                 slots_in_use=self._slots_in_use,
@@ -473,6 +542,8 @@ class SimState:
         self._tasks.append(task)
         self._by_id[task.task_id] = task
         self._by_family.setdefault(task.family.path, []).append(task)
+        if task.family.api == V2:
+            self._v2_tasks.append(task)
         heapq.heappush(self._holding, (task.finishes, task.spec.slots))
         self._slots_in_use += task.spec.slots
         self._peak_slots = max(self._peak_slots, self._slots_in_use)
