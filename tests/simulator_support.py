@@ -26,6 +26,7 @@ IMG = "/v1/images/generations"
 PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
 IMAGE_URL = "https://example.com/frame.png"
+DAY_MS = 86_400_000
 
 
 class FakeClock:

@@ -1,11 +1,12 @@
 """The simulated account as Kling keeps it: external ids unique in the account (and the switch
 that lets a test prove a client never relies on that), reads by external id that lag behind a
-create, finished tasks reporting units and watermarked copies, and the failure texts seen in
-the wild.
+create, finished tasks reporting units and watermarked copies, resource packs, and the
+failure texts seen in the wild.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from orchestrator.providers.base import Kind
 from orchestrator.providers.kling.catalogue import catalogue
 from orchestrator.simulator import TASK_FAILURE_MESSAGES, FaultRule
 from tests.simulator_support import (
+    DAY_MS,
     I2V,
     IMAGE_URL,
     IMG,
@@ -23,6 +25,7 @@ from tests.simulator_support import (
     Launch,
     assert_no_simulator_threads,
     data_of,
+    http_client,
     invalid,
     launcher,
     refusal,
@@ -238,3 +241,81 @@ def test_failure_catalogue_has_the_texts_seen_in_the_wild(
     response = client.get(f"{T2V}/{task_id}")
     assert "含违规内容".encode() in response.content  # UTF-8 on the wire, not \u escapes
     assert data_of(response)["task_status_msg"] == "prompt 含违规内容"
+
+
+# --- resource packs ------------------------------------------------------------------------
+
+
+def costs(client: Any, days: int = 400) -> Any:
+    now = int(time.time() * 1000)
+    return client.get(
+        "/account/costs", params={"start_time": now - days * DAY_MS, "end_time": now}
+    )
+
+
+def the_pack(client: Any) -> dict[str, Any]:
+    data = data_of(costs(client))
+    assert (data["code"], data["msg"]) == (0, "success")
+    (pack,) = data["resource_pack_subscribe_infos"]
+    assert set(pack) == {
+        "resource_pack_name", "resource_pack_id", "resource_pack_type", "total_quantity",
+        "remaining_quantity", "purchase_time", "effective_time", "invalid_time", "status",
+    }
+    assert pack["resource_pack_type"] == "video"
+    assert pack["purchase_time"] <= pack["effective_time"] < pack["invalid_time"]
+    return dict(pack)
+
+
+def test_the_video_pack_falls_as_tasks_are_committed_and_runs_out_at_the_billing_stop(
+    launch: Launch, clock: FakeClock
+) -> None:
+    failing = FaultRule(op="create", effect="task_failed", match="doomed")
+    sim, client = launch(billing_after=4, faults=(failing,))
+    fresh = the_pack(client)
+    assert (fresh["status"], fresh["remaining_quantity"]) == ("online", fresh["total_quantity"])
+    total = fresh["total_quantity"]
+    data_of(client.post(T2V, json=video()))  # 2.5 units
+    data_of(client.post(T2V, json=video(prompt="doomed", duration="10")))  # 5, until it fails
+    assert the_pack(client)["remaining_quantity"] == total - 7.5
+    data_of(client.post(IMG, json=image()))  # an image task draws on another pack
+    assert the_pack(client)["remaining_quantity"] == total - 7.5
+    clock.advance(1.0)  # the failed task gives its units back
+    assert the_pack(client)["remaining_quantity"] == total - 2.5
+    data_of(client.post(T2V, json=video()))
+    pack = the_pack(client)
+    assert (pack["status"], pack["remaining_quantity"]) == ("runOut", 0)  # 4 tasks: the stop
+    assert refusal(client.post(T2V, json=video()))[:2] == (429, 1102)
+    sim.set_billing_after(None)
+    assert the_pack(client) == {**pack, "status": "online", "remaining_quantity": total - 5}
+
+
+def test_packs_are_filtered_by_purchase_time(launch: Launch) -> None:
+    _, client = launch()
+    assert data_of(costs(client, days=7)) == {"code": 0, "msg": "success"}
+    assert the_pack(client)["status"] == "online"
+
+
+def test_an_account_without_packs_answers_the_live_body(launch: Launch) -> None:
+    _, client = launch(resource_packs=False)
+    response = costs(client)
+    assert response.status_code == 200
+    assert response.json() == {"code": 0, "message": "SUCCEED", "data": {"code": 0,
+                                                                         "msg": "success"}}
+
+
+def test_account_costs_needs_its_window_auth_and_counts_and_faults(launch: Launch) -> None:
+    rule = FaultRule(op="account", effect="error", http_status=503, code=5001, times=1)
+    sim, client = launch(faults=(rule,))
+    assert refusal(costs(client))[:2] == (503, 5001)
+    assert refusal(client.get("/account/costs")) == invalid(
+        "start_time and end_time are required (Unix ms)"
+    )
+    assert refusal(client.get("/account/costs", params={"start_time": "x", "end_time": "1"})) == (
+        invalid("start_time value 'x' is invalid")
+    )
+    with http_client(sim.url) as anonymous:
+        assert refusal(costs(anonymous))[:2] == (401, 1001)
+    assert the_pack(client)["status"] == "online"
+    stats = sim.stats()
+    assert stats.account_requests == 5
+    assert stats.faults_fired == {"account error 503/5001": 1}

@@ -222,7 +222,7 @@ def test_a_model_the_catalogue_does_not_know_can_be_accepted_on_v2(launch: Launc
 def test_routes_that_api_2_0_does_not_serve(launch: Launch) -> None:
     sim, client = launch()
     for method, path in (("GET", KLING_26), ("DELETE", "/tasks"), ("POST", "/text-to-video"),
-                         ("POST", "/text-to-video/kling-2.6/x")):
+                         ("POST", "/text-to-video/kling-2.6/x"), ("POST", "/account/costs")):
         assert refusal(client.request(method, path))[:2] == (404, 1202)
     with http_client(sim.url) as anonymous:
         assert refusal(anonymous.post(KLING_26, json=pro()))[:2] == (401, 1001)

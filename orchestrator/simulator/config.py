@@ -39,7 +39,8 @@ class SimConfig:
     #: Seconds added to the server's wall clock when checking a JWT's exp/nbf.
     clock_skew: float = 0.0
     faults: tuple[FaultRule, ...] = ()
-    #: After this many committed creates every further create answers 429/1102.
+    #: After this many committed creates every further create answers 429/1102 (and the
+    #: resource pack ``GET /account/costs`` reports reads runOut).
     billing_after: int | None = None
     #: Models the catalogue does not know that creates may name all the same ("Kling shipped a
     #: model our catalogue does not know yet"): accepted with the checks any model gets, none
@@ -56,6 +57,9 @@ class SimConfig:
     #: after its creation, on ``clock``. Reads by task id see it at once, and a create reusing
     #: its external id is refused at once.
     read_lag: float = 0.0
+    #: Whether ``GET /account/costs`` reports the account's video resource pack; False answers
+    #: as a live account without packs does.
+    resource_packs: bool = True
     #: Drives task lifecycles, slots and the rate window; inject a fake one in tests.
     clock: Callable[[], float] = field(default=time.monotonic)
     #: Seconds an asset URL stays valid. When set, every task answer carries freshly signed

@@ -21,7 +21,7 @@ fall in three groups that combine on one create:
 Ops name what a request does, on either API: ``create`` (a legacy create or an API 2.0 one),
 ``query`` (a legacy query of one task, or an API 2.0 batch query ``GET /tasks``, matched against
 the prompts of the tasks it names, one per line), ``list`` (a legacy list page, or an API 2.0
-time-window page ``POST /tasks``) and ``asset``.
+time-window page ``POST /tasks``), ``account`` (``GET /account/costs``) and ``asset``.
 
 Op ``asset`` covers downloads of generated files (``GET /assets/...``), matched against the
 prompt of the task that made the file. Besides ``delay``, ``error`` (e.g. 500/503, or 403 as a
@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-OPS = frozenset({"create", "query", "list", "asset"})
+OPS = frozenset({"create", "query", "list", "account", "asset"})
 PRE_COMMIT_EFFECTS = frozenset({"error", "drop_before_commit"})
 OUTCOME_EFFECTS = frozenset({"task_failed", "fewer_assets"})
 AFTER_COMMIT_EFFECTS = frozenset({"error_after_commit", "drop_after_commit", "delay_after_commit"})

@@ -10,6 +10,7 @@ Routes::
     POST /<v2 path>/<v2 name>         API 2.0 create (text-to-video/kling-2.6, ...)
     GET  /tasks?task_ids=|external_task_ids=   API 2.0 batch query (fault op "query")
     POST /tasks                       API 2.0 time-window list (fault op "list")
+    GET  /account/costs?start_time=&end_time=  resource packs (fault op "account")
     GET  /assets/<task_id>/<i>[-wm].<mp4|png>  asset download, -wm the watermarked copy (no
                                       auth, like a CDN URL; signed and expiring with
                                       SimConfig.asset_url_ttl; op "asset" faults)
@@ -37,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from orchestrator.providers.kling.catalogue import V2
-from orchestrator.simulator import api2
+from orchestrator.simulator import account, api2
 from orchestrator.simulator.assets import HOTLINK_PAGE, HOTLINK_PAGE_TYPE, AssetSigner
 from orchestrator.simulator.auth import check_authorization
 from orchestrator.simulator.config import SimConfig
@@ -76,6 +77,10 @@ class _Server(ThreadingHTTPServer):
         self.faults = faults
         self.signer = AssetSigner(config.secret_key, config.asset_url_ttl, config.clock)
         self.target = Target(extra_models=frozenset(config.extra_models))
+        #: When the account's resource pack was bought (Unix ms): a while before the start.
+        self.pack_purchased_ms = (
+            int(time.time() * 1000) - account.PURCHASED_DAYS_AGO * account.DAY_MS
+        )
         self.base_url = ""
         self.stopping = threading.Event()
         self._connections_lock = threading.Lock()
@@ -134,7 +139,7 @@ class _Server(ThreadingHTTPServer):
 class _Route:
     """What an API request is, once its method and path are known."""
 
-    #: What SimStats counts it as: create, query, list, batch_query or window_list.
+    #: What SimStats counts it as: create, query, list, batch_query, window_list or account.
     kind: str
     #: The op fault rules are drawn for (see faults.OPS).
     fault_op: str
@@ -146,6 +151,7 @@ class _Route:
 #: API 2.0 routes at the host root that are not creates: path -> {method: (kind, fault op)}.
 _ROOT_ROUTES: dict[str, dict[str, tuple[str, str]]] = {
     "/tasks": {"GET": ("batch_query", "query"), "POST": ("window_list", "list")},
+    "/account/costs": {"GET": ("account", "account")},
 }
 
 
@@ -303,8 +309,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._list(route, query, request_id)
             elif route.kind == "batch_query":
                 self._batch_query(route, query, request_id)
-            else:
+            elif route.kind == "window_list":
                 self._window_list(route, body, request_id)
+            else:
+                self._account(route, query, request_id)
         except ApiError as error:
             if route is not None and route.kind == "create":
                 state.note_create_answer(str(error.code))
@@ -407,6 +415,22 @@ class _Handler(BaseHTTPRequestHandler):
             "next_cursor": api2.encode_cursor(next_position) if next_position is not None else None,
             "has_more": next_position is not None,
         }
+        self._send_json(200, success(request_id, data))
+
+    def _account(self, route: _Route, query: str, request_id: str) -> None:
+        server = self.server
+        if not self._apply_faults(route.fault_op, None):
+            return
+        start_ms, end_ms = account.window(query)
+        if not server.config.resource_packs:
+            self._send_json(200, account.NO_PACKS)
+            return
+        data = account.costs(
+            server.state.pack_usage(),
+            purchased_ms=server.pack_purchased_ms,
+            start_ms=start_ms,
+            end_ms=end_ms,
+        )
         self._send_json(200, success(request_id, data))
 
     def _apply_faults(self, op: str, prompt: str | None) -> bool:

@@ -114,6 +114,8 @@ class SimStats:
     batch_query_requests: int = 0
     #: API 2.0 time-window list pages (``POST /tasks``).
     window_list_requests: int = 0
+    #: ``GET /account/costs``.
+    account_requests: int = 0
     asset_requests: int = 0
     #: Most slots in use right after any committed create.
     peak_slots: int = 0
@@ -179,6 +181,17 @@ class SimStats:
                 value = int(value)
             values[spec.name] = value
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class PackUsage:
+    """What the account's resource pack has given, for ``GET /account/costs``."""
+
+    #: Units held by unfinished video tasks or charged for succeeded ones (failed ones are
+    #: given back).
+    units: float
+    #: Whether the billing stop (SimConfig.billing_after) is reached: creates answer 1102.
+    exhausted: bool
 
 
 class SimState:
@@ -432,6 +445,17 @@ class SimState:
             self._note_shown(page)
             return page, (position if position >= 0 else None)
 
+    def pack_usage(self) -> PackUsage:
+        with self._lock:
+            now = self._clock()
+            units = sum(
+                task.spec.units or 0.0
+                for task in self._tasks
+                if task.family.media == "video" and task.status(now) != "failed"
+            )
+            limit = self._billing_after
+            return PackUsage(units, limit is not None and len(self._tasks) >= limit)
+
     def asset_task(
         self, task_id: str, index: int, suffix: str, *, finished: bool = True
     ) -> TaskRecord | None:
@@ -461,6 +485,7 @@ class SimState:
                 list_requests=self._requests["list"],
                 batch_query_requests=self._requests["batch_query"],
                 window_list_requests=self._requests["window_list"],
+                account_requests=self._requests["account"],
                 asset_requests=self._requests["asset"],
                 peak_slots=self._peak_slots,
                 slots_in_use=self._slots_in_use,
