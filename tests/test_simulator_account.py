@@ -1,11 +1,14 @@
 """The simulated account as Kling keeps it: external ids unique in the account (and the switch
 that lets a test prove a client never relies on that), reads by external id that lag behind a
-create, finished tasks reporting units and watermarked copies, resource packs, and the
-failure texts seen in the wild.
+create, finished tasks reporting units and watermarked copies, resource packs, the failure
+texts seen in the wild, and the command-line switches for all of it.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +18,9 @@ import pytest
 from orchestrator.providers.base import Kind
 from orchestrator.providers.kling.catalogue import catalogue
 from orchestrator.simulator import TASK_FAILURE_MESSAGES, FaultRule
+from orchestrator.simulator.cli import add_simulate_parser, cmd_simulate
 from tests.simulator_support import (
+    API_KEY,
     DAY_MS,
     I2V,
     IMAGE_URL,
@@ -319,3 +324,57 @@ def test_account_costs_needs_its_window_auth_and_counts_and_faults(launch: Launc
     stats = sim.stats()
     assert stats.account_requests == 5
     assert stats.faults_fired == {"account error 503/5001": 1}
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_simulate_parser(sub)
+    return parser.parse_args(argv)
+
+
+def test_simulate_options_for_lag_models_and_packs() -> None:
+    defaults = parse("simulate")
+    assert (defaults.read_lag, defaults.extra_models, defaults.resource_packs) == (0.0, [], True)
+    args = parse("simulate", "--read-lag", "2.5", "--accept-model", "kling-v4",
+                 "--accept-model", "kling-v5", "--no-resource-packs")
+    assert (args.read_lag, args.extra_models, args.resource_packs) == (
+        2.5, ["kling-v4", "kling-v5"], False)
+    with pytest.raises(SystemExit):
+        parse("simulate", "--read-lag", "-1")
+
+
+def test_simulate_serves_what_the_options_ask() -> None:
+    out = io.StringIO()
+    stop = threading.Event()
+    result: list[int] = []
+    args = parse("simulate", "--read-lag", "30", "--accept-model", "kling-v4",
+                 "--no-resource-packs")
+    thread = threading.Thread(target=lambda: result.append(cmd_simulate(args, out, stop=stop)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while "Ctrl-C" not in out.getvalue():
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.01)
+        lines = out.getvalue().splitlines()
+        assert "reads by external id lag 30 s" in lines[1]
+        assert "also accepts kling-v4" in lines[1] and "no resource packs" in lines[1]
+        with http_client(lines[0].split()[-1], headers=API_KEY) as client:
+            body = {"model_name": "kling-v4", "prompt": "x", "external_task_id": "cli-1"}
+            data_of(client.post(T2V, json=body))
+            assert refusal(client.get(f"{T2V}/cli-1"))[1] == 1201  # lagging
+            assert "resource_pack_subscribe_infos" not in costs(client).json()["data"]
+    finally:
+        stop.set()
+        thread.join(5)
+    assert result == [0]
+
+
+def test_simulate_refuses_to_accept_a_catalogue_model() -> None:
+    out = io.StringIO()
+    assert cmd_simulate(parse("simulate", "--accept-model", "kling-v1"), out) == 2
+    assert "kling-v1 is in the catalogue" in out.getvalue()
