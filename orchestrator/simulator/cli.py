@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from orchestrator.simulator.config import SimConfig
 from orchestrator.simulator.profiles import DELAY_EFFECTS, PROFILES, make_config
 from orchestrator.simulator.server import Simulator
 
@@ -97,6 +98,31 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="GET /v1/<family>/<id> finds tasks by task id only, not by external_task_id "
         "(some clients report Kling's does not): lookups must go through the list",
     )
+    parser.add_argument(
+        "--read-lag",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="a new task stays invisible to reads by external id and to lists for this long "
+        "(reads by task id see it at once; a create reusing its external id is refused at "
+        "once) (default: 0)",
+    )
+    parser.add_argument(
+        "--accept-model",
+        dest="extra_models",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="accept creates naming NAME, a model the catalogue does not know (as if Kling had "
+        "just shipped it), with the checks every model gets; repeat for several",
+    )
+    parser.add_argument(
+        "--no-resource-packs",
+        dest="resource_packs",
+        action="store_false",
+        help="GET /account/costs answers as an account without resource packs (default: one "
+        "video pack, its units falling as tasks are committed)",
+    )
 
 
 def add_simulate_parser(subparsers: Any) -> None:
@@ -122,15 +148,12 @@ def cmd_simulate(
     if getattr(args, "list", False):
         _print_profiles(out)
         return 0
-    config = make_config(
-        args.profile,
-        seed=args.seed,
-        port=args.port,
-        slow_reply=getattr(args, "slow_reply", None),
-        concurrency_slots=getattr(args, "concurrency_slots", None),
-        query_by_external_id=getattr(args, "query_by_external_id", True),
-        billing_after=getattr(args, "billing_after", None),
-    )
+    try:
+        config = _config(args)
+    except ValueError as exc:  # e.g. --accept-model naming a model the catalogue has
+        out.write(f"error: {exc}\n")
+        out.flush()
+        return 2
     stop = stop if stop is not None else threading.Event()
     sim = Simulator(config)
     try:
@@ -147,6 +170,12 @@ def cmd_simulate(
                 slow += f", creates refused (1102) after {config.billing_after} tasks"
             if not config.query_by_external_id:
                 slow += ", query path takes task ids only"
+            if config.read_lag:
+                slow += f", reads by external id lag {config.read_lag:g} s"
+            if config.extra_models:
+                slow += f", also accepts {', '.join(config.extra_models)}"
+            if not config.resource_packs:
+                slow += ", no resource packs"
             # The demo credentials are the simulator's public defaults, not secrets.
             lines = [
                 f"Kling simulator listening on {url}",
@@ -172,6 +201,22 @@ def cmd_simulate(
     )
     out.flush()
     return 0
+
+
+def _config(args: argparse.Namespace) -> SimConfig:
+    """The SimConfig the command's options ask for; ValueError when they do not make one."""
+    return make_config(
+        args.profile,
+        seed=args.seed,
+        port=args.port,
+        slow_reply=getattr(args, "slow_reply", None),
+        concurrency_slots=getattr(args, "concurrency_slots", None),
+        query_by_external_id=getattr(args, "query_by_external_id", True),
+        billing_after=getattr(args, "billing_after", None),
+        read_lag=getattr(args, "read_lag", 0.0),
+        extra_models=tuple(getattr(args, "extra_models", ())),
+        resource_packs=getattr(args, "resource_packs", True),
+    )
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.providers.kling.catalogue import catalogue
 from orchestrator.simulator.faults import FaultRule
 
 NOT_FOUND_STYLES = ("400/1201", "404/1203")
@@ -38,8 +39,27 @@ class SimConfig:
     #: Seconds added to the server's wall clock when checking a JWT's exp/nbf.
     clock_skew: float = 0.0
     faults: tuple[FaultRule, ...] = ()
-    #: After this many committed creates every further create answers 429/1102.
+    #: After this many committed creates every further create answers 429/1102 (and the
+    #: resource pack ``GET /account/costs`` reports reads runOut).
     billing_after: int | None = None
+    #: Models the catalogue does not know that creates may name all the same ("Kling shipped a
+    #: model our catalogue does not know yet"): accepted with the checks any model gets, none
+    #: of a particular model's. A name the catalogue knows (retired ones too) is refused here:
+    #: its catalogue rules apply.
+    extra_models: tuple[str, ...] = ()
+    #: Whether a create naming an external_task_id that exists in the account is refused with
+    #: 400/1201 "External_task_id <id> already exists", as Kling does. False accepts it and
+    #: creates a second task (what this simulator did before Kling was seen refusing), so a
+    #: test can prove a client never relies on the server to deduplicate.
+    reject_duplicate_external_ids: bool = True
+    #: Seconds a new task stays invisible to every read by external id (the legacy query path
+    #: by external id, legacy list pages, API 2.0 ``?external_task_ids=`` and ``POST /tasks``)
+    #: after its creation, on ``clock``. Reads by task id see it at once, and a create reusing
+    #: its external id is refused at once.
+    read_lag: float = 0.0
+    #: Whether ``GET /account/costs`` reports the account's video resource pack; False answers
+    #: as a live account without packs does.
+    resource_packs: bool = True
     #: Drives task lifecycles, slots and the rate window; inject a fake one in tests.
     clock: Callable[[], float] = field(default=time.monotonic)
     #: Seconds an asset URL stays valid. When set, every task answer carries freshly signed
@@ -66,3 +86,11 @@ class SimConfig:
         ttl = self.asset_url_ttl
         if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
             raise ValueError("asset_url_ttl must be a number of seconds > 0, or None")
+        if not (math.isfinite(self.read_lag) and self.read_lag >= 0):
+            raise ValueError("read_lag must be a number of seconds >= 0")
+        known = [name for name in self.extra_models if catalogue().model(name) is not None]
+        if known:
+            # Listing a catalogue model would silently do nothing (its rules win): say so.
+            raise ValueError(
+                f"extra_models: {', '.join(known)} is in the catalogue; its rules apply"
+            )

@@ -18,6 +18,11 @@ fall in three groups that combine on one create:
   when a task is really committed, so a ``times=1`` rule is not used up by a create that a limit or
   validation rejected.
 
+Ops name what a request does, on either API: ``create`` (a legacy create or an API 2.0 one),
+``query`` (a legacy query of one task, or an API 2.0 batch query ``GET /tasks``, matched against
+the prompts of the tasks it names, one per line), ``list`` (a legacy list page, or an API 2.0
+time-window page ``POST /tasks``), ``account`` (``GET /account/costs``) and ``asset``.
+
 Op ``asset`` covers downloads of generated files (``GET /assets/...``), matched against the
 prompt of the task that made the file. Besides ``delay``, ``error`` (e.g. 500/503, or 403 as a
 hotlink refusal) and ``drop_before_commit`` (the connection closes without an answer), two effects
@@ -42,7 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-OPS = frozenset({"create", "query", "list", "asset"})
+OPS = frozenset({"create", "query", "list", "account", "asset"})
 PRE_COMMIT_EFFECTS = frozenset({"error", "drop_before_commit"})
 OUTCOME_EFFECTS = frozenset({"task_failed", "fewer_assets"})
 AFTER_COMMIT_EFFECTS = frozenset({"error_after_commit", "drop_after_commit", "delay_after_commit"})
@@ -57,9 +62,11 @@ _ERROR_EFFECTS = frozenset({"error", "error_after_commit"})
 TOKEN_CODES = frozenset({1003, 1004})
 
 #: Representative ``task_status_msg`` texts of failed Kling tasks, by kind, for ``task_failed``
-#: rules. "Image pixel is invalid" is verbatim from a live answer; the others follow the wording
-#: public clients report and each hits the keywords the orchestrator's classifier looks for
-#: ("no_reason" is a failure with an empty message).
+#: rules. "Image pixel is invalid" is verbatim from a live answer; "Internal generation error"
+#: (transient: a new attempt may succeed), "prompt 含违规内容" (policy, in Chinese: 违规 is
+#: "violation") and the image resolution text (input) were seen in the wild
+#: (shared/reference/kling-responses/failed_*.json); the others follow the wording public clients
+#: report ("no_reason" is a failure with an empty message). Kling answers in English or Chinese.
 TASK_FAILURE_MESSAGES: Mapping[str, str] = MappingProxyType(
     {
         "risk_control": "Failure to pass the risk control system",
@@ -67,6 +74,12 @@ TASK_FAILURE_MESSAGES: Mapping[str, str] = MappingProxyType(
         "generation_timeout": "Generation timeout, please try again",
         "internal_error": "Internal error, please try again later",
         "image_invalid": "Image pixel is invalid",
+        "internal_generation_error": "Internal generation error",
+        "policy_chinese": "prompt 含违规内容",
+        "image_resolution": (
+            "The resolution or aspect ratio of the input image is invalid. Please ensure it "
+            "meets the required specifications."
+        ),
         "no_reason": "",
     }
 )

@@ -11,10 +11,14 @@ again and asset URLs handed out before the kill still work.
 
 Lines::
 
-    {"task": {"task_id": ..., "family": "videos/text2video", "spec": {...}, "created_at_ms": ...,
-              "duration": ..., "outcome": ..., "failure_message": ..., "assets": ...,
-              "asset_ids": [...]}}
+    {"task": {"task_id": ..., "api": "v1", "family": "videos/text2video", "spec": {...},
+              "created_at_ms": ..., "duration": ..., "outcome": ..., "failure_message": ...,
+              "assets": ..., "asset_ids": [...]}}
     {"port": 50123}
+
+API 2.0 tasks are written alike, with ``"api": "v2"`` and their API 2.0 path as the family
+(``"text-to-video"``). A line written before a field existed reads with its default (a legacy
+task, no mode, no price known).
 
 A torn last line (the process died mid-write) is cut off on load; any other line that does not
 parse is skipped.
@@ -29,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.simulator.families import FAMILIES, CreateSpec
+from orchestrator.providers.kling.catalogue import V1, V2
+from orchestrator.simulator.api2 import V2_FAMILIES
+from orchestrator.simulator.families import FAMILIES, CreateSpec, Family
 from orchestrator.simulator.state import TaskRecord
 
 __all__ = ["Journal", "Loaded", "task_from_json", "task_to_json"]
@@ -89,10 +95,15 @@ class Journal:
             os.close(fd)
 
 
+#: The families of each API, by the path a journal line names.
+_FAMILIES: Mapping[str, Mapping[str, Family]] = {V1: FAMILIES, V2: V2_FAMILIES}
+
+
 def task_to_json(task: TaskRecord) -> dict[str, Any]:
     spec = task.spec
     return {
         "task_id": task.task_id,
+        "api": task.family.api,
         "family": task.family.path,
         "spec": {
             "model_name": spec.model_name,
@@ -101,6 +112,10 @@ def task_to_json(task: TaskRecord) -> dict[str, Any]:
             "slots": spec.slots,
             "external_task_id": spec.external_task_id,
             "video_duration": spec.video_duration,
+            "mode": spec.mode,
+            "seconds": spec.seconds,
+            "sound": spec.sound,
+            "units": spec.units,
         },
         "created_at_ms": task.created_at_ms,
         "duration": task.duration,
@@ -111,13 +126,15 @@ def task_to_json(task: TaskRecord) -> dict[str, Any]:
     }
 
 
+def _optional(value: Any, kind: type[Any]) -> Any:
+    return None if value is None else kind(value)
+
+
 def task_from_json(data: Mapping[str, Any], *, clock_now: float, wall_now: float) -> TaskRecord:
     """The task a journal line describes, its lifecycle placed on the simulator's clock from
     its wall-clock ``created_at``. Raises (KeyError, TypeError, ValueError) when malformed."""
-    family = FAMILIES[str(data["family"])]
+    family = _FAMILIES[str(data.get("api", V1))][str(data["family"])]
     spec = data["spec"]
-    external = spec["external_task_id"]
-    video_duration = spec["video_duration"]
     created_at_ms = int(data["created_at_ms"])
     return TaskRecord(
         task_id=str(data["task_id"]),
@@ -127,8 +144,12 @@ def task_from_json(data: Mapping[str, Any], *, clock_now: float, wall_now: float
             prompt=str(spec["prompt"]),
             assets=int(spec["assets"]),
             slots=int(spec["slots"]),
-            external_task_id=None if external is None else str(external),
-            video_duration=None if video_duration is None else str(video_duration),
+            external_task_id=_optional(spec["external_task_id"], str),
+            video_duration=_optional(spec["video_duration"], str),
+            mode=_optional(spec.get("mode"), str),
+            seconds=_optional(spec.get("seconds"), int),
+            sound=bool(spec.get("sound", False)),
+            units=_optional(spec.get("units"), float),
         ),
         created_at_ms=created_at_ms,
         started=clock_now - (wall_now - created_at_ms / 1000),

@@ -78,6 +78,9 @@ class Profile:
         concurrency_slots: int | None = None,
         query_by_external_id: bool = True,
         billing_after: int | None = None,
+        read_lag: float = 0.0,
+        extra_models: tuple[str, ...] = (),
+        resource_packs: bool = True,
     ) -> SimConfig:
         """The SimConfig serving this profile; keyword arguments override the profile's."""
         faults = self.faults
@@ -101,6 +104,9 @@ class Profile:
             clock_skew=self.clock_skew,
             faults=faults,
             query_by_external_id=query_by_external_id,
+            read_lag=read_lag,
+            extra_models=extra_models,
+            resource_packs=resource_packs,
         )
 
 
@@ -118,6 +124,9 @@ def make_config(
     concurrency_slots: int | None = None,
     query_by_external_id: bool = True,
     billing_after: int | None = None,
+    read_lag: float = 0.0,
+    extra_models: tuple[str, ...] = (),
+    resource_packs: bool = True,
 ) -> SimConfig:
     """The SimConfig for a named profile. Unknown names raise ValueError listing the known ones."""
     profile = PROFILES.get(profile_name)
@@ -133,6 +142,9 @@ def make_config(
         concurrency_slots=concurrency_slots,
         query_by_external_id=query_by_external_id,
         billing_after=billing_after,
+        read_lag=read_lag,
+        extra_models=extra_models,
+        resource_packs=resource_packs,
     )
 
 
@@ -279,11 +291,11 @@ _PROFILES = (
         name="task-failures",
         description=(
             "Tasks that are created but end badly. Each kind of failure message "
-            f"({_FAILURE_KINDS}) ends 4% of the tasks as failed (HTTP 200, task_status "
+            f"({_FAILURE_KINDS}) ends 3% of the tasks as failed (HTTP 200, task_status "
             "failed, the reason in task_status_msg); 5% succeed with one asset only (image "
             "tasks with n > 1) and 4% with no asset at all."
         ),
-        faults=(*_task_failures(0.04), *_short_results(0.05, 0.04)),
+        faults=(*_task_failures(0.03), *_short_results(0.05, 0.04)),
     ),
     Profile(
         name="billing",

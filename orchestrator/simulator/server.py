@@ -1,12 +1,19 @@
-"""The HTTP side: a keep-alive ThreadingHTTPServer speaking Kling's legacy /v1 wire format.
+"""The HTTP side: a keep-alive ThreadingHTTPServer speaking Kling's legacy /v1 wire format and
+its API 2.0 (see :mod:`.api2`) beside it, on one account.
 
 Routes::
 
-    POST /v1/<family>                 create        (auth, faults, billing, rate, validation, slots)
+    POST /v1/<family>                 create        (auth, faults, billing, rate, validation,
+                                                     external-id uniqueness, slots)
     GET  /v1/<family>/<id>            query         (<id>: task id or external_task_id)
     GET  /v1/<family>?pageNum=&pageSize=   list     (newest first)
-    GET  /assets/<task_id>/<i>.<mp4|png>   asset download (no auth, like a CDN URL; signed and
-                                      expiring with SimConfig.asset_url_ttl; op "asset" faults)
+    POST /<v2 path>/<v2 name>         API 2.0 create (text-to-video/kling-2.6, ...)
+    GET  /tasks?task_ids=|external_task_ids=   API 2.0 batch query (fault op "query")
+    POST /tasks                       API 2.0 time-window list (fault op "list")
+    GET  /account/costs?start_time=&end_time=  resource packs (fault op "account")
+    GET  /assets/<task_id>/<i>[-wm].<mp4|png>  asset download, -wm the watermarked copy (no
+                                      auth, like a CDN URL; signed and expiring with
+                                      SimConfig.asset_url_ttl; op "asset" faults)
     GET  /_sim/stats                  SimStats as JSON (for out-of-process users)
 
 Handlers do no work per task beyond a few dict lookups under one lock; the only sleeps are
@@ -24,15 +31,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from orchestrator.providers.kling.catalogue import V2
+from orchestrator.simulator import account, api2
 from orchestrator.simulator.assets import HOTLINK_PAGE, HOTLINK_PAGE_TYPE, AssetSigner
 from orchestrator.simulator.auth import check_authorization
 from orchestrator.simulator.config import SimConfig
-from orchestrator.simulator.families import FAMILIES, CreateSpec, Family
+from orchestrator.simulator.families import FAMILIES, CreateSpec, Family, Target
 from orchestrator.simulator.faults import (
     ASSET_BODY_EFFECTS,
     PRE_COMMIT_EFFECTS,
@@ -41,7 +51,8 @@ from orchestrator.simulator.faults import (
 )
 from orchestrator.simulator.journal import Journal, task_from_json, task_to_json
 from orchestrator.simulator.media import BUILDERS, MEDIA_TYPES
-from orchestrator.simulator.state import SimState, SimStats, TaskRecord
+from orchestrator.simulator.state import WATERMARK_MARK, SimState, SimStats, TaskRecord
+from orchestrator.simulator.task_wire import legacy_task, v2_created, v2_task
 from orchestrator.simulator.wire import ApiError, failure, invalid, success
 
 #: Large enough for a 10 MB image sent as base64 plus the rest of the body.
@@ -65,6 +76,11 @@ class _Server(ThreadingHTTPServer):
         self.state = state
         self.faults = faults
         self.signer = AssetSigner(config.secret_key, config.asset_url_ttl, config.clock)
+        self.target = Target(extra_models=frozenset(config.extra_models))
+        #: When the account's resource pack was bought (Unix ms): a while before the start.
+        self.pack_purchased_ms = (
+            int(time.time() * 1000) - account.PURCHASED_DAYS_AGO * account.DAY_MS
+        )
         self.base_url = ""
         self.stopping = threading.Event()
         self._connections_lock = threading.Lock()
@@ -119,17 +135,70 @@ class _Server(ThreadingHTTPServer):
             thread.join(_JOIN_TIMEOUT)
 
 
-def _route(path: str) -> tuple[Family, str | None] | None:
-    """Split ``/v1/<family>[/<id>]`` into the family and the (unquoted) id, if any."""
+@dataclass(frozen=True)
+class _Route:
+    """What an API request is, once its method and path are known."""
+
+    #: What SimStats counts it as: create, query, list, batch_query, window_list or account.
+    kind: str
+    #: The op fault rules are drawn for (see faults.OPS).
+    fault_op: str
+    family: Family | None = None
+    #: A legacy query's id, or the model an API 2.0 create path names.
+    ident: str | None = None
+
+
+#: API 2.0 routes at the host root that are not creates: path -> {method: (kind, fault op)}.
+_ROOT_ROUTES: dict[str, dict[str, tuple[str, str]]] = {
+    "/tasks": {"GET": ("batch_query", "query"), "POST": ("window_list", "list")},
+    "/account/costs": {"GET": ("account", "account")},
+}
+
+
+def _legacy_route(method: str, path: str) -> _Route | None:
+    """``/v1/<family>[/<id>]``: a create or list of the family, or a query of the (unquoted)
+    id."""
     rest = path[len("/v1/") :]
     for family_path, family in FAMILIES.items():
         if rest == family_path:
-            return family, None
-        if rest.startswith(family_path + "/"):
-            ident = rest[len(family_path) + 1 :]
-            if ident and "/" not in ident:
-                return family, unquote(ident)
+            ident = None
+        elif rest.startswith(family_path + "/"):
+            raw = rest[len(family_path) + 1 :]
+            if not raw or "/" in raw:
+                return None
+            ident = unquote(raw)
+        else:
+            continue
+        if method == "POST" and ident is None:
+            return _Route("create", "create", family)
+        if method == "GET" and ident is None:
+            return _Route("list", "list", family)
+        if method == "GET":
+            return _Route("query", "query", family, ident)
+        return None
     return None
+
+
+def _route(method: str, path: str) -> _Route | None:
+    if path.startswith("/v1/"):
+        return _legacy_route(method, path)
+    known = _ROOT_ROUTES.get(path, {}).get(method)
+    if known is not None:
+        return _Route(*known)
+    base, _, model = path[1:].partition("/")
+    family = api2.V2_FAMILIES.get(base)
+    if family is not None and method == "POST" and model and "/" not in model:
+        return _Route("create", "create", family, unquote(model))
+    return None
+
+
+def _is_api_path(path: str) -> bool:
+    """Whether a path belongs to the API (authenticated even when its method is not served)."""
+    return (
+        path.startswith("/v1/")
+        or path in _ROOT_ROUTES
+        or path[1:].partition("/")[0] in api2.V2_FAMILIES
+    )
 
 
 def _page_param(params: dict[str, list[str]], name: str, default: int, high: int) -> int:
@@ -143,6 +212,15 @@ def _page_param(params: dict[str, list[str]], name: str, default: int, high: int
     if not 1 <= value <= high:
         raise invalid(f"{name} must be an integer from 1 to {high}, got {value}")
     return value
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """The request body when it is a JSON object, else None."""
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _fault_error(rule: FaultRule) -> ApiError:
@@ -191,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         try:
-            if url.path.startswith("/v1/"):
+            if _is_api_path(url.path):
                 self._serve_api(method, url.path, url.query, body)
             elif url.path.startswith("/assets/") and method == "GET":
                 self._serve_asset(url.path, url.query)
@@ -208,16 +286,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_api(self, method: str, path: str, query: str, body: bytes) -> None:
         state = self.server.state
-        route = _route(path)
-        op: str | None = None
+        route = _route(method, path)
         if route is not None:
-            ident = route[1]
-            if method == "POST" and ident is None:
-                op = "create"
-            elif method == "GET":
-                op = "list" if ident is None else "query"
-        if op is not None:
-            state.count_request(op)
+            state.count_request(route.kind)
+            if route.kind == "create" and route.family is not None and route.family.api == V2:
+                state.count_request("create_v2")
         request_id = state.new_request_id()
         authorization = self.headers.get("Authorization")
         # Identifies a resend of this request (JwtAuth resends it as is, with a new token).
@@ -226,32 +299,33 @@ class _Handler(BaseHTTPRequestHandler):
         self._renewable = api_key is None or (authorization or "").split()[-1:] != [api_key]
         try:
             check_authorization(authorization, self.server.config)
-            if route is None or op is None:
+            if route is None:
                 raise ApiError(1202, "invalid method")
-            family, ident = route
-            if op == "create":
-                self._create(family, body, request_id)
-            elif ident is not None:
-                self._query(family, ident, request_id)
+            if route.kind == "create":
+                self._create(route, body, request_id)
+            elif route.kind == "query":
+                self._query(route, request_id)
+            elif route.kind == "list":
+                self._list(route, query, request_id)
+            elif route.kind == "batch_query":
+                self._batch_query(route, query, request_id)
+            elif route.kind == "window_list":
+                self._window_list(route, body, request_id)
             else:
-                self._list(family, query, request_id)
+                self._account(route, query, request_id)
         except ApiError as error:
-            if op == "create":
+            if route is not None and route.kind == "create":
                 state.note_create_answer(str(error.code))
             self._send_error(request_id, error)
 
-    def _create(self, family: Family, raw: bytes, request_id: str) -> None:
+    def _create(self, route: _Route, raw: bytes, request_id: str) -> None:
         server = self.server
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            body = None
-        prompt = body.get("prompt") if body is not None else None
-        prompt = prompt if isinstance(prompt, str) else None
-        self._pause(server.faults.total_delay("create", prompt))
-        rule = self._take_pre_commit("create", prompt)
+        family = route.family
+        assert family is not None
+        body = _json_object(raw)
+        prompt = family.prompt_of(body) if body is not None else None
+        self._pause(server.faults.total_delay(route.fault_op, prompt))
+        rule = self._take_pre_commit(route.fault_op, prompt)
         if rule is not None:
             if rule.effect == "drop_before_commit":
                 server.state.note_create_answer("dropped")
@@ -263,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
             spec = invalid("request body must be a JSON object")
         else:
             try:
-                spec = family.validate(body)
+                spec = family.validate(body, replace(server.target, path_model=route.ident))
             except ApiError as error:
                 spec = error
         task, answer = server.state.commit(family, spec)
@@ -278,34 +352,86 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(request_id, _fault_error(answer))
         else:
             server.state.note_create_answer("0")
-            wire = task.to_wire(server.state.now(), server.base_url, server.signer.query)
-            self._send_json(200, success(request_id, wire))
+            now = server.state.now()
+            if family.api == V2:
+                data = v2_created(task, now)
+            else:
+                data = legacy_task(task, now, server.base_url, server.signer.query)
+            self._send_json(200, success(request_id, data))
 
-    def _query(self, family: Family, ident: str, request_id: str) -> None:
+    def _query(self, route: _Route, request_id: str) -> None:
         server = self.server
+        family, ident = route.family, route.ident
+        assert family is not None and ident is not None
         peeked = server.state.find(family, ident, looked_up=False)
         prompt = peeked.spec.prompt if peeked is not None else None
-        if not self._apply_faults("query", prompt):
+        if not self._apply_faults(route.fault_op, prompt):
             return
         task = server.state.find(family, ident, looked_up=True)
         if task is None:
             if server.config.not_found_style == "404/1203":
                 raise ApiError(1203, "Task not found")
-            raise ApiError(1201, "Task not found")
-        wire = task.to_wire(server.state.now(), server.base_url, server.signer.query)
+            # What live probes saw (1201 is overloaded: the message says "not found").
+            raise ApiError(1201, f"Task not found by id/external id: {ident}")
+        wire = legacy_task(task, server.state.now(), server.base_url, server.signer.query)
         self._send_json(200, success(request_id, wire))
 
-    def _list(self, family: Family, query: str, request_id: str) -> None:
+    def _list(self, route: _Route, query: str, request_id: str) -> None:
         server = self.server
-        if not self._apply_faults("list", None):
+        assert route.family is not None
+        if not self._apply_faults(route.fault_op, None):
             return
         params = parse_qs(query)
         page = _page_param(params, "pageNum", 1, 1000)
         size = _page_param(params, "pageSize", 30, 500)
-        tasks = server.state.list_page(family, page, size)
+        tasks = server.state.list_page(route.family, page, size)
         now = server.state.now()
-        wires = [t.to_wire(now, server.base_url, server.signer.query) for t in tasks]
+        wires = [legacy_task(t, now, server.base_url, server.signer.query) for t in tasks]
         self._send_json(200, success(request_id, wires))
+
+    def _batch_query(self, route: _Route, query: str, request_id: str) -> None:
+        server = self.server
+        ids, by_external = api2.batch_ids(query)
+        # Fault rules match against the prompts of the tasks the query names, one per line.
+        peeked = server.state.find_v2(ids, by_external=by_external, looked_up=False)
+        prompt = "\n".join(task.spec.prompt for task in peeked) if peeked else None
+        if not self._apply_faults(route.fault_op, prompt):
+            return
+        tasks = server.state.find_v2(ids, by_external=by_external)
+        now = server.state.now()
+        wires = [v2_task(t, now, server.base_url, server.signer.query) for t in tasks]
+        self._send_json(200, success(request_id, wires))
+
+    def _window_list(self, route: _Route, raw: bytes, request_id: str) -> None:
+        server = self.server
+        if not self._apply_faults(route.fault_op, None):
+            return
+        window = api2.parse_window(_json_object(raw))
+        tasks, next_position = server.state.window_page(window.keeps, window.cursor, window.limit)
+        now = server.state.now()
+        data = {
+            "result": [v2_task(t, now, server.base_url, server.signer.query) for t in tasks],
+            "count": len(tasks),
+            "next_cursor": api2.encode_cursor(next_position) if next_position is not None else None,
+            "has_more": next_position is not None,
+        }
+        self._send_json(200, success(request_id, data))
+
+    def _account(self, route: _Route, query: str, request_id: str) -> None:
+        server = self.server
+        if not self._apply_faults(route.fault_op, None):
+            return
+        start_ms, end_ms = account.window(query)
+        if not server.config.resource_packs:
+            self._send_json(200, account.NO_PACKS)
+            return
+        data = account.costs(
+            server.state.pack_usage(),
+            purchased_ms=server.pack_purchased_ms,
+            start_ms=start_ms,
+            end_ms=end_ms,
+        )
+        self._send_json(200, success(request_id, data))
 
     def _apply_faults(self, op: str, prompt: str | None) -> bool:
         """Run read-side faults; False when the connection was dropped. Raises for errors."""
@@ -351,9 +477,12 @@ class _Handler(BaseHTTPRequestHandler):
         parts = path[len("/assets/") :].split("/")
         task = None
         index, suffix = 0, ""
+        watermarked = False
         if len(parts) == 2:
             stem, _, suffix = parts[1].partition(".")
-            if stem.isdigit() and suffix in BUILDERS:
+            if stem.endswith(WATERMARK_MARK):
+                stem, watermarked = stem[: -len(WATERMARK_MARK)], True
+            if stem.isascii() and stem.isdigit() and suffix in BUILDERS:
                 index = int(stem)
                 task = state.asset_task(unquote(parts[0]), index, suffix, finished=False)
         prompt = task.spec.prompt if task is not None else None
@@ -377,7 +506,9 @@ class _Handler(BaseHTTPRequestHandler):
             state.note_asset_answer("403")
             self._send_json(403, failure("", ApiError(1103, refusal, http_status=403)))
             return
-        content = BUILDERS[suffix](task.task_id, index)
+        # The watermarked copy differs from the file (a client must not mistake one for the
+        # other when it checks what it downloaded).
+        content = BUILDERS[suffix](task.task_id + (" watermarked" if watermarked else ""), index)
         rule = server.faults.take("asset", prompt, ASSET_BODY_EFFECTS)
         if rule is None:
             state.note_asset_answer("200", len(content))

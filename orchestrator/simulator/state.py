@@ -16,9 +16,10 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from orchestrator.providers.kling.catalogue import V2
 from orchestrator.simulator.config import SimConfig
 from orchestrator.simulator.families import CreateSpec, Family
 from orchestrator.simulator.faults import (
@@ -33,6 +34,8 @@ from orchestrator.simulator.wire import ApiError
 SUBMITTED_SHARE = 0.2
 #: Status reported in stats for a task that has not finished yet.
 PENDING = "pending"
+#: Ends an asset's file name for its watermarked copy (``/assets/<task>/0-wm.mp4``).
+WATERMARK_MARK = "-wm"
 
 
 @dataclass(frozen=True)
@@ -63,70 +66,56 @@ class TaskRecord:
             return "submitted"
         return "processing"
 
-    def to_wire(
-        self, now: float, base_url: str, sign: Callable[[str], str] | None = None
-    ) -> dict[str, Any]:
-        """The task object as Kling answers it. ``sign`` maps an asset path to the query string
-        that signs it (see :class:`~orchestrator.simulator.assets.AssetSigner`)."""
-        status = self.status(now)
-        if status == "submitted":
-            changed = 0.0
-        elif status == "processing":
-            changed = SUBMITTED_SHARE * self.duration
-        else:
-            changed = self.duration
-        task_info = {}
-        if self.spec.external_task_id is not None:
-            task_info["external_task_id"] = self.spec.external_task_id
-        wire: dict[str, Any] = {
-            "task_id": self.task_id,
-            "task_status": status,
-            "task_status_msg": self.failure_message if status == "failed" else "",
-            "task_info": task_info,
-            "created_at": self.created_at_ms,
-            "updated_at": self.created_at_ms + int(changed * 1000),
-        }
-        if status == "succeed":
-            wire["task_result"] = self._result(base_url, sign)
-        return wire
+    def visible(self, now: float, read_lag: float) -> bool:
+        """Whether reads by external id (and lists) see the task yet: ``read_lag`` seconds
+        after its creation (reads by task id see it at once)."""
+        return now - self.started >= read_lag
 
-    def asset_path(self, index: int) -> str:
-        return f"/assets/{self.task_id}/{index}.{self.family.asset_suffix}"
+    def charged(self, now: float) -> float | None:
+        """Units the task reports as charged (``final_unit_deduction``): its price once it
+        succeeded, 0 once it failed (a failed generation is not charged: the units it held
+        go back to the pack), None before it ends or when no price is known."""
+        status = self.status(now)
+        if status == "failed":
+            return 0.0
+        return self.spec.units if status == "succeed" else None
+
+    def asset_path(self, index: int, *, watermarked: bool = False) -> str:
+        mark = WATERMARK_MARK if watermarked else ""
+        return f"/assets/{self.task_id}/{index}{mark}.{self.family.asset_suffix}"
 
     def asset_url(
-        self, base_url: str, index: int, sign: Callable[[str], str] | None = None
+        self,
+        base_url: str,
+        index: int,
+        sign: Callable[[str], str] | None = None,
+        *,
+        watermarked: bool = False,
     ) -> str:
-        path = self.asset_path(index)
+        path = self.asset_path(index, watermarked=watermarked)
         return base_url + path + (sign(path) if sign is not None else "")
-
-    def _result(self, base_url: str, sign: Callable[[str], str] | None) -> dict[str, Any]:
-        if self.family.media == "image":
-            images = [
-                {"index": i, "url": self.asset_url(base_url, i, sign)} for i in range(self.assets)
-            ]
-            return {"images": images}
-        videos = [
-            {
-                "id": self.asset_ids[i],
-                "url": self.asset_url(base_url, i, sign),
-                "duration": self.spec.video_duration,
-            }
-            for i in range(self.assets)
-        ]
-        return {"videos": videos}
 
 
 @dataclass(frozen=True)
 class SimStats:
     """A snapshot of what the simulator saw; ``to_dict()`` is what ``GET /_sim/stats`` returns."""
 
-    #: Every POST to a family, whatever its answer.
+    #: Every create, on either API, whatever its answer.
     create_requests: int = 0
+    #: The creates among them sent to API 2.0 (``POST /<v2 path>/<model>``).
+    v2_create_requests: int = 0
     #: Committed creates (a task exists and counts against the account).
     tasks_created: int = 0
-    #: GETs of one task, by task id or external id.
+    #: Legacy GETs of one task, by task id or external id.
     query_requests: int = 0
+    #: Legacy list pages (``GET /v1/<family>?pageNum=``).
     list_requests: int = 0
+    #: API 2.0 batch queries (``GET /tasks?task_ids=`` / ``?external_task_ids=``).
+    batch_query_requests: int = 0
+    #: API 2.0 time-window list pages (``POST /tasks``).
+    window_list_requests: int = 0
+    #: ``GET /account/costs``.
+    account_requests: int = 0
     asset_requests: int = 0
     #: Most slots in use right after any committed create.
     peak_slots: int = 0
@@ -134,10 +123,18 @@ class SimStats:
     slots_in_use: int = 0
     #: One entry per committed task, in creation order.
     tasks: tuple[dict[str, Any], ...] = ()
+    #: Per external id: the creates that committed it, plus those refused because a task had
+    #: it already (a refused create is counted too: the client did send the id twice).
     external_id_counts: dict[str, int] = field(default_factory=dict)
+    #: External ids more than one create named (see external_id_counts).
     duplicate_external_ids: tuple[str, ...] = ()
+    #: Creates naming an external id a task of the account already had, refused or not.
+    creates_reusing_external_id: int = 0
+    #: Those of them refused with 1201 "already exists" (SimConfig.reject_duplicate_external_ids).
+    creates_refused_as_existing: int = 0
     #: Creates reusing a committed external id with no lookup by it (or list page showing it)
-    #: since that commit: the client resubmitted without checking, the double-pay pattern.
+    #: since that commit, refused or not: the client resubmitted without checking, which pays
+    #: twice wherever the server does not refuse it.
     creates_reusing_external_id_without_lookup: int = 0
     by_prompt: dict[str, int] = field(default_factory=dict)
     #: How creates were answered: Kling code as a string ("0", "1303", ...) or "dropped".
@@ -153,52 +150,48 @@ class SimStats:
     asset_peak_in_flight: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "create_requests": self.create_requests,
-            "tasks_created": self.tasks_created,
-            "query_requests": self.query_requests,
-            "list_requests": self.list_requests,
-            "asset_requests": self.asset_requests,
-            "peak_slots": self.peak_slots,
-            "slots_in_use": self.slots_in_use,
-            "tasks": [dict(task) for task in self.tasks],
-            "external_id_counts": dict(self.external_id_counts),
-            "duplicate_external_ids": list(self.duplicate_external_ids),
-            "creates_reusing_external_id_without_lookup": (
-                self.creates_reusing_external_id_without_lookup
-            ),
-            "by_prompt": dict(self.by_prompt),
-            "create_answers": dict(self.create_answers),
-            "faults_fired": dict(self.faults_fired),
-            "asset_answers": dict(self.asset_answers),
-            "asset_bytes_served": self.asset_bytes_served,
-            "asset_peak_in_flight": self.asset_peak_in_flight,
-        }
+        data: dict[str, Any] = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "tasks":
+                value = [dict(task) for task in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            data[spec.name] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimStats:
-        """Rebuild a snapshot fetched from ``/_sim/stats`` by an out-of-process user."""
-        return cls(
-            create_requests=int(data["create_requests"]),
-            tasks_created=int(data["tasks_created"]),
-            query_requests=int(data["query_requests"]),
-            list_requests=int(data["list_requests"]),
-            asset_requests=int(data["asset_requests"]),
-            peak_slots=int(data["peak_slots"]),
-            slots_in_use=int(data.get("slots_in_use", 0)),
-            tasks=tuple(dict(task) for task in data["tasks"]),
-            external_id_counts=dict(data["external_id_counts"]),
-            duplicate_external_ids=tuple(data["duplicate_external_ids"]),
-            creates_reusing_external_id_without_lookup=int(
-                data["creates_reusing_external_id_without_lookup"]
-            ),
-            by_prompt=dict(data["by_prompt"]),
-            create_answers=dict(data.get("create_answers", {})),
-            faults_fired=dict(data.get("faults_fired", {})),
-            asset_answers=dict(data.get("asset_answers", {})),
-            asset_bytes_served=int(data.get("asset_bytes_served", 0)),
-            asset_peak_in_flight=int(data.get("asset_peak_in_flight", 0)),
-        )
+        """Rebuild a snapshot fetched from ``/_sim/stats`` by an out-of-process user (a field
+        an older simulator did not send keeps its default)."""
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name not in data:
+                continue
+            value = data[spec.name]
+            if spec.name == "tasks":
+                value = tuple(dict(task) for task in value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            else:
+                value = int(value)
+            values[spec.name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PackUsage:
+    """What the account's resource pack has given, for ``GET /account/costs``."""
+
+    #: Units held by unfinished video tasks or charged for succeeded ones (failed ones are
+    #: given back).
+    units: float
+    #: Whether the billing stop (SimConfig.billing_after) is reached: creates answer 1102.
+    exhausted: bool
 
 
 class SimState:
@@ -216,6 +209,7 @@ class SimState:
         self._config = config
         self._on_commit = on_commit
         self._clock = config.clock
+        self._lag = config.read_lag
         self._faults = faults
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed)
@@ -224,6 +218,8 @@ class SimState:
         self._by_id: dict[str, TaskRecord] = {}
         self._by_external: dict[str, list[TaskRecord]] = {}
         self._by_family: dict[str, list[TaskRecord]] = {}
+        #: API 2.0 tasks in creation order: POST /tasks pages through them by position.
+        self._v2_tasks: list[TaskRecord] = []
         # (finish time, slots) of tasks that may still hold slots.
         self._holding: list[tuple[float, int]] = []
         self._slots_in_use = 0
@@ -235,9 +231,12 @@ class SimState:
         self._asset_bytes = 0
         self._assets_in_flight = 0
         self._asset_peak = 0
+        self._external_counts: Counter[str] = Counter()
+        self._reuses = 0
+        self._refused_existing = 0
         # Double-pay indicator: a sequence number orders commits, lookups and lists.
         self._seq = 0
-        self._last_commit: dict[str, tuple[int, str]] = {}  # external id -> (seq, family path)
+        self._last_commit: dict[str, int] = {}  # external id -> seq of its latest commit
         self._last_lookup: dict[str, int] = {}  # id a GET named, or showed in a list -> seq
         self._reuse_without_lookup = 0
         # Requests an injected token error refused and not yet resent.
@@ -302,8 +301,10 @@ class SimState:
 
         ``spec`` is the validation result (or its error), checked here rather than before so
         that billing and the rate limit take precedence over it, as on Kling, and so that every
-        admission check and the commit happen atomically. Returns the task and the fault rule,
-        if any, that decides how the create is answered.
+        admission check and the commit happen atomically. Then an external id a task of the
+        account already has is refused (any family, either API; reads may lag, this check does
+        not), then the slot limit. Returns the task and the fault rule, if any, that decides how
+        the create is answered.
         """
         with self._lock:
             now = self._clock()
@@ -312,6 +313,13 @@ class SimState:
             self._admit_rate(now)
             if isinstance(spec, ApiError):
                 raise spec
+            external = spec.external_task_id
+            if external is not None and external in self._by_external:
+                self._note_reuse(external)
+                if self._config.reject_duplicate_external_ids:
+                    self._refused_existing += 1
+                    self._external_counts[external] += 1
+                    raise ApiError(1201, f"External_task_id {external} already exists")
             self._release_finished(now)
             limit = self._config.concurrency_slots
             if limit is not None and self._slots_in_use + spec.slots > limit:
@@ -341,8 +349,9 @@ class SimState:
         return restored
 
     def find(self, family: Family, ident: str, *, looked_up: bool) -> TaskRecord | None:
-        """The task a GET path id names: a task id, else (unless
-        ``config.query_by_external_id`` is off) the newest task with that external id.
+        """The legacy task a GET path id names: a task id, else (unless
+        ``config.query_by_external_id`` is off) the newest task of the family with that
+        external id that reads see yet (``config.read_lag``).
 
         ``looked_up`` records the GET for the double-pay indicator (only where the path can
         find the task by external id); pass False to peek (e.g. to match fault rules against
@@ -350,6 +359,7 @@ class SimState:
         """
         by_external = self._config.query_by_external_id
         with self._lock:
+            now = self._clock()
             if looked_up and by_external:
                 self._seq += 1
                 self._last_lookup[ident] = self._seq
@@ -359,25 +369,92 @@ class SimState:
             if not by_external:
                 return None
             for candidate in reversed(self._by_external.get(ident, ())):
-                if candidate.family.path == family.path:
+                if candidate.family.path == family.path and candidate.visible(now, self._lag):
                     return candidate
             return None
 
     def list_page(self, family: Family, page: int, size: int) -> list[TaskRecord]:
-        """One page of the family's tasks, newest first."""
+        """One page of the family's tasks that reads see yet, newest first."""
         with self._lock:
             self._seq += 1
             tasks = self._by_family.get(family.path, [])
+            if self._lag:
+                now = self._clock()
+                tasks = [task for task in tasks if task.visible(now, self._lag)]
             end = len(tasks) - (page - 1) * size
             if end <= 0:
                 return []
             shown = tasks[max(0, end - size) : end][::-1]
-            # A client that lists sees the external ids on the page, and only those: a
-            # resend after a list that did not show the earlier task is still a blind one.
-            for task in shown:
-                if task.spec.external_task_id is not None:
-                    self._last_lookup[task.spec.external_task_id] = self._seq
+            self._note_shown(shown)
             return shown
+
+    def find_v2(
+        self, idents: Iterable[str], *, by_external: bool, looked_up: bool = True
+    ) -> list[TaskRecord]:
+        """The API 2.0 tasks a batch query names, in the order asked (by external id: each id's
+        tasks that reads see yet, newest first), each once. ``looked_up`` as in :meth:`find`."""
+        found: list[TaskRecord] = []
+        seen: set[str] = set()
+        with self._lock:
+            now = self._clock()
+            if looked_up and by_external:
+                self._seq += 1
+            for ident in idents:
+                if by_external:
+                    if looked_up:
+                        self._last_lookup[ident] = self._seq
+                    candidates = [
+                        task
+                        for task in reversed(self._by_external.get(ident, ()))
+                        if task.family.api == V2 and task.visible(now, self._lag)
+                    ]
+                else:
+                    task = self._by_id.get(ident)
+                    candidates = [task] if task is not None and task.family.api == V2 else []
+                for task in candidates:
+                    if task.task_id not in seen:
+                        seen.add(task.task_id)
+                        found.append(task)
+        return found
+
+    def window_page(
+        self,
+        keep: Callable[[TaskRecord, float], bool],
+        cursor: int | None,
+        limit: int,
+    ) -> tuple[list[TaskRecord], int | None]:
+        """One page of the API 2.0 tasks ``keep(task, now)`` selects that reads see yet,
+        newest first, from position ``cursor`` (None: the newest); returns the page and the
+        position the next page starts at (None: this was the last). Positions only grow with
+        new tasks, so a cursor stays valid while tasks are created."""
+        with self._lock:
+            now = self._clock()
+            tasks = self._v2_tasks
+            if cursor is not None and not 0 <= cursor < len(tasks):
+                raise ApiError(1201, "cursor value is invalid")
+            position = len(tasks) - 1 if cursor is None else cursor
+            page: list[TaskRecord] = []
+            while position >= 0:
+                task = tasks[position]
+                if task.visible(now, self._lag) and keep(task, now):
+                    if len(page) == limit:
+                        break
+                    page.append(task)
+                position -= 1
+            self._seq += 1
+            self._note_shown(page)
+            return page, (position if position >= 0 else None)
+
+    def pack_usage(self) -> PackUsage:
+        with self._lock:
+            now = self._clock()
+            units = sum(
+                task.spec.units or 0.0
+                for task in self._tasks
+                if task.family.media == "video" and task.status(now) != "failed"
+            )
+            limit = self._billing_after
+            return PackUsage(units, limit is not None and len(self._tasks) >= limit)
 
     def asset_task(
         self, task_id: str, index: int, suffix: str, *, finished: bool = True
@@ -399,17 +476,23 @@ class SimState:
             now = self._clock()
             self._release_finished(now)
             tasks = list(self._tasks)
-            external_counts = {ext: len(items) for ext, items in self._by_external.items()}
+            external_counts = dict(self._external_counts)
             snapshot = SimStats(
                 create_requests=self._requests["create"],
+                v2_create_requests=self._requests["create_v2"],
                 tasks_created=len(tasks),
                 query_requests=self._requests["query"],
                 list_requests=self._requests["list"],
+                batch_query_requests=self._requests["batch_query"],
+                window_list_requests=self._requests["window_list"],
+                account_requests=self._requests["account"],
                 asset_requests=self._requests["asset"],
                 peak_slots=self._peak_slots,
                 slots_in_use=self._slots_in_use,
                 external_id_counts=external_counts,
                 duplicate_external_ids=tuple(e for e, n in external_counts.items() if n > 1),
+                creates_reusing_external_id=self._reuses,
+                creates_refused_as_existing=self._refused_existing,
                 creates_reusing_external_id_without_lookup=self._reuse_without_lookup,
                 by_prompt=dict(Counter(task.spec.prompt for task in tasks)),
                 create_answers=dict(self._create_answers),
@@ -422,6 +505,20 @@ class SimState:
         return replace(snapshot, tasks=rows)
 
     # The methods below run with self._lock held.
+
+    def _note_reuse(self, external: str) -> None:
+        """A create names ``external``, which a committed task has: count it, and whether the
+        client looked the id up (or saw it listed) since that commit."""
+        self._reuses += 1
+        if self._last_lookup.get(external, -1) < self._last_commit.get(external, -1):
+            self._reuse_without_lookup += 1
+
+    def _note_shown(self, shown: Iterable[TaskRecord]) -> None:
+        # A client that lists sees the external ids on the page, and only those: a resend
+        # after a list that did not show the earlier task is still a blind one.
+        for task in shown:
+            if task.spec.external_task_id is not None:
+                self._last_lookup[task.spec.external_task_id] = self._seq
 
     def _admit_rate(self, now: float) -> None:
         limit = self._config.requests_per_second
@@ -470,6 +567,8 @@ class SimState:
         self._tasks.append(task)
         self._by_id[task.task_id] = task
         self._by_family.setdefault(task.family.path, []).append(task)
+        if task.family.api == V2:
+            self._v2_tasks.append(task)
         heapq.heappush(self._holding, (task.finishes, task.spec.slots))
         self._slots_in_use += task.spec.slots
         self._peak_slots = max(self._peak_slots, self._slots_in_use)
@@ -477,12 +576,8 @@ class SimState:
         if external is None:
             return
         self._seq += 1
-        previous = self._last_commit.get(external)
-        if previous is not None:
-            commit_seq, _family_path = previous
-            if self._last_lookup.get(external, -1) < commit_seq:
-                self._reuse_without_lookup += 1
-        self._last_commit[external] = (self._seq, task.family.path)
+        self._last_commit[external] = self._seq
+        self._external_counts[external] += 1
         self._by_external.setdefault(external, []).append(task)
 
 
@@ -491,6 +586,7 @@ def _stats_row(task: TaskRecord, now: float) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "external_task_id": task.spec.external_task_id,
+        "api": task.family.api,
         "family": task.family.path,
         "model_name": task.spec.model_name,
         "prompt": task.spec.prompt,
