@@ -554,14 +554,20 @@ def test_demo_manifest_loads() -> None:
     )
     assert manifest.output_dir == DEMO.parent / "out" / "demo"
     kinds = [item.request.kind for item in manifest.items]
-    assert kinds == [Kind.TEXT2VIDEO] * 3 + [Kind.IMAGE2VIDEO, Kind.IMAGE]
-    prompts = [item.request.fields["prompt"] for item in manifest.items[:3]]
-    assert len(set(prompts)) == 3
-    cat = manifest.items[3].request
+    assert kinds == [Kind.TEXT2VIDEO] * 4 + [Kind.IMAGE2VIDEO, Kind.IMAGE]
+    prompts = [item.request.fields["prompt"] for item in manifest.items[:4]]
+    assert len(set(prompts)) == 4
+    # Current models only, with what they offer: 4k, sound.
+    models = {item.request.fields["model"] for item in manifest.items}
+    assert models == {"kling-v3", "kling-v2-6", "kling-v2-5-turbo"}
+    waves, music = manifest.items[2].request.fields, manifest.items[3].request.fields
+    assert (waves["mode"], waves["duration"]) == ("4k", 7)
+    assert (music["model"], music["mode"], music["sound"]) == ("kling-v2-6", "pro", True)
+    cat = manifest.items[4].request
     assert cat.fields["image"] == ImageSource(path=DEMO.parent / "images" / "cat.png")
     assert "aspect_ratio" not in cat.fields  # the default does not reach image2video
-    mugs = manifest.items[4].request
-    assert mugs.fields["model"] == "kling-v2-1"
+    mugs = manifest.items[5].request
+    assert mugs.fields["model"] == "kling-v3"
     assert mugs.expected_assets == 4
     assert "duration" not in mugs.fields and "mode" not in mugs.fields
 
