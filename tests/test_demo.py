@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.conftest import REPO, run_cli, start_cli
 
-DEMO_ITEMS = 5
+DEMO_ITEMS = 6
 
 
 def demo_copy(directory: Path) -> Path:
