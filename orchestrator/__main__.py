@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     state.add_argument("--json", action="store_true", help="machine-readable output")
 
+    sub.add_parser(
+        "models",
+        help="the Kling models this version knows, and what each takes (the README's table)",
+        description="Print the model catalogue as a Markdown table: status (with retirement "
+        "dates), modes, durations, sound, end frames, multi-shot, image options and API.",
+    )
+
     from orchestrator.simulator.cli import add_simulate_parser
 
     add_simulate_parser(sub)
@@ -430,6 +437,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(cmd_run(args, sys.stderr))
         if args.command == "status":
             return int(cmd_status(args, sys.stdout))
+        if args.command == "models":
+            from orchestrator.providers.kling.catalogue import catalogue, markdown_table
+
+            sys.stdout.write(markdown_table())
+            sys.stdout.write(f"\n(catalogue checked against Kling on {catalogue().checked})\n")
+            return int(Exit.OK)
         if args.command == "simulate":
             from orchestrator.simulator.cli import cmd_simulate
 

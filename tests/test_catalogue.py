@@ -4,6 +4,7 @@ refuses a data file that could mislead validation, pricing or the simulator."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,22 @@ def test_indicative_units_come_from_the_catalogue() -> None:
     assert units("kling-v2-1", Kind.IMAGE, n=4) == 4
     assert units("kling-v3", Kind.IMAGE, n=1) is None
     assert units("kling-v9", Kind.TEXT2VIDEO, mode="pro", duration=5) is None
+
+
+def test_the_readmes_model_table_is_the_catalogues() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- models: generated from the catalogue; a test keeps them equal -->")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- /models -->", start)
+    assert readme[start:end] == markdown_table(), (
+        "README's model table is stale: paste the output of `python -m orchestrator models`"
+    )
+
+
+def test_the_models_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.__main__ import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(markdown_table())
+    assert "catalogue checked against Kling on 2026-11-30" in out
