@@ -19,16 +19,14 @@ from orchestrator.providers.base import (
     TaskStatus,
     valid_asset_indexes,
 )
-from orchestrator.providers.kling.codes import classify_task_failure
 from orchestrator.providers.kling.wire import (
     Malformed,
-    checked_task_id,
+    TaskShape,
     identifier,
+    parse_task_as,
     refused,
-    seconds,
     to_wire,
     units,
-    unix_ms,
 )
 
 
@@ -210,35 +208,23 @@ def external_id(data: Mapping[str, Any]) -> str | None:
     return identifier(info.get("external_task_id")) if isinstance(info, dict) else None
 
 
+#: Where a legacy task object keeps what a Task needs.
+SHAPE = TaskShape(
+    id_key="task_id",
+    status_key="task_status",
+    statuses=STATUSES,
+    message_key="task_status_msg",
+    created_key="created_at",
+    updated_key="updated_at",
+    external_id=external_id,
+    charged=lambda data: units(data.get("final_unit_deduction")),
+)
+
+
 def parse_task(
     kind: Kind, data: object, request_id: str | None, clean: Callable[[str], str]
 ) -> Task:
-    """A legacy task object. ``clean`` masks credentials in Kling's free text; Malformed
-    messages are cleaned by the caller, so they may quote what Kling sent."""
-    if not isinstance(data, dict):
-        raise Malformed(f"data is {type(data).__name__}, not a task object")
-    task_id = checked_task_id(data.get("task_id"))
-    raw_status = data.get("task_status")
-    status = STATUSES.get(raw_status) if isinstance(raw_status, str) else None
-    if status is None:
-        shown = repr(raw_status) if isinstance(raw_status, str) else (
-            f"of type {type(raw_status).__name__}")
-        raise Malformed(f"task {task_id} has unknown task_status {shown}")
-    raw_message = data.get("task_status_msg")
-    raw_text = raw_message if isinstance(raw_message, str) else None
-    message = (clean(raw_text) or None) if raw_text is not None else None
-    return Task(
-        task_id=task_id,
-        status=status,
-        external_task_id=external_id(data),
-        message=message,
-        assets=parse_assets(kind, data.get("task_result")),
-        request_id=request_id,
-        # Decided on the raw text: cleaning may cut or mask the words that decide.
-        failure=(classify_task_failure(raw_text, shown=message or "")
-                 if status is TaskStatus.FAILED else None),
-        raw=data,
-        created_at=seconds(unix_ms(data.get("created_at"))),
-        ended_at=seconds(unix_ms(data.get("updated_at"))) if status.finished else None,
-        charged_units=units(data.get("final_unit_deduction")),
+    """A legacy task object (see :func:`~orchestrator.providers.kling.wire.parse_task_as`)."""
+    return parse_task_as(
+        SHAPE, data, lambda task: parse_assets(kind, task.get("task_result")), request_id, clean
     )

@@ -21,16 +21,14 @@ from typing import Any, NamedTuple
 
 from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
 from orchestrator.providers.kling.catalogue import Catalogue
-from orchestrator.providers.kling.codes import classify_task_failure
 from orchestrator.providers.kling.wire import (
     Malformed,
+    TaskShape,
     billing_units,
-    checked_task_id,
     identifier,
+    parse_task_as,
     refused,
-    seconds,
     to_wire,
-    unix_ms,
 )
 
 #: The batch read and the time-window list, at the host root.
@@ -219,36 +217,25 @@ def parse_outputs(media: str, outputs: object) -> tuple[Asset, ...]:
     return tuple(assets)
 
 
+#: Where an API 2.0 task object keeps what a Task needs.
+SHAPE = TaskShape(
+    id_key="id",
+    status_key="status",
+    statuses=STATUSES,
+    message_key="message",
+    created_key="create_time",
+    updated_key="update_time",
+    external_id=external_id,
+    charged=lambda data: billing_units(data.get("billing")),
+)
+
+
 def parse_task(
     media: str, data: object, request_id: str | None, clean: Callable[[str], str]
 ) -> Task:
     """An API 2.0 task object (a create's answer is one without outputs)."""
-    if not isinstance(data, dict):
-        raise Malformed(f"data is {type(data).__name__}, not a task object")
-    ident = checked_task_id(data.get("id"))
-    raw_status = data.get("status")
-    status = STATUSES.get(raw_status) if isinstance(raw_status, str) else None
-    if status is None:
-        shown = repr(raw_status) if isinstance(raw_status, str) else (
-            f"of type {type(raw_status).__name__}")
-        raise Malformed(f"task {ident} has unknown status {shown}")
-    raw_message = data.get("message")
-    raw_text = raw_message if isinstance(raw_message, str) else None
-    message = (clean(raw_text) or None) if raw_text is not None else None
-    return Task(
-        task_id=ident,
-        status=status,
-        external_task_id=external_id(data),
-        message=message,
-        assets=parse_outputs(media, data.get("outputs")),
-        request_id=request_id,
-        # Decided on the raw text: cleaning may cut or mask the words that decide.
-        failure=(classify_task_failure(raw_text, shown=message or "")
-                 if status is TaskStatus.FAILED else None),
-        raw=data,
-        created_at=seconds(unix_ms(data.get("create_time"))),
-        ended_at=seconds(unix_ms(data.get("update_time"))) if status.finished else None,
-        charged_units=billing_units(data.get("billing")),
+    return parse_task_as(
+        SHAPE, data, lambda task: parse_outputs(media, task.get("outputs")), request_id, clean
     )
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
 from orchestrator.errors import Category, ErrorInfo, ProviderError
-from orchestrator.providers.base import ImageSource
+from orchestrator.providers.base import Asset, ImageSource, Task, TaskStatus
+from orchestrator.providers.kling.codes import classify_task_failure
 
 
 class Malformed(Exception):
@@ -161,3 +163,58 @@ def billing_units(value: object) -> float | None:
         total += amount
         counted = True
     return total if counted and math.isfinite(total) else None
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """Where one API's task object keeps what a Task needs (legacy and API 2.0 differ only in
+    names): the rest of parsing is one function, :func:`parse_task_as`."""
+
+    #: what the API calls the object ("task_status" / "status"), for messages
+    id_key: str
+    status_key: str
+    statuses: Mapping[str, TaskStatus]
+    message_key: str
+    created_key: str
+    updated_key: str
+    external_id: Callable[[Mapping[str, Any]], str | None]
+    charged: Callable[[Mapping[str, Any]], float | None]
+
+
+def parse_task_as(
+    shape: TaskShape,
+    data: object,
+    assets: Callable[[Mapping[str, Any]], tuple[Asset, ...]],
+    request_id: str | None,
+    clean: Callable[[str], str],
+) -> Task:
+    """A task object of ``shape``. ``clean`` masks credentials in Kling's free text; Malformed
+    messages are cleaned by the caller, so they may quote what Kling sent."""
+    if not isinstance(data, dict):
+        raise Malformed(f"data is {type(data).__name__}, not a task object")
+    ident = checked_task_id(data.get(shape.id_key))
+    raw_status = data.get(shape.status_key)
+    status = shape.statuses.get(raw_status) if isinstance(raw_status, str) else None
+    if status is None:
+        shown = repr(raw_status) if isinstance(raw_status, str) else (
+            f"of type {type(raw_status).__name__}")
+        raise Malformed(f"task {ident} has unknown {shape.status_key} {shown}")
+    raw_message = data.get(shape.message_key)
+    raw_text = raw_message if isinstance(raw_message, str) else None
+    message = (clean(raw_text) or None) if raw_text is not None else None
+    return Task(
+        task_id=ident,
+        status=status,
+        external_task_id=shape.external_id(data),
+        message=message,
+        assets=assets(data),
+        request_id=request_id,
+        # Decided on the raw text: cleaning may cut or mask the words that decide.
+        failure=(classify_task_failure(raw_text, shown=message or "")
+                 if status is TaskStatus.FAILED else None),
+        raw=data,
+        created_at=seconds(unix_ms(data.get(shape.created_key))),
+        ended_at=seconds(unix_ms(data.get(shape.updated_key))) if status.finished else None,
+        charged_units=shape.charged(data),
+    )
+
