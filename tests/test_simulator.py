@@ -6,19 +6,17 @@ real waits are a client timeout against an injected delay and the CLI start-up.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import socket
-import ssl
 import stat
 import subprocess
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +25,17 @@ import jwt
 import pytest
 
 from orchestrator.simulator import FaultRule, SimConfig, SimStats, Simulator
-
-API_KEY = {"Authorization": "Bearer sim-api-key"}
-T2V = "/v1/videos/text2video"
-I2V = "/v1/videos/image2video"
-IMG = "/v1/images/generations"
-# Every client here speaks plain HTTP to loopback; sharing one context skips loading the CA
-# bundle (~100 ms) for each client.
-PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def http_client(base_url: str = "", **options: Any) -> httpx.Client:
-    return httpx.Client(base_url=base_url, verify=PLAIN_HTTP, timeout=5.0, **options)
-
-
-Launch = Callable[..., tuple[Simulator, httpx.Client]]
+from tests.simulator_support import (
+    API_KEY,
+    I2V,
+    IMG,
+    PLAIN_HTTP,
+    PNG_B64,
+    T2V,
+    FakeClock,
+    Launch,
+    http_client,
+)
 
 
 @pytest.fixture(autouse=True)
