@@ -904,6 +904,15 @@ class Engine:
     def _may_retry(self, info: ErrorInfo) -> bool:
         return info.category not in _BUDGETED or self._budget.allow()
 
+    def _lookup_failed(self, err: ProviderError, log: Any) -> None:
+        """A lookup that failed: logged and charged to the retry budget; an account-level
+        failure stops the batch and leaves the item unresolved (raises _Unresolved)."""
+        log.warning("item.lookup_failed", request_id=err.request_id, **_error_fields(err.info))
+        self._charge(err.info)
+        if err.info.scope is Scope.ACCOUNT:
+            self._stop(err.info)
+            raise _Unresolved(err.info) from None
+
     async def _find_existing(self, item: Item, ext: str, log: Any) -> Task:
         """The task the provider says exists under ``ext``: looked up until a read shows it.
 
@@ -922,14 +931,8 @@ class Engine:
             try:
                 found = await self._lookups.lookup(item.request, ext, sent_after=sent_after)
             except ProviderError as err:
-                log.warning(
-                    "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)
-                )
-                self._charge(err.info)
+                self._lookup_failed(err, log)
                 last = err.info
-                if err.info.scope is Scope.ACCOUNT:
-                    self._stop(err.info)
-                    raise _Unresolved(err.info) from None
                 found = None
             if found is not None:
                 self._budget.on_success()
@@ -988,13 +991,7 @@ class Engine:
             try:
                 found = await self._lookups.lookup(item.request, ext, sent_after=sent_after)
             except ProviderError as err:
-                log.warning(
-                    "item.lookup_failed", request_id=err.request_id, **_error_fields(err.info)
-                )
-                self._charge(err.info)
-                if err.info.scope is Scope.ACCOUNT:
-                    self._stop(err.info)
-                    raise _Unresolved(err.info) from None
+                self._lookup_failed(err, log)
                 errors += 1
                 if (
                     errors >= self._policy.max_attempts
