@@ -26,7 +26,8 @@ import httpx
 
 from orchestrator import layout, logs, pricing, report, status
 from orchestrator.downloads import Downloader
-from orchestrator.engine import Engine, RunOutcome
+from orchestrator.engine import IN_FLIGHT_TIMEOUTS, Engine, RunOutcome
+from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
 from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
 from orchestrator.progress import ProgressLine
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress",
         action="store_true",
         help="on a terminal, print every event instead of the live progress line",
+    )
+    run.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="give a new attempt (a new paid task) to the items whose definition in the manifest "
+        "changed since their result was made; without it they are only reported",
     )
 
     validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
@@ -219,6 +226,47 @@ def _check_own_files(manifest: Manifest, state_path: Path, report_path: Path) ->
             )
 
 
+def _changed_entry(outcome: RunOutcome, rerun: bool) -> dict[str, object] | None:
+    """report.json's word on items whose definition changed since their result was made."""
+    if not outcome.changed:
+        return None
+    return {"count": len(outcome.changed), "ids": outcome.changed[:1000], "rerun": rerun}
+
+
+def _settled_at(output: OutputDir, manifest: Manifest) -> float | None:
+    """When no create an earlier (killed) run had in flight can still commit: twice the client
+    timeout after it last wrote, as for a create this run lost the answer to."""
+    last = output.last_activity()
+    if last is None:
+        return None
+    return last + IN_FLIGHT_TIMEOUTS * manifest.provider.timeout + manifest.retry.lookup_grace
+
+
+def _adopting(output: OutputDir, ledger: Ledger, state_path: Path, err: TextIO) -> bool:
+    """Whether the batch ran before without this ledger: its items are then looked up by their
+    external ids before anything is created (nothing is paid for twice)."""
+    known = output.found
+    counted = ledger.start_run()
+    # A ledger that existed before this run, with no identity beside the outputs to say
+    # otherwise (one written by an older version), is the batch's history.
+    other = ledger.created or (
+        known is not None
+        and (
+            known.ledger_id != ledger.ledger_id
+            or counted < known.runs  # the same ledger, but it lost writes (its -wal, say)
+        )
+    )
+    if not (output.earlier_runs() and other):
+        return False
+    before = f" (it used {known.state})" if known is not None and known.state else ""
+    err.write(
+        f"Note: {output.directory} holds earlier runs of this batch, but the state file "
+        f"{state_path} does not know them{before}: every item is looked up by its external id "
+        "before anything is sent, so no task is paid for twice.\n"
+    )
+    return True
+
+
 def download_policy(manifest: Manifest) -> RetryPolicy:
     """Downloads cost no credits: twice the attempts of a create (at least 8), same pacing."""
     return RetryPolicy(
@@ -291,20 +339,40 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     except OSError as exc:
         raise _Usage(_cannot("create the report's folder", report_path.parent, exc)) from None
     try:
+        output = OutputDir(out, manifest.name)
+    except OutputLocked as exc:
+        err.write(f"Refused: {exc}\n")
+        return Exit.LOCKED
+    except OutputRefused as exc:
+        raise _Usage(str(exc)) from None
+    except OSError as exc:
+        raise _Usage(_cannot("use the output folder", out, exc)) from None
+    try:
         ledger = Ledger(state_path, manifest.name)
     except LedgerLocked as exc:
+        output.close()
         err.write(f"Refused: {exc}\n")
         return Exit.LOCKED
     except LedgerError as exc:
+        output.close()
         raise _Usage(str(exc)) from None
     except (OSError, sqlite3.Error) as exc:
+        output.close()
         raise _Usage(_cannot("open the state file", state_path, exc)) from None
+    adopt = _adopting(output, ledger, state_path, err)
+    try:
+        output.starting(ledger.ledger_id, state_path)
+    except OSError as exc:
+        ledger.close()
+        output.close()
+        raise _Usage(_cannot("write the batch's identity in", out, exc)) from None
 
     redactor = logs.Redactor()
     try:
         log_path, log_file = logs.open_log_file(out)
     except OSError as exc:
         ledger.close()
+        output.close()
         raise _Usage(_cannot("create the log file in", out / "logs", exc)) from None
     line = ProgressLine(err) if err.isatty() and not args.no_progress else None
     logs.configure(
@@ -333,6 +401,11 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 downloader=downloader,
                 verify_files=args.verify_files,
                 provider_started_at=endpoint.started_at,
+                adopt=adopt,
+                adopt_since=output.first_run_at() if adopt else None,
+                adopt_settled_at=_settled_at(output, manifest) if adopt else None,
+                rerun_changed=args.rerun_changed,
+                lock_held=output.still_held,
             )
 
             async def main() -> RunOutcome:
@@ -363,6 +436,8 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 "units_submitted": outcome.units_submitted,
                 "units": engine.units_estimate(),
                 "account_warning": outcome.account_warning,
+                "changed_items": _changed_entry(outcome, args.rerun_changed),
+                "adopted": outcome.adopted,
                 "max_units": manifest.limits.max_units,
                 "stopped_by": report.error_entry(outcome.stopped_by),
                 "interrupted": outcome.interrupted,
@@ -372,6 +447,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         )
     finally:
         ledger.close()
+        output.close()
         log_file.close()
     err.write(
         report.summary(
@@ -384,6 +460,12 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
             f"{outcome.crashed} item(s) hit an internal error (a bug): see 'item.crashed' in "
             f"{log_path}. Rerunning resumes them safely.\n"
         )
+    if outcome.lock_lost:
+        err.write(
+            "Stopped: the run lock's file was removed and another run of this batch took it; "
+            "nothing more was sent. Let that run finish.\n"
+        )
+        return Exit.LOCKED
     if outcome.interrupted:
         return Exit.INTERRUPTED
     if outcome.stopped_by is not None:

@@ -20,10 +20,11 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import structlog
 
 from orchestrator.downloads import DownloadedAsset, Downloader, DownloadError
@@ -36,6 +37,7 @@ from orchestrator.errors import (
     downloads_pending,
 )
 from orchestrator.errors import poll_timeout as poll_timeout_error
+from orchestrator.fingerprint import FileHashes, fingerprint, needs_files
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
 from orchestrator.limits import (
     AdaptiveConcurrency,
@@ -90,6 +92,12 @@ class RunOutcome:
     concurrency: dict[str, int] = field(default_factory=dict)
     #: what the provider's account check said before the batch (None: all looked well)
     account_warning: str | None = None
+    #: items whose request changed since their result was made (rerun or only reported)
+    changed: list[str] = field(default_factory=list)
+    #: tasks found by their external id before a create (the batch ran without this ledger)
+    adopted: int = 0
+    #: the run's lock was taken by another run (its file removed meanwhile): stopped
+    lock_lost: bool = False
 
 
 @dataclass
@@ -112,6 +120,8 @@ _PHASE_OF = {
 
 #: Ledger states of a task that returned files (a partial one keeps those it returned).
 _FINISHED_WITH_FILES = (ItemState.SUCCEEDED, ItemState.PARTIAL)
+#: Ledger states that stand on a task id (the task runs, or returned files).
+_TASK_STATES = (*_FINISHED_WITH_FILES, ItemState.RUNNING)
 
 
 def _phase(rec: ItemRecord) -> str:
@@ -160,6 +170,16 @@ def _unreadable_asset(asset: dict[str, Any], exc: Exception) -> ErrorInfo:
         retryable=False,
         hint="Please report this with the log file; the task is not resubmitted, and a rerun "
         "tries the download again.",
+    )
+
+
+def _unreadable_input(exc: OSError) -> ErrorInfo:
+    name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+    return ErrorInfo(
+        category=Category.VALIDATION,
+        message=f"cannot read the item's input file{name}: {exc.strerror or type(exc).__name__}",
+        retryable=True,
+        hint="Check that the image file exists and is readable, then rerun: nothing was sent.",
     )
 
 
@@ -237,6 +257,11 @@ class Engine:
         downloader: Downloader | None = None,
         verify_files: bool = False,
         provider_started_at: float | None = None,
+        adopt_since: float | None = None,
+        adopt_settled_at: float | None = None,
+        adopt: bool = False,
+        rerun_changed: bool = False,
+        lock_held: Callable[[], bool] | None = None,
     ) -> None:
         """``verify_files``: hash every recorded file of the finished items and fetch again
         those whose sha256 differs (by default only files whose size or modification time
@@ -245,8 +270,29 @@ class Engine:
         ``provider_started_at``: when the provider's server runs inside this process (the
         demo's simulator), the time (on ``clock``) it started. A create sent before then went
         to a server that died with the process that sent it: it cannot still commit, so a
-        lookup that finds it absent needs not wait out the client timeout for it."""
+        lookup that finds it absent needs not wait out the client timeout for it.
+
+        ``adopt``: the batch ran before without this ledger (a lost, emptied or replaced state
+        file; ``--state`` elsewhere): before the first create of each request the ledger does
+        not know, its external id (the same in every ledger) is looked up, and a task found is
+        adopted instead of paid for again. ``adopt_since``: no create of the batch is older
+        (None: unknown; a lookup then cannot stop early). ``adopt_settled_at``: before then a
+        create the earlier run had in flight when it was killed may still commit, so an absence
+        is looked at again once it has passed.
+
+        ``rerun_changed``: items whose request changed since their result was made get a new
+        attempt (without it they are only reported).
+
+        ``lock_held``: called every second; False means another run took the batch's lock (its
+        file was removed and recreated): the run stops submitting at once."""
         self._m = manifest
+        self._adopt = adopt
+        self._adopt_since = adopt_since
+        self._adopt_settled_at = adopt_settled_at
+        self._rerun_changed = rerun_changed
+        self._lock_held = lock_held
+        self._fingerprints: dict[str, str] = {}
+        self._hashes = FileHashes()
         self._provider_started_at = provider_started_at
         self._downloader = downloader
         self._verify_files = verify_files
@@ -326,6 +372,8 @@ class Engine:
             for item in self._m.items
         )
         records = {r.id: r for r in self._ledger.all()}
+        self._hashes = FileHashes(self._ledger.file_hashes())
+        await self._known_fingerprints(records)
         self._units_spent = self._units_already_spent()
         self._reopen(records)
         records = {r.id: r for r in self._ledger.all()}
@@ -391,6 +439,7 @@ class Engine:
             if attempts:
                 self.outcome.requests["download"] += attempts
             self.outcome.retries += stats["retries"] - downloads_before["retries"]
+        self._ledger.remember_file_hashes(self._hashes.learnt)
         self.outcome.peak_slots = self._slots.peak
         self.outcome.retries_denied = self._budget.denied
         if self._m.limits.max_units is not None:
@@ -491,6 +540,21 @@ class Engine:
         while True:
             await anyio.sleep(COMMIT_EVERY)  # real time: not part of any timing rule
             self._ledger.commit()
+            self._check_locks()
+
+    def _check_locks(self) -> None:
+        """Another run holding this batch's lock now (its file was removed, and a second run
+        made a new one): stop at once; what is in flight is recorded as usual."""
+        held = self._ledger.lock_still_held() and (
+            self._lock_held is None or self._lock_held()
+        )
+        if not held and not self.outcome.lock_lost:
+            self.outcome.lock_lost = True
+            self._log.error(
+                "batch.lock_lost",
+                reason="the run lock's file was removed and another run took it: stopping",
+            )
+            self._stop(None)
 
     async def _deadline_watch(self, scope: anyio.CancelScope) -> None:
         deadline = self._m.limits.deadline
@@ -509,14 +573,60 @@ class Engine:
         ``retry.max_attempts`` bounds the paid tasks of an item over all runs, not per run: a
         batch rerun from cron every hour must not pay for a failing item every hour.
         """
+        changed = set(self.outcome.changed)
         for item in self._m.items:
             rec = records[item.id]
+            if rec.state in _TASK_STATES and rec.task_id is None:
+                # A verdict with no task to stand on (two runs once wrote this ledger at once):
+                # found again by its external id, never sent blindly.
+                state = ItemState.SUBMITTING if rec.external_task_id else ItemState.PENDING
+                self._ledger.reopen(item.id, state)
+                continue
+            if item.id in changed and self._rerun_changed and rec.state.terminal:
+                self._ledger.reopen(item.id, ItemState.PENDING)
+                continue
             if rec.state is not ItemState.FAILED or rec.error is None:
                 continue
+            paid = self._ledger.paid_for(item.id, self._fingerprints.get(item.id))
             if rec.error.category is Category.TIMEOUT and rec.task_id is not None:
                 self._ledger.reopen(item.id, ItemState.RUNNING)
-            elif rec.error.retryable and rec.tasks_created < self._policy.max_attempts:
+            elif rec.error.retryable and paid < self._policy.max_attempts:
                 self._ledger.reopen(item.id, ItemState.PENDING)
+
+    async def _known_fingerprints(self, records: dict[str, ItemRecord]) -> None:
+        """The current fingerprint of every item the ledger has sent, and which of them
+        changed since (their result is not what the manifest asks for now)."""
+        for item in self._m.items:
+            rec = records[item.id]
+            if rec.fingerprint is None:
+                continue  # never sent, or recorded by an older version: nothing to compare
+            try:
+                current = await self._fingerprint(item)
+            except OSError:
+                continue  # the image is gone: reported when the item is sent again
+            if current != rec.fingerprint and rec.state is not ItemState.PENDING:
+                self.outcome.changed.append(item.id)
+        if self.outcome.changed:
+            self._log.warning(
+                "batch.items_changed",
+                items=len(self.outcome.changed),
+                first=self.outcome.changed[:10],
+                rerun=self._rerun_changed,
+            )
+
+    async def _fingerprint(self, item: Item) -> str:
+        """The item's request fingerprint (its local images hashed off the event loop, once
+        per file content). OSError when an image cannot be read."""
+        found = self._fingerprints.get(item.id)
+        if found is None:
+            if needs_files(item.request):
+                found = await anyio.to_thread.run_sync(
+                    fingerprint, item.request, self._hashes.sha256
+                )
+            else:
+                found = fingerprint(item.request, self._hashes.sha256)
+            self._fingerprints[item.id] = found
+        return found
 
     async def _item_task(self, item: Item, held: _Held) -> None:
         log = self._log.bind(item=item.id)
@@ -564,11 +674,19 @@ class Engine:
                 elif rec.state is ItemState.PENDING:
                     if self.stopping:
                         return
+                    try:
+                        fp = await self._fingerprint(item)
+                    except OSError as exc:
+                        info = _unreadable_input(exc)
+                        self._ledger.finish(item.id, ItemState.FAILED, error=info)
+                        log.warning("item.failed", **_error_fields(info))
+                        return
+                    paid = self._ledger.paid_for(item.id, fp)
                     if (
                         attempts_this_run >= self._policy.max_attempts
-                        or rec.tasks_created >= self._policy.max_attempts
+                        or paid >= self._policy.max_attempts
                     ):
-                        info = _attempts_spent(rec.error, rec.tasks_created)
+                        info = _attempts_spent(rec.error, paid)
                         self._ledger.finish(item.id, ItemState.FAILED, error=info)
                         log.warning("item.failed", reason="attempts exhausted",
                                     **_error_fields(info))
@@ -577,9 +695,16 @@ class Engine:
                         return
                     attempts_this_run += 1
                     attempt = rec.attempt + 1
-                    ext = self._ledger.external_task_id(item.id, attempt)
+                    seq = self._ledger.next_seq(item.id, fp)
+                    ext = self._ledger.external_task_id(item.id, seq, fp)
                     log = log.bind(attempt=attempt, external_task_id=ext)
-                    task = await self._create(item, held, attempt, ext, log, resend=False)
+                    task = None
+                    if self._adopt and self._ledger.intent_time(ext) is None:
+                        task = await self._adopt_existing(item, attempt, ext, fp, seq, log)
+                    if task is None:
+                        task = await self._create(
+                            item, held, attempt, ext, log, resend=False, fp=fp, seq=seq
+                        )
                 elif rec.state is ItemState.RUNNING:
                     pass
                 else:
@@ -785,7 +910,16 @@ class Engine:
     # -- create ---------------------------------------------------------------------------
 
     async def _create(
-        self, item: Item, held: _Held, attempt: int, ext: str, log: Any, *, resend: bool
+        self,
+        item: Item,
+        held: _Held,
+        attempt: int,
+        ext: str,
+        log: Any,
+        *,
+        resend: bool,
+        fp: str | None = None,
+        seq: int | None = None,
     ) -> Task | None:
         """Send the create for ``attempt``, recording the intent before every send.
 
@@ -805,7 +939,7 @@ class Engine:
             # On disk before the request leaves (one commit serves every intent written in the
             # same turn); also stamps the send time that bounds how long a lookup must wait
             # before "absent" is conclusive.
-            self._ledger.record_intent(item.id, attempt, ext)
+            self._ledger.record_intent(item.id, attempt, ext, fp, seq)
             await self._ledger.durable()
             self.progress.set(item.id, "submitting")
             log.info("item.submit", resend=resend)
@@ -912,6 +1046,44 @@ class Engine:
         if err.info.scope is Scope.ACCOUNT:
             self._stop(err.info)
             raise _Unresolved(err.info) from None
+
+    async def _adopt_existing(
+        self, item: Item, attempt: int, ext: str, fp: str, seq: int, log: Any
+    ) -> Task | None:
+        """Before the first create of a request this ledger does not know, in a batch that ran
+        without it: the task an earlier run made under the same external id, adopted (recorded
+        and polled); None when its absence is proven (the create may be sent). Raises
+        _Unresolved when the lookup can prove neither: nothing may be sent then."""
+        try:
+            found = await self._lookups.lookup(item.request, ext, sent_after=self._adopt_since)
+            settled = self._adopt_settled_at
+            if found is None and settled is not None and self._clock() < settled:
+                # The killed run may have had this very create in flight: absent only once it
+                # could no longer commit.
+                await self._sleep(settled - self._clock())
+                found = await self._lookups.lookup(
+                    item.request, ext, sent_after=self._adopt_since
+                )
+        except ProviderError as err:
+            self._lookup_failed(err, log)
+            raise _Unresolved(
+                replace(
+                    err.info,
+                    message="the batch ran before without this state file, and whether this "
+                    f"item's task exists could not be established: {err.info.message}",
+                    retryable=True,
+                    hint="Nothing was sent. Rerun the manifest to look it up again (or restore "
+                    "the state file the earlier runs used).",
+                )
+            ) from None
+        if found is None:
+            return None
+        self._ledger.record_intent(item.id, attempt, ext, fp, seq)
+        self._ledger.record_submitted(item.id, found.task_id)
+        self.outcome.adopted += 1
+        self.progress.set(item.id, "running")
+        log.info("item.adopted", task_id=found.task_id)
+        return found
 
     async def _find_existing(self, item: Item, ext: str, log: Any) -> Task:
         """The task the provider says exists under ``ext``: looked up until a read shows it.

@@ -6,6 +6,8 @@
       report.json  report.md  results.jsonl     the report (report.py; --report moves them)
       state.sqlite3  (-wal, -shm, -journal)     the ledger and SQLite's files beside it
       state.sqlite3.lock                        the run lock (ledger.py; --state moves them)
+      batch.json  batch.lock                    the batch's identity and the folder's run lock
+                                                (identity.py: they stay, whatever --state says)
       logs/                                     one JSON-lines file per run (logs.py)
       <item-id>/<index>.<ext>                   the generated files (downloads.py)
 
@@ -29,6 +31,10 @@ REPORT_FILE = "report.json"
 RESULTS_FILE = "results.jsonl"
 MARKDOWN_FILE = "report.md"
 LOGS_DIR = "logs"
+#: Which batch owns the folder, when it first ran, the ledger its last run used.
+IDENTITY_FILE = "batch.json"
+#: The folder's run lock: one run at a time writes into it, wherever its state file is.
+OUTPUT_LOCK = "batch.lock"
 #: The run lock beside the state file: ``<state>.lock``.
 LOCK_SUFFIX = ".lock"
 #: Files SQLite keeps beside the state file (WAL mode; a rollback journal while it switches).
@@ -56,6 +62,8 @@ def _own_names() -> dict[str, str]:
         RESULTS_FILE: "per-item results file",
         MARKDOWN_FILE: "report for people",
         LOGS_DIR: "log directory",
+        IDENTITY_FILE: "batch identity file",
+        OUTPUT_LOCK: "run lock",
     }
     for path in state_files(Path(STATE_FILE)):
         names[path.name] = "state file" if path.name == STATE_FILE else "state file's companion"

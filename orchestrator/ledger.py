@@ -35,8 +35,6 @@ beside it), so two cron runs of one batch cannot both submit.
 from __future__ import annotations
 
 import enum
-import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -46,18 +44,27 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio.lowlevel
 
 from orchestrator.errors import ErrorInfo
+from orchestrator.identity import external_task_id
 from orchestrator.layout import LOCK_SUFFIX, owner_only
+from orchestrator.locks import Held, RunLock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: What brings a ledger of an older version to the current one, step by step (each runs in the
 #: transaction that also records the new version). 1 -> 2: the units a task was charged.
+#: 2 -> 3: each attempt's request fingerprint and its number among that request's attempts
+#: (external ids are derived from both), and the item's current fingerprint.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE attempts ADD COLUMN charged_units REAL",),
+    2: (
+        "ALTER TABLE attempts ADD COLUMN fingerprint TEXT",
+        "ALTER TABLE attempts ADD COLUMN seq INTEGER",
+        "ALTER TABLE items ADD COLUMN fingerprint TEXT",
+    ),
 }
 
 _SCHEMA = """
@@ -78,7 +85,8 @@ CREATE TABLE IF NOT EXISTS items (
     download_error TEXT,
     submitted_at REAL,
     finished_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    fingerprint TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
     item_id TEXT NOT NULL,
@@ -90,7 +98,15 @@ CREATE TABLE IF NOT EXISTS attempts (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     charged_units REAL,
+    fingerprint TEXT,
+    seq INTEGER,
     PRIMARY KEY (item_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
 );
 """
 
@@ -128,6 +144,8 @@ class ItemRecord:
     #: units the provider says it charged for the item's tasks (summed over its attempts);
     #: None while no task reported a charge
     charged_units: float | None = None
+    #: the request fingerprint of the current attempt (None: none sent, or an older ledger)
+    fingerprint: str | None = None
 
 
 class LedgerError(Exception):
@@ -167,47 +185,51 @@ class Ledger:
         self._tx_started = 0.0  # monotonic time the open transaction began
         self._broken: str | None = None  # why uncommitted writes were lost, if they were
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = self._acquire_lock(path.with_name(path.name + LOCK_SUFFIX))
+        lock_path = path.with_name(path.name + LOCK_SUFFIX)
+        try:
+            self._lock = RunLock(lock_path)
+        except Held as exc:
+            raise LedgerLocked(
+                f"another run of this batch is in progress{exc.who}: it holds {lock_path}. "
+                "Wait for it to finish; two runs of one batch at once are refused so that "
+                "nothing is submitted twice."
+            ) from None
         try:
             self._db = self._connect(path)
         except BaseException:
             self._release_lock()
             raise
         try:
-            self.salt = self._init_meta()
+            #: True when this run created the ledger (it knew nothing before)
+            self.created = False
+            #: a random id naming this ledger (the output folder's identity names it)
+            self.ledger_id = self._init_meta()
         except BaseException:
             self.close()
             raise
 
     # -- opening ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _acquire_lock(lock_path: Path) -> IO[str]:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        owner_only(fd)
-        handle = os.fdopen(fd, "r+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = handle.read().strip()
-            handle.close()
-            who = f" (pid {holder})" if holder else ""
-            raise LedgerLocked(
-                f"another run of this batch is in progress{who}: it holds {lock_path}. "
-                "Wait for it to finish; two runs of one batch at once are refused so that "
-                "nothing is submitted twice."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        return handle
-
     def _release_lock(self) -> None:
-        try:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-        finally:
-            self._lock_file.close()
+        self._lock.release()
+
+    def start_run(self) -> int:
+        """Count a run starting on this ledger (committed at once); returns how many it had
+        counted before. Fewer than the output folder's identity counts: this ledger lost
+        writes (a state file whose -wal was lost after a kill)."""
+        with self._write() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'runs_started'").fetchone()
+            before = int(row[0]) if row is not None and str(row[0]).isdigit() else 0
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('runs_started', ?)",
+                (str(before + 1),),
+            )
+        self.commit()
+        return before
+
+    def lock_still_held(self) -> bool:
+        """Whether the run lock beside the state file is still this run's (see RunLock)."""
+        return self._lock.still_held()
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -235,12 +257,17 @@ class Ledger:
                 rows = {
                     "schema_version": str(SCHEMA_VERSION),
                     "batch": self.batch,
-                    "salt": secrets.token_hex(4),
+                    "ledger_id": secrets.token_hex(8),
                     "created_at": str(self._clock()),
                 }
                 db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows.items())
+                self.created = True
             elif rows.get("batch") == self.batch:
                 self._migrate(db, rows)
+                if "ledger_id" not in rows:  # written by an older version
+                    rows["ledger_id"] = secrets.token_hex(8)
+                    db.execute("INSERT INTO meta (key, value) VALUES ('ledger_id', ?)",
+                               (rows["ledger_id"],))
         self.commit()
         if rows.get("batch") != self.batch:
             raise LedgerError(
@@ -252,7 +279,7 @@ class Ledger:
                 f"state file {self.path} has schema version {rows.get('schema_version')}; "
                 f"this version of the orchestrator reads version {SCHEMA_VERSION}."
             )
-        return str(rows["salt"])
+        return str(rows["ledger_id"])
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, rows: dict[str, str]) -> None:
@@ -375,7 +402,10 @@ class Ledger:
                 db.execute("PRAGMA busy_timeout=5000")
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
                 columns = cls._ITEM_COLUMNS
-                if meta.get("schema_version") == "1":  # not migrated yet: no charges recorded
+                version = meta.get("schema_version")
+                if version in ("1", "2"):  # not migrated yet: what it did not record is NULL
+                    columns = columns.replace(", fingerprint", ", NULL")
+                if version == "1":
                     columns = columns.replace(cls._CHARGED, "NULL")
                 rows = db.execute(f"SELECT {columns} FROM items ORDER BY id").fetchall()
             finally:
@@ -386,14 +416,52 @@ class Ledger:
 
     # -- identity ---------------------------------------------------------------------------
 
-    def external_task_id(self, item_id: str, attempt: int) -> str:
-        """Deterministic per (batch, item, attempt) within this ledger.
+    def external_task_id(self, item_id: str, seq: int, fingerprint: str = "") -> str:
+        """The external id of attempt ``seq`` of the request with this fingerprint: the same in
+        every ledger (see :func:`orchestrator.identity.external_task_id`), so that a lost state
+        file never leads to a second paid task for a request whose task exists."""
+        return external_task_id(self.batch, item_id, fingerprint, seq)
 
-        The ledger's random salt keeps ids unique in the Kling account even if the same batch
-        name is run again from a fresh state file: an id is never reused by a new create.
-        """
-        digest = hashlib.sha256(f"{self.batch}\0{self.salt}\0{item_id}".encode()).hexdigest()
-        return f"orc-{digest[:20]}-{attempt}"
+    def next_seq(self, item_id: str, fingerprint: str) -> int:
+        """The number the next attempt of this request gets: one more than the attempts of the
+        same fingerprint this ledger knows (1 in a ledger that knows none)."""
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM attempts WHERE item_id = ? AND fingerprint = ?",
+            (item_id, fingerprint),
+        ).fetchone()
+        return int(row[0]) + 1
+
+    def paid_for(self, item_id: str, fingerprint: str | None) -> int:
+        """Attempts of this request that created a task (what retry.max_attempts bounds: a
+        changed request starts again)."""
+        if fingerprint is None:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM attempts WHERE item_id = ? AND task_id IS NOT NULL",
+                (item_id,),
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM attempts WHERE item_id = ? AND task_id IS NOT NULL AND "
+                "(fingerprint = ? OR fingerprint IS NULL)",
+                (item_id, fingerprint),
+            ).fetchone()
+        return int(row[0])
+
+    # -- file digests (what fingerprints read, kept between runs) -----------------------------
+
+    def file_hashes(self) -> dict[str, tuple[tuple[int, int], str]]:
+        rows = self._db.execute("SELECT path, size, mtime_ns, sha256 FROM file_hashes")
+        return {str(p): ((int(size), int(mtime)), str(sha)) for p, size, mtime, sha in rows}
+
+    def remember_file_hashes(self, learnt: dict[str, tuple[tuple[int, int], str]]) -> None:
+        if not learnt:
+            return
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256) "
+                "VALUES (?, ?, ?, ?)",
+                [(p, size, mtime, sha) for p, ((size, mtime), sha) in learnt.items()],
+            )
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -402,7 +470,7 @@ class Ledger:
         "id, kind, state, attempt, external_task_id, task_id, expected_assets, assets, error, "
         "submitted_at, finished_at, "
         "(SELECT COUNT(*) FROM attempts a WHERE a.item_id = items.id AND a.task_id IS NOT NULL), "
-        f"download_error, {_CHARGED}"
+        f"download_error, {_CHARGED}, fingerprint"
     )
 
     @staticmethod
@@ -422,6 +490,7 @@ class Ledger:
             tasks_created=row[11],
             download_error=ErrorInfo.from_dict(json.loads(row[12])) if row[12] else None,
             charged_units=row[13],
+            fingerprint=row[14],
         )
 
     def get(self, item_id: str) -> ItemRecord:
@@ -519,21 +588,31 @@ class Ledger:
             )
         self.commit()
 
-    def record_intent(self, item_id: str, attempt: int, external_task_id: str) -> None:
-        """Written BEFORE the create is sent; ``await durable()`` before sending it."""
+    def record_intent(
+        self,
+        item_id: str,
+        attempt: int,
+        external_task_id: str,
+        fingerprint: str | None = None,
+        seq: int | None = None,
+    ) -> None:
+        """Written BEFORE the create is sent; ``await durable()`` before sending it.
+        ``fingerprint`` and ``seq``: the request and its attempt number (the external id is
+        derived from them)."""
         now = self._clock()
         with self._write() as db:
             db.execute(
                 "INSERT INTO attempts (item_id, attempt, external_task_id, state, created_at, "
-                "updated_at) VALUES (?, ?, ?, 'submitting', ?, ?) "
+                "updated_at, fingerprint, seq) VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?) "
                 "ON CONFLICT (item_id, attempt) DO UPDATE SET updated_at = excluded.updated_at",
-                (item_id, attempt, external_task_id, now, now),
+                (item_id, attempt, external_task_id, now, now, fingerprint, seq),
             )
             db.execute(
                 "UPDATE items SET state = 'submitting', attempt = ?, external_task_id = ?, "
                 "task_id = NULL, assets = NULL, error = NULL, submitted_at = ?, "
-                "finished_at = NULL, updated_at = ? WHERE id = ?",
-                (attempt, external_task_id, now, now, item_id),
+                "finished_at = NULL, updated_at = ?, fingerprint = COALESCE(?, fingerprint) "
+                "WHERE id = ?",
+                (attempt, external_task_id, now, now, fingerprint, item_id),
             )
 
     def intent_time(self, external_task_id: str) -> float | None:

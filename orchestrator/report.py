@@ -557,6 +557,13 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         out.append(f"- Log: `{report['log']}`")
     if report.get("account_warning"):
         out.append(f"- **Account**: {md_cell(report['account_warning'])}")
+    if report.get("changed_items"):
+        changed = report["changed_items"]
+        out.append(
+            f"- **Changed since their result**: {changed['count']} items "
+            f"({md_cell(', '.join(changed['ids'][:20]))})"
+            + ("; rerun with `--rerun-changed`" if not changed.get("rerun") else "")
+        )
     out.append("")
 
     # What ended the run early, if anything: the first thing a reader needs to know.
@@ -739,6 +746,16 @@ def summary(
         lines.append("  Rerun the same command afterwards: finished items are not resubmitted.")
     if report.get("account_warning"):
         lines.append(f"Account: {report['account_warning']}")
+    changed = report.get("changed_items")
+    if changed:
+        shown = ", ".join(changed["ids"][:10]) + (", ..." if changed["count"] > 10 else "")
+        what = ("they get a new attempt" if changed.get("rerun") else
+                "their results are what the old definition made: rerun with --rerun-changed "
+                "to generate them again")
+        lines.append(
+            f"{changed['count']} item(s) changed in the manifest since their result was made "
+            f"({shown}): {what}."
+        )
     if report.get("deadline_reached"):
         lines.append(
             f"Deadline reached: nothing was submitted after it; {counts['not_run']} items not "

@@ -19,6 +19,7 @@ from anyio.lowlevel import checkpoint
 from orchestrator.downloads import Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
+from orchestrator.fingerprint import file_sha256, fingerprint
 from orchestrator.ledger import ItemState, Ledger
 from orchestrator.manifest import (
     Item,
@@ -109,6 +110,11 @@ class FakeProvider:
 
     async def aclose(self) -> None:
         pass
+
+
+def sent_id(ledger: Ledger, item: Item, seq: int = 1) -> str:
+    """The external id the engine sends for attempt ``seq`` of ``item``'s request."""
+    return ledger.external_task_id(item.id, seq, fingerprint(item.request, file_sha256))
 
 
 def manifest(tmp_path: Path, ids: list[str], **retry: float) -> Manifest:
@@ -539,7 +545,7 @@ async def test_progress_counts_a_failed_download_as_failed(
     )
     m = manifest(tmp_path, ["good", "bad"])
     with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
-        bad_ext = ledger.external_task_id("bad", 1)
+        bad_ext = sent_id(ledger, m.items[1])
 
         def serve(request: httpx.Request) -> httpx.Response:
             if bad_ext in request.url.path:

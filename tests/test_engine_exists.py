@@ -11,7 +11,7 @@ import pytest
 from orchestrator.errors import Category, ErrorInfo, ProviderError
 from orchestrator.ledger import ItemState, Ledger
 from orchestrator.providers.base import Task, TaskRequest, TaskStatus
-from tests.test_engine import FakeClock, FakeProvider, manifest, run, server_error
+from tests.test_engine import FakeClock, FakeProvider, manifest, run, sent_id, server_error
 
 pytestmark = pytest.mark.anyio
 
@@ -104,7 +104,7 @@ async def test_already_exists_on_the_first_send_is_found(tmp_path: Path, clock: 
     provider = LaggingProvider(clock, lag=0.0)
     m = manifest(tmp_path, ["a"])
     with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
-        ext = ledger.external_task_id("a", 1)
+        ext = sent_id(ledger, m.items[0])
         provider.committed[ext] = Task("EARLIER", TaskStatus.SUBMITTED, ext)
         provider.created_at[ext] = clock.now - 3600
         await run(m, provider, clock, ledger)

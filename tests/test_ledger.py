@@ -57,15 +57,36 @@ def test_download_error_is_written_with_the_verdict_and_replaced_by_the_next(
         assert ledger.get("a").download_error is None
 
 
-def test_external_ids_are_deterministic_and_unique(tmp_path: Path) -> None:
+def test_external_ids_name_the_request_in_every_ledger(tmp_path: Path) -> None:
     with Ledger(tmp_path / "s", "batch") as ledger:
-        assert ledger.external_task_id("x", 1) == ledger.external_task_id("x", 1)
-        ids = {ledger.external_task_id(i, a) for i in ("x", "y") for a in (1, 2)}
-        assert len(ids) == 4
-        first_salt_id = ledger.external_task_id("x", 1)
-    # A fresh state file for the same batch name never reuses an external id.
+        assert ledger.external_task_id("x", 1, "fp") == ledger.external_task_id("x", 1, "fp")
+        ids = {
+            ledger.external_task_id(i, a, fp)
+            for i in ("x", "y") for a in (1, 2) for fp in ("fp", "changed")
+        }
+        assert len(ids) == 8
+        first = ledger.external_task_id("x", 1, "fp")
+    # A fresh state file for the same batch sends the same ids for the same requests: a lost
+    # ledger finds the tasks it made instead of paying for them again (the salt it had was
+    # what made 9 of 12 items paid twice after an emptied state file).
     with Ledger(tmp_path / "other", "batch") as ledger:
-        assert ledger.external_task_id("x", 1) != first_salt_id
+        assert ledger.external_task_id("x", 1, "fp") == first
+    with Ledger(tmp_path / "third", "another-batch") as ledger:
+        assert ledger.external_task_id("x", 1, "fp") != first
+
+
+def test_attempt_numbers_count_per_request(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "s", "b") as ledger:
+        ledger.sync_items([("a", "text2video", 1)])
+        assert ledger.next_seq("a", "fp1") == 1
+        ledger.record_intent("a", 1, ledger.external_task_id("a", 1, "fp1"), "fp1", 1)
+        ledger.record_submitted("a", "T1")
+        ledger.record_retry("a", RATE)
+        assert ledger.next_seq("a", "fp1") == 2
+        assert ledger.paid_for("a", "fp1") == 1
+        # The item's request changed: its attempts start again, and so does its budget.
+        assert ledger.next_seq("a", "fp2") == 1 and ledger.paid_for("a", "fp2") == 0
+        assert ledger.get("a").fingerprint == "fp1"
 
 
 def test_retry_and_not_created_keep_history(tmp_path: Path) -> None:
