@@ -211,6 +211,32 @@ def _attempts_spent(last: ErrorInfo | None, paid: int) -> ErrorInfo:
     )
 
 
+def _unreadable_task(task_id: str, polls: int, last: ErrorInfo) -> ErrorInfo:
+    """The verdict on a task whose every recent poll failed until poll.timeout: the cause, not
+    a timeout (a rerun polls it again)."""
+    return ErrorInfo(
+        category=last.category,
+        code=last.code,
+        http_status=last.http_status,
+        message=f"the provider's answers about task {task_id} could not be used for {polls} "
+        f"polls in a row, until poll.timeout: {last.message}",
+        retryable=True,
+        hint="The task exists and is not resubmitted. Rerun later to poll it again; if this "
+        "persists, report it with this message (the provider's answer may have changed shape).",
+    )
+
+
+def _lookups_denied(ext: str) -> ErrorInfo:
+    return ErrorInfo(
+        category=Category.SERVER,
+        message=f"whether the create with external_task_id {ext} took effect is not known yet: "
+        "the retry budget is spent because the provider keeps failing",
+        retryable=True,
+        hint="Nothing was resubmitted. Rerun later: the task is looked up again by its "
+        "external id before anything is sent.",
+    )
+
+
 def _budget_spent(info: ErrorInfo) -> ErrorInfo:
     return ErrorInfo(
         category=info.category,
@@ -1185,16 +1211,22 @@ class Engine:
                 self.outcome.retries += 1
                 await self._sleep(backoff_delay(self._policy, errors, err.retry_after, self._rand))
                 continue
-            self._budget.on_success()
             if found is not None:
+                self._budget.on_success()
                 self._ledger.record_submitted(item.id, found.task_id)
                 self.progress.set(item.id, "running")
                 log.info("item.reconciled", found=True, task_id=found.task_id)
                 return found
+            # An answered lookup that finds nothing is not the provider recovering: no refund.
             looks += 1
             if looks >= LOOKUPS and self._clock() >= settled_at:
                 log.info("item.reconciled", found=False)
                 return None
+            # Every further lookup is a retry paid for by the failure: it draws on the budget,
+            # so a provider failing every create is not stormed with lookups either.
+            self._budget.on_failure()
+            if not self._budget.allow():
+                raise _Unresolved(_lookups_denied(ext))
             # Reads may lag a commit, and a create may still be in flight: absence right
             # after a send is not proof.
             await self._sleep(max(grace_s, settled_at - self._clock()))
@@ -1227,11 +1259,16 @@ class Engine:
         deadline = max(started + poll.timeout, self._clock() + poll.max_interval)
         interval = poll.interval
         not_found = 0
+        #: the polls since the provider last answered with a task, and the last failure
+        failing = 0
+        last_failure: ErrorInfo | None = None
         while True:
             delay_hint: float | None = None
             try:
                 task = await self._poller.observe(item.request, rec.task_id, interval)
             except ProviderError as err:
+                failing += 1
+                last_failure = err.info
                 if err.info.scope is Scope.ACCOUNT:
                     self._stop(err.info)
                     log.warning("item.poll_abandoned", **_error_fields(err.info))
@@ -1256,12 +1293,20 @@ class Engine:
                 log.info("item.poll_failed", request_id=err.request_id, **_error_fields(err.info))
                 delay_hint = err.retry_after
             else:
-                not_found = 0
+                not_found = failing = 0
+                last_failure = None
                 if task.status.finished:
                     life.final = task
                     return task
                 life.seen_running = self._clock()
             if self._clock() > deadline:
+                if last_failure is not None:
+                    # Not a task still running: its answers could not be read. Say so, and
+                    # keep it running for the next run to poll (it exists: never resent).
+                    info = _unreadable_task(rec.task_id, failing, last_failure)
+                    self._ledger.record_unresolved(item.id, info)
+                    log.warning("item.unresolved", **_error_fields(info))
+                    return None
                 info = poll_timeout_error(poll.timeout)
                 self._ledger.finish(item.id, ItemState.FAILED, error=info)
                 log.warning("item.failed", **_error_fields(info))

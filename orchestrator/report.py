@@ -63,8 +63,10 @@ def item_status(rec: ItemRecord) -> str:
         return "failed"
     if rec.state is ItemState.PENDING:
         return "not_run"
-    if rec.state is ItemState.SUBMITTING and rec.error is not None:
-        return "unresolved"  # create outcome unknown this run; the rerun reconciles it
+    if rec.state in (ItemState.SUBMITTING, ItemState.RUNNING) and rec.error is not None:
+        # Its create's outcome, or its task's answers, could not be established this run: the
+        # rerun looks it up or polls it again, never resends it.
+        return "unresolved"
     return "running"
 
 

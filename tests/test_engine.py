@@ -16,6 +16,7 @@ import httpx
 import pytest
 from anyio.lowlevel import checkpoint
 
+from orchestrator import report
 from orchestrator.downloads import Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
@@ -670,3 +671,55 @@ async def test_a_url_that_keeps_failing_is_refreshed_once(
     assert polls == ["gone.test", "here.test"]  # one refresh query
     # Every HTTP attempt is a request: the 8 the first URL was given, then the fresh one.
     assert outcome.requests["download"] == downloader.policy.max_attempts + 1 == 9
+
+
+async def test_lookups_draw_on_the_retry_budget_too(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    """A create answering 5xx forever (ambiguous: each one is looked up). Lookups that answer
+    "absent" are not the provider recovering: they must not refund the budget, and each costs
+    a token of it. Measured before: 249 creates and 996 lookups for 200 items."""
+    lost = ProviderError(request_timeout("read timed out"), ambiguous=True)  # no answer at all
+    for error in (server_error(ambiguous=True), lost):
+        clock.now += 10_000
+        provider.create_calls.clear()
+        provider.lookup_calls = 0
+        provider.create_rule = lambda ext, n, error=error: (False, error)  # type: ignore[misc]
+        ids = [f"i{n:03d}" for n in range(200)]
+        path = tmp_path / f"s-{error.info.category}"
+        with Ledger(path, "t", clock=clock.time) as ledger:
+            outcome = await run(manifest(tmp_path, ids, max_attempts=5), provider, clock, ledger)
+            records = ledger.all()
+        creates = len(provider.create_calls)
+        assert creates <= 200 + 60, error
+        assert provider.lookup_calls <= 2 * creates + 10, (creates, provider.lookup_calls)
+        assert outcome.retries_denied > 100
+        assert all(r.error is not None and r.error.retryable for r in records)
+
+
+async def test_answers_that_cannot_be_read_are_reported_as_such_not_as_a_timeout(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    """Every poll answered with something unreadable (an unknown task_status, say) until
+    poll.timeout: the item says so, with the provider's detail, and stays for the next run to
+    poll; it is not a task that "did not finish", and it is never resubmitted."""
+    provider.query_error = ProviderError(
+        ErrorInfo(
+            category=Category.SERVER,
+            message="unexpected answer from Kling: task T1 has unknown task_status 'paused'",
+            retryable=True, hint="h", http_status=200,
+        )
+    )
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)
+        rec = ledger.get("a")
+        assert rec.state is ItemState.RUNNING and rec.task_id == "T1"
+        assert rec.error is not None
+        assert "unknown task_status 'paused'" in rec.error.message
+        assert "could not be used for" in rec.error.message
+        assert "poll.timeout" not in rec.error.hint
+        assert report.item_status(rec) == "unresolved"
+        provider.query_error = None
+        await run(manifest(tmp_path, ["a"]), provider, clock, ledger)  # the rerun polls it
+        assert ledger.get("a").state is ItemState.SUCCEEDED
+    assert len(provider.create_calls) == 1
