@@ -156,3 +156,52 @@ def test_arbitrary_bytes_never_crash(tmp_path: Path, prefix: bytes, body: bytes)
     except ImageError:
         return
     assert info.width > 0 and info.height > 0
+
+
+# --- the data behind a valid header ----------------------------------------------------------
+
+
+def _png(ihdr: bytes, idat: bytes, *, crc_ok: bool = True, iend: bool = True) -> bytes:
+    chunk = _png_chunk(b"IDAT", idat)
+    if not crc_ok:
+        chunk = chunk[:-4] + bytes(4)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + chunk
+            + (_png_chunk(b"IEND", b"") if iend else b""))
+
+
+RGB_400 = struct.pack(">IIBBBBB", 400, 400, 8, 2, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # A valid header over garbage data (its checksum right): the data cannot be inflated.
+        (_png(RGB_400, b"\x13\x37" * 500), "its image data cannot be decompressed"),
+        # Inflatable, but not scanlines: a filter byte must be 0-4.
+        (_png(RGB_400, zlib.compress(b"\x09" * 5000)), "its image data is not PNG scanlines"),
+        (_png(RGB_400, zlib.compress(b"\x00" * 5000), crc_ok=False),
+         "its IDAT chunk fails its checksum"),
+        (_png(RGB_400, zlib.compress(b"\x00" * 5000), iend=False),
+         "it ends before its IEND chunk"),
+        # A header claiming an absurd size is refused before anything else is read.
+        (_png(struct.pack(">IIBBBBB", 2147483647, 2147483647, 8, 2, 0, 0, 0), b""),
+         "claims 2147483647x2147483647 pixels"),
+        (jpeg_bytes(400, 400).split(b"\xff\xda")[0] + b"\xff\xd9",
+         "it ends before its image data"),
+    ],
+)
+def test_a_valid_header_over_bad_data_is_refused(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
+    with pytest.raises(ImageError, match=re.escape(message)):
+        read_image_info(write(tmp_path, "x.png", data))
+
+
+def test_only_a_bounded_part_of_the_data_is_read(tmp_path: Path) -> None:
+    # A large, valid PNG with its last rows garbage: only the start of the data is checked,
+    # so it passes (Kling judges the rest), and the check stays cheap for big files.
+    rows = (b"\x00" + b"\x00" * 3 * 4000) * 4000
+    good = zlib.compress(rows, 1)
+    ihdr = struct.pack(">IIBBBBB", 4000, 4000, 8, 2, 0, 0, 0)
+    data = _png(ihdr, good[:-64] + b"\x00" * 64)
+    assert read_image_info(write(tmp_path, "big.png", data)).width == 4000
