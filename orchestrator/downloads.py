@@ -29,13 +29,10 @@ carry signatures there).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import hmac
 import os
 import random
 import re
-import secrets
 import stat
 import time
 from collections import Counter
@@ -52,6 +49,8 @@ import httpx
 import structlog
 
 from orchestrator.errors import Category, ErrorInfo
+from orchestrator.media_formats import identify
+from orchestrator.part_files import PART_NAME, PartFile, hash_file, prepare_dir
 from orchestrator.retry import RetryPolicy, backoff_delay, parse_retry_after
 
 __all__ = [
@@ -60,6 +59,7 @@ __all__ = [
     "DownloadedAsset",
     "Downloader",
     "check_item_id",
+    "identify",
     "redact_url",
 ]
 
@@ -75,8 +75,6 @@ _USER_AGENT = "kling-batch-orchestrator/0.1 (asset download)"
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
-#: Our temporary files: ``.<index>.<16 hex digits>.part`` (see :meth:`_Part.create`).
-_PART_NAME = re.compile(r"\.[0-9]+\.[0-9a-f]{16}\.part")
 #: Names Windows reserves for devices, with or without an extension ("con.mp4" is reserved too).
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"}
@@ -93,75 +91,6 @@ _HINT_RERUN = (
 )
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class MediaFormat:
-    media: str
-    content_type: str
-    ext: str
-
-
-_MP4 = MediaFormat("video", "video/mp4", "mp4")
-_MOV = MediaFormat("video", "video/quicktime", "mov")
-_WEBM = MediaFormat("video", "video/webm", "webm")
-_PNG = MediaFormat("image", "image/png", "png")
-_JPEG = MediaFormat("image", "image/jpeg", "jpg")
-_WEBP = MediaFormat("image", "image/webp", "webp")
-_GIF = MediaFormat("image", "image/gif", "gif")
-#: Recognised but not kept: still images in an ISO-BMFF container (its Content-Type must not
-#: pass it off as an MP4).
-_HEIF = MediaFormat("heif", "image/heif", "heif")
-_DECLARED = {
-    "video/mp4": _MP4,
-    "video/quicktime": _MOV,
-    "video/webm": _WEBM,
-    "image/png": _PNG,
-    "image/jpeg": _JPEG,
-    "image/jpg": _JPEG,
-    "image/webp": _WEBP,
-    "image/gif": _GIF,
-}
-#: ISO-BMFF brands of still images (HEIF/AVIF): an ``ftyp`` box does not always mean video.
-_IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"})
-
-
-def sniff(head: bytes) -> MediaFormat | None:
-    """The format the first bytes of a file announce, if recognised."""
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _IMAGE_BRANDS:
-            return _HEIF
-        return _MOV if brand == b"qt  " else _MP4
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return _WEBM
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return _PNG
-    if head.startswith(b"\xff\xd8\xff"):
-        return _JPEG
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return _WEBP
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return _GIF
-    return None
-
-
-def _looks_like_text(head: bytes) -> bool:
-    """A web page, XML error document or JSON error body, whatever its Content-Type says."""
-    stripped = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    return stripped[:1] in (b"<", b"{", b"[")
-
-
-def identify(media: str, content_type: str, head: bytes) -> MediaFormat | None:
-    """The verified format of a body of ``media`` ("video" | "image"), or None.
-
-    Magic bytes decide when they are recognised (a PNG labelled image/jpeg is kept as .png);
-    otherwise the declared Content-Type does, unless the body is plainly text.
-    """
-    found = sniff(head)
-    if found is None and not _looks_like_text(head):
-        found = _DECLARED.get(content_type.split(";", 1)[0].strip().lower())
-    return found if found is not None and found.media == media else None
 
 
 def redact_url(url: str) -> str:
@@ -284,87 +213,6 @@ class _Target:
 
     def describe(self) -> str:
         return f"item {self.item_id} asset {self.index} ({redact_url(self.url)})"
-
-
-class _Part:
-    """The temporary file a download is written to; hashed as it is written."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self.fd: int | None = fd
-        self.size = 0
-        self.digest = hashlib.sha256()
-        self.committed = False
-
-    @classmethod
-    def create(cls, directory: Path, index: int) -> _Part:
-        path = directory / f".{index}.{secrets.token_hex(8)}.part"  # matches _PART_NAME
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-        # 0o644 before the umask: users open generated files, unlike state and logs.
-        return cls(path, os.open(path, flags, 0o644))
-
-    def write(self, chunk: bytes) -> None:
-        assert self.fd is not None
-        view = memoryview(chunk)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.digest.update(chunk)
-        self.size += len(chunk)
-
-    def commit(self, final: Path) -> None:
-        """fsync the data, rename into place, fsync the directory entry."""
-        assert self.fd is not None
-        os.fsync(self.fd)
-        fd, self.fd = self.fd, None
-        os.close(fd)
-        os.replace(self.path, final)
-        self.committed = True
-        _fsync_dir(final.parent)
-
-    def discard(self) -> None:
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if not self.committed:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or a new entry in ``directory`` durable (best effort: not on Windows, and
-    some file systems refuse to fsync a directory)."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _prepare_dir(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    _fsync_dir(directory.parent)
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _describe_exc(exc: BaseException) -> str:
@@ -494,7 +342,7 @@ class Downloader:
         except OSError:
             return 0  # no folder yet: nothing left over
         for entry in entries:
-            if not _PART_NAME.fullmatch(entry.name):
+            if not PART_NAME.fullmatch(entry.name):
                 continue
             try:
                 if entry.is_file(follow_symlinks=False):
@@ -532,7 +380,7 @@ class Downloader:
             info = path.stat()
             if not stat.S_ISREG(info.st_mode) or info.st_size != size:
                 return False
-            actual_size, actual = _hash_file(path)
+            actual_size, actual = hash_file(path)
         except OSError:
             return False
         return actual_size == size and hmac.compare_digest(actual, expected)
@@ -574,7 +422,7 @@ class Downloader:
         scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
         if scheme not in ("http", "https"):
             raise _unusable(f"{target.describe()}: not an http(s) URL")
-        await self._local(target, _prepare_dir, directory)
+        await self._local(target, prepare_dir, directory)
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.concurrency)
         limiter = self._limiter
@@ -614,14 +462,14 @@ class Downloader:
 
     async def _attempt(self, target: _Target) -> DownloadedAsset:
         self.stats["requests"] += 1
-        part: _Part | None = None
+        part: PartFile | None = None
         try:
             async with self._client.stream("GET", target.url) as response:
                 self._check_status(target, response)
                 length = _content_length(response)
                 if self.max_bytes is not None and length is not None and length > self.max_bytes:
                     raise self._too_large(target)
-                part = await self._local(target, _Part.create, target.directory, target.index)
+                part = await self._local(target, PartFile.create, target.directory, target.index)
                 head = b""
                 async for chunk in response.aiter_bytes(_CHUNK):
                     if len(head) < _HEAD:
