@@ -303,8 +303,9 @@ async def test_e2e_a_gigabyte_api_body_is_refused_having_read_about_the_cap() ->
     assert error.info.category is Category.SERVER
     assert f"{MAX_ANSWER_BYTES}-byte limit" in error.info.message
     assert MAX_ANSWER_BYTES < read <= MAX_ANSWER_BYTES + 1024 * 1024
-    # What the server wrote beyond it sat in socket buffers (a few MiB), not in our memory.
-    assert sent < 2 * MAX_ANSWER_BYTES
+    # What the server wrote beyond it sat in socket buffers (the kernel's, up to tcp_rmem's
+    # maximum), never in our memory: far from the gigabyte offered.
+    assert sent < 8 * MAX_ANSWER_BYTES
 
 
 # --- asset downloads -----------------------------------------------------------------------------
@@ -400,7 +401,7 @@ async def test_e2e_an_asset_past_max_bytes_without_content_length_is_refused(
         await anyio.sleep(0.2)
         sent = server.body_bytes
     assert not caught.value.info.retryable
-    assert sent < limit + 16 * 1024 * 1024  # the body was a gigabyte
+    assert sent < limit + 64 * 1024 * 1024  # of a gigabyte, the rest in socket buffers
     assert leftovers(tmp_path) == []
 
 
