@@ -25,7 +25,7 @@ import anyio
 import httpx
 
 from orchestrator import layout, logs, pricing, report, status
-from orchestrator.downloads import Downloader
+from orchestrator.downloads import AssetPolicy, Downloader
 from orchestrator.engine import IN_FLIGHT_TIMEOUTS, Engine, RunOutcome
 from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
@@ -391,8 +391,17 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 timeout=manifest.provider.timeout,
                 api=manifest.provider.api,
             )
+            # Asset URLs may lead to internal or plain-http hosts only when the provider is on
+            # one itself (the simulator's assets are on its own loopback host).
             downloader = (
-                Downloader(out, policy=download_policy(manifest)) if manifest.download else None
+                Downloader(
+                    out,
+                    policy=download_policy(manifest),
+                    attempt_timeout=manifest.download_timeout,
+                    asset_policy=AssetPolicy.for_provider(endpoint.base_url),
+                )
+                if manifest.download
+                else None
             )
             engine = Engine(
                 manifest,

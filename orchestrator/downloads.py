@@ -3,14 +3,21 @@
 Kling deletes generated files after 30 days and its URLs are hotlink-protected, so every asset of
 a succeeded task is fetched promptly into ``<output.dir>/<item-id>/<index>.<ext>``:
 
-1. streamed (``httpx``, redirects followed, no credentials: asset hosts never see the Kling
-   ``Authorization`` header) into ``<item-id>/.<index>.<random>.part``, hashed while written;
+1. streamed (``httpx``, no credentials: asset hosts never see the Kling ``Authorization``
+   header) into ``<item-id>/.<index>.<random>.part``, hashed while written; redirects are
+   followed here, not by httpx, so that every hop passes the :class:`AssetPolicy` (https, no
+   internal hosts, at most ``max_hops`` requests: see asset_policy.py), the asset's own URL
+   included; a refused URL or hop, or a redirect loop, fails at once (never retried);
 2. checked: HTTP 200; ``Content-Length`` equal to the bytes received; the magic bytes (or, when
    they are not recognised, the declared ``Content-Type``) say the expected media: video is
    MP4/QuickTime (an ``ftyp`` box at offset 4) or WebM (EBML ``1A45DFA3``), image is
    PNG/JPEG/WebP/GIF; a body that starts like a web page or JSON is never accepted;
 3. ``fsync``-ed, renamed into place (``os.replace``: readers see the old file or the whole new
    one), then the directory is ``fsync``-ed. Any failure removes the temporary file.
+
+Each attempt has a total deadline (``attempt_timeout``: every hop and the whole body), beside
+httpx's per-read ``timeout``: a server trickling a byte at a time ends at the deadline, a timeout
+like any other. The body stops at ``max_bytes`` whether or not it declares its length.
 
 The extension comes from the verified format, never from the URL. Downloads have their own
 concurrency cap and a more generous retry budget than creates (a download costs no credits):
@@ -29,13 +36,10 @@ carry signatures there).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import hmac
 import os
 import random
 import re
-import secrets
 import stat
 import time
 from collections import Counter
@@ -51,15 +55,26 @@ import anyio.to_thread
 import httpx
 import structlog
 
+from orchestrator.asset_policy import (
+    REDIRECT_STATUSES,
+    AssetPolicy,
+    redirect_method,
+    redirect_target,
+    refusal,
+)
 from orchestrator.errors import Category, ErrorInfo
+from orchestrator.media_formats import identify
+from orchestrator.part_files import PART_NAME, PartFile, hash_file, prepare_dir
 from orchestrator.retry import RetryPolicy, backoff_delay, parse_retry_after
 
 __all__ = [
     "DEFAULT_POLICY",
+    "AssetPolicy",
     "DownloadError",
     "DownloadedAsset",
     "Downloader",
     "check_item_id",
+    "identify",
     "redact_url",
 ]
 
@@ -69,14 +84,15 @@ DEFAULT_POLICY = RetryPolicy(max_attempts=8, base_delay=1.0, max_delay=30.0)
 DEFAULT_MAX_BYTES = 4 * 1024**3
 MEDIA = ("video", "image")
 
+#: Seconds one attempt may take in all: 600 s is 4 MB/s for a 2.4 GB file, far above Kling's.
+DEFAULT_ATTEMPT_TIMEOUT = 600.0
+
 _CHUNK = 1024 * 1024
 _HEAD = 64
 _USER_AGENT = "kling-batch-orchestrator/0.1 (asset download)"
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
-#: Our temporary files: ``.<index>.<16 hex digits>.part`` (see :meth:`_Part.create`).
-_PART_NAME = re.compile(r"\.[0-9]+\.[0-9a-f]{16}\.part")
 #: Names Windows reserves for devices, with or without an extension ("con.mp4" is reserved too).
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"}
@@ -87,81 +103,16 @@ _MAX_NAME = 255
 #: Answers meaning "this URL no longer works": expired, unsigned or refused (hotlink
 #: protection), or the file is gone. A fresh query of the task gives new URLs.
 _EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
+_HINT_REFUSED = (
+    "The asset's URL or a redirect pointed where downloads never go (another scheme than https, "
+    "an internal address, or a redirect loop); report it to the provider with the task id."
+)
 _HINT_RERUN = (
     "The task is not resubmitted: rerun the same manifest to download the missing files again "
     "(Kling keeps generated files for 30 days)."
 )
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class MediaFormat:
-    media: str
-    content_type: str
-    ext: str
-
-
-_MP4 = MediaFormat("video", "video/mp4", "mp4")
-_MOV = MediaFormat("video", "video/quicktime", "mov")
-_WEBM = MediaFormat("video", "video/webm", "webm")
-_PNG = MediaFormat("image", "image/png", "png")
-_JPEG = MediaFormat("image", "image/jpeg", "jpg")
-_WEBP = MediaFormat("image", "image/webp", "webp")
-_GIF = MediaFormat("image", "image/gif", "gif")
-#: Recognised but not kept: still images in an ISO-BMFF container (its Content-Type must not
-#: pass it off as an MP4).
-_HEIF = MediaFormat("heif", "image/heif", "heif")
-_DECLARED = {
-    "video/mp4": _MP4,
-    "video/quicktime": _MOV,
-    "video/webm": _WEBM,
-    "image/png": _PNG,
-    "image/jpeg": _JPEG,
-    "image/jpg": _JPEG,
-    "image/webp": _WEBP,
-    "image/gif": _GIF,
-}
-#: ISO-BMFF brands of still images (HEIF/AVIF): an ``ftyp`` box does not always mean video.
-_IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"})
-
-
-def sniff(head: bytes) -> MediaFormat | None:
-    """The format the first bytes of a file announce, if recognised."""
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _IMAGE_BRANDS:
-            return _HEIF
-        return _MOV if brand == b"qt  " else _MP4
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return _WEBM
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return _PNG
-    if head.startswith(b"\xff\xd8\xff"):
-        return _JPEG
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return _WEBP
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return _GIF
-    return None
-
-
-def _looks_like_text(head: bytes) -> bool:
-    """A web page, XML error document or JSON error body, whatever its Content-Type says."""
-    stripped = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    return stripped[:1] in (b"<", b"{", b"[")
-
-
-def identify(media: str, content_type: str, head: bytes) -> MediaFormat | None:
-    """The verified format of a body of ``media`` ("video" | "image"), or None.
-
-    Magic bytes decide when they are recognised (a PNG labelled image/jpeg is kept as .png);
-    otherwise the declared Content-Type does, unless the body is plainly text.
-    """
-    found = sniff(head)
-    if found is None and not _looks_like_text(head):
-        found = _DECLARED.get(content_type.split(";", 1)[0].strip().lower())
-    return found if found is not None and found.media == media else None
 
 
 def redact_url(url: str) -> str:
@@ -272,6 +223,14 @@ def _unusable(message: str) -> DownloadError:
     )
 
 
+def _refused(what: str) -> DownloadError:
+    """A URL the asset policy refuses, or a redirect chain it will not follow: not retried (the
+    same answer would come back), not a network error."""
+    return DownloadError(
+        ErrorInfo(category=Category.SERVER, message=what, retryable=False, hint=_HINT_REFUSED)
+    )
+
+
 @dataclass(frozen=True)
 class _Target:
     """Where one download comes from and goes to, and how to name it in messages."""
@@ -286,85 +245,17 @@ class _Target:
         return f"item {self.item_id} asset {self.index} ({redact_url(self.url)})"
 
 
-class _Part:
-    """The temporary file a download is written to; hashed as it is written."""
+@dataclass
+class _Body:
+    """What one attempt received, filled in as it arrives (a deadline may stop it anywhere)."""
 
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self.fd: int | None = fd
-        self.size = 0
-        self.digest = hashlib.sha256()
-        self.committed = False
-
-    @classmethod
-    def create(cls, directory: Path, index: int) -> _Part:
-        path = directory / f".{index}.{secrets.token_hex(8)}.part"  # matches _PART_NAME
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-        # 0o644 before the umask: users open generated files, unlike state and logs.
-        return cls(path, os.open(path, flags, 0o644))
-
-    def write(self, chunk: bytes) -> None:
-        assert self.fd is not None
-        view = memoryview(chunk)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.digest.update(chunk)
-        self.size += len(chunk)
-
-    def commit(self, final: Path) -> None:
-        """fsync the data, rename into place, fsync the directory entry."""
-        assert self.fd is not None
-        os.fsync(self.fd)
-        fd, self.fd = self.fd, None
-        os.close(fd)
-        os.replace(self.path, final)
-        self.committed = True
-        _fsync_dir(final.parent)
-
-    def discard(self) -> None:
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if not self.committed:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or a new entry in ``directory`` durable (best effort: not on Windows, and
-    some file systems refuse to fsync a directory)."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _prepare_dir(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    _fsync_dir(directory.parent)
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+    part: PartFile | None = None
+    head: bytes = b""
+    #: Content-Length, when declared.
+    length: int | None = None
+    #: Bytes received, counted as Content-Length counts them.
+    received: int = 0
+    declared_type: str = ""
 
 
 def _describe_exc(exc: BaseException) -> str:
@@ -372,6 +263,24 @@ def _describe_exc(exc: BaseException) -> str:
     text = _QUERY.sub("", str(exc)).strip()
     name = type(exc).__name__
     return f"{name}: {text[:200]}" if text else name
+
+
+class _BadLocation(Exception):
+    """A redirect whose Location is not a URL (raised before httpx reads it as one)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def _check_location(response: httpx.Response) -> None:
+    # httpx parses a redirect's Location even when it does not follow it, and calls a bad one
+    # a protocol error: a network error, retried, when it is the server's answer, and final.
+    if response.has_redirect_location:
+        try:
+            httpx.URL(response.headers["Location"])
+        except httpx.InvalidURL:
+            raise _BadLocation(response.status_code) from None
 
 
 def _content_length(response: httpx.Response) -> int | None:
@@ -389,8 +298,12 @@ class Downloader:
     """Downloads assets into ``output_dir`` under its own concurrency cap and retry policy.
 
     Usable as ``async with Downloader(...) as downloader:``; otherwise call ``aclose()``.
-    ``stats`` counts ``requests`` (HTTP attempts), ``retries``, ``files`` and ``bytes`` (of files
-    placed), and ``expired`` (URLs refused as expired).
+    ``stats`` counts ``requests`` (HTTP requests, each redirect hop one), ``retries``, ``files``
+    and ``bytes`` (of files placed), and ``expired`` (URLs refused as expired).
+
+    ``timeout`` bounds each network operation (connect, one read), ``attempt_timeout`` an
+    attempt in all; ``asset_policy`` says where URLs and redirects may lead (the caller builds
+    it, e.g. :meth:`AssetPolicy.for_provider`); the default allows only public https hosts.
     """
 
     def __init__(
@@ -399,6 +312,8 @@ class Downloader:
         *,
         concurrency: int = 4,
         timeout: float = 120.0,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        asset_policy: AssetPolicy | None = None,
         policy: RetryPolicy = DEFAULT_POLICY,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -410,7 +325,11 @@ class Downloader:
             raise ValueError("concurrency must be >= 1")
         if policy.max_attempts < 1:
             raise ValueError("policy.max_attempts must be >= 1")
+        if attempt_timeout <= 0:
+            raise ValueError("attempt_timeout must be > 0")
         self.output_dir = Path(output_dir)
+        self.attempt_timeout = attempt_timeout
+        self.asset_policy = asset_policy if asset_policy is not None else AssetPolicy()
         self.concurrency = concurrency
         self.policy = policy
         self.max_bytes = max_bytes
@@ -427,17 +346,19 @@ class Downloader:
                 limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             )
         # No auth and no base URL: asset URLs are absolute, public or signed, and must never
-        # receive the provider's credentials. Redirects are followed: CDNs redirect.
+        # receive the provider's credentials. Redirects are followed by _fetch, under the
+        # asset policy: httpx would follow them anywhere, 20 times.
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout),
-            follow_redirects=True,
+            follow_redirects=False,
             headers={
                 "User-Agent": _USER_AGENT,
                 "Accept": "*/*",
                 # Content-Length then counts the file's own bytes.
                 "Accept-Encoding": "identity",
             },
+            event_hooks={"response": [_check_location]},
         )
 
     async def __aenter__(self) -> Self:
@@ -494,7 +415,7 @@ class Downloader:
         except OSError:
             return 0  # no folder yet: nothing left over
         for entry in entries:
-            if not _PART_NAME.fullmatch(entry.name):
+            if not PART_NAME.fullmatch(entry.name):
                 continue
             try:
                 if entry.is_file(follow_symlinks=False):
@@ -532,7 +453,7 @@ class Downloader:
             info = path.stat()
             if not stat.S_ISREG(info.st_mode) or info.st_size != size:
                 return False
-            actual_size, actual = _hash_file(path)
+            actual_size, actual = hash_file(path)
         except OSError:
             return False
         return actual_size == size and hmac.compare_digest(actual, expected)
@@ -547,9 +468,9 @@ class Downloader:
         """Download asset ``index`` of ``item_id`` from ``url`` and return it, verified and on
         disk. Every failure is a DownloadError, arguments no file can be made from included
         (an unsafe item id, an index that is not an int >= 0, an unknown media, a URL that is
-        not http(s)): those are not retryable and send nothing. Nothing else escapes: these
-        arguments come from the provider's answers and the ledger, and a bad one must fail the
-        item's download, not crash the run.
+        not http(s), or one the asset policy refuses): those are not retryable and send nothing.
+        Nothing else escapes: these arguments come from the provider's answers and the ledger,
+        and a bad one must fail the item's download, not crash the run.
         """
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise _unusable(f"item {item_id!r}: asset index {index!r} is not an int >= 0")
@@ -574,7 +495,13 @@ class Downloader:
         scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
         if scheme not in ("http", "https"):
             raise _unusable(f"{target.describe()}: not an http(s) URL")
-        await self._local(target, _prepare_dir, directory)
+        try:
+            why = refusal(self.asset_policy, httpx.URL(url))
+        except httpx.InvalidURL:
+            why = "not a valid URL"
+        if why is not None:
+            raise _refused(f"{target.describe()}: refused: {why}")
+        await self._local(target, prepare_dir, directory)
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.concurrency)
         limiter = self._limiter
@@ -613,34 +540,27 @@ class Downloader:
                 await self._sleep(delay)
 
     async def _attempt(self, target: _Target) -> DownloadedAsset:
-        self.stats["requests"] += 1
-        part: _Part | None = None
+        body = _Body()
         try:
-            async with self._client.stream("GET", target.url) as response:
-                self._check_status(target, response)
-                length = _content_length(response)
-                if self.max_bytes is not None and length is not None and length > self.max_bytes:
-                    raise self._too_large(target)
-                part = await self._local(target, _Part.create, target.directory, target.index)
-                head = b""
-                async for chunk in response.aiter_bytes(_CHUNK):
-                    if len(head) < _HEAD:
-                        head += chunk[: _HEAD - len(head)]
-                    if self.max_bytes is not None and part.size + len(chunk) > self.max_bytes:
-                        raise self._too_large(target)
-                    await self._local(target, part.write, chunk)
-                # Content-Length counts the bytes on the wire: the file's own, unless the server
-                # compressed them in spite of Accept-Encoding: identity.
-                encoding = response.headers.get("Content-Encoding", "").strip().lower()
-                plain = encoding in ("", "identity")
-                received = part.size if plain else response.num_bytes_downloaded
-                declared = response.headers.get("Content-Type", "")
-            if length is not None and received != length:
+            # The deadline covers the network only: a file being committed is never cut off.
+            with anyio.move_on_after(self.attempt_timeout) as deadline:
+                await self._fetch(target, body)
+            if deadline.cancelled_caught:
+                raise self._error(
+                    target,
+                    Category.TIMEOUT,
+                    f"not downloaded within {self.attempt_timeout:g} s (output.download_timeout; "
+                    f"{body.received} bytes received)",
+                )
+            part = body.part
+            assert part is not None
+            if body.length is not None and body.received != body.length:
                 raise self._error(
                     target,
                     Category.NETWORK,
-                    f"truncated body: {received} of {length} bytes received",
+                    f"truncated body: {body.received} of {body.length} bytes received",
                 )
+            head, declared = body.head, body.declared_type
             found = identify(target.media, declared, head) if part.size else None
             if found is None:
                 raise self._error(
@@ -672,12 +592,77 @@ class Downloader:
             what = f"timed out ({_describe_exc(exc)})"
             raise self._error(target, Category.TIMEOUT, what) from None
         except (httpx.RequestError, OSError) as exc:
-            # Connection failures, a body cut short (RemoteProtocolError), redirect loops; an
-            # OSError here comes from the network (local file errors are wrapped in _local).
+            # Connection failures, a body cut short (RemoteProtocolError); an OSError here comes
+            # from the network (local file errors are wrapped in _local).
             raise self._error(target, Category.NETWORK, _describe_exc(exc)) from None
         finally:
-            if part is not None:
-                part.discard()
+            if body.part is not None:
+                body.part.discard()
+
+    async def _fetch(self, target: _Target, body: _Body) -> None:
+        """The asset's URL, then each redirect the policy allows, until an answer that is not a
+        redirect: its body goes into ``body``."""
+        url = httpx.URL(target.url)
+        method = "GET"
+        for _ in range(self.asset_policy.max_hops):
+            self.stats["requests"] += 1
+            try:
+                response = await self._client.send(
+                    self._client.build_request(method, url), stream=True
+                )
+            except _BadLocation as exc:
+                raise _refused(
+                    f"{target.describe()}: HTTP {exc.status} to a Location that is not a URL"
+                ) from None
+            try:
+                status = response.status_code
+                location = response.headers.get("Location")
+                if status not in REDIRECT_STATUSES or location is None:
+                    await self._receive(target, response, body)
+                    return
+            finally:
+                await response.aclose()
+            try:
+                following = redirect_target(url, location)
+            except httpx.InvalidURL:
+                raise _refused(
+                    f"{target.describe()}: HTTP {status} to a Location that is not a URL"
+                ) from None
+            why = refusal(self.asset_policy, following)
+            if why is not None:
+                raise _refused(
+                    f"{target.describe()}: HTTP {status} redirect to "
+                    f"{redact_url(str(following))} refused: {why}"
+                )
+            url, method = following, redirect_method(method, status)
+        raise _refused(
+            f"{target.describe()}: still redirected after {self.asset_policy.max_hops} requests "
+            "(a redirect loop?)"
+        )
+
+    async def _receive(self, target: _Target, response: httpx.Response, body: _Body) -> None:
+        self._check_status(target, response)
+        body.length = length = _content_length(response)
+        if self.max_bytes is not None and length is not None and length > self.max_bytes:
+            raise self._too_large(target)
+        # Shielded: a deadline landing while the file is created would lose its name, and the
+        # file would stay behind.
+        with anyio.CancelScope(shield=True):
+            part = await self._local(target, PartFile.create, target.directory, target.index)
+            body.part = part
+        # Content-Length counts the bytes on the wire: the file's own, unless the server
+        # compressed them in spite of Accept-Encoding: identity.
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        plain = encoding in ("", "identity")
+        body.declared_type = response.headers.get("Content-Type", "")
+        async for chunk in response.aiter_bytes(_CHUNK):
+            if len(body.head) < _HEAD:
+                body.head += chunk[: _HEAD - len(body.head)]
+            # Checked on every chunk, so a body without Content-Length stops here too.
+            if self.max_bytes is not None and part.size + len(chunk) > self.max_bytes:
+                raise self._too_large(target)
+            await self._local(target, part.write, chunk)
+            body.received = part.size if plain else response.num_bytes_downloaded
 
     def _check_status(self, target: _Target, response: httpx.Response) -> None:
         status = response.status_code

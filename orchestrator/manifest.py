@@ -176,6 +176,8 @@ class Manifest:
     items: tuple[Item, ...]
     #: ``output.download``: False keeps the assets' URLs in the report without fetching them.
     download: bool = True
+    #: ``output.download_timeout``: seconds one attempt at one file may take in all.
+    download_timeout: float = 600.0
     #: The manifest's ``pricing:`` over the built-in, indicative table (see pricing.py).
     pricing: PriceTable = BUILTIN_PRICES
     #: The file ``items_from`` names, resolved; its items follow the manifest's own.
@@ -347,6 +349,7 @@ class PollSection(Strict):
 class OutputSection(Strict):
     dir: Annotated[str, BeforeValidator(_output_dir)] | None = None
     download: Annotated[bool, BeforeValidator(as_bool)] = True
+    download_timeout: Positive = 600.0
 
 
 class TopLevel(Strict):
@@ -1079,6 +1082,7 @@ class _Checker:
             output_dir=Path(os.path.normpath(self.manifest_path.parent / output_dir)),
             items=tuple(items),
             download=settings.output.download,
+            download_timeout=settings.output.download_timeout,
             pricing=pricing,
             items_from=items_file.path if items_file is not None else None,
             warnings=tuple(self.item_rules.warnings.values()),

@@ -20,6 +20,7 @@ import anyio
 import httpx
 import pytest
 
+from orchestrator.asset_policy import AssetPolicy
 from orchestrator.downloads import (
     DownloadedAsset,
     Downloader,
@@ -40,6 +41,7 @@ T2V = "/v1/videos/text2video"
 IMG = "/v1/images/generations"
 PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 POLICY = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
+LOOPBACK = AssetPolicy(allow_private=True, allow_http=True)
 
 
 class FakeClock:
@@ -109,6 +111,8 @@ def launch() -> Iterator[Any]:
 
 def downloader(out: Path, sleeps: Sleeps | None = None, **options: Any) -> Downloader:
     options.setdefault("policy", POLICY)
+    # The simulator serves its assets from its own loopback host, over plain http.
+    options.setdefault("asset_policy", LOOPBACK)
     options.setdefault("transport", httpx.AsyncHTTPTransport(verify=PLAIN_HTTP))
     return Downloader(out, sleep=sleeps or Sleeps(), rand=lambda: 0.5, **options)
 
@@ -129,7 +133,7 @@ async def test_video_is_downloaded_verified_and_placed(launch: Any, tmp_path: Pa
     task_id, (url,) = env.finished()
     out = tmp_path / "out"
     # The default transport (no injected one): what production uses.
-    async with Downloader(out, sleep=Sleeps()) as dl:
+    async with Downloader(out, sleep=Sleeps(), asset_policy=LOOPBACK) as dl:
         asset = await dl.download("drone-sunrise", 0, url, "video")
 
     expected = fake_mp4(task_id, 0)

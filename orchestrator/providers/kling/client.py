@@ -33,7 +33,7 @@ from orchestrator.providers.kling import v1, v2
 from orchestrator.providers.kling.account import COSTS_PATH, costs_params, pack_warning
 from orchestrator.providers.kling.catalogue import API_CHOICES, V1, V2, Catalogue
 from orchestrator.providers.kling.catalogue import catalogue as packaged_catalogue
-from orchestrator.providers.kling.transport import Answer, Channel, Op
+from orchestrator.providers.kling.transport import MAX_ANSWER_BYTES, Answer, Channel, Op
 from orchestrator.providers.kling.v1 import FAMILIES, build_body
 from orchestrator.providers.kling.wire import Malformed, is_utf8, printable, refused, unix_ms
 
@@ -84,7 +84,9 @@ def _copy(error: ProviderError) -> ProviderError:
 class KlingProvider:
     """Kling's legacy ``/v1`` API and API 2.0 on one host (``base_url``, e.g.
     https://api-singapore.klingai.com). ``api`` is ``provider.api``: "auto" (v1 where the
-    model has it), "v1" or "v2"; ``catalogue`` says which model is served where.
+    model has it), "v1" or "v2"; ``catalogue`` says which model is served where. Each request
+    is bounded by ``timeout`` seconds in total (the whole body included), each answer by
+    ``max_answer_bytes``.
 
     Usable as ``async with KlingProvider(...) as provider:``; otherwise call ``aclose()``.
     """
@@ -105,13 +107,15 @@ class KlingProvider:
         max_connections: int = MAX_CONNECTIONS,
         api: str = "auto",
         catalogue: Catalogue | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         if not 1 <= lookup_pages <= MAX_PAGES:
             raise ValueError(f"lookup_pages must be from 1 to {MAX_PAGES}")
         if api not in API_CHOICES:
             raise ValueError(f"api must be one of {list(API_CHOICES)}")
         self._channel = Channel(base_url, auth, timeout=timeout, transport=transport,
-                                clock=clock, max_connections=max_connections)
+                                clock=clock, max_connections=max_connections,
+                                max_answer_bytes=max_answer_bytes)
         self._clock = clock
         self._lookup_pages = lookup_pages
         self._api = api

@@ -2,7 +2,10 @@
 says (httpx exceptions, HTTP statuses, envelope codes and messages) becomes ours.
 
     Channel.call   send   httpx (and raw OSError) exceptions -> network / timeout errors with
-                          .sent and .ambiguous
+                          .sent and .ambiguous; a request not answered in full (connect, send,
+                          the whole body) within its timeout -> a timeout error like a read
+                          timeout; a body past MAX_ANSWER_BYTES -> a server error (ambiguous on
+                          a create), read no further
                    answer HTTP status + envelope code + message -> codes (classify, exists,
                           not found), Retry-After, request_id
     Channel.clean  every text taken from an answer or an exception: credentials masked, lone
@@ -27,6 +30,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from orchestrator.body_cap import ACCEPT_ENCODING, BodyTooLarge, CappedTransport
 from orchestrator.errors import (
     Category,
     ErrorInfo,
@@ -51,6 +55,13 @@ from orchestrator.providers.kling.wire import printable
 from orchestrator.retry import parse_retry_after, parse_retry_after_ms
 
 _USER_AGENT = "kling-batch-orchestrator/0.1"
+#: The largest answer read. Kling's largest, a list page of 500 tasks, is far below it; a body
+#: past it is not an answer but a broken or hostile server, and must not fill the memory.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+_ANSWER_TOO_LARGE_HINT = (
+    "Kling's answer was larger than any it documents (a proxy or a wrong provider.base_url?); "
+    "the item is retried, a create is looked up first."
+)
 
 _REDACTIONS = (
     (re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "<jwt>"),
@@ -122,6 +133,7 @@ class Channel:
         transport: httpx.AsyncBaseTransport | None,
         clock: Callable[[], float] = time.time,
         max_connections: int,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         if transport is None:
             # retries=0: the engine is the one retry layer, and a silent resend of a create
@@ -135,12 +147,19 @@ class Channel:
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             auth=auth,
-            transport=_CookieFree(transport),
+            # Under the client, so that the cap holds even where httpx reads a body itself
+            # (JwtAuth reads every answer to spot an expired token).
+            transport=_CookieFree(CappedTransport(transport, max_answer_bytes)),
             # No pool timeout: waiting for a free connection is queueing behind our own
             # requests (each bounded by ``timeout``), not a provider failure to retry.
             timeout=httpx.Timeout(timeout, pool=None),
             follow_redirects=False,
-            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            headers={
+                "User-Agent": _USER_AGENT,
+                "Accept": "application/json",
+                # Only what CappedTransport inflates within the cap.
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
         )
         self._auth = auth
         self._clock = clock
@@ -184,18 +203,40 @@ class Channel:
         creating = op is Op.CREATE
         where = f"{method} /{path}"
         details: dict[str, Any] = {"operation": op.value}
+        budget = min(timeout, self._timeout) if timeout is not None else self._timeout
         try:
             request = self._client.build_request(
                 method, path, content=content, params=params,
                 headers={"Content-Type": "application/json"} if content is not None else None,
-                timeout=(httpx.Timeout(min(timeout, self._timeout), pool=None)
+                timeout=(httpx.Timeout(budget, pool=None)
                          if timeout is not None else httpx.USE_CLIENT_DEFAULT),
             )
             # Never more requests than connections reach httpcore: requests queued inside its
             # pool make every request and response rescan the queue and the connections
             # (measured: 3.5 ms of CPU a request with 200 queued, 1.65 ms with none).
             async with self._gate:
-                return await self._client.send(request)
+                # httpx's timeout bounds each read, so a body trickling a byte at a time never
+                # ends: the whole exchange (connect, send, every body byte, the resend after a
+                # token renewal) gets ``budget`` in total. Counted from here, not from the
+                # queue: waiting behind our own requests is not the provider's slowness.
+                with anyio.move_on_after(budget) as deadline:
+                    return await self._client.send(request)
+            # Not known to be unsent (the deadline may have caught the connect, but may as well
+            # have caught the body): a create is looked up, as after a read timeout.
+            assert deadline.cancelled_caught
+            message = f"{where}: no complete answer within {budget:g} s"
+            raise ProviderError(request_timeout(message), sent=True, ambiguous=creating,
+                                details=details)
+        except BodyTooLarge as exc:
+            info = ErrorInfo(
+                category=Category.SERVER,
+                message=f"{where}: HTTP {exc.http_status}: {exc}",
+                retryable=True,
+                hint=_ANSWER_TOO_LARGE_HINT,
+                http_status=exc.http_status,
+            )
+            details["bytes_read"] = exc.read
+            raise ProviderError(info, sent=True, ambiguous=creating, details=details) from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             info = ErrorInfo(
                 category=Category.NETWORK,
