@@ -347,8 +347,13 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         raise _Usage(str(exc)) from None
     except OSError as exc:
         raise _Usage(_cannot("use the output folder", out, exc)) from None
+    # Before anything can store what the provider sends: credentials a server echoes (in an
+    # asset URL, an error text) are scrubbed from the ledger and the report as from the logs.
+    redactor = logs.Redactor()
+    for secret in getattr(auth, "secrets", tuple)():
+        redactor.add(secret)
     try:
-        ledger = Ledger(state_path, manifest.name)
+        ledger = Ledger(state_path, manifest.name, scrub=redactor.clean)
     except LedgerLocked as exc:
         output.close()
         err.write(f"Refused: {exc}\n")
@@ -367,7 +372,6 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         output.close()
         raise _Usage(_cannot("write the batch's identity in", out, exc)) from None
 
-    redactor = logs.Redactor()
     try:
         log_path, log_file = logs.open_log_file(out)
     except OSError as exc:
@@ -431,6 +435,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         # the batch at the end of the run.
         written = report.write_report(
             report_path,
+            scrub=redactor.clean,
             batch=manifest.name,
             manifest=manifest.path,
             records=ledger.iter_items(i.id for i in manifest.items),
@@ -509,6 +514,12 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     except LedgerError as exc:
         raise _Usage(str(exc)) from None
     rows = status.status_rows(records, [item.id for item in manifest.items])
+    # What a ledger of an older version may hold of an echoed credential is not shown either.
+    redactor = logs.Redactor()
+    with contextlib.suppress(ValueError):
+        for secret in getattr(auth_from_env(os.environ), "secrets", tuple)():
+            redactor.add(secret)
+    rows = redactor.clean(rows)
     render = status.render_status_json if args.json else status.render_status_text
     out.write(render(rows, batch=manifest.name, state_path=state_path) + "\n")
     return Exit.OK

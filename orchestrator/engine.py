@@ -319,6 +319,8 @@ class Engine:
         self._lock_held = lock_held
         self._fingerprints: dict[str, str] = {}
         self._hashes = FileHashes()
+        #: per item being downloaded, the asset URLs as the provider sent them (by index)
+        self._live_urls: dict[str, dict[int, str]] = {}
         self._provider_started_at = provider_started_at
         self._downloader = downloader
         self._verify_files = verify_files
@@ -785,6 +787,10 @@ class Engine:
         """Record the verdict on a succeeded task; True when it has assets to download."""
         expected = item.request.expected_assets
         assets = [{"index": a.index, "url": a.url, "media": a.media} for a in task.assets]
+        # The ledger keeps the URLs scrubbed of credentials (a proxy may echo the key in them);
+        # this run downloads from the ones the provider sent.
+        if self._downloader is not None:
+            self._live_urls[item.id] = {a.index: a.url for a in task.assets}
         got = len(assets)
         # Until every file is verified on disk the item is not done: a run that ends before
         # its downloads (interrupt, kill) must not report it succeeded.
@@ -884,6 +890,7 @@ class Engine:
             self._ledger.record_assets(item.id, records, marked)
         if records != rec.assets or error != rec.download_error:
             self._ledger.record_assets(item.id, records, error)
+        self._live_urls.pop(item.id, None)
         if error is None:
             log.info("item.downloaded", files=len(records), fetched=fetched)
 
@@ -897,8 +904,10 @@ class Engine:
         assert downloader is not None and rec.task_id is not None
         index = int(asset["index"])
         media = str(asset.get("media") or item.request.kind.media)
+        live = self._live_urls.setdefault(item.id, {})
+        url = live.get(index) or str(asset["url"])
         try:
-            return await downloader.download(item.id, index, str(asset["url"]), media)
+            return await downloader.download(item.id, index, url, media)
         except DownloadError as exc:
             if exc.local or not (exc.expired or exc.info.retryable):
                 raise
@@ -911,9 +920,9 @@ class Engine:
             fresh = {a.index: a.url for a in task.assets}
             if not valid_asset_indexes(fresh.keys()) or len(fresh) != len(task.assets):
                 fresh = {n: a.url for n, a in enumerate(task.assets)}  # as _numbered does
-            if index not in fresh or (not exc.expired and fresh[index] == asset["url"]):
+            if index not in fresh or (not exc.expired and fresh[index] == url):
                 raise  # the same URL already had all its retries
-            asset["url"] = fresh[index]
+            asset["url"] = live[index] = fresh[index]
             self.outcome.retries += 1  # the download again, from the fresh URL
             return await downloader.download(item.id, index, fresh[index], media)
 

@@ -169,11 +169,15 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         max_delay: float = 0.5,
         monotonic: Callable[[], float] = time.monotonic,
+        scrub: Callable[[Any], Any] | None = None,
     ) -> None:
         """``clock`` is the wall time written into rows; ``monotonic`` only ages the open
         transaction: a write made once it is ``max_delay`` seconds old commits it (0: every
-        write commits, the old one-transaction-per-write behaviour)."""
+        write commits, the old one-transaction-per-write behaviour). ``scrub`` cleans what
+        the provider sent (asset URLs, error texts) of credentials before it is stored: a
+        proxy that echoes the API key in a URL must not put it in the state file."""
         self.path = path
+        self._scrub: Callable[[Any], Any] = scrub if scrub is not None else (lambda v: v)
         self.batch = batch
         self._clock = clock
         self._max_delay = max_delay
@@ -645,7 +649,7 @@ class Ledger:
         The item goes back to pending; the attempt's external id is retired (never reused).
         """
         now = self._clock()
-        err = _dumps(error.to_dict()) if error else None
+        err = self._json(error.to_dict()) if error else None
         with self._write() as db:
             row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
             db.execute(
@@ -664,8 +668,11 @@ class Ledger:
         with self._write() as db:
             db.execute(
                 "UPDATE items SET error = ?, updated_at = ? WHERE id = ?",
-                (_dumps(error.to_dict()), now, item_id),
+                (self._json(error.to_dict()), now, item_id),
             )
+
+    def _json(self, value: Any) -> str:
+        return _dumps(self._scrub(value))
 
     def record_charge(self, item_id: str, units: float) -> None:
         """The units the provider says it charged for the current attempt's task."""
@@ -706,8 +713,8 @@ class Ledger:
         download_error: ErrorInfo | None = None,
     ) -> None:
         now = self._clock()
-        err = _dumps(error.to_dict()) if error else None
-        download_err = _dumps(download_error.to_dict()) if download_error else None
+        err = self._json(error.to_dict()) if error else None
+        download_err = self._json(download_error.to_dict()) if download_error else None
         with self._write() as db:
             row = db.execute("SELECT attempt FROM items WHERE id = ?", (item_id,)).fetchone()
             db.execute(
@@ -721,7 +728,7 @@ class Ledger:
                 (
                     str(state),
                     err,
-                    _dumps(assets) if assets is not None else None,
+                    self._json(assets) if assets is not None else None,
                     download_err,
                     now if state.terminal else None,
                     now,
@@ -735,11 +742,11 @@ class Ledger:
         """Asset records (with path, bytes, sha256 once a file is safely on disk) of a finished
         item, and why some are not on disk yet (None when all are)."""
         now = self._clock()
-        err = _dumps(download_error.to_dict()) if download_error else None
+        err = self._json(download_error.to_dict()) if download_error else None
         with self._write() as db:
             db.execute(
                 "UPDATE items SET assets = ?, download_error = ?, updated_at = ? WHERE id = ?",
-                (_dumps(assets), err, now, item_id),
+                (self._json(assets), err, now, item_id),
             )
 
     def reopen(self, item_id: str, state: ItemState) -> None:

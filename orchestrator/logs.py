@@ -71,6 +71,11 @@ class Redactor:
         text = _JWT.sub(REDACTED, text)
         return _BEARER.sub(r"\1" + REDACTED, text)
 
+    def clean(self, value: Any) -> Any:
+        """``value`` with every secret scrubbed, at any depth (what the log events get): for
+        the report, the results file and the ledger, which must not hold them either."""
+        return self._walk(value)
+
     def _key(self, key: object) -> str:
         if not isinstance(key, str):
             return self.scrub(_text(key))

@@ -29,7 +29,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, Any
@@ -155,6 +155,15 @@ def build_report(
         report.update(extra)
     _charged_into(report, ItemStats.of(items))
     return report
+
+
+def _scrubbed_record(rec: ItemRecord, scrub: Callable[[Any], Any]) -> ItemRecord:
+    """The record with what the provider sent (asset URLs, error texts) scrubbed."""
+    error = ErrorInfo.from_dict(scrub(rec.error.to_dict())) if rec.error else None
+    download_error = (
+        ErrorInfo.from_dict(scrub(rec.download_error.to_dict())) if rec.download_error else None
+    )
+    return replace(rec, assets=scrub(rec.assets), error=error, download_error=download_error)
 
 
 def _charged_into(head: dict[str, Any], stats: ItemStats) -> None:
@@ -399,6 +408,7 @@ def write_report(
     extra: Mapping[str, Any] | None = None,
     results_path: Path | None = None,
     markdown_path: Path | None = None,
+    scrub: Callable[[Any], Any] | None = None,
 ) -> WrittenReport:
     """Write report.json, results.jsonl and report.md in one pass over ``records``.
 
@@ -407,8 +417,13 @@ def write_report(
     report.json is byte for byte what ``write_json_atomic(path, build_report(...))`` writes
     (``counts`` comes before ``items``, so the items go to an unnamed temp file beside the
     report first); results.jsonl and report.md default to files beside report.json. Each file
-    is written atomically; report.json is renamed into place first.
+    is written atomically; report.json is renamed into place first. ``scrub`` cleans every
+    item and ``extra`` of credentials first (a ledger written by an older version may hold
+    what a server echoed).
     """
+    if scrub is not None:
+        extra = scrub(dict(extra)) if extra else extra
+        records = (_scrubbed_record(rec, scrub) for rec in records)
     if extra and {"counts", "items"} & extra.keys():
         raise ValueError("extra must not set 'counts' or 'items'")
     _, default_results, default_markdown = layout.report_files(report_path)
