@@ -723,3 +723,24 @@ async def test_answers_that_cannot_be_read_are_reported_as_such_not_as_a_timeout
         await run(manifest(tmp_path, ["a"]), provider, clock, ledger)  # the rerun polls it
         assert ledger.get("a").state is ItemState.SUCCEEDED
     assert len(provider.create_calls) == 1
+
+
+async def test_a_verdict_without_a_task_id_is_reconciled_not_a_crash(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider
+) -> None:
+    """What two runs writing one ledger at once left (one recorded an intent, erasing the task
+    id, while the other wrote the verdict): every rerun stopped on an AssertionError. Now the
+    item is looked up by its external id and resumed."""
+    m = manifest(tmp_path, ["a"])
+    with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
+        ledger.sync_items([("a", "text2video", 1)])
+        ext = sent_id(ledger, m.items[0])
+        ledger.record_intent("a", 1, ext)
+        provider.committed[ext] = Task("T9", TaskStatus.SUBMITTED, ext)
+        ledger.finish("a", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "https://x/0.mp4"}])
+        assert ledger.get("a").task_id is None
+        outcome = await run(m, provider, clock, ledger)
+        rec = ledger.get("a")
+        assert (rec.state, rec.task_id) == (ItemState.SUCCEEDED, "T9")
+    assert outcome.crashed == 0
+    assert provider.create_calls == []  # found, not resent
