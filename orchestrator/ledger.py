@@ -39,6 +39,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -50,6 +51,7 @@ from typing import IO, Any
 
 import anyio.lowlevel
 
+from orchestrator import ledger_file
 from orchestrator.errors import ErrorInfo
 from orchestrator.layout import LOCK_SUFFIX, owner_only
 
@@ -93,6 +95,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (item_id, attempt)
 );
 """
+#: Our schema objects, read from _SCHEMA (a table added there is known at once); anything else
+#: in a file, but SQLite's own ``sqlite_*``, means it is not a ledger.
+_OWN_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
+_OWN_OBJECTS = frozenset(
+    re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX|VIEW|TRIGGER) IF NOT EXISTS (\w+)", _SCHEMA)
+)
+#: The meta rows that say whose ledger it is; written in one transaction when it is created.
+_IDENTITY = ("batch", "salt")
 
 
 class ItemState(enum.StrEnum):
@@ -136,6 +146,20 @@ class LedgerError(Exception):
 
 class LedgerLocked(LedgerError):
     pass
+
+
+class LedgerNotStarted(LedgerError):
+    """The state file was only partly created (a run killed, or out of space, while creating
+    it): it holds nothing, no run is recorded in it yet."""
+
+
+def _not_a_ledger(path: Path, why: str) -> str:
+    return (
+        f"state file {path} cannot be read as a ledger ({why}); it was left as it is. Keep "
+        "it (another program's file, or a damaged ledger whose external ids still name paid "
+        f"tasks); to start this batch afresh, move it aside (mv {path} {path}.bad), or give "
+        "another --state. Nothing was sent."
+    )
 
 
 def _dumps(value: Any) -> str:
@@ -212,21 +236,37 @@ class Ledger:
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         # Owner-only, created so or tightened (a file from an older version, a copy, a loose
-        # umask): the ledger names tasks of a paid account. Before connecting, since SQLite
-        # gives the -wal and -shm files it creates the database file's permissions.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            owner_only(fd)
-        finally:
-            os.close(fd)
+        # umask): the ledger names tasks of a paid account. Created before connecting, since
+        # SQLite gives the -wal and -shm files it creates the database file's permissions.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        for suffix in ("-wal", "-shm"):  # left by a run that did not close, maybe loose
-            owner_only(path.with_name(path.name + suffix))
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
+        try:
+            # Read before anything is written: a file that is not our ledger is left as it is.
+            stale = Ledger._examine(db, path)
+            for own in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                owner_only(own)  # -wal, -shm: left by a run that did not close, maybe loose
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            # Partly created (killed or out of space while creating it): it holds nothing, so
+            # it is made again from scratch. One transaction: the tables appear all or none.
+            drops = "".join(f"DROP TABLE IF EXISTS {table};\n" for table in stale or ())
+            db.executescript(f"BEGIN IMMEDIATE;\n{drops}{_SCHEMA}COMMIT;")
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    @staticmethod
+    def _examine(db: sqlite3.Connection, path: Path) -> list[str] | None:
+        """None for a ledger; the tables to drop for a partly created one (ledger_file.py);
+        LedgerError, with how to recover, for a file that must not be replaced silently."""
+        try:
+            return ledger_file.examine(
+                db, tables=_OWN_TABLES, objects=_OWN_OBJECTS, identity=_IDENTITY
+            )
+        except ledger_file.NotALedger as exc:
+            raise LedgerError(_not_a_ledger(path, str(exc))) from None
 
     def _init_meta(self) -> str:
         with self._write() as db:
@@ -373,6 +413,11 @@ class Ledger:
             db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             try:
                 db.execute("PRAGMA busy_timeout=5000")
+                if cls._examine(db, path) is not None:
+                    raise LedgerNotStarted(
+                        f"state file {path} was only partly created (a run was killed or ran "
+                        "out of space while creating it): no runs recorded yet"
+                    )
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
                 columns = cls._ITEM_COLUMNS
                 if meta.get("schema_version") == "1":  # not migrated yet: no charges recorded
