@@ -94,6 +94,15 @@ CREATE TABLE IF NOT EXISTS attempts (
     charged_units REAL,
     PRIMARY KEY (item_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS runs (
+    run INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    exit_code INTEGER,
+    exit_reason TEXT,
+    requests TEXT NOT NULL DEFAULT '{}',
+    retries INTEGER NOT NULL DEFAULT 0
+);
 """
 #: Our schema objects, read from _SCHEMA (a table added there is known at once); anything else
 #: in a file, but SQLite's own ``sqlite_*``, means it is not a ledger.
@@ -151,6 +160,20 @@ class LedgerLocked(LedgerError):
 class LedgerNotStarted(LedgerError):
     """The state file was only partly created (a run killed, or out of space, while creating
     it): it holds nothing, no run is recorded in it yet."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of the batch: written when it starts, updated as it goes, closed when it ends
+    (a run that never closed its row was killed)."""
+
+    run: int
+    started_at: float
+    finished_at: float | None
+    exit_code: int | None
+    exit_reason: str | None
+    requests: dict[str, int]
+    retries: int
 
 
 def _not_a_ledger(path: Path, why: str) -> str:
@@ -717,3 +740,55 @@ class Ledger:
                 (str(state), now, item_id),
             )
         self.commit()
+
+    # -- runs -------------------------------------------------------------------------------
+    # One row per run, so that the report can describe the batch over all of them. Written
+    # by the CLI (the engine knows one run only), and committed at a run's start and end.
+
+    def start_run(self, started_at: float) -> int:
+        """Record that a run starts (committed at once); its number."""
+        with self._write() as db:
+            cursor = db.execute("INSERT INTO runs (started_at) VALUES (?)", (started_at,))
+        self.commit()
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def record_run(
+        self,
+        run: int,
+        *,
+        requests: dict[str, int],
+        retries: int,
+        finished_at: float | None = None,
+        exit_code: int | None = None,
+        exit_reason: str | None = None,
+    ) -> None:
+        """What the run has sent so far (committed with the writes around it), or, with
+        ``finished_at``, how it ended (committed at once)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET requests = ?, retries = ?, finished_at = ?, exit_code = ?, "
+                "exit_reason = ? WHERE run = ?",
+                (_dumps(requests), retries, finished_at, exit_code, exit_reason, run),
+            )
+        if finished_at is not None:
+            self.commit()
+
+    def runs(self) -> list[RunRecord]:
+        """Every run of the batch, oldest first."""
+        rows = self._db.execute(
+            "SELECT run, started_at, finished_at, exit_code, exit_reason, requests, retries "
+            "FROM runs ORDER BY run"
+        ).fetchall()
+        return [
+            RunRecord(
+                run=row[0],
+                started_at=row[1],
+                finished_at=row[2],
+                exit_code=row[3],
+                exit_reason=row[4],
+                requests={str(k): int(v) for k, v in json.loads(row[5] or "{}").items()},
+                retries=int(row[6] or 0),
+            )
+            for row in rows
+        ]

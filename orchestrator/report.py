@@ -47,6 +47,10 @@ PROBLEM_STATUSES = ("failed", "partial", "unresolved")
 
 #: Rows of the failed/partial table in report.md; the rest are in results.jsonl.
 MARKDOWN_MAX_ROWS = 500
+
+#: Rows of the runs table in report.md (the most recent); report.json has more (see runs.py).
+MARKDOWN_MAX_RUNS = 20
+
 #: Failed/partial items listed in the end-of-run summary.
 SUMMARY_MAX_PROBLEMS = 20
 
@@ -295,8 +299,12 @@ def write_report(
     extra: Mapping[str, Any] | None = None,
     results_path: Path | None = None,
     markdown_path: Path | None = None,
+    late: Callable[[ItemStats], Mapping[str, Any]] | None = None,
 ) -> WrittenReport:
     """Write report.json, results.jsonl and report.md in one pass over ``records``.
+
+    ``late``: called with the items' aggregates once every item is counted, before report.json
+    is written; its keys follow ``extra``'s (what depends on the counts: how the run ended).
 
     ``records`` come in the report's item order (manifest order: ``ledger.iter_items(ids)``),
     and are read one at a time: memory does not grow with the batch beyond :class:`ItemStats`.
@@ -335,6 +343,11 @@ def write_report(
             spool.write(nested_json(entry, "    "))
         head["counts"] = {status: stats.counts.get(status, 0) for status in STATUSES}
         _charged_into(head, stats)
+        if late is not None:
+            added = late(stats)
+            if {"counts", "items"} & added.keys():
+                raise ValueError("late must not set 'counts' or 'items'")
+            head.update(added)
         spool.seek(0)
         with atomic_file(report_path) as fh:
             fh.write("{")
@@ -446,7 +459,7 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
 
     out += [
         f"- Manifest: `{report.get('manifest', '?')}`",
-        f"- Started: {report.get('started_at', '?')}",
+        f"- Started: {report.get('started_at', '?')}{_first_of(report)}",
         f"- Finished: {report.get('finished_at', '?')}",
         f"- Total wall time: {format_seconds(times['wall_seconds'])}",
         f"- Items: {stats.total}",
@@ -465,6 +478,9 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         if stop.get("hint"):
             notes.append(f"What to do: {md_cell(stop['hint'])}")
         notes.append("Rerun the same command afterwards: finished items are not resubmitted.")
+    if report.get("local_failure"):
+        local = md_cell(report["local_failure"])
+        notes.append(f"**Stopped by a failure of this machine**: {local}.")
     if report.get("interrupted"):
         notes.append("**Interrupted**: tasks in flight stay in the ledger; a rerun collects them.")
 
@@ -540,6 +556,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         out.append("")
 
     out += ["## Requests", ""]
+    if int(report.get("run_count") or 0) > 1:
+        out += [f"Over all {report['run_count']} runs of the batch (each run: see Runs).", ""]
     requests: Mapping[str, int] = report.get("requests") or {}
     if requests:
         out += _table(
@@ -561,6 +579,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
     if report.get("peak_slots") is not None:
         out.append(f"- Peak slots in use: {report['peak_slots']}")
     out.append("")
+
+    out += _runs_section(report)
 
     conc: Mapping[str, Any] = report.get("concurrency") or {}
     if conc:
@@ -612,6 +632,37 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         out.append("None.")
     out.append("")
     return "\n".join(out)
+
+
+def _first_of(report: Mapping[str, Any]) -> str:
+    count = int(report.get("run_count") or 0)
+    return f" (the first of {count} runs)" if count > 1 else ""
+
+
+def _runs_section(report: Mapping[str, Any]) -> list[str]:
+    """The batch's runs, most recent last: when each ran, how it ended, what it sent."""
+    runs: Sequence[Mapping[str, Any]] = report.get("runs") or []
+    if not runs:
+        return []
+    out = ["## Runs", ""]
+    shown = runs[-MARKDOWN_MAX_RUNS:]
+    count = int(report.get("run_count") or len(runs))
+    if count > len(shown):
+        out += [f"The last {len(shown)} of {count} runs (report.json lists more).", ""]
+    rows = [
+        [
+            run.get("run"),
+            run.get("started_at"),
+            run.get("finished_at") or "",
+            run.get("exit"),
+            sum((run.get("requests") or {}).values()),
+            run.get("retries"),
+        ]
+        for run in shown
+    ]
+    out += _table(["run", "started", "finished", "ended", "requests", "retries"], rows, "rlllrr")
+    out.append("")
+    return out
 
 
 # -- end of run summary -----------------------------------------------------------------------

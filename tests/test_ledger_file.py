@@ -89,7 +89,7 @@ def test_a_ledger_killed_between_its_tables_and_its_meta_rows_is_made_again(
         patched.setattr(Ledger, "_init_meta", out_of_space)
         with pytest.raises(sqlite3.OperationalError):
             Ledger(path, "b")
-    assert {"meta", "items", "attempts"} <= tables(path)
+    assert {"meta", "items", "attempts", "runs"} <= tables(path)
     usable(path)
 
 
