@@ -97,10 +97,9 @@ def test_find_looks_through_groups_and_chains(tmp_path: Path) -> None:
         try:
             raise full
         except sqlite3.OperationalError:
-            raise LedgerError("lost writes") from None
+            raise LedgerError("lost writes")  # noqa: B904 - as the ledger does: chained
     except LedgerError as exc:
         lost = exc
-    lost.__suppress_context__ = False
     group = ExceptionGroup("tasks", [ExceptionGroup("items", [LedgerError("lost writes"), lost])])
     failure = find(group, ledger_path=ledger)
     assert failure is not None and failure.cause.what == "disk full"
