@@ -1,8 +1,9 @@
 """Command line: parse, load, call the engine, map outcomes to exit codes.
 
 Exit codes (DESIGN.md): 0 every item succeeded; 1 finished with failed or partial items;
-2 invalid manifest/arguments/credentials (nothing sent); 3 stopped by an account-level error
-(resumable); 4 another run of the same batch holds the lock (nothing sent); 130 interrupted.
+2 invalid manifest/arguments/credentials (nothing sent); 3 stopped by an account-level error,
+or by a failure of this machine's files (disk full, I/O error...: local_failures.py), resumable;
+4 another run of the same batch holds the lock (nothing sent); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,19 +17,21 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 import httpx
+import structlog
 
-from orchestrator import layout, logs, pricing, report, status
+from orchestrator import atomic_files, layout, local_failures, logs, pricing, report, runs, status
 from orchestrator.downloads import AssetPolicy, Downloader
 from orchestrator.engine import IN_FLIGHT_TIMEOUTS, Engine, RunOutcome
 from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
-from orchestrator.ledger import Ledger, LedgerError, LedgerLocked
+from orchestrator.ledger import Ledger, LedgerError, LedgerLocked, RunRecord
+from orchestrator.local_failures import LocalFailure
 from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
 from orchestrator.progress import ProgressLine
 from orchestrator.providers.kling import JwtAuth, KlingProvider, auth_from_env
@@ -246,7 +249,7 @@ def _adopting(output: OutputDir, ledger: Ledger, state_path: Path, err: TextIO) 
     """Whether the batch ran before without this ledger: its items are then looked up by their
     external ids before anything is created (nothing is paid for twice)."""
     known = output.found
-    counted = ledger.start_run()
+    counted = len(ledger.runs())  # the runs this ledger recorded before this one
     # A ledger that existed before this run, with no identity beside the outputs to say
     # otherwise (one written by an older version), is the batch's history.
     other = ledger.created or (
@@ -288,7 +291,11 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-async def _run_engine(engine: Engine, line: ProgressLine | None) -> RunOutcome:
+async def _run_engine(
+    engine: Engine, line: ProgressLine | None, checkpoint: Callable[[], None] | None = None
+) -> RunOutcome:
+    """Run the engine with the signal watcher, the progress line and ``checkpoint`` (called
+    every runs.CHECKPOINT_EVERY seconds: the run's row in the ledger) beside it."""
     async def watch_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
@@ -305,10 +312,17 @@ async def _run_engine(engine: Engine, line: ProgressLine | None) -> RunOutcome:
             line.draw(engine.progress.snapshot())
             await anyio.sleep(PROGRESS_EVERY)
 
+    async def record_run(checkpoint: Callable[[], None]) -> None:
+        while True:
+            await anyio.sleep(runs.CHECKPOINT_EVERY)
+            checkpoint()
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)
         if line is not None:
             tg.start_soon(show_progress, line)
+        if checkpoint is not None:
+            tg.start_soon(record_run, checkpoint)
         outcome = await engine.run()
         tg.cancel_scope.cancel()
     if line is not None:
@@ -386,7 +400,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         progress=line is not None,
         before_console=line.clear if line is not None else None,
     )
-    started = _now()
+    run_started = time.time()
+    run: int | None = None
+    failure: LocalFailure | None = None
     try:
         with _provider_endpoint(manifest, auth, redactor) as endpoint:
             provider = KlingProvider(
@@ -421,70 +437,240 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 lock_held=output.still_held,
             )
 
+            def checkpoint() -> None:
+                """What this run has sent so far, into its row: a kill loses little of it."""
+                if run is not None:
+                    requests, retries = runs.run_figures(engine.outcome, downloader)
+                    ledger.record_run(run, requests=requests, retries=retries)
+
             async def main() -> RunOutcome:
                 try:
-                    return await _run_engine(engine, line)
+                    return await _run_engine(engine, line, checkpoint)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await provider.aclose()
                         if downloader is not None:
                             await downloader.aclose()
 
-            outcome = anyio.run(main, backend="asyncio")
-        # Streamed item by item from the ledger (manifest order): memory does not grow with
-        # the batch at the end of the run.
-        written = report.write_report(
-            report_path,
-            scrub=redactor.clean,
-            batch=manifest.name,
-            manifest=manifest.path,
-            records=ledger.iter_items(i.id for i in manifest.items),
-            started_at=started,
-            finished_at=_now(),
-            extra={
-                "requests": dict(outcome.requests),
-                "retries": outcome.retries,
-                "peak_slots": outcome.peak_slots,
-                "concurrency": outcome.concurrency,
-                "retries_denied": outcome.retries_denied,
-                "units_submitted": outcome.units_submitted,
-                "units": engine.units_estimate(),
-                "account_warning": outcome.account_warning,
-                "changed_items": _changed_entry(outcome, args.rerun_changed),
-                "adopted": outcome.adopted,
-                "max_units": manifest.limits.max_units,
-                "stopped_by": report.error_entry(outcome.stopped_by),
-                "interrupted": outcome.interrupted,
-                "deadline_reached": outcome.deadline_reached,
-                "log": str(log_path),
-            },
+            try:
+                run = ledger.start_run(run_started)
+                outcome = anyio.run(main, backend="asyncio")
+            except* local_failures.CAUGHT as group:
+                # This machine's files failed (task groups wrap it): the run ends cleanly with
+                # what it did so far, exit 3. Anything else in the group is a bug: raised on.
+                failure = local_failures.find(group, ledger_path=state_path)
+                if failure is None:
+                    raise
+                outcome = engine.outcome
+        if failure is None and downloader is not None:
+            failure = downloader.local_failure  # the downloads stopped the batch
+        code, failure, report_failure, written = _end_run(
+            ledger,
+            run,
+            _RunFacts(
+                manifest=manifest,
+                outcome=outcome,
+                units=engine.units_estimate,
+                figures=runs.run_figures(outcome, downloader),
+                started_at=run_started,
+                state_path=state_path,
+                report_path=report_path,
+                log_path=log_path,
+                scrub=redactor.clean,
+                rerun_changed=args.rerun_changed,
+            ),
+            failure,
         )
     finally:
-        ledger.close()
+        closing = _close(ledger, log_file)
         output.close()
-        log_file.close()
-    err.write(
-        report.summary(
-            written.head, report_path=report_path, stop=outcome.stopped_by, stats=written.stats
-        )
-        + "\n"
-    )
-    if outcome.crashed:
+    if closing is not None and failure is None:
+        # The last commit failed: what it held is re-established by the rerun, as after a
+        # crash, but the run did not end as the report says.
+        failure = local_failures.find(closing, ledger_path=state_path)
+        if failure is not None:
+            code = Exit.ACCOUNT_STOP
+    if written is not None:
         err.write(
-            f"{outcome.crashed} item(s) hit an internal error (a bug): see 'item.crashed' in "
-            f"{log_path}. Rerunning resumes them safely.\n"
+            report.summary(
+                written.head, report_path=report_path, stop=outcome.stopped_by,
+                stats=written.stats,
+            )
+            + "\n"
         )
-    if outcome.lock_lost:
+    if failure is not None:
+        err.write(failure.line(report=report_failure) + "\n")
+    elif outcome.lock_lost:
         err.write(
             "Stopped: the run lock's file was removed and another run of this batch took it; "
             "nothing more was sent. Let that run finish.\n"
         )
-        return Exit.LOCKED
+    elif report_failure is not None:
+        err.write(report_failure.line() + "\n")
+    elif outcome.crashed:
+        err.write(
+            f"{outcome.crashed} item(s) hit an internal error (a bug): see 'item.crashed' in "
+            f"{log_path}. Rerunning resumes them safely.\n"
+        )
+    return code
+
+
+@dataclass(frozen=True)
+class _RunFacts:
+    """What the end of a run reports, gathered once the engine has stopped."""
+
+    manifest: Manifest
+    outcome: RunOutcome
+    #: the units estimate (read from the ledger, so when the report is written)
+    units: Callable[[], dict[str, Any]]
+    #: the run's requests by kind and its retries (runs.run_figures)
+    figures: tuple[dict[str, int], int]
+    started_at: float
+    state_path: Path
+    report_path: Path
+    log_path: Path
+    #: cleans what the provider sent of credentials (the log redactor's)
+    scrub: Callable[[Any], Any]
+    rerun_changed: bool = False
+
+
+def _ending(
+    outcome: RunOutcome, failure: LocalFailure | None, *, all_succeeded: bool
+) -> tuple[Exit, str]:
+    """The exit code of a run and how its row in the ledger says it ended."""
+    if failure is not None:
+        return Exit.ACCOUNT_STOP, f"stopped by {failure.cause.what}"
+    if outcome.lock_lost:
+        return Exit.LOCKED, "stopped: another run took the lock"
     if outcome.interrupted:
-        return Exit.INTERRUPTED
+        return Exit.INTERRUPTED, "interrupted"
     if outcome.stopped_by is not None:
-        return Exit.ACCOUNT_STOP
-    return Exit.OK if written.counts["succeeded"] == written.stats.total else Exit.ITEMS_FAILED
+        return Exit.ACCOUNT_STOP, f"stopped by {outcome.stopped_by.category}"
+    if all_succeeded:
+        return Exit.OK, "succeeded"
+    return Exit.ITEMS_FAILED, "deadline reached" if outcome.deadline_reached else "items failed"
+
+
+def _end_run(
+    ledger: Ledger, run: int | None, facts: _RunFacts, failure: LocalFailure | None
+) -> tuple[Exit, LocalFailure | None, LocalFailure | None, report.WrittenReport | None]:
+    """Write the report (if the disk allows) and the run's end into the ledger; the exit code,
+    the failure of this machine that ended the run (if one did), the report's own failure (if
+    it could not be written) and the report written."""
+    outcome = facts.outcome
+    requests, retries = facts.figures
+
+    def local(exc: BaseException, path: Path | None = None) -> LocalFailure:
+        found = local_failures.find(exc, ledger_path=facts.state_path, path=path)
+        if found is None:
+            raise exc
+        return found
+
+    finished_at = time.time()  # this run's end, and so the batch's (report and ledger)
+    try:
+        ledger.commit()  # what the run did is on disk before the report says so
+    except local_failures.CAUGHT as exc:
+        failure = failure or local(exc)
+    previous: list[RunRecord] = []
+    try:
+        previous = [r for r in ledger.runs() if r.run != run]
+    except local_failures.CAUGHT as exc:
+        failure = failure or local(exc)
+    ended: list[Exit] = []
+
+    def end(all_succeeded: bool, report_failure: LocalFailure | None) -> RunRecord:
+        """Close the run's row; when the ledger cannot take it, that is how the run ended."""
+        nonlocal failure
+        code, reason = _ending(outcome, failure or report_failure, all_succeeded=all_succeeded)
+        if run is not None:
+            try:
+                ledger.record_run(
+                    run, requests=requests, retries=retries, finished_at=finished_at,
+                    exit_code=int(code), exit_reason=reason,
+                )
+            except local_failures.CAUGHT as exc:
+                failure = failure or local(exc)
+                code, reason = _ending(outcome, failure, all_succeeded=all_succeeded)
+        ended[:] = [code]
+        return RunRecord(
+            run or 0, facts.started_at, finished_at, int(code), reason, requests, retries
+        )
+
+    def late(stats: report.ItemStats) -> dict[str, Any]:
+        current = end(stats.counts["succeeded"] == stats.total, None)
+        figures = runs.batch_figures([*previous, current])
+        return {
+            "local_failure": failure.line() if failure is not None else None,
+            "run_count": figures["run_count"],
+            "runs": figures["runs"],
+        }
+
+    figures = runs.batch_figures(
+        [*previous, RunRecord(0, facts.started_at, None, None, None, requests, retries)]
+    )
+    report_path = facts.report_path
+    removed = atomic_files.remove_leftovers(
+        report_path.parent, [p.name for p in layout.report_files(report_path)]
+    )
+    if removed:
+        # Best effort: a log that cannot take this line has ended the run already.
+        with contextlib.suppress(OSError):
+            structlog.get_logger("orchestrator").info(
+                "report.leftovers_removed", files=[str(p) for p in removed]
+            )
+    written: report.WrittenReport | None = None
+    report_failure: LocalFailure | None = None
+    try:
+        # Streamed item by item from the ledger (manifest order): memory does not grow with
+        # the batch at the end of the run.
+        written = report.write_report(
+            report_path,
+            batch=facts.manifest.name,
+            manifest=facts.manifest.path,
+            records=ledger.iter_items(i.id for i in facts.manifest.items),
+            # The batch over all its runs: the first start, this (the last) run's end.
+            started_at=str(figures["first_started_at"]),
+            finished_at=str(report.iso_utc(finished_at)),
+            extra={
+                "first_started_at": figures["first_started_at"],
+                "requests": figures["requests"],
+                "retries": figures["retries"],
+                "peak_slots": outcome.peak_slots,
+                "concurrency": outcome.concurrency,
+                "retries_denied": outcome.retries_denied,
+                "units_submitted": outcome.units_submitted,
+                "units": facts.units(),
+                "account_warning": outcome.account_warning,
+                "changed_items": _changed_entry(outcome, facts.rerun_changed),
+                "adopted": outcome.adopted,
+                "max_units": facts.manifest.limits.max_units,
+                "stopped_by": report.error_entry(outcome.stopped_by),
+                "interrupted": outcome.interrupted,
+                "deadline_reached": outcome.deadline_reached,
+                "log": str(facts.log_path),
+            },
+            late=late,
+            scrub=facts.scrub,
+        )
+    except local_failures.CAUGHT as exc:
+        report_failure = local(exc, report_path)
+        end(False, report_failure)  # again if report.md failed after report.json: exit 3
+    return ended[0], failure, report_failure, written
+
+
+def _close(ledger: Ledger, log_file: TextIO) -> BaseException | None:
+    """Close the ledger (committing what is pending) and the log; a failure of this machine's
+    files doing so is returned (the caller says so), anything else raised."""
+    failed: BaseException | None = None
+    try:
+        ledger.close()
+    except local_failures.CAUGHT as exc:
+        failed = exc
+    try:
+        log_file.close()
+    except OSError as exc:
+        failed = failed or exc
+    return failed
 
 
 def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:

@@ -63,6 +63,7 @@ from orchestrator.asset_policy import (
     refusal,
 )
 from orchestrator.errors import Category, ErrorInfo
+from orchestrator.local_failures import LocalFailure, classify
 from orchestrator.media_formats import identify
 from orchestrator.part_files import PART_NAME, PartFile, hash_file, prepare_dir
 from orchestrator.retry import RetryPolicy, backoff_delay, parse_retry_after
@@ -194,12 +195,16 @@ class DownloadError(Exception):
     ``info.retryable`` says whether a later try may succeed (a rerun downloads again; the task
     is never resubmitted). ``expired``: the URL expired or is refused (401/403/404/410): query
     the task again for fresh URLs and call ``download`` again; not retried here. ``local``: the
-    failure was on this machine (disk full, permissions), not the download.
+    failure was on this machine (disk full, permissions), not the download. ``stops_batch``: a
+    local failure of the whole file system (full, over quota, read-only, failing): every
+    further download fails the same way, so the batch should stop (the rerun downloads what
+    is missing); the caller reads ``Downloader.local_failure`` for the line it ends with.
     """
 
     info: ErrorInfo
     expired: bool = False
     local: bool = False
+    stops_batch: bool = False
     #: Attempts made by the ``download`` call that raised.
     attempts: int = 1
     #: Server-requested wait (Retry-After), already parsed.
@@ -334,6 +339,9 @@ class Downloader:
         self.policy = policy
         self.max_bytes = max_bytes
         self.stats: Counter[str] = Counter()
+        #: The first failure of this machine's disk that stopped a download for good (see
+        #: DownloadError.stops_batch); None while there was none.
+        self.local_failure: LocalFailure | None = None
         self._sleep = sleep
         self._rand = rand
         self._log = log if log is not None else structlog.get_logger("orchestrator")
@@ -730,6 +738,10 @@ class Downloader:
         try:
             return await anyio.to_thread.run_sync(func, *args)
         except OSError as exc:
+            failure = classify(exc, path=target.directory)
+            everywhere = failure is not None and failure.cause.everywhere
+            if everywhere and self.local_failure is None:
+                self.local_failure = failure
             raise DownloadError(
                 ErrorInfo(
                     category=Category.VALIDATION,
@@ -737,11 +749,12 @@ class Downloader:
                         f"{target.describe()}: cannot write under {self.output_dir}: "
                         f"{exc.strerror or type(exc).__name__}"
                     ),
-                    retryable=False,
+                    retryable=everywhere,
                     hint=(
                         "Check that output.dir is writable and has free space, then rerun: "
                         "only missing files are downloaded."
                     ),
                 ),
                 local=True,
+                stops_batch=everywhere,
             ) from None

@@ -874,6 +874,15 @@ class Engine:
                 error = exc.info
                 log.warning("item.download_failed", index=asset.get("index"),
                             **_error_fields(exc.info))
+                if exc.stops_batch:
+                    # This machine's disk, not the item: every further download (and most
+                    # other writes) would fail the same way. No new submissions; the rerun
+                    # downloads what is missing, and the CLI says what to free.
+                    if not self.stopping:
+                        self._log.error("batch.stopping", hint=exc.info.hint,
+                                        **_error_fields(exc.info))
+                        self._stop(None)
+                    break
                 continue
             except (KeyError, TypeError, ValueError, OSError) as exc:
                 # The downloader classifies its own failures; this is a damaged asset record

@@ -37,6 +37,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -48,6 +49,7 @@ from typing import Any
 
 import anyio.lowlevel
 
+from orchestrator import ledger_file
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
 from orchestrator.layout import LOCK_SUFFIX, owner_only
@@ -108,7 +110,25 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS runs (
+    run INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    exit_code INTEGER,
+    exit_reason TEXT,
+    requests TEXT NOT NULL DEFAULT '{}',
+    retries INTEGER NOT NULL DEFAULT 0
+);
 """
+#: Our schema objects, read from _SCHEMA (a table added there is known at once); anything else
+#: in a file, but SQLite's own ``sqlite_*``, means it is not a ledger.
+_OWN_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
+_OWN_OBJECTS = frozenset(
+    re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX|VIEW|TRIGGER) IF NOT EXISTS (\w+)", _SCHEMA)
+)
+#: The meta rows that say whose ledger it is; written in one transaction when it is created.
+#: Meta keys a ledger has: its batch, and its id (salt: what versions before schema 3 wrote).
+_IDENTITY = (("batch",), ("ledger_id", "salt"))
 
 
 class ItemState(enum.StrEnum):
@@ -154,6 +174,34 @@ class LedgerError(Exception):
 
 class LedgerLocked(LedgerError):
     pass
+
+
+class LedgerNotStarted(LedgerError):
+    """The state file was only partly created (a run killed, or out of space, while creating
+    it): it holds nothing, no run is recorded in it yet."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of the batch: written when it starts, updated as it goes, closed when it ends
+    (a run that never closed its row was killed)."""
+
+    run: int
+    started_at: float
+    finished_at: float | None
+    exit_code: int | None
+    exit_reason: str | None
+    requests: dict[str, int]
+    retries: int
+
+
+def _not_a_ledger(path: Path, why: str) -> str:
+    return (
+        f"state file {path} cannot be read as a ledger ({why}); it was left as it is. Keep "
+        "it (another program's file, or a damaged ledger whose external ids still name paid "
+        f"tasks); to start this batch afresh, move it aside (mv {path} {path}.bad), or give "
+        "another --state. Nothing was sent."
+    )
 
 
 def _dumps(value: Any) -> str:
@@ -217,20 +265,6 @@ class Ledger:
     def _release_lock(self) -> None:
         self._lock.release()
 
-    def start_run(self) -> int:
-        """Count a run starting on this ledger (committed at once); returns how many it had
-        counted before. Fewer than the output folder's identity counts: this ledger lost
-        writes (a state file whose -wal was lost after a kill)."""
-        with self._write() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'runs_started'").fetchone()
-            before = int(row[0]) if row is not None and str(row[0]).isdigit() else 0
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('runs_started', ?)",
-                (str(before + 1),),
-            )
-        self.commit()
-        return before
-
     def lock_still_held(self) -> bool:
         """Whether the run lock beside the state file is still this run's (see RunLock)."""
         return self._lock.still_held()
@@ -238,21 +272,37 @@ class Ledger:
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         # Owner-only, created so or tightened (a file from an older version, a copy, a loose
-        # umask): the ledger names tasks of a paid account. Before connecting, since SQLite
-        # gives the -wal and -shm files it creates the database file's permissions.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            owner_only(fd)
-        finally:
-            os.close(fd)
+        # umask): the ledger names tasks of a paid account. Created before connecting, since
+        # SQLite gives the -wal and -shm files it creates the database file's permissions.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        for suffix in ("-wal", "-shm"):  # left by a run that did not close, maybe loose
-            owner_only(path.with_name(path.name + suffix))
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
+        try:
+            # Read before anything is written: a file that is not our ledger is left as it is.
+            stale = Ledger._examine(db, path)
+            for own in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                owner_only(own)  # -wal, -shm: left by a run that did not close, maybe loose
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            # Partly created (killed or out of space while creating it): it holds nothing, so
+            # it is made again from scratch. One transaction: the tables appear all or none.
+            drops = "".join(f"DROP TABLE IF EXISTS {table};\n" for table in stale or ())
+            db.executescript(f"BEGIN IMMEDIATE;\n{drops}{_SCHEMA}COMMIT;")
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    @staticmethod
+    def _examine(db: sqlite3.Connection, path: Path) -> list[str] | None:
+        """None for a ledger; the tables to drop for a partly created one (ledger_file.py);
+        LedgerError, with how to recover, for a file that must not be replaced silently."""
+        try:
+            return ledger_file.examine(
+                db, tables=_OWN_TABLES, objects=_OWN_OBJECTS, identity=_IDENTITY
+            )
+        except ledger_file.NotALedger as exc:
+            raise LedgerError(_not_a_ledger(path, str(exc))) from None
 
     def _init_meta(self) -> str:
         with self._write() as db:
@@ -404,6 +454,11 @@ class Ledger:
             db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             try:
                 db.execute("PRAGMA busy_timeout=5000")
+                if cls._examine(db, path) is not None:
+                    raise LedgerNotStarted(
+                        f"state file {path} was only partly created (a run was killed or ran "
+                        "out of space while creating it): no runs recorded yet"
+                    )
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
                 columns = cls._ITEM_COLUMNS
                 version = meta.get("schema_version")
@@ -758,3 +813,55 @@ class Ledger:
                 (str(state), now, item_id),
             )
         self.commit()
+
+    # -- runs -------------------------------------------------------------------------------
+    # One row per run, so that the report can describe the batch over all of them. Written
+    # by the CLI (the engine knows one run only), and committed at a run's start and end.
+
+    def start_run(self, started_at: float) -> int:
+        """Record that a run starts (committed at once); its number."""
+        with self._write() as db:
+            cursor = db.execute("INSERT INTO runs (started_at) VALUES (?)", (started_at,))
+        self.commit()
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def record_run(
+        self,
+        run: int,
+        *,
+        requests: dict[str, int],
+        retries: int,
+        finished_at: float | None = None,
+        exit_code: int | None = None,
+        exit_reason: str | None = None,
+    ) -> None:
+        """What the run has sent so far (committed with the writes around it), or, with
+        ``finished_at``, how it ended (committed at once)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET requests = ?, retries = ?, finished_at = ?, exit_code = ?, "
+                "exit_reason = ? WHERE run = ?",
+                (_dumps(requests), retries, finished_at, exit_code, exit_reason, run),
+            )
+        if finished_at is not None:
+            self.commit()
+
+    def runs(self) -> list[RunRecord]:
+        """Every run of the batch, oldest first."""
+        rows = self._db.execute(
+            "SELECT run, started_at, finished_at, exit_code, exit_reason, requests, retries "
+            "FROM runs ORDER BY run"
+        ).fetchall()
+        return [
+            RunRecord(
+                run=row[0],
+                started_at=row[1],
+                finished_at=row[2],
+                exit_code=row[3],
+                exit_reason=row[4],
+                requests={str(k): int(v) for k, v in json.loads(row[5] or "{}").items()},
+                retries=int(row[6] or 0),
+            )
+            for row in rows
+        ]

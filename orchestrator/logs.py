@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import structlog
 
 from orchestrator.layout import LOGS_DIR, owner_only
+from orchestrator.local_failures import is_local_failure
 
 REDACTED = "[REDACTED]"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
@@ -136,8 +137,15 @@ class _Tee:
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
         line = json.dumps(event_dict, default=str, separators=(",", ":"))
         if self._file is not None:
-            self._file.write(line + "\n")
-            self._file.flush()
+            try:
+                self._file.write(line + "\n")
+                self._file.flush()
+            except OSError as exc:
+                # A log that cannot be written ends the run (local_failures.py): say which file.
+                name = getattr(self._file, "name", None)
+                if exc.filename is None and exc.errno is not None and isinstance(name, str):
+                    raise OSError(exc.errno, exc.strerror, name) from exc
+                raise
         level = logging.getLevelName(str(event_dict.get("level", "info")).upper())
         if isinstance(level, int) and level >= self._console_level:
             if self._before_console is not None:
@@ -155,9 +163,34 @@ def open_log_file(output_dir: Path, now: float | None = None) -> tuple[Path, Tex
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     path = logs / f"run-{stamp}-{os.getpid()}.jsonl"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    owner_only(fd)
-    return path, os.fdopen(fd, "a", encoding="utf-8")
+
+    def owner_only_opener(name: str, flags: int) -> int:
+        fd = os.open(name, flags, 0o600)
+        owner_only(fd)
+        return fd
+
+    # Opened by name (not from a descriptor) so that the file object knows its path: an error
+    # writing it names the file.
+    return path, open(path, "a", encoding="utf-8", opener=owner_only_opener)
+
+
+def _local_failure_without_traceback(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A failure of this machine's files (a full disk, an I/O error) is not a bug: the event
+    carries its one-line text instead of a traceback, and the run ends with a line saying what
+    to do (local_failures.py). Before format_exc_info, which would render the traceback."""
+    exc_info = event_dict.get("exc_info")
+    if exc_info is True:
+        exc: object = sys.exc_info()[1]
+    elif isinstance(exc_info, tuple):
+        exc = exc_info[1]
+    else:
+        exc = exc_info
+    if isinstance(exc, BaseException) and is_local_failure(exc):
+        del event_dict["exc_info"]
+        event_dict.setdefault("error", _text(exc))
+    return event_dict
 
 
 def configure(
@@ -179,6 +212,7 @@ def configure(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _local_failure_without_traceback,
             structlog.processors.format_exc_info,
             redactor,
             _Tee(file, console, tty, console_level, before_console),

@@ -14,7 +14,8 @@ item, the first failed/partial items) stay in memory, so a batch of 100,000 item
 memory at the end than while it runs. :func:`build_report`, :func:`write_json_atomic` and
 :func:`write_results_jsonl` do the same from an in-memory report (small batches, tests).
 
-Every file is written atomically (temp file, fsync, rename): a reader never sees half of one.
+Every file is written atomically (atomic_files.py: temp file, fsync, rename): a reader never sees
+half of one. report.json's indented JSON is laid out by json_layout.py.
 """
 
 from __future__ import annotations
@@ -22,20 +23,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import shutil
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, Any
 
 from orchestrator import layout
+from orchestrator.atomic_files import atomic_file
 from orchestrator.errors import ErrorInfo
+from orchestrator.json_layout import nested_json
 from orchestrator.ledger import ItemRecord, ItemState
 
 #: Report statuses. "running" appears only when a batch was interrupted or stopped while tasks
@@ -47,6 +47,9 @@ PROBLEM_STATUSES = ("failed", "partial", "unresolved")
 
 #: Rows of the failed/partial table in report.md; the rest are in results.jsonl.
 MARKDOWN_MAX_ROWS = 500
+
+#: Rows of the runs table in report.md (the most recent); report.json has more (see runs.py).
+MARKDOWN_MAX_RUNS = 20
 
 #: Failed/partial items listed in the end-of-run summary.
 SUMMARY_MAX_PROBLEMS = 20
@@ -238,27 +241,9 @@ def _stats(report: Mapping[str, Any], stats: ItemStats | None) -> ItemStats:
 # -- atomic files -----------------------------------------------------------------------------
 
 
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` whole or not at all: the body writes a temp file
-    beside it, which is fsynced and renamed over ``path`` when the body returns (removed when
-    it raises)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
     """Readers never see a half-written file: write a temp file, fsync, rename."""
-    with _atomic_file(path) as fh:
+    with atomic_file(path) as fh:
         write(fh)
 
 
@@ -310,91 +295,8 @@ class WrittenReport:
         return counts
 
 
-#: json's C encoder (used when there is no indent): for what :func:`_nested_json` leaves to it.
-_SCALAR_JSON = json.JSONEncoder(ensure_ascii=False)
-
 #: results.jsonl's lines: ``json.dumps(item, ensure_ascii=False, separators=(",", ":"))``
 _COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-#: indent -> (the indent one level deeper, the separator between its elements)
-_LEVELS: dict[str, tuple[str, str]] = {}
-
-#: dict keys as JSON strings (the report repeats a dozen keys per item; capped)
-_KEYS: dict[str, str] = {}
-
-
-def _nested_json(value: Any, indent: str) -> str:
-    """``value`` exactly as ``json.dump(..., indent=2, ensure_ascii=False)`` writes it at the
-    depth whose lines start with ``indent``.
-
-    The same text as ``json.dumps(value, indent=2, ensure_ascii=False)`` with ``indent`` after
-    each newline, several times faster and with a fraction of the allocations: Python 3.11's
-    json indents in pure Python, and this runs for every item of the report.
-    """
-    parts: list[str] = []
-    _put_json(parts, value, indent)
-    return "".join(parts)
-
-
-def _put_json(parts: list[str], value: Any, indent: str) -> None:
-    """Append the pieces of ``value``'s indented JSON to ``parts`` (see :func:`_nested_json`).
-
-    Containers and the common scalars are laid out here exactly as json lays them out;
-    anything else (NaN, subclasses, keys that are not strings) is left to json itself.
-    """
-    if isinstance(value, str):
-        parts.append(encode_basestring(value))
-    elif value is None:
-        parts.append("null")
-    elif value is True:
-        parts.append("true")
-    elif value is False:
-        parts.append("false")
-    elif type(value) is int:
-        parts.append(int.__repr__(value))
-    elif type(value) is float and math.isfinite(value):
-        parts.append(float.__repr__(value))
-    elif isinstance(value, dict | list | tuple) and value:
-        level = _LEVELS.get(indent)
-        if level is None:
-            level = _LEVELS.setdefault(indent, (indent + "  ", ",\n" + indent + "  "))
-        inner, separator = level
-        start = len(parts)
-        if isinstance(value, dict):
-            parts.append("{\n")
-            for key, item in value.items():
-                if not isinstance(key, str):  # json's own key conversions
-                    del parts[start:]
-                    parts.append(
-                        json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + indent)
-                    )
-                    return
-                encoded = _KEYS.get(key)
-                if encoded is None:
-                    encoded = encode_basestring(key)
-                    if len(_KEYS) < 1024:
-                        _KEYS[key] = encoded
-                parts.append(inner if len(parts) == start + 1 else separator)
-                parts.append(encoded)
-                parts.append(": ")
-                _put_json(parts, item, inner)
-            parts.append("\n")
-            parts.append(indent)
-            parts.append("}")
-        else:
-            parts.append("[\n")
-            for item in value:
-                parts.append(inner if len(parts) == start + 1 else separator)
-                _put_json(parts, item, inner)
-            parts.append("\n")
-            parts.append(indent)
-            parts.append("]")
-    elif isinstance(value, dict):
-        parts.append("{}")
-    elif isinstance(value, list | tuple):
-        parts.append("[]")
-    else:
-        parts.append(_SCALAR_JSON.encode(value))
 
 
 def write_report(
@@ -409,8 +311,12 @@ def write_report(
     results_path: Path | None = None,
     markdown_path: Path | None = None,
     scrub: Callable[[Any], Any] | None = None,
+    late: Callable[[ItemStats], Mapping[str, Any]] | None = None,
 ) -> WrittenReport:
     """Write report.json, results.jsonl and report.md in one pass over ``records``.
+
+    ``late``: called with the items' aggregates once every item is counted, before report.json
+    is written; its keys follow ``extra``'s (what depends on the counts: how the run ended).
 
     ``records`` come in the report's item order (manifest order: ``ledger.iter_items(ids)``),
     and are read one at a time: memory does not grow with the batch beyond :class:`ItemStats`.
@@ -443,7 +349,7 @@ def write_report(
     report_path.parent.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryFile("w+", encoding="utf-8", dir=report_path.parent) as spool,
-        _atomic_file(results_path) as jsonl,
+        atomic_file(results_path) as jsonl,
     ):
         for rec in records:
             entry = item_entry(rec)
@@ -451,18 +357,23 @@ def write_report(
             jsonl.write(_COMPACT_JSON.encode(entry))
             jsonl.write("\n")
             spool.write(",\n    " if stats.total > 1 else "    ")
-            spool.write(_nested_json(entry, "    "))
+            spool.write(nested_json(entry, "    "))
         head["counts"] = {status: stats.counts.get(status, 0) for status in STATUSES}
         _charged_into(head, stats)
+        if late is not None:
+            added = late(stats)
+            if {"counts", "items"} & added.keys():
+                raise ValueError("late must not set 'counts' or 'items'")
+            head.update(added)
         spool.seek(0)
-        with _atomic_file(report_path) as fh:
+        with atomic_file(report_path) as fh:
             fh.write("{")
             for n, (key, value) in enumerate(head.items()):
                 fh.write(",\n  " if n else "\n  ")
                 fh.write(json.dumps(key, ensure_ascii=False))
                 fh.write(": ")
                 if key != "items":
-                    fh.write(_nested_json(value, "  "))
+                    fh.write(nested_json(value, "  "))
                 elif stats.total:
                     fh.write("[\n")
                     shutil.copyfileobj(spool, fh)
@@ -565,7 +476,7 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
 
     out += [
         f"- Manifest: `{report.get('manifest', '?')}`",
-        f"- Started: {report.get('started_at', '?')}",
+        f"- Started: {report.get('started_at', '?')}{_first_of(report)}",
         f"- Finished: {report.get('finished_at', '?')}",
         f"- Total wall time: {format_seconds(times['wall_seconds'])}",
         f"- Items: {stats.total}",
@@ -591,6 +502,9 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         if stop.get("hint"):
             notes.append(f"What to do: {md_cell(stop['hint'])}")
         notes.append("Rerun the same command afterwards: finished items are not resubmitted.")
+    if report.get("local_failure"):
+        local = md_cell(report["local_failure"])
+        notes.append(f"**Stopped by a failure of this machine**: {local}.")
     if report.get("interrupted"):
         notes.append("**Interrupted**: tasks in flight stay in the ledger; a rerun collects them.")
 
@@ -666,6 +580,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         out.append("")
 
     out += ["## Requests", ""]
+    if int(report.get("run_count") or 0) > 1:
+        out += [f"Over all {report['run_count']} runs of the batch (each run: see Runs).", ""]
     requests: Mapping[str, int] = report.get("requests") or {}
     if requests:
         out += _table(
@@ -687,6 +603,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
     if report.get("peak_slots") is not None:
         out.append(f"- Peak slots in use: {report['peak_slots']}")
     out.append("")
+
+    out += _runs_section(report)
 
     conc: Mapping[str, Any] = report.get("concurrency") or {}
     if conc:
@@ -738,6 +656,37 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
         out.append("None.")
     out.append("")
     return "\n".join(out)
+
+
+def _first_of(report: Mapping[str, Any]) -> str:
+    count = int(report.get("run_count") or 0)
+    return f" (the first of {count} runs)" if count > 1 else ""
+
+
+def _runs_section(report: Mapping[str, Any]) -> list[str]:
+    """The batch's runs, most recent last: when each ran, how it ended, what it sent."""
+    runs: Sequence[Mapping[str, Any]] = report.get("runs") or []
+    if not runs:
+        return []
+    out = ["## Runs", ""]
+    shown = runs[-MARKDOWN_MAX_RUNS:]
+    count = int(report.get("run_count") or len(runs))
+    if count > len(shown):
+        out += [f"The last {len(shown)} of {count} runs (report.json lists more).", ""]
+    rows = [
+        [
+            run.get("run"),
+            run.get("started_at"),
+            run.get("finished_at") or "",
+            run.get("exit"),
+            sum((run.get("requests") or {}).values()),
+            run.get("retries"),
+        ]
+        for run in shown
+    ]
+    out += _table(["run", "started", "finished", "ended", "requests", "retries"], rows, "rlllrr")
+    out.append("")
+    return out
 
 
 # -- end of run summary -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ledger import ItemRecord, ItemState, Ledger, LedgerError
+from orchestrator.ledger import ItemRecord, ItemState, Ledger, LedgerError, LedgerNotStarted
 from orchestrator.report import (
     STATUSES,
     error_entry,
@@ -37,12 +37,16 @@ MAX_ERROR = 100
 def load_records(state_path: Path, batch: str) -> list[ItemRecord]:
     """Every item record in a state file, read-only and without the run lock.
 
-    Raises FileNotFoundError when there is no state file yet (nothing has run), and
-    LedgerError when the file belongs to another batch or cannot be read.
+    Raises FileNotFoundError when there is no state file yet, or only a partly created one (a
+    run killed or out of space while creating it): nothing has run; and LedgerError when the
+    file belongs to another batch or cannot be read as a ledger.
     """
     if not state_path.is_file():
         raise FileNotFoundError(f"no state file at {state_path}: nothing has run yet")
-    owner, records = Ledger.read_only(state_path)
+    try:
+        owner, records = Ledger.read_only(state_path)
+    except LedgerNotStarted as exc:
+        raise FileNotFoundError(str(exc)) from None
     if owner != batch:
         raise LedgerError(f"state file {state_path} belongs to batch '{owner}', not '{batch}'")
     return records
@@ -139,6 +143,8 @@ def render_status_text(rows: Sequence[Mapping[str, Any]], *, batch: str, state_p
     """An aligned table (plain text, no colours); then the totals by report status (what
     report.json would count now) and by ledger state."""
     lines = [f"Batch '{batch}': {len(rows)} items (state: {state_path})"]
+    if rows and not any(r.get("in_ledger") for r in rows):
+        lines.append("No runs recorded yet: every item is not_run.")
     if rows:
         header = ("ID", "STATUS", "STATE", "TASKS", "TASK ID", "LAST ERROR")
         table = [

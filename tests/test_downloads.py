@@ -6,6 +6,7 @@ Task lifecycles run on an injected clock and backoff sleeps are recorded, not sl
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -508,6 +509,32 @@ async def test_local_write_failure_is_not_retried(launch: Any, tmp_path: Path) -
             await dl.download("item", 0, url, "video")
     assert caught.value.local and not caught.value.info.retryable
     assert dl.stats["requests"] == 0
+
+
+async def test_a_full_disk_stops_the_batch_not_just_the_item(
+    launch: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = launch()
+    _, (url,) = env.finished()
+
+    def full(self: Any, chunk: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("orchestrator.part_files.PartFile.write", full)
+    async with downloader(tmp_path) as dl:
+        with pytest.raises(DownloadError) as caught:
+            await dl.download("item", 0, url, "video")
+    # Every further download would fail the same way: the flag the engine reads, and the
+    # failure the CLI ends the run with.
+    assert caught.value.local and caught.value.stops_batch
+    assert caught.value.info.retryable  # once there is space again
+    assert dl.stats["requests"] == 1  # not retried here
+    assert dl.local_failure is not None
+    assert dl.local_failure.line() == (
+        f"disk full writing {(tmp_path / 'item').resolve()}: free space, then rerun: "
+        "nothing is lost"
+    )
+    assert list((tmp_path / "item").iterdir()) == []  # no part file left
 
 
 # --- what the simulator cannot send: a mock transport --------------------------------------------

@@ -172,7 +172,7 @@ def test_read_only_without_state_file(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="has not been run yet"):
         Ledger.read_only(tmp_path / "missing")
     (tmp_path / "garbage").write_text("not a database")
-    with pytest.raises(LedgerError, match="cannot read"):
+    with pytest.raises(LedgerError, match="cannot be read as a ledger"):
         Ledger.read_only(tmp_path / "garbage")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -143,3 +144,43 @@ def test_a_secret_registered_later_is_scrubbed_from_keys_seen_before() -> None:
     assert redactor(None, "info", {key: 1}) == {key: 1}
     redactor.add(SECRET)  # e.g. a JWT minted mid-run
     assert redactor(None, "info", {key: 1}) == {f"x-{logs.REDACTED}": 1}
+
+
+def test_a_full_disk_is_logged_in_one_line_and_a_bug_with_its_traceback() -> None:
+    file, console, _ = capture(tty=False)
+    log = structlog.get_logger("t")
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device", "out/state.sqlite3")
+    except OSError:
+        log.exception("item.crashed", item="a")
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        log.exception("item.crashed", item="b")
+    full, bug = (json.loads(line) for line in console.getvalue().splitlines())
+    assert "exception" not in full
+    assert full["error"] == "OSError: [Errno 28] No space left on device: 'out/state.sqlite3'"
+    assert "Traceback" in bug["exception"]  # a bug keeps its traceback, for the report
+    assert file.getvalue().splitlines()[0] == console.getvalue().splitlines()[0]
+
+
+def test_a_log_file_that_cannot_be_written_names_itself(tmp_path: Path) -> None:
+    path, handle = logs.open_log_file(tmp_path)
+    assert handle.name == str(path)
+
+    class Full(io.StringIO):
+        name = str(path)
+
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    logs.configure(logs.Redactor(), file=Full(), console=io.StringIO(), tty=False)
+    try:
+        structlog.get_logger("t").info("item.submitted")
+    except OSError as exc:
+        assert (exc.errno, exc.filename) == (errno.ENOSPC, str(path))
+    else:
+        raise AssertionError("a log write that failed was not raised")
+    finally:
+        handle.close()
+        capture(tty=False)  # later tests must not log into the full disk

@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator import report
 from orchestrator.errors import Category, ErrorInfo
+from orchestrator.json_layout import nested_json
 from orchestrator.ledger import ItemRecord, ItemState, Ledger
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -270,7 +271,7 @@ class _Int(int):
 def test_nested_json_is_what_json_dump_writes(value: Any) -> None:
     for indent in ("", "  ", "    "):
         expected = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + indent)
-        assert report._nested_json(value, indent) == expected
+        assert nested_json(value, indent) == expected
 
 
 def test_extra_cannot_replace_counts_or_items(tmp_path: Path) -> None:

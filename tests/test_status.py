@@ -153,7 +153,7 @@ def test_load_records_errors(tmp_path: Path, ledger_path: Path) -> None:
         load_records(ledger_path, "other")
     junk = tmp_path / "junk.sqlite3"
     junk.write_bytes(b"not a database at all" * 100)
-    with pytest.raises(LedgerError, match="cannot read"):
+    with pytest.raises(LedgerError, match="cannot be read as a ledger"):
         load_records(junk, "demo")
 
 
