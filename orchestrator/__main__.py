@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import datetime as dt
 import enum
+import json
 import os
 import signal
 import sqlite3
@@ -26,11 +27,21 @@ import anyio
 import httpx
 import structlog
 
-from orchestrator import atomic_files, layout, local_failures, logs, pricing, report, runs, status
+from orchestrator import (
+    atomic_files,
+    layout,
+    local_failures,
+    logs,
+    pricing,
+    report,
+    runs,
+    state_check,
+    status,
+)
 from orchestrator.downloads import AssetPolicy, Downloader
 from orchestrator.engine import IN_FLIGHT_TIMEOUTS, Engine, RunOutcome
 from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
-from orchestrator.ledger import Ledger, LedgerError, LedgerLocked, RunRecord
+from orchestrator.ledger import Ledger, LedgerError, LedgerLocked, LedgerUnreadable, RunRecord
 from orchestrator.local_failures import LocalFailure
 from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
 from orchestrator.progress import ProgressLine
@@ -124,6 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
     )
     state.add_argument("--json", action="store_true", help="machine-readable output")
+
+    state_cmd = sub.add_parser(
+        "state",
+        help="check a batch's state file, or move an unreadable one aside; no network",
+        description="check: what the state file is and what the next run will do with it "
+        "(exit 0: a run can go on with it; 1: it cannot be read, see recover; 2: it is not "
+        "this batch's). recover: move an unreadable state file aside (kept, renamed "
+        "<state>.unreadable-<time>) so that the next run starts a new ledger that looks every "
+        "item's tasks up by their external ids and adopts them: nothing is paid for twice.",
+    )
+    state_sub = state_cmd.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    for action, what in (
+        ("check", "what the state file is; reads only"),
+        ("recover", "move an unreadable state file aside; nothing is deleted"),
+    ):
+        one = state_sub.add_parser(action, help=what)
+        one.add_argument("manifest", type=Path)
+        one.add_argument(
+            "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
+        )
+        one.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser(
         "models",
@@ -372,6 +404,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         output.close()
         err.write(f"Refused: {exc}\n")
         return Exit.LOCKED
+    except LedgerUnreadable as exc:
+        output.close()
+        raise _Usage(f"{exc} {_recovery_hint(args.manifest, args.state)}") from None
     except LedgerError as exc:
         output.close()
         raise _Usage(str(exc)) from None
@@ -697,6 +732,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
         records = status.load_records(state_path, manifest.name)
     except FileNotFoundError:
         records = []  # nothing has run yet: every item is pending
+    except LedgerUnreadable as exc:
+        raise _Usage(f"{exc} {_recovery_hint(args.manifest, args.state)}") from None
     except LedgerError as exc:
         raise _Usage(str(exc)) from None
     rows = status.status_rows(records, [item.id for item in manifest.items])
@@ -708,6 +745,57 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     rows = redactor.clean(rows)
     render = status.render_status_json if args.json else status.render_status_text
     out.write(render(rows, batch=manifest.name, state_path=state_path) + "\n")
+    return Exit.OK
+
+
+def _recovery_hint(manifest_path: Path, state_arg: Path | None) -> str:
+    """How to go on from a state file a run refused: the commands, with this run's arguments."""
+    where = f" --state {state_arg}" if state_arg is not None else ""
+    return (
+        f"`python -m orchestrator state check {manifest_path}{where}` tells what it holds; "
+        f"`python -m orchestrator state recover {manifest_path}{where}` moves it aside (kept) "
+        "so that the next run starts a new ledger and looks every item's tasks up by their "
+        "external ids before creating anything: nothing is paid for twice."
+    )
+
+
+def cmd_state(args: argparse.Namespace, out: TextIO) -> Exit:
+    manifest = _load(args.manifest, sys.stderr)
+    state_path = args.state or manifest.output_dir / layout.STATE_FILE
+    ids = [item.id for item in manifest.items]
+    if args.state_command == "check":
+        found = state_check.diagnose(state_path, manifest.name, manifest.output_dir, ids)
+        moved: tuple[tuple[Path, Path], ...] = ()
+    else:
+        try:
+            done = state_check.recover(state_path, manifest.name, manifest.output_dir, ids)
+        except state_check.RecoverRefused as exc:
+            sys.stderr.write(f"Refused: {exc}\n")
+            return Exit.LOCKED if exc.locked else Exit.INVALID
+        except OSError as exc:
+            raise _Usage(_cannot("move the state file aside", state_path, exc)) from None
+        found, moved = done.diagnosis, done.moved
+    if args.json:
+        data = found.to_json()
+        if args.state_command == "recover":
+            data["moved"] = [{"from": str(a), "to": str(b)} for a, b in moved]
+        out.write(json.dumps(data, indent=2) + "\n")
+    else:
+        out.write(state_check.render(found) + "\n")
+        if args.state_command == "recover":
+            if moved:
+                out.write("Moved aside (kept; delete them once the batch is whole again):\n")
+                out.writelines(f"  {a} -> {b}\n" for a, b in moved)
+                out.write(
+                    "Run the batch again: it starts a new ledger, looks every item's tasks "
+                    "up by their external ids and adopts them.\n"
+                )
+            else:
+                out.write("Nothing to recover: the state file was left as it is.\n")
+    if found.condition is state_check.Condition.OTHER_BATCH:
+        return Exit.INVALID
+    if args.state_command == "check" and not found.usable:
+        return Exit.ITEMS_FAILED
     return Exit.OK
 
 
@@ -725,6 +813,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(cmd_run(args, sys.stderr))
         if args.command == "status":
             return int(cmd_status(args, sys.stdout))
+        if args.command == "state":
+            return int(cmd_state(args, sys.stdout))
         if args.command == "models":
             from orchestrator.providers.kling.catalogue import catalogue, markdown_table
 

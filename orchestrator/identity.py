@@ -89,6 +89,12 @@ def _read(path: Path) -> Identity | None:
         return None  # damaged: the outputs beside it still say the batch ran (see earlier_runs)
 
 
+def read_identity(directory: Path) -> Identity | None:
+    """What ``batch.json`` in ``directory`` says, without its lock; None when it is missing or
+    cannot be read."""
+    return _read(directory / IDENTITY_FILE)
+
+
 def _write(path: Path, identity: Identity) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

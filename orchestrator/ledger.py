@@ -195,13 +195,16 @@ class RunRecord:
     retries: int
 
 
-def _not_a_ledger(path: Path, why: str) -> str:
-    return (
-        f"state file {path} cannot be read as a ledger ({why}); it was left as it is. Keep "
-        "it (another program's file, or a damaged ledger whose external ids still name paid "
-        f"tasks); to start this batch afresh, move it aside (mv {path} {path}.bad), or give "
-        "another --state. Nothing was sent."
-    )
+class LedgerUnreadable(LedgerError):
+    """The state file is not a ledger, nor a partly created one: it was left as it is."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(
+            f"state file {path} cannot be read as a ledger ({why}); it was left as it is. Keep "
+            "it: it may be another program's file, or a damaged ledger whose external ids "
+            "still name paid tasks. Nothing was sent."
+        )
+        self.path = path
 
 
 def _dumps(value: Any) -> str:
@@ -302,7 +305,7 @@ class Ledger:
                 db, tables=_OWN_TABLES, objects=_OWN_OBJECTS, identity=_IDENTITY
             )
         except ledger_file.NotALedger as exc:
-            raise LedgerError(_not_a_ledger(path, str(exc))) from None
+            raise LedgerUnreadable(path, str(exc)) from None
 
     def _init_meta(self) -> str:
         with self._write() as db:

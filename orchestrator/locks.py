@@ -88,3 +88,21 @@ class RunLock:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         finally:
             handle.close()
+
+
+def holder(path: Path) -> Held | None:
+    """Who holds the lock at ``path`` (a :class:`Held`), or None when no process does; looks
+    only: the file is neither created nor written, and the lock is not kept."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: no run holds it
+    with os.fdopen(fd, "r") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return Held(path, handle.read().strip())
+        except OSError:
+            return None
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return None

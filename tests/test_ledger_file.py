@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ledger import ItemState, Ledger, LedgerError, LedgerNotStarted
+from orchestrator.ledger import (
+    ItemState,
+    Ledger,
+    LedgerError,
+    LedgerNotStarted,
+    LedgerUnreadable,
+)
 from orchestrator.simulator import Simulator
 from orchestrator.status import load_records
 from tests.conftest import cli_env, run_cli, write_manifest
@@ -125,7 +131,9 @@ def test_a_file_that_is_not_a_ledger_is_refused_and_left_as_it_is(
             attempt()
         assert not isinstance(refused.value, LedgerNotStarted)
         message = str(refused.value)
-        assert "it was left as it is" in message and f"mv {path} {path}.bad" in message
+        # How to go on (state check / recover) is the CLI's to say: it knows the manifest.
+        assert isinstance(refused.value, LedgerUnreadable) and refused.value.path == path
+        assert "it was left as it is" in message and "Nothing was sent" in message
     assert path.read_bytes() == before
     assert not path.with_name(path.name + "-wal").exists()
 
@@ -155,7 +163,7 @@ def test_status_and_run_on_partial_and_foreign_ledgers(tmp_path: Path, sim: Simu
     state.write_bytes(GARBAGE)
     refused = run_cli(["run", str(manifest)], cli_env(sim))
     assert refused.code == 2, refused.stderr
-    assert "cannot be read as a ledger" in refused.stderr and "move it aside" in refused.stderr
+    assert "cannot be read as a ledger" in refused.stderr and "state recover" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert state.read_bytes() == GARBAGE
     assert sim.stats().create_requests == 1  # the first run's; the refused one sent nothing
