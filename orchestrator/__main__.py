@@ -45,6 +45,7 @@ from orchestrator.ledger import Ledger, LedgerError, LedgerLocked, LedgerUnreada
 from orchestrator.local_failures import LocalFailure
 from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
 from orchestrator.progress import ProgressLine
+from orchestrator.providers.base import TaskFinder
 from orchestrator.providers.kling import JwtAuth, KlingProvider, auth_from_env
 from orchestrator.retry import RetryPolicy
 
@@ -115,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on a terminal, print every event instead of the live progress line",
     )
     run.add_argument(
+        "--new-batch",
+        action="store_true",
+        help="with a provider that cannot look tasks up: start the batch afresh in an output "
+        "folder whose earlier runs this state file does not know, paying again for every item "
+        "(without it such a run is refused)",
+    )
+    run.add_argument(
         "--rerun-changed",
         action="store_true",
         help="give a new attempt (a new paid task) to the items whose definition in the manifest "
@@ -179,6 +187,11 @@ def _load(path: Path, err: TextIO) -> Manifest:
         for problem in exc.problems:
             err.write(problem.format(exc.source) + "\n")
         raise _Usage from None
+
+
+def _provider_class(manifest: Manifest) -> type[KlingProvider]:
+    """The provider the manifest names (its capabilities are the class's)."""
+    return KlingProvider
 
 
 def _credentials(manifest: Manifest) -> httpx.Auth | None:
@@ -277,7 +290,7 @@ def _settled_at(output: OutputDir, manifest: Manifest) -> float | None:
     return last + IN_FLIGHT_TIMEOUTS * manifest.provider.timeout + manifest.retry.lookup_grace
 
 
-def _adopting(output: OutputDir, ledger: Ledger, state_path: Path, err: TextIO) -> bool:
+def _adopting(output: OutputDir, ledger: Ledger) -> bool:
     """Whether the batch ran before without this ledger: its items are then looked up by their
     external ids before anything is created (nothing is paid for twice)."""
     known = output.found
@@ -291,15 +304,46 @@ def _adopting(output: OutputDir, ledger: Ledger, state_path: Path, err: TextIO) 
             or counted < known.runs  # the same ledger, but it lost writes (its -wal, say)
         )
     )
-    if not (output.earlier_runs() and other):
-        return False
+    return output.earlier_runs() and other
+
+
+def _adoption_note(output: OutputDir, state_path: Path) -> str:
+    known = output.found
     before = f" (it used {known.state})" if known is not None and known.state else ""
-    err.write(
+    return (
         f"Note: {output.directory} holds earlier runs of this batch, but the state file "
         f"{state_path} does not know them{before}: every item is looked up by its external id "
         "before anything is sent, so no task is paid for twice.\n"
     )
-    return True
+
+
+def _with_results(output_dir: Path, item_ids: Sequence[str]) -> list[str]:
+    """The items whose folder in ``output_dir`` holds a file: results of an earlier run."""
+    found = []
+    for item_id in item_ids:
+        with contextlib.suppress(OSError):
+            if any(entry.is_file() for entry in os.scandir(output_dir / item_id)):
+                found.append(item_id)
+    return found
+
+
+def _refuse_new_batch(manifest: Manifest, state_path: Path) -> str:
+    """Why a run is refused over earlier runs it cannot adopt: the items it would pay again."""
+    ids = _with_results(manifest.output_dir, [item.id for item in manifest.items])
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    paid = (
+        f"{len(ids)} item{'s' if len(ids) != 1 else ''} with results there ({shown}) and every "
+        "other item whose task an earlier run created"
+        if ids
+        else "every item whose task an earlier run created"
+    )
+    return (
+        f"{manifest.output_dir} holds earlier runs of batch '{manifest.name}', but the state "
+        f"file {state_path} does not know them, and this provider cannot look tasks up to "
+        f"adopt them: starting over would pay again for {paid}. Restore the state file the "
+        "earlier runs used (or give it with --state), or rerun with --new-batch to start "
+        "afresh and pay again. Nothing was sent."
+    )
 
 
 def download_policy(manifest: Manifest) -> RetryPolicy:
@@ -413,9 +457,20 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     except (OSError, sqlite3.Error) as exc:
         output.close()
         raise _Usage(_cannot("open the state file", state_path, exc)) from None
-    adopt = _adopting(output, ledger, state_path, err)
+    adopt = _adopting(output, ledger)
+    afresh = False
+    if adopt and not issubclass(_provider_class(manifest), TaskFinder):
+        if not args.new_batch:
+            ledger.close()
+            output.close()
+            raise _Usage(_refuse_new_batch(manifest, state_path))
+        err.write("--new-batch: the batch starts afresh; its earlier tasks are not adopted.\n")
+        adopt, afresh = False, True
+    elif adopt:
+        err.write(_adoption_note(output, state_path))
     try:
-        output.starting(ledger.ledger_id, state_path)
+        # Started afresh, the folder's history is this ledger's from now on.
+        output.starting(ledger.ledger_id, state_path, runs=len(ledger.runs()) if afresh else None)
     except OSError as exc:
         ledger.close()
         output.close()
@@ -440,7 +495,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     failure: LocalFailure | None = None
     try:
         with _provider_endpoint(manifest, auth, redactor) as endpoint:
-            provider = KlingProvider(
+            provider = _provider_class(manifest)(
                 endpoint.base_url,
                 endpoint.auth,
                 timeout=manifest.provider.timeout,

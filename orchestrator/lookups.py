@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from orchestrator.errors import Category, ErrorInfo, ProviderError
-from orchestrator.providers.base import BatchReader, Provider, Task, TaskRequest
+from orchestrator.providers.base import BatchReader, Provider, Task, TaskFinder, TaskRequest
 
 #: Event-loop turns the first lookup of a moment waits for the others to join it.
 _GATHER_TURNS = 2
@@ -44,6 +44,18 @@ def _interrupted() -> ProviderError:
     return ProviderError(info, sent=True)
 
 
+def _cannot_look_up() -> ProviderError:
+    info = ErrorInfo(
+        category=Category.VALIDATION,
+        message="this provider cannot look a task up by the id its create carried: whether "
+        "the create took effect cannot be known from here",
+        retryable=False,
+        hint="Nothing was resubmitted. Check the provider's console for the task before "
+        "sending it again.",
+    )
+    return ProviderError(info, sent=False)
+
+
 class LookupBatcher:
     """``lookup`` with the provider's own signature; gathered into ``lookup_many`` where the
     request's tasks can be read together, passed through to ``lookup`` otherwise."""
@@ -63,6 +75,8 @@ class LookupBatcher:
     ) -> Task | None:
         key = self._reader.batch_key(request) if self._reader is not None else None
         if key is None:
+            if not isinstance(self._provider, TaskFinder):
+                raise _cannot_look_up()
             self.requests["lookup"] += 1
             return await self._provider.lookup(request, external_task_id, sent_after=sent_after)
         wanted = _Wanted(external_task_id, sent_after)

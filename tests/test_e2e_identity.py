@@ -177,6 +177,33 @@ def test_changed_items_are_reported_and_rerun_on_request(tmp_path: Path, sim: Si
     assert sim.stats().tasks_created == 6
 
 
+def test_a_changed_item_keeps_its_old_files_until_new_ones_are_verified(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    batch = items(2)
+    manifest = write_manifest(tmp_path, sim, batch)
+    env = cli_env(sim)
+    assert run_cli(["run", str(manifest)], env).code == 0
+    old = {i: (tmp_path / "out" / f"it-0{i}" / "0.mp4").read_bytes() for i in range(2)}
+    doc = yaml.safe_load(manifest.read_text())
+    doc["items"][0]["prompt"] = "a forbidden new prompt"
+    doc["items"][1]["prompt"] = "a new prompt whose file is short"
+    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    # The new task of one fails (policy); the other's new file cannot be verified.
+    sim.add_fault(FaultRule(op="create", effect="task_failed", match="forbidden",
+                            message="The content violates the content safety policy"))
+    sim.add_fault(FaultRule(op="asset", effect="truncate", match="short"))
+    rerun = run_cli(["run", str(manifest), "--rerun-changed"], env)
+    assert rerun.code == 1, rerun.stderr
+    assert sim.stats().tasks_created == 4  # each changed item got its new attempt
+    for i in range(2):
+        assert (tmp_path / "out" / f"it-0{i}" / "0.mp4").read_bytes() == old[i]
+    statuses = {entry["id"]: entry["status"] for entry in report(tmp_path)["items"]}
+    assert statuses == {"it-00": "failed", "it-01": "failed"}
+    errors = {entry["id"]: entry["error"]["category"] for entry in report(tmp_path)["items"]}
+    assert errors == {"it-00": "policy", "it-01": "network"}  # a short body, every attempt
+
+
 def test_a_lock_file_removed_mid_run_never_lets_two_runs_write(
     tmp_path: Path, sim: Simulator
 ) -> None:

@@ -130,6 +130,16 @@ class Provider(Protocol):
         """Current state of a task by the provider's task id."""
         ...
 
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TaskFinder(Protocol):
+    """A provider that can find a task by the external id its create carried (Kling's
+    ``external_task_id``): a create whose answer was lost is settled by looking it up, and a
+    batch whose state file was lost adopts its tasks instead of paying for them again. A
+    provider without it cannot tell a lost create from one never made."""
+
     async def lookup(
         self, request: TaskRequest, external_task_id: str, *, sent_after: float | None = None
     ) -> Task | None:
@@ -141,8 +151,6 @@ class Provider(Protocol):
         ProviderError when the task can be neither found nor proven absent.
         """
         ...
-
-    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
