@@ -355,9 +355,23 @@ def download_policy(manifest: Manifest) -> RetryPolicy:
     )
 
 
-def _cannot(what: str, path: Path, exc: Exception) -> str:
+class _LocalStop(Exception):
+    """This machine's files failed before anything was sent (a full disk, an I/O error):
+    printed, exit 3 (resumable once the cause is fixed)."""
+
+
+def _cannot(what: str, path: Path, exc: Exception) -> Exception:
+    """What a failure to set a run up becomes: a full, read-only or failing disk stops the run
+    as resumable (exit 3); any other (a path that cannot be, a permission) is the arguments'
+    (exit 2). Nothing was sent either way."""
+    failure = local_failures.classify(exc, ledger_path=path, path=path)
+    if failure is not None and failure.cause.everywhere:
+        return _LocalStop(
+            f"cannot {what} {path}: {failure.cause.what}: {failure.cause.action}, then rerun; "
+            "nothing was sent."
+        )
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return (
+    return _Usage(
         f"cannot {what} {path}: {reason}. Check output.dir in the manifest (or --state, "
         "--report); nothing was sent."
     )
@@ -427,7 +441,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     try:
         report_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _Usage(_cannot("create the report's folder", report_path.parent, exc)) from None
+        raise _cannot("create the report's folder", report_path.parent, exc) from None
     try:
         output = OutputDir(out, manifest.name)
     except OutputLocked as exc:
@@ -436,7 +450,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     except OutputRefused as exc:
         raise _Usage(str(exc)) from None
     except OSError as exc:
-        raise _Usage(_cannot("use the output folder", out, exc)) from None
+        raise _cannot("use the output folder", out, exc) from None
     # Before anything can store what the provider sends: credentials a server echoes (in an
     # asset URL, an error text) are scrubbed from the ledger and the report as from the logs.
     redactor = logs.Redactor()
@@ -456,7 +470,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         raise _Usage(str(exc)) from None
     except (OSError, sqlite3.Error) as exc:
         output.close()
-        raise _Usage(_cannot("open the state file", state_path, exc)) from None
+        raise _cannot("open the state file", state_path, exc) from None
     adopt = _adopting(output, ledger)
     afresh = False
     if adopt and not issubclass(_provider_class(manifest), TaskFinder):
@@ -474,14 +488,14 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     except OSError as exc:
         ledger.close()
         output.close()
-        raise _Usage(_cannot("write the batch's identity in", out, exc)) from None
+        raise _cannot("write the batch's identity in", out, exc) from None
 
     try:
         log_path, log_file = logs.open_log_file(out)
     except OSError as exc:
         ledger.close()
         output.close()
-        raise _Usage(_cannot("create the log file in", out / "logs", exc)) from None
+        raise _cannot("create the log file in", out / "logs", exc) from None
     line = ProgressLine(err) if err.isatty() and not args.no_progress else None
     logs.configure(
         redactor,
@@ -828,7 +842,7 @@ def cmd_state(args: argparse.Namespace, out: TextIO) -> Exit:
             sys.stderr.write(f"Refused: {exc}\n")
             return Exit.LOCKED if exc.locked else Exit.INVALID
         except OSError as exc:
-            raise _Usage(_cannot("move the state file aside", state_path, exc)) from None
+            raise _cannot("move the state file aside", state_path, exc) from None
         found, moved = done.diagnosis, done.moved
     if args.json:
         data = found.to_json()
@@ -885,6 +899,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.args:
             sys.stderr.write(f"{exc.args[0]}\n")
         return int(Exit.INVALID)
+    except _LocalStop as exc:
+        sys.stderr.write(f"{exc}\n")
+        return int(Exit.ACCOUNT_STOP)
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error worth a traceback.
         with contextlib.suppress(OSError):

@@ -119,6 +119,46 @@ def test_ledger_full_mid_run_stops_cleanly_and_the_rerun_finishes(
     rerun_finishes(tmp_path, sim, batch)
 
 
+#: The disk is full when the ledger is created: SQLite's own answer (SQLITE_FULL).
+LEDGER_FULL_AT_OPEN = """
+import sqlite3
+from orchestrator.ledger import Ledger
+def full(path):
+    error = sqlite3.OperationalError("database or disk is full")
+    error.sqlite_errorcode = sqlite3.SQLITE_FULL
+    raise error
+Ledger._connect = staticmethod(full)
+"""
+
+#: The log folder cannot be written: a permission, not the disk.
+LOGS_FORBIDDEN = """
+import errno
+from orchestrator import logs
+def forbidden(output_dir, now=None):
+    raise PermissionError(errno.EACCES, "Permission denied", str(output_dir / "logs"))
+logs.open_log_file = forbidden
+"""
+
+
+def test_a_full_disk_before_anything_is_sent_is_resumable(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    manifest = write_manifest(tmp_path, sim, items(2))
+    full = run_injected(LEDGER_FULL_AT_OPEN, ["run", str(manifest)], cli_env(sim))
+    assert full.code == 3, full.stderr
+    assert "Traceback" not in full.stderr
+    state = tmp_path / "out" / "state.sqlite3"
+    assert full.stderr.strip() == (
+        f"cannot open the state file {state}: disk full: free space, then rerun; nothing "
+        "was sent."
+    )
+    forbidden = run_injected(LOGS_FORBIDDEN, ["run", str(manifest)], cli_env(sim))
+    assert forbidden.code == 2, forbidden.stderr  # the arguments' (a folder's permissions)
+    assert "Permission denied" in forbidden.stderr and "Traceback" not in forbidden.stderr
+    assert sim.stats().create_requests == 0
+    rerun_finishes(tmp_path, sim, items(2))
+
+
 #: The log file's disk fills after its first 30 lines.
 LOG_FULL = """
 import errno
