@@ -95,6 +95,14 @@ def read_identity(directory: Path) -> Identity | None:
     return _read(directory / IDENTITY_FILE)
 
 
+def shows_earlier_runs(directory: Path, found: Identity | None) -> bool:
+    """Whether ``directory`` shows runs of its batch: its identity ``found`` there, or outputs a
+    run leaves (a report, logs) when the identity was lost with the ledger."""
+    if found is not None and found.runs > 0:
+        return True
+    return any((directory / name).exists() for name in ("report.json", "results.jsonl", "logs"))
+
+
 def _write(path: Path, identity: Identity) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -144,13 +152,8 @@ class OutputDir:
             raise
 
     def earlier_runs(self) -> bool:
-        """Whether the folder shows runs of this batch: its identity, or outputs a run leaves
-        (a report, logs) when the identity was lost with the ledger."""
-        if self.found is not None and self.found.runs > 0:
-            return True
-        return any(
-            (self.directory / name).exists() for name in ("report.json", "results.jsonl", "logs")
-        )
+        """Whether the folder shows runs of this batch (see :func:`shows_earlier_runs`)."""
+        return shows_earlier_runs(self.directory, self.found)
 
     def first_run_at(self) -> float | None:
         """When the batch first ran here, as well as the folder can tell (None: unknown)."""

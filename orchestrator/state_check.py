@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import identity
-from orchestrator.layout import IDENTITY_FILE, OUTPUT_LOCK, SQLITE_SUFFIXES, state_files
+from orchestrator.layout import LOCK_SUFFIX, OUTPUT_LOCK, SQLITE_SUFFIXES, state_files
 from orchestrator.ledger import Ledger, LedgerError, LedgerNotStarted
 from orchestrator.locks import Held, RunLock, holder
 
@@ -83,11 +83,8 @@ class Diagnosis:
 
 
 def _earlier_runs(output_dir: Path) -> bool:
-    """Whether the output folder shows that the batch ran there (as the run decides it)."""
-    return any(
-        (output_dir / name).exists()
-        for name in (IDENTITY_FILE, "report.json", "results.jsonl", "logs")
-    )
+    """Whether the output folder shows that the batch ran there, as a run decides it."""
+    return identity.shows_earlier_runs(output_dir, identity.read_identity(output_dir))
 
 
 def _adoption(output_dir: Path) -> str:
@@ -121,26 +118,22 @@ def _damage(path: Path) -> str | None:
     return "damaged: " + "; ".join(rows)
 
 
-def _meta(path: Path) -> dict[str, str]:
+def _meta_and_runs(path: Path) -> tuple[dict[str, str], int | None]:
+    """A ledger's meta rows, and the runs it recorded (None: a version that did not count)."""
     db = _open_read_only(path)
     try:
-        return {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
-    finally:
-        db.close()
-
-
-def _runs(path: Path) -> int | None:
-    db = _open_read_only(path)
-    try:
-        return int(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
-    except sqlite3.Error:
-        return None  # a ledger of a version that did not count its runs
+        meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        try:
+            runs: int | None = int(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        except sqlite3.Error:
+            runs = None
+        return meta, runs
     finally:
         db.close()
 
 
 def _in_progress(state: Path, output_dir: Path) -> str | None:
-    for lock in (state.with_name(state.name + ".lock"), output_dir / OUTPUT_LOCK):
+    for lock in (state.with_name(state.name + LOCK_SUFFIX), output_dir / OUTPUT_LOCK):
         held = holder(lock)
         if held is not None:
             return f"a run of the batch is in progress{held.who}: it holds {lock}"
@@ -201,11 +194,10 @@ def diagnose(state: Path, batch: str, output_dir: Path, item_ids: Sequence[str])
             tuple(notes),
             "the next run refuses it: give this batch's state file (or none, for the default)",
         )
-    meta = _meta(state)
+    meta, runs = _meta_and_runs(state)
     counts = Counter(str(rec.state) for rec in records)
     known = {rec.id for rec in records}
     listed = set(item_ids)
-    runs = _runs(state)
     version = meta.get("schema_version", "?")
     notes.append(
         f"a ledger of batch '{batch}' (schema version {version}"
@@ -272,7 +264,7 @@ def recover(
     batch is refused. Nothing is deleted."""
     locks: list[RunLock] = []
     try:
-        for lock in (output_dir / OUTPUT_LOCK, state.with_name(state.name + ".lock")):
+        for lock in (output_dir / OUTPUT_LOCK, state.with_name(state.name + LOCK_SUFFIX)):
             if not lock.parent.is_dir():
                 continue
             try:
