@@ -17,9 +17,10 @@ The exemption is for providers that are themselves internal: the bundled simulat
 provider on loopback or a private network) serves its assets from the same host, often over
 plain http. :meth:`AssetPolicy.for_provider` derives it from the provider's base URL.
 
-Hosts are judged as written (literal addresses, in every form the system resolver reads as one:
-``127.1``, ``2130706433``, ``0x7f.0.0.1``, ``[::ffff:127.0.0.1]``), never resolved: a name that
-resolves to an internal address is not caught here.
+Hosts are judged here as written (literal addresses, in every form the system resolver reads as
+one: ``127.1``, ``2130706433``, ``0x7f.0.0.1``, ``[::ffff:127.0.0.1]``), never resolved. A name
+that resolves to an internal address is caught where the downloader connects: see
+asset_network.py, which judges each address with :func:`host_kind` before dialling it.
 """
 
 from __future__ import annotations

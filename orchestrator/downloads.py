@@ -7,7 +7,9 @@ a succeeded task is fetched promptly into ``<output.dir>/<item-id>/<index>.<ext>
    header) into ``<item-id>/.<index>.<random>.part``, hashed while written; redirects are
    followed here, not by httpx, so that every hop passes the :class:`AssetPolicy` (https, no
    internal hosts, at most ``max_hops`` requests: see asset_policy.py), the asset's own URL
-   included; a refused URL or hop, or a redirect loop, fails at once (never retried);
+   included, and every connection dials only addresses that pass it (a name resolving inside
+   is refused: asset_network.py); a refused URL, hop or name, or a redirect loop, fails at
+   once (never retried);
 2. checked: HTTP 200; ``Content-Length`` equal to the bytes received; the magic bytes (or, when
    they are not recognised, the declared ``Content-Type``) say the expected media: video is
    MP4/QuickTime (an ``ftyp`` box at offset 4) or WebM (EBML ``1A45DFA3``), image is
@@ -55,6 +57,7 @@ import anyio.to_thread
 import httpx
 import structlog
 
+from orchestrator.asset_network import InternalAddress, asset_transport
 from orchestrator.asset_policy import (
     REDIRECT_STATUSES,
     AssetPolicy,
@@ -349,9 +352,9 @@ class Downloader:
         self._limiter: anyio.CapacityLimiter | None = None
         if transport is None:
             pool = max(concurrency, 10)
-            transport = httpx.AsyncHTTPTransport(
-                retries=0,
-                limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            transport = asset_transport(
+                self.asset_policy,
+                httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             )
         # No auth and no base URL: asset URLs are absolute, public or signed, and must never
         # receive the provider's credentials. Redirects are followed by _fetch, under the
@@ -622,6 +625,9 @@ class Downloader:
                 raise _refused(
                     f"{target.describe()}: HTTP {exc.status} to a Location that is not a URL"
                 ) from None
+            except InternalAddress as exc:
+                what = "" if url == httpx.URL(target.url) else f" (redirected to {url.host})"
+                raise _refused(f"{target.describe()}{what}: refused: {exc}") from None
             try:
                 status = response.status_code
                 location = response.headers.get("Location")
