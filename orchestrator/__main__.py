@@ -129,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         "changed since their result was made; without it they are only reported",
     )
 
+    run.add_argument(
+        "--resubmit-unresolved",
+        action="store_true",
+        help="send again the items left unresolved by a provider that cannot look tasks up (a "
+        "create sent whose answer was lost): this MAY PAY TWICE for each of them; where the "
+        "provider can look tasks up they are looked up first, whatever this says",
+    )
+
     validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
     validate.add_argument("manifest", type=Path)
     validate.add_argument(
@@ -538,6 +546,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 adopt_since=output.first_run_at() if adopt else None,
                 adopt_settled_at=_settled_at(output, manifest) if adopt else None,
                 rerun_changed=args.rerun_changed,
+                resubmit_unresolved=args.resubmit_unresolved,
                 lock_held=output.still_held,
             )
 
@@ -747,6 +756,7 @@ def _end_run(
                 "account_warning": outcome.account_warning,
                 "changed_items": _changed_entry(outcome, facts.rerun_changed),
                 "adopted": outcome.adopted,
+                "resubmitted": outcome.resubmitted,
                 "max_units": facts.manifest.limits.max_units,
                 "stopped_by": report.error_entry(outcome.stopped_by),
                 "interrupted": outcome.interrupted,

@@ -96,6 +96,8 @@ class RunOutcome:
     changed: list[str] = field(default_factory=list)
     #: tasks found by their external id before a create (the batch ran without this ledger)
     adopted: int = 0
+    #: unresolved items sent again on request (--resubmit-unresolved)
+    resubmitted: int = 0
     #: the run's lock was taken by another run (its file removed meanwhile): stopped
     lock_lost: bool = False
 
@@ -237,6 +239,32 @@ def _lookups_denied(ext: str) -> ErrorInfo:
     )
 
 
+#: What an unresolved item's hint says when its provider cannot look tasks up.
+RESUBMIT_HINT = (
+    "Nothing was resent: the provider cannot look a task up, so sending it again may pay "
+    "twice. Check the provider's dashboard or billing for this job; to send it again anyway, "
+    "rerun with --resubmit-unresolved."
+)
+
+
+def _unknowable(cause: ErrorInfo | None) -> ErrorInfo:
+    """A create sent whose answer was lost, to a provider that cannot look tasks up (an
+    earlier run's verdict is kept as it was)."""
+    if cause is not None and cause.hint == RESUBMIT_HINT:
+        return cause
+    what = cause.message if cause is not None else "the run stopped while it was in flight"
+    return ErrorInfo(
+        category=cause.category if cause is not None else Category.NETWORK,
+        code=cause.code if cause is not None else None,
+        http_status=cause.http_status if cause is not None else None,
+        message="the create was sent but its answer was lost "
+        f"({what}); this provider cannot look tasks up, so "
+        "whether the job was made (and paid for) cannot be known",
+        retryable=False,
+        hint=RESUBMIT_HINT,
+    )
+
+
 def _budget_spent(info: ErrorInfo) -> ErrorInfo:
     return ErrorInfo(
         category=info.category,
@@ -287,6 +315,7 @@ class Engine:
         adopt_settled_at: float | None = None,
         adopt: bool = False,
         rerun_changed: bool = False,
+        resubmit_unresolved: bool = False,
         lock_held: Callable[[], bool] | None = None,
     ) -> None:
         """``verify_files``: hash every recorded file of the finished items and fetch again
@@ -309,6 +338,10 @@ class Engine:
         ``rerun_changed``: items whose request changed since their result was made get a new
         attempt (without it they are only reported).
 
+        ``resubmit_unresolved``: items a provider that cannot look tasks up left unresolved
+        (a create sent whose answer was lost) are sent again; it may pay twice, so only on
+        request. Where tasks can be looked up, unresolved items are always looked up first.
+
         ``lock_held``: called every second; False means another run took the batch's lock (its
         file was removed and recreated): the run stops submitting at once."""
         self._m = manifest
@@ -316,6 +349,7 @@ class Engine:
         self._adopt_since = adopt_since
         self._adopt_settled_at = adopt_settled_at
         self._rerun_changed = rerun_changed
+        self._resubmit_unresolved = resubmit_unresolved
         self._lock_held = lock_held
         self._fingerprints: dict[str, str] = {}
         self._hashes = FileHashes()
@@ -691,10 +725,16 @@ class Engine:
             try:
                 if rec.state is ItemState.SUBMITTING:
                     assert rec.external_task_id is not None
-                    log.info("item.reconciling")
-                    task = await self._reconcile(
-                        item, rec.external_task_id, log, grace=False, answered=False
-                    )
+                    if self._lookups.can_look_up(item.request):
+                        log.info("item.reconciling")
+                        task = await self._reconcile(
+                            item, rec.external_task_id, log, grace=False, answered=False
+                        )
+                    elif not self._resubmit_unresolved:
+                        raise _Unresolved(_unknowable(rec.error))
+                    else:
+                        self.outcome.resubmitted += 1
+                        log.warning("item.resubmitting", reason="--resubmit-unresolved")
                     if task is None:
                         task = await self._create(
                             item, held, rec.attempt, rec.external_task_id, log, resend=True
@@ -1024,6 +1064,9 @@ class Engine:
                         cap=self._adaptive.cap,
                         configured=self._m.limits.concurrency,
                     )
+                if err.ambiguous and not self._lookups.can_look_up(item.request):
+                    # Never resent on its own: the job may exist and be paid for.
+                    raise _Unresolved(_unknowable(info)) from None
                 if err.ambiguous:
                     found = await self._reconcile(
                         item, ext, log, grace=True, answered=info.http_status is not None

@@ -70,6 +70,13 @@ class LookupBatcher:
         self.calls = 0
         self.answered = 0
 
+    def can_look_up(self, request: TaskRequest) -> bool:
+        """Whether a task of ``request`` can be found by the external id its create carried:
+        False means a create whose answer was lost cannot be settled at all."""
+        if isinstance(self._provider, TaskFinder):
+            return True
+        return self._reader is not None and self._reader.batch_key(request) is not None
+
     async def lookup(
         self, request: TaskRequest, external_task_id: str, *, sent_after: float | None
     ) -> Task | None:
