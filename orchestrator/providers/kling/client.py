@@ -29,13 +29,14 @@ import httpx
 
 from orchestrator.errors import ProviderError
 from orchestrator.providers.base import Kind, Task, TaskRequest
+from orchestrator.providers.http_channel import is_utf8, printable
 from orchestrator.providers.kling import v1, v2
 from orchestrator.providers.kling.account import COSTS_PATH, costs_params, pack_warning
 from orchestrator.providers.kling.catalogue import API_CHOICES, V1, V2, Catalogue
 from orchestrator.providers.kling.catalogue import catalogue as packaged_catalogue
 from orchestrator.providers.kling.transport import MAX_ANSWER_BYTES, Answer, Channel, Op
 from orchestrator.providers.kling.v1 import FAMILIES, build_body
-from orchestrator.providers.kling.wire import Malformed, is_utf8, printable, refused, unix_ms
+from orchestrator.providers.kling.wire import Malformed, refused, unix_ms
 
 #: Kling's page size ceiling for the list endpoint.
 MAX_PAGE_SIZE = 500

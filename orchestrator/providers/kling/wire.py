@@ -19,6 +19,7 @@ import anyio.to_thread
 
 from orchestrator.errors import Category, ErrorInfo, ProviderError
 from orchestrator.providers.base import Asset, ImageSource, Task, TaskStatus
+from orchestrator.providers.http_channel import is_utf8
 from orchestrator.providers.kling.codes import classify_task_failure
 
 
@@ -67,20 +68,6 @@ async def to_wire(value: Any) -> Any:
 
 
 # -- values read back ----------------------------------------------------------------------------
-
-def is_utf8(text: str) -> bool:
-    """False for strings holding lone surrogates (JSON's "\\ud800"): they cannot be printed,
-    written to a UTF-8 file, or put in a URL."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def printable(text: str) -> str:
-    return text if is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
-
 
 def identifier(value: object) -> str | None:
     """An id or URL Kling sent: a non-empty, encodable string, or None."""
