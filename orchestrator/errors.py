@@ -55,7 +55,8 @@ class ErrorInfo:
     retryable: bool
     hint: str
     scope: Scope = Scope.ITEM
-    code: int | None = None
+    #: the provider's own error code: a number (Kling 1303) or a name (LTX content_filtered_error)
+    code: int | str | None = None
     http_status: int | None = None
 
     def to_dict(self) -> dict[str, Any]:

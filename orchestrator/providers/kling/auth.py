@@ -16,20 +16,12 @@ from collections.abc import Callable, Generator, Mapping
 import httpx
 import jwt
 
+from orchestrator.providers.bearer import BearerAuth, check_header_safe
 from orchestrator.providers.kling.codes import RENEW_CODES, parse_code
 
 ENV_ACCESS_KEY = "KLING_ACCESS_KEY"
 ENV_SECRET_KEY = "KLING_SECRET_KEY"
 ENV_API_KEY = "KLING_API_KEY"
-
-
-def _check_header_safe(value: str, what: str) -> None:
-    # httpx would reject a non-ASCII header later, mid-request, with the offending value attached
-    # to the exception; refusing here keeps the value out of any traceback.
-    if not value:
-        raise ValueError(f"{what} is empty")
-    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError(f"{what} contains spaces or characters that cannot be sent in a header")
 
 
 def _envelope_code(response: httpx.Response) -> int | None:
@@ -62,7 +54,7 @@ class JwtAuth(httpx.Auth):
         renew_margin: float = 300,
         on_token: Callable[[str], None] | None = None,
     ) -> None:
-        _check_header_safe(access_key, "the access key")
+        check_header_safe(access_key, "the access key")
         if not secret_key:
             raise ValueError("the secret key is empty")
         if not 0 <= renew_margin < ttl:
@@ -127,24 +119,8 @@ class JwtAuth(httpx.Auth):
             yield request
 
 
-class ApiKeyAuth(httpx.Auth):
+class ApiKeyAuth(BearerAuth):
     """``Authorization: Bearer <API key>``, the console's newer plain keys."""
-
-    def __init__(self, api_key: str) -> None:
-        _check_header_safe(api_key, "the API key")
-        self._api_key = api_key
-
-    def __repr__(self) -> str:
-        return "ApiKeyAuth(<credentials hidden>)"
-
-    __str__ = __repr__
-
-    def secrets(self) -> tuple[str, ...]:
-        return (self._api_key,)
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._api_key}"
-        yield request
 
 
 def auth_from_env(
