@@ -51,6 +51,12 @@ def _non_negative_float(text: str) -> float:
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``simulate`` options, on any parser (a sub-command's or a standalone one)."""
     parser.add_argument(
+        "--provider",
+        choices=("kling", "ltx"),
+        default="kling",
+        help="which simulator to serve (default: kling); options marked (ltx) are for ltx only",
+    )
+    parser.add_argument(
         "--profile",
         default="clean",
         choices=tuple(PROFILES),
@@ -123,6 +129,9 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="GET /account/costs answers as an account without resource packs (default: one "
         "video pack, its units falling as tasks are committed)",
     )
+    from orchestrator.providers.ltx.simulator.cli import add_ltx_arguments
+
+    add_ltx_arguments(parser)
 
 
 def add_simulate_parser(subparsers: Any) -> None:
@@ -145,6 +154,15 @@ def cmd_simulate(
 
     Signal handlers are installed only on the main thread; from another thread, pass ``stop``.
     """
+    from orchestrator.providers.ltx.simulator import cli as ltx_cli
+
+    if getattr(args, "provider", "kling") == "ltx":
+        return ltx_cli.cmd_simulate_ltx(args, out, stop=stop, stop_on_signals=_stop_on_signals)
+    stray = ltx_cli.ltx_only_options(args)
+    if stray:
+        out.write(f"error: {', '.join(stray)}: only with --provider ltx\n")
+        out.flush()
+        return 2
     if getattr(args, "list", False):
         _print_profiles(out)
         return 0
