@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import orchestrator.providers.kling.schema as schema_module
+import orchestrator.providers.item_schema as schema_module
 from orchestrator.images import ImageInfo, read_image_info
 from orchestrator.manifest import Manifest, ManifestError, Problem, load_manifest
 from orchestrator.providers.base import ImageSource, Kind

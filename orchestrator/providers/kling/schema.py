@@ -16,16 +16,15 @@ it through with the shapes alone (Kling shipped it before this catalogue knew it
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Final, Self
 
 from pydantic import BeforeValidator, Field, PlainValidator, ValidationInfo, model_validator
 
-from orchestrator.images import ImageError, read_image_info
+from orchestrator.images import ImageInfo
 from orchestrator.providers.base import ImageSource, Kind
+from orchestrator.providers.item_schema import Draft, Report, local_image
 from orchestrator.providers.kling.catalogue import (
     ALL_MODES,
     MAX_SHOT_PROMPT,
@@ -47,8 +46,6 @@ from orchestrator.validators import (
     as_text,
     choices,
     fail,
-    got,
-    http_url_problem,
     suggest,
 )
 
@@ -111,52 +108,8 @@ def _model_name(value: object) -> str:
     return text
 
 
-def _image_source(value: object, info: ValidationInfo) -> ImageSource:
-    if not isinstance(value, str):
-        fail(f"must be a file path or an http(s) URL (got {got(value)})")
-    text = value.strip()
-    if not text:
-        fail("must not be empty")
-    lowered = text.lower()
-    if lowered.startswith("data:"):
-        fail(
-            "a data: URI is not accepted (Kling wants raw base64 without the prefix): give the "
-            "file's path and it is sent inline, or an http(s) URL"
-        )
-    if lowered.startswith(("http://", "https://")):
-        problem = http_url_problem(text)
-        if problem:
-            fail(problem)
-        return ImageSource(url=text)
-    if "://" in text:
-        fail(f"must be a local file path or an http(s) URL (got {got(text)})")
-    context = info.context
-    if not isinstance(context, Mapping) or not isinstance(context.get("base_dir"), Path):
-        raise TypeError("image fields are validated with context={'base_dir': Path}")
-    base_dir: Path = context["base_dir"]
-    inherited = context.get("inherited")
-    if inherited:
-        # A row of an items file resolves its own paths against the file's directory, and
-        # the values it inherits from the manifest's defaults against the manifest's.
-        name = "dynamic_masks" if info.field_name == "mask" else info.field_name
-        if name in inherited:
-            base_dir = context["defaults_dir"]
-    # normpath, not resolve(): no filesystem access, and symlinks keep the name the user chose.
-    path = Path(os.path.normpath(base_dir / text))
-    cache = context.get("image_cache")
-    # Many rows of a big batch share an image: read each file's header once per load.
-    found = cache.get(path) if cache is not None else None
-    if found is None:
-        try:
-            found = read_image_info(path)
-        except ImageError as exc:
-            found = str(exc)
-        if cache is not None:
-            cache[path] = found
-    if isinstance(found, str):
-        hint = " ('~' is not expanded: write the full path)" if text.startswith("~") else ""
-        fail(f"{found}{hint}")
-    image = found
+def _image_limits(image: ImageInfo) -> list[str]:
+    """Kling's limits on an input image: 10 MB, 300 px a side, 1:2.5 to 2.5:1."""
     problems = []
     if image.size_bytes > MAX_IMAGE_BYTES:
         problems.append(f"is {image.size_bytes / 1e6:.1f} MB; the limit is 10 MB")
@@ -169,9 +122,17 @@ def _image_source(value: object, info: ValidationInfo) -> ImageSource:
         problems.append(
             f"has aspect ratio {w}:{h} ({w / h:.2f}); it must be between 1:2.5 and 2.5:1"
         )
-    if problems:
-        fail(f"{text!r} " + " and ".join(problems))
-    return ImageSource(path=path)
+    return problems
+
+
+def _image_source(value: object, info: ValidationInfo) -> ImageSource:
+    return local_image(
+        value, info, limits=_image_limits,
+        data_uri="a data: URI is not accepted (Kling wants raw base64 without the prefix): give "
+        "the file's path and it is sent inline, or an http(s) URL",
+        # a dynamic mask's file is inherited with its list
+        field_name="dynamic_masks" if info.field_name == "mask" else None,
+    )
 
 
 Prompt = Annotated[str, BeforeValidator(_prompt)]
@@ -320,26 +281,6 @@ _MULTI_SHOT_FIELDS: Final = ("shot_type", "multi_prompt")
 
 
 # --- Rules that depend on the model ----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Draft:
-    """One item between its shape check and its per-model rules."""
-
-    at: tuple[str | int, ...]  # ("items", index) or ("items_from", row index)
-    kind: Kind
-    given: tuple[str, ...]  # in file order, defaults last
-    from_defaults: frozenset[str]
-    bad: frozenset[str]
-    values: Any  # the kind's fields model, with the fields that failed left out
-
-    def ok(self, name: str) -> bool:
-        return name in self.given and name not in self.bad
-
-
-#: (field, message, conflict): a problem with one field of the item; ``conflict`` when it clashes
-#: with another of the item's own fields (it can then be settled on the item).
-Report = Callable[[str, str, bool], None]
 
 
 @dataclass(frozen=True)
@@ -641,6 +582,10 @@ class ItemRules:
     def has_sound(self, kind: Kind, name: str) -> bool:
         rules, _ = self.model_rules(kind, name)
         return rules is None or bool(rules.sound)
+
+    def finish(self, kind: Kind, name: str, fields: dict[str, Any]) -> None:
+        if fields.get("sound") is False and not self.has_sound(kind, name):
+            del fields["sound"]  # Kling's default; a model without sound may refuse the key
 
     def defaults(self, kind: Kind, name: str) -> Mapping[str, Any]:
         """What Kling would assume for fields an item leaves out, spelled out so the request

@@ -105,6 +105,15 @@ class Model:
     def serves(self, resolution: str, fps: int, duration: int) -> bool:
         return any(mode.serves(resolution, fps, duration) for mode in self.modes)
 
+    def blame(self, resolution: str, fps: int) -> str:
+        """The field a refused combination is about: "resolution" when the model never makes
+        it, "fps" when it does not at that resolution, else "duration"."""
+        if resolution not in self.resolutions:
+            return "resolution"
+        if not any(resolution in mode.resolutions and fps in mode.fps for mode in self.modes):
+            return "fps"
+        return "duration"
+
     def problem(self, resolution: str, fps: int, duration: int) -> str | None:
         """Why LTX would refuse this combination (naming what it takes), or None."""
         if self.serves(resolution, fps, duration):

@@ -92,7 +92,7 @@ def validate(endpoint: str, body: Any, uploaded: Callable[[str], bool]) -> JobSp
         )
     problem = model.problem(resolution, fps, duration)
     if problem is not None:
-        raise invalid(f"{_field_of_problem(model, resolution, fps)}: {problem}")
+        raise invalid(f"{model.blame(resolution, fps)}: {problem}")
     last_frame = False
     if endpoint == "image-to-video":
         if "image_uri" not in body:
@@ -154,15 +154,6 @@ def _integer(body: Mapping[str, Any], name: str, default: int | None) -> int:
     if type(value) is not int:
         raise invalid(f"{name}: must be an integer, got {value!r}")
     return value
-
-
-def _field_of_problem(model: Model, resolution: str, fps: int) -> str:
-    """Which field a refused combination is blamed on, as ``Model.problem`` words it."""
-    if resolution not in model.resolutions:
-        return "resolution"
-    if not any(resolution in mode.resolutions and fps in mode.fps for mode in model.modes):
-        return "fps"
-    return "duration"
 
 
 def _check_uri(name: str, value: Any, uploaded: Callable[[str], bool]) -> None:

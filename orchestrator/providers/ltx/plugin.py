@@ -1,0 +1,60 @@
+"""LTX Video as a plug-in: credentials from LTX_API_KEY, the v2 client, its simulator."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.providers.base import Provider
+from orchestrator.providers.bearer import BearerAuth
+from orchestrator.providers.ltx.client import DEFAULT_BASE_URL, LtxProvider
+from orchestrator.providers.ltx.schema import SCHEMA
+from orchestrator.providers.plugin import ProviderPlugin, SimulatedAccount
+
+ENV_API_KEY = "LTX_API_KEY"
+
+
+def credentials(env: Mapping[str, str], redact: Callable[[str], None]) -> httpx.Auth | None:
+    key = env.get(ENV_API_KEY, "").strip()
+    if not key:
+        return None
+    try:
+        auth = BearerAuth(key)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_API_KEY}: {exc}") from None
+    redact(key)
+    return auth
+
+
+def connect(base_url: str, auth: httpx.Auth, timeout: float, options: Any) -> Provider:
+    return LtxProvider(base_url, auth, timeout=timeout)
+
+
+@contextlib.contextmanager
+def simulated(
+    state_file: Path | None, redact: Callable[[str], None]
+) -> Iterator[SimulatedAccount]:
+    from orchestrator.providers.ltx.simulator import LtxSimConfig, LtxSimulator
+
+    config = LtxSimConfig(state_file=state_file)
+    redact(config.api_key)
+    with LtxSimulator(config) as sim:
+        yield SimulatedAccount(sim.url, BearerAuth(config.api_key))
+
+
+PLUGIN = ProviderPlugin(
+    name="ltx",
+    title="LTX",
+    default_base_url=DEFAULT_BASE_URL,
+    schema=SCHEMA,
+    credentials=credentials,
+    credentials_help=f"set {ENV_API_KEY} (a key from the LTX console) in the environment",
+    connect=connect,
+    provider_class=LtxProvider,
+    simulated=simulated,
+    default_concurrency=2,
+)

@@ -1,0 +1,64 @@
+"""A provider as a plug-in: everything the rest of the orchestrator needs to know about one.
+
+    name, title         "ltx", "LTX" (the manifest's provider.name; the name in messages)
+    default_base_url    where provider.base_url points when the manifest names none
+    schema              its items' fields and per-model rules (item_schema.ItemSchema)
+    credentials         the environment -> an httpx.Auth (None when none are set; ValueError,
+                        naming the variable but never its value, when they are half set)
+    connect             (base_url, auth, timeout, options) -> a Provider
+    provider_class      the class ``connect`` builds: its capabilities (TaskFinder, BatchReader,
+                        ...) are the class's, so they can be asked before anything is built
+    simulated           a context manager running the provider's simulator in this process
+                        (``provider.base_url: simulator``), yielding its URL and credentials
+    default_concurrency the account's own limit when the manifest sets none
+
+The engine never asks for a provider by name: it asks a Provider what it can do. Only the
+registry names concrete plug-ins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.providers.base import Provider
+from orchestrator.providers.item_schema import ItemSchema
+
+__all__ = ["ProviderPlugin", "SimulatedAccount"]
+
+
+@dataclass(frozen=True)
+class SimulatedAccount:
+    """A provider's simulator running in this process: where it listens, how to sign in."""
+
+    base_url: str
+    auth: httpx.Auth
+
+
+#: (state file or None, redact) -> the simulator, running while the context is open; ``redact``
+#: is told every secret it hands out.
+Simulated = Callable[[Path | None, Callable[[str], None]], AbstractContextManager[SimulatedAccount]]
+#: (environment, redact) -> credentials, or None when none are set
+Credentials = Callable[[Mapping[str, str], Callable[[str], None]], httpx.Auth | None]
+#: (base_url, auth, timeout, options) -> the provider's client
+Connect = Callable[[str, httpx.Auth, float, Any], Provider]
+
+
+@dataclass(frozen=True)
+class ProviderPlugin:
+    name: str
+    title: str
+    default_base_url: str
+    schema: ItemSchema
+    credentials: Credentials
+    #: what to set when no credentials are found ("set LTX_API_KEY in the environment")
+    credentials_help: str
+    connect: Connect
+    provider_class: type
+    simulated: Simulated
+    default_concurrency: int = 5
