@@ -38,12 +38,12 @@ from orchestrator import (
     state_check,
     status,
 )
+from orchestrator.config import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
 from orchestrator.downloads import AssetPolicy, Downloader
 from orchestrator.engine import IN_FLIGHT_TIMEOUTS, Engine, RunOutcome
 from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked, LedgerUnreadable, RunRecord
 from orchestrator.local_failures import LocalFailure
-from orchestrator.manifest import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
 from orchestrator.progress import ProgressLine
 from orchestrator.providers.base import TaskFinder
 from orchestrator.providers.kling import JwtAuth, KlingProvider, auth_from_env

@@ -66,6 +66,7 @@ from orchestrator.asset_policy import (
     refusal,
 )
 from orchestrator.errors import Category, ErrorInfo
+from orchestrator.layout import check_item_id
 from orchestrator.local_failures import LocalFailure, classify
 from orchestrator.media_formats import identify
 from orchestrator.part_files import PART_NAME, PartFile, hash_file, prepare_dir
@@ -77,7 +78,6 @@ __all__ = [
     "DownloadError",
     "DownloadedAsset",
     "Downloader",
-    "check_item_id",
     "identify",
     "redact_url",
 ]
@@ -94,16 +94,8 @@ DEFAULT_ATTEMPT_TIMEOUT = 600.0
 _CHUNK = 1024 * 1024
 _HEAD = 64
 _USER_AGENT = "kling-batch-orchestrator/0.1 (asset download)"
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
-#: Names Windows reserves for devices, with or without an extension ("con.mp4" is reserved too).
-_WINDOWS_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL"}
-    | {f"COM{i}" for i in range(10)}
-    | {f"LPT{i}" for i in range(10)}
-)
-_MAX_NAME = 255
 #: Answers meaning "this URL no longer works": expired, unsigned or refused (hotlink
 #: protection), or the file is gone. A fresh query of the task gives new URLs.
 _EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
@@ -131,23 +123,6 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port is not None else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def check_item_id(item_id: str) -> str:
-    """Return ``item_id`` if it is safe as a directory name on every OS, else raise ValueError.
-
-    Allowed: letters, digits, ``.``, ``_``, ``-``; not only dots, no trailing dot (Windows drops
-    it), not a Windows device name (``CON``, ``nul.txt``, ``COM1``...), at most 255 characters.
-    """
-    if not isinstance(item_id, str) or not _SAFE_ID.fullmatch(item_id):
-        raise ValueError(f"item id {item_id!r} is not a safe file name: use [A-Za-z0-9._-]")
-    if item_id.strip(".") == "" or item_id.endswith("."):
-        raise ValueError(f"item id {item_id!r} is not a safe file name: dots only or trailing dot")
-    if item_id.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
-        raise ValueError(f"item id {item_id!r} is a reserved device name on Windows")
-    if len(item_id) > _MAX_NAME:
-        raise ValueError(f"item id is longer than {_MAX_NAME} characters")
-    return item_id
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from orchestrator.config import Item, Manifest
 from orchestrator.downloads import DownloadedAsset, Downloader, DownloadError
 from orchestrator.errors import (
     Category,
@@ -47,7 +48,6 @@ from orchestrator.limits import (
     create_rate_limiter,
 )
 from orchestrator.lookups import LookupBatcher
-from orchestrator.manifest import Item, Manifest
 from orchestrator.poller import ListPoller, Poller, QueryPoller
 from orchestrator.pricing import price_for, units_for
 from orchestrator.progress import Progress

@@ -11,17 +11,20 @@
       logs/                                     one JSON-lines file per run (logs.py)
       <item-id>/<index>.<ext>                   the generated files (downloads.py)
 
-Item folders share the directory with the tool's own files, so an item id must never name one
-of them: an item ``report.json`` would get a folder where the report is written, an item
-``logs`` would put its files among the logs. :func:`own_name_clash` is the rule the manifest
-applies to every id (case-insensitively: macOS and Windows file systems ignore letter case);
-:func:`item_folder_clash` is the same rule for ``--state`` and ``--report`` paths placed in the
-output directory.
+An item id names its folder: :func:`check_item_id` is what makes it a safe directory name on
+every OS (the manifest refuses any other id offline; the downloader checks it again before it
+writes). Item folders share the directory with the tool's own files, so an item id must never
+name one of them either: an item ``report.json`` would get a folder where the report is
+written, an item ``logs`` would put its files among the logs. :func:`own_name_clash` is the
+rule the manifest applies to every id (case-insensitively: macOS and Windows file systems
+ignore letter case); :func:`item_folder_clash` is the same rule for ``--state`` and
+``--report`` paths placed in the output directory.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,6 +42,15 @@ OUTPUT_LOCK = "batch.lock"
 LOCK_SUFFIX = ".lock"
 #: Files SQLite keeps beside the state file (WAL mode; a rollback journal while it switches).
 SQLITE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
+#: Names Windows reserves for devices, with or without an extension ("con.mp4" is reserved too).
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"COM{i}" for i in range(10)}
+    | {f"LPT{i}" for i in range(10)}
+)
+_MAX_NAME = 255
 
 
 def state_files(state: Path) -> list[Path]:
@@ -71,6 +83,23 @@ def _own_names() -> dict[str, str]:
 
 
 _OWN_NAMES = _own_names()
+
+
+def check_item_id(item_id: str) -> str:
+    """Return ``item_id`` if it is safe as a directory name on every OS, else raise ValueError.
+
+    Allowed: letters, digits, ``.``, ``_``, ``-``; not only dots, no trailing dot (Windows drops
+    it), not a Windows device name (``CON``, ``nul.txt``, ``COM1``...), at most 255 characters.
+    """
+    if not isinstance(item_id, str) or not _SAFE_ID.fullmatch(item_id):
+        raise ValueError(f"item id {item_id!r} is not a safe file name: use [A-Za-z0-9._-]")
+    if item_id.strip(".") == "" or item_id.endswith("."):
+        raise ValueError(f"item id {item_id!r} is not a safe file name: dots only or trailing dot")
+    if item_id.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
+        raise ValueError(f"item id {item_id!r} is a reserved device name on Windows")
+    if len(item_id) > _MAX_NAME:
+        raise ValueError(f"item id is longer than {_MAX_NAME} characters")
+    return item_id
 
 
 def own_name_clash(item_id: str) -> str | None:

@@ -27,16 +27,13 @@ its last items (it is resumable).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from orchestrator.providers.base import Kind, TaskRequest
 from orchestrator.providers.kling.catalogue import Catalogue, catalogue
-
-if TYPE_CHECKING:
-    from orchestrator.manifest import Manifest
 
 VideoKey = tuple[str, str, int]  # (model, mode, duration in seconds)
 RateKey = tuple[str, str]  # (model, mode)
@@ -227,7 +224,31 @@ class Estimate:
         return any(line.indicative for line in self.lines)
 
 
-def estimate(manifest: Manifest) -> Estimate:
+class _Priced(Protocol):
+    @property
+    def request(self) -> TaskRequest: ...
+
+
+class _Capped(Protocol):
+    @property
+    def max_units(self) -> float | None: ...
+
+
+class PricedBatch(Protocol):
+    """What an estimate reads of a batch (a loaded manifest is one): the items' requests, the
+    price table and ``limits.max_units``. A protocol, so that prices need not know manifests."""
+
+    @property
+    def items(self) -> Iterable[_Priced]: ...
+
+    @property
+    def pricing(self) -> PriceTable: ...
+
+    @property
+    def limits(self) -> _Capped: ...
+
+
+def estimate(manifest: PricedBatch) -> Estimate:
     """Units the batch consumes if every item is submitted once and paid."""
     counts: dict[TaskKey, list[int]] = {}
     for item in manifest.items:

@@ -24,9 +24,9 @@ import pytest
 
 from orchestrator.asset_policy import AssetPolicy
 from orchestrator.body_cap import BodyTooLarge, CappedTransport
+from orchestrator.config import load_manifest
 from orchestrator.downloads import Downloader, DownloadError
 from orchestrator.errors import Category, ProviderError
-from orchestrator.manifest import load_manifest
 from orchestrator.providers.base import Kind, TaskRequest
 from orchestrator.providers.kling import KlingProvider
 from orchestrator.providers.kling.auth import ApiKeyAuth, JwtAuth

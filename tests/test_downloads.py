@@ -26,11 +26,11 @@ from orchestrator.downloads import (
     DownloadedAsset,
     Downloader,
     DownloadError,
-    check_item_id,
     identify,
     redact_url,
 )
 from orchestrator.errors import Category
+from orchestrator.layout import check_item_id
 from orchestrator.retry import RetryPolicy
 from orchestrator.simulator import FaultRule, SimConfig, Simulator
 from orchestrator.simulator.media import fake_mp4, fake_png

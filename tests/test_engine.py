@@ -17,12 +17,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 from orchestrator import report
-from orchestrator.downloads import Downloader
-from orchestrator.engine import Engine, RunOutcome
-from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
-from orchestrator.fingerprint import file_sha256, fingerprint
-from orchestrator.ledger import ItemState, Ledger
-from orchestrator.manifest import (
+from orchestrator.config import (
     Item,
     Limits,
     Manifest,
@@ -30,6 +25,11 @@ from orchestrator.manifest import (
     ProviderSettings,
     RetrySettings,
 )
+from orchestrator.downloads import Downloader
+from orchestrator.engine import Engine, RunOutcome
+from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
+from orchestrator.fingerprint import file_sha256, fingerprint
+from orchestrator.ledger import ItemState, Ledger
 from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
 from orchestrator.retry import RetryPolicy
 from orchestrator.simulator.media import fake_mp4, fake_png
@@ -499,7 +499,7 @@ async def test_retry_budget_keeps_a_failing_provider_from_a_storm(
 
 
 async def test_deadline_stops_new_submissions_and_collects_running(tmp_path: Path) -> None:
-    from orchestrator.manifest import Deadline
+    from orchestrator.config import Deadline
 
     clock = AutojumpClock()
     provider = FakeProvider(clock)  # type: ignore[arg-type]

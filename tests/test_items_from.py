@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import orchestrator.providers.item_schema as schema_module
+from orchestrator.config import Manifest, ManifestError, Problem, load_manifest
 from orchestrator.images import ImageInfo, read_image_info
-from orchestrator.manifest import Manifest, ManifestError, Problem, load_manifest
 from orchestrator.providers.base import ImageSource, Kind
 from tests.test_images import png_bytes
 

@@ -16,14 +16,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.images import read_image_info
-from orchestrator.manifest import (
+from orchestrator.config import (
     DEFAULT_BASE_URL,
     Manifest,
     ManifestError,
     Problem,
     load_manifest,
 )
+from orchestrator.images import read_image_info
 from orchestrator.providers.base import ImageSource, Kind
 from tests.test_images import jpeg_bytes, png_bytes
 
@@ -1226,7 +1226,7 @@ _MERGE_CASES = [
 
 
 def _both_ways(text: str) -> tuple[object, object]:
-    from orchestrator.manifest import _COMPOSER, _Builder, _StreamLoader
+    from orchestrator.config.yaml_lines import _COMPOSER, _Builder, _StreamLoader
 
     def run(streamed: bool) -> object:
         found: list[tuple[object, ...]] = []

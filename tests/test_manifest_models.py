@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.manifest import Manifest, ManifestError, Problem, load_manifest
+from orchestrator.config import Manifest, ManifestError, Problem, load_manifest
 from orchestrator.providers.base import ImageSource, Kind
 from orchestrator.providers.kling.catalogue import PATH, parse
 from tests.test_images import png_bytes

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import orchestrator.pricing as pricing_module
-from orchestrator.manifest import (
+from orchestrator.config import (
     Manifest,
     ManifestError,
     Problem,

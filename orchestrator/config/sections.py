@@ -1,0 +1,323 @@
+"""The provider-neutral sections of a manifest: what they may say, and the settings they give.
+
+``version``, ``name``, ``provider``, ``limits``, ``retry``, ``poll`` and ``output`` are checked
+for shape, types and ranges by pydantic models with ``extra="forbid"`` (a misspelt key is a
+problem, never a silently dropped setting), whose value validators speak plain English. A
+pydantic error's location is a document path, so the line map places it. What a model cannot
+say (``retry.max_delay`` at least ``retry.base_delay``...) is checked after, on the valid part.
+The result is the frozen settings the engine reads: :class:`ProviderSettings`, :class:`Limits`
+(with its :class:`Deadline`), :class:`RetrySettings` and :class:`PollSettings`.
+
+``defaults``, ``items``, ``items_from`` and ``pricing`` are left to their own modules: their
+rules depend on each other or their keys are data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
+
+from pydantic import BeforeValidator, Field, PlainValidator
+
+from orchestrator.config.problems import ProblemSink
+from orchestrator.providers.kling.catalogue import API_CHOICES
+from orchestrator.validators import (
+    DocPath,
+    Flag,
+    NonNegative,
+    OneOf,
+    Positive,
+    Strict,
+    WholeNumber,
+    as_bool,
+    as_number,
+    as_text,
+    fail,
+    got,
+    http_url_problem,
+    is_loopback,
+    number_text,
+    validate,
+)
+
+DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
+#: ``provider.base_url: simulator`` starts the bundled simulator in-process.
+SIMULATOR_BASE_URL = "simulator"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str = "kling"
+    base_url: str = DEFAULT_BASE_URL
+    timeout: float = 60.0  # seconds per HTTP request
+    #: Kling's API: "auto" (legacy /v1 where the model has it, else API 2.0), "v1" or "v2".
+    api: str = "auto"
+    #: Models the catalogue does not know are sent with the generic checks only.
+    allow_unknown_models: bool = False
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a batch stops submitting: ``after`` seconds from the run's start, or ``at`` a Unix
+    time. Running tasks are still collected after it."""
+
+    after: float | None = None
+    at: float | None = None
+
+    def resolve(self, run_started: float) -> float:
+        return self.at if self.at is not None else run_started + (self.after or 0.0)
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int = 5
+    requests_per_minute: float = 60.0
+    deadline: Deadline | None = None
+    #: Stop submitting once the units of what was submitted would exceed this (see pricing.py).
+    max_units: float | None = None
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    #: seconds to wait before looking a task up after an ambiguous create
+    lookup_grace: float = 2.0
+    #: seconds a task the provider says exists (a create refused as a duplicate) is looked for
+    #: before the item is reported unresolved (reads may lag behind creates)
+    lookup_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    interval: float = 5.0
+    max_interval: float = 30.0
+    timeout: float = 900.0
+
+
+
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: What a batch name (and an item id) may be made of, as messages say it.
+NAME_CHARS: Final = "letters, digits, '.', '_' and '-'"
+
+
+def _base_url(value: object) -> str:
+    text = as_text(value)
+    if text == SIMULATOR_BASE_URL:
+        return text
+    problem = http_url_problem(text)
+    if problem:
+        fail(f"{problem}, or the word '{SIMULATOR_BASE_URL}'")
+    parts = urlsplit(text)
+    if parts.scheme.lower() == "http" and not is_loopback(parts.hostname or ""):
+        # Every request carries the credentials: plain http would send them in the clear.
+        fail(
+            f"must use https:// (plain http is accepted only for this machine: localhost, "
+            f"127.0.0.1, [::1]); got {got(text)}"
+        )
+    # Endpoint paths are appended to it.
+    return text.rstrip("/")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_RE = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*[smhd]\s*)+")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _deadline(value: object) -> Deadline:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            fail("needs a timezone, e.g. 2026-11-22T06:00:00+00:00 or ...Z")
+        return Deadline(at=value.timestamp())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = as_number(value)
+        if seconds <= 0:
+            fail(f"must be greater than 0 seconds (got {got(value)})")
+        return Deadline(after=seconds)
+    if isinstance(value, str):
+        text = value.strip()
+        if _DURATION_RE.fullmatch(text):
+            seconds = sum(
+                float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text)
+            )
+            if seconds > 0:
+                return Deadline(after=seconds)
+        else:
+            try:
+                when = datetime.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                if when.tzinfo is None:
+                    fail(f"needs a timezone, e.g. {text}+00:00 or {text}Z")
+                return Deadline(at=when.timestamp())
+    fail(
+        "must be a duration from the start of the run (seconds, or like 90m, 6h, 1h30m) or a "
+        f"date and time with a timezone (2026-11-22T06:00:00Z); got {got(value)}"
+    )
+
+
+
+
+def _version(value: object) -> int:
+    if isinstance(value, float) and value == 1:
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value == 1:
+            return value
+        fail(f"unsupported version {got(value)}: this orchestrator reads manifest version 1")
+    fail(f"must be the number 1 (got {got(value)})")
+
+
+def _batch_name(value: object) -> str:
+    text = as_text(value)
+    if not _NAME_RE.fullmatch(text) or not text.strip("."):
+        fail(
+            f"must be 1-64 characters of {NAME_CHARS}, and not only dots: it becomes part of "
+            f"every external task id and of file names (got {got(text)})"
+        )
+    return text
+
+
+def _output_dir(value: object) -> str:
+    text = as_text(value)
+    if not text.strip():
+        fail("must not be empty")
+    if text.startswith("~"):
+        # Taken literally it would create a directory named "~" next to the manifest.
+        fail("'~' is not expanded here: write the full path, or one relative to the manifest")
+    return text
+
+
+class ProviderSection(Strict):
+    name: Annotated[str, BeforeValidator(OneOf(("kling",)))] = "kling"
+    base_url: Annotated[str, BeforeValidator(_base_url)] = DEFAULT_BASE_URL
+    timeout: Positive = 60.0
+    api: Annotated[str, BeforeValidator(OneOf(API_CHOICES))] = "auto"
+    allow_unknown_models: Flag = False
+
+    def settings(self) -> ProviderSettings:
+        return ProviderSettings(
+            name=self.name,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            api=self.api,
+            allow_unknown_models=self.allow_unknown_models,
+        )
+
+
+class LimitsSection(Strict):
+    concurrency: Annotated[WholeNumber, Field(ge=1)] = 5
+    requests_per_minute: Positive = 60.0
+    deadline: Annotated[Deadline, PlainValidator(_deadline)] | None = None
+    max_units: Positive | None = None
+
+    def settings(self) -> Limits:
+        return Limits(
+            concurrency=self.concurrency,
+            requests_per_minute=self.requests_per_minute,
+            deadline=self.deadline,
+            max_units=self.max_units,
+        )
+
+
+class RetrySection(Strict):
+    max_attempts: Annotated[WholeNumber, Field(ge=1, le=100)] = 5
+    base_delay: Positive = 1.0
+    max_delay: Positive = 60.0
+    lookup_grace: NonNegative = 2.0
+    lookup_timeout: Positive = 300.0
+
+    def settings(self) -> RetrySettings:
+        return RetrySettings(
+            max_attempts=self.max_attempts,
+            base_delay=self.base_delay,
+            max_delay=self.max_delay,
+            lookup_grace=self.lookup_grace,
+            lookup_timeout=self.lookup_timeout,
+        )
+
+
+class PollSection(Strict):
+    interval: Positive = 5.0
+    max_interval: Positive = 30.0
+    timeout: Positive = 900.0
+
+    def settings(self) -> PollSettings:
+        return PollSettings(
+            interval=self.interval, max_interval=self.max_interval, timeout=self.timeout
+        )
+
+
+class OutputSection(Strict):
+    dir: Annotated[str, BeforeValidator(_output_dir)] | None = None
+    download: Annotated[bool, BeforeValidator(as_bool)] = True
+    download_timeout: Positive = 600.0
+
+
+class TopLevel(Strict):
+    # version and name are optional here only so that the other sections still validate when
+    # they are missing; their absence is reported separately.
+    version: Annotated[int, BeforeValidator(_version)] | None = None
+    name: Annotated[str, BeforeValidator(_batch_name)] | None = None
+    provider: ProviderSection = Field(default_factory=ProviderSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    retry: RetrySection = Field(default_factory=RetrySection)
+    poll: PollSection = Field(default_factory=PollSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    # Checked by hand: their rules depend on each other (defaults per kind, located per item),
+    # or their keys are data (model names, durations, column names).
+    defaults: Any = None
+    items: Any = None
+    items_from: Any = None
+    pricing: Any = None
+
+
+_SECTIONS: Final = ("provider", "limits", "retry", "poll", "output", "defaults", "pricing")
+
+
+def read_sections(
+    data: dict[str, Any], sink: ProblemSink
+) -> tuple[dict[str, Any], TopLevel | None]:
+    """The manifest's top level (a section written empty is an empty mapping), and its sections
+    validated: None when even the valid part cannot make them (every problem is in ``sink``)."""
+    top = {
+        key: ({} if key in _SECTIONS and value is None else value)
+        for key, value in data.items()
+    }
+    for key in ("version", "name"):
+        if top.get(key) is None and (key,) not in sink.unreadable:
+            top.pop(key, None)
+            hint = "write 'version: 1'" if key == "version" else "it names the batch"
+            sink.report((key,), f"is required: {hint}")
+    # No validator of the sections reads the context (only item fields resolve files).
+    settings, errors = validate(TopLevel, top, {})
+    sink.report_errors(errors, TopLevel)
+    if settings is not None:
+        bad = {tuple(error["loc"]) for error in errors}
+        _check_bounds(settings, top, bad, sink)
+    return top, settings
+
+
+def _check_bounds(
+    settings: TopLevel, top: dict[str, Any], bad: set[DocPath], sink: ProblemSink
+) -> None:
+    """An upper bound below its lower one (each valid on its own)."""
+    for section, upper, lower in (
+        ("retry", "max_delay", "base_delay"),
+        ("poll", "max_interval", "interval"),
+    ):
+        high = getattr(getattr(settings, section), upper)
+        low = getattr(getattr(settings, section), lower)
+        if (section, upper) in bad or (section, lower) in bad or high >= low:
+            continue
+        written = top.get(section)
+        default = "" if isinstance(written, dict) and upper in written else ", the default"
+        sink.report(
+            (section, upper),
+            f"must be at least {lower} ({number_text(low)}) (got {number_text(high)}{default})",
+        )
