@@ -45,8 +45,9 @@ from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked, LedgerUnreadable, RunRecord
 from orchestrator.local_failures import LocalFailure
 from orchestrator.progress import ProgressLine
+from orchestrator.providers import registry
 from orchestrator.providers.base import TaskFinder
-from orchestrator.providers.kling import JwtAuth, KlingProvider, auth_from_env
+from orchestrator.providers.plugin import ProviderPlugin
 from orchestrator.retry import RetryPolicy
 
 #: Seconds between two redraws of the progress line.
@@ -89,7 +90,8 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator",
-        description="Run batches of generation tasks (Kling) resumably, never paying twice.",
+        description="Run batches of generation tasks (Kling, LTX Video) resumably, never paying "
+        "twice.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -197,23 +199,24 @@ def _load(path: Path, err: TextIO) -> Manifest:
         raise _Usage from None
 
 
-def _provider_class(manifest: Manifest) -> type[KlingProvider]:
-    """The provider the manifest names (its capabilities are the class's)."""
-    return KlingProvider
+def _plugin(manifest: Manifest) -> ProviderPlugin:
+    """The plug-in of the provider the manifest names."""
+    return registry.plugin(manifest.provider.name)
 
 
-def _credentials(manifest: Manifest) -> httpx.Auth | None:
-    """None for the bundled simulator (it brings its own demo credentials)."""
+def _credentials(manifest: Manifest, redact: Callable[[str], None]) -> httpx.Auth | None:
+    """The provider's credentials from the environment, each secret told to ``redact``; None
+    for the bundled simulator (it brings its own demo credentials)."""
     if manifest.provider.base_url == SIMULATOR_BASE_URL:
         return None
+    plugin = _plugin(manifest)
     try:
-        auth = auth_from_env(os.environ)
+        auth: httpx.Auth | None = plugin.credentials(os.environ, redact)
     except ValueError as exc:
         raise _Usage(str(exc)) from None
     if auth is None:
         raise _Usage(
-            "no Kling credentials: set KLING_ACCESS_KEY and KLING_SECRET_KEY (or KLING_API_KEY) "
-            "in the environment; nothing was sent."
+            f"no {plugin.title} credentials: {plugin.credentials_help}; nothing was sent."
         )
     return auth
 
@@ -236,19 +239,14 @@ def _provider_endpoint(
 ) -> Iterator[_Endpoint]:
     if manifest.provider.base_url != SIMULATOR_BASE_URL:
         assert auth is not None
-        for secret in getattr(auth, "secrets", tuple)():
-            redactor.add(secret)
         yield _Endpoint(manifest.provider.base_url, auth)
         return
-    from orchestrator.simulator import SimConfig, Simulator
-
     # Durable: a killed or interrupted demo resumes against the tasks it created.
-    config = SimConfig(state_file=manifest.output_dir / SIMULATOR_STATE)
-    sim_auth = JwtAuth(config.access_key, config.secret_key, on_token=redactor.add)
-    redactor.add(config.secret_key)
     started_at = time.time()
-    with Simulator(config) as sim:
-        yield _Endpoint(sim.url, sim_auth, started_at)
+    with _plugin(manifest).simulated(
+        manifest.output_dir / SIMULATOR_STATE, redactor.add
+    ) as account:
+        yield _Endpoint(account.base_url, account.auth, started_at)
 
 
 def _check_own_files(manifest: Manifest, state_path: Path, report_path: Path) -> None:
@@ -439,7 +437,8 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 requests_per_minute=args.rpm or manifest.limits.requests_per_minute,
             ),
         )
-    auth = _credentials(manifest)
+    redactor = logs.Redactor()  # told every secret before anything can store what is sent
+    auth = _credentials(manifest, redactor.add)
     for warning in manifest.warnings:
         err.write(f"{args.manifest}: warning: {warning}\n")
     out = manifest.output_dir
@@ -459,11 +458,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         raise _Usage(str(exc)) from None
     except OSError as exc:
         raise _cannot("use the output folder", out, exc) from None
-    # Before anything can store what the provider sends: credentials a server echoes (in an
-    # asset URL, an error text) are scrubbed from the ledger and the report as from the logs.
-    redactor = logs.Redactor()
-    for secret in getattr(auth, "secrets", tuple)():
-        redactor.add(secret)
+    # The redactor knows every secret (the credentials told it): credentials a server echoes
+    # (in an asset URL, an error text) are scrubbed from the ledger and the report as from the
+    # logs.
     try:
         ledger = Ledger(state_path, manifest.name, scrub=redactor.clean)
     except LedgerLocked as exc:
@@ -481,7 +478,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         raise _cannot("open the state file", state_path, exc) from None
     adopt = _adopting(output, ledger)
     afresh = False
-    if adopt and not issubclass(_provider_class(manifest), TaskFinder):
+    if adopt and not issubclass(_plugin(manifest).provider_class, TaskFinder):
         if not args.new_batch:
             ledger.close()
             output.close()
@@ -517,11 +514,11 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
     failure: LocalFailure | None = None
     try:
         with _provider_endpoint(manifest, auth, redactor) as endpoint:
-            provider = _provider_class(manifest)(
+            provider = _plugin(manifest).connect(
                 endpoint.base_url,
                 endpoint.auth,
-                timeout=manifest.provider.timeout,
-                api=manifest.provider.api,
+                manifest.provider.timeout,
+                manifest.provider.options,
             )
             # Asset URLs may lead to internal or plain-http hosts only when the provider is on
             # one itself (the simulator's assets are on its own loopback host).
@@ -789,7 +786,7 @@ def _close(ledger: Ledger, log_file: TextIO) -> BaseException | None:
 
 def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
     manifest = _load(args.manifest, err)
-    _credentials(manifest)
+    _credentials(manifest, lambda secret: None)
     kinds: dict[str, int] = {}
     for item in manifest.items:
         kinds[str(item.request.kind)] = kinds.get(str(item.request.kind), 0) + 1
@@ -819,8 +816,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     # What a ledger of an older version may hold of an echoed credential is not shown either.
     redactor = logs.Redactor()
     with contextlib.suppress(ValueError):
-        for secret in getattr(auth_from_env(os.environ), "secrets", tuple)():
-            redactor.add(secret)
+        _plugin(manifest).credentials(os.environ, redactor.add)
     rows = redactor.clean(rows)
     render = status.render_status_json if args.json else status.render_status_text
     out.write(render(rows, batch=manifest.name, state_path=state_path) + "\n")

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import (
-    DEFAULT_BASE_URL,
     Manifest,
     ManifestError,
     Problem,
@@ -25,6 +24,7 @@ from orchestrator.config import (
 )
 from orchestrator.images import read_image_info
 from orchestrator.providers.base import ImageSource, Kind
+from orchestrator.providers.kling.plugin import DEFAULT_BASE_URL
 from tests.test_images import jpeg_bytes, png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,8 +158,8 @@ CASES = [
          None, "name", "must be text (got 2024); put it in quotes"),
     Case("unknown top-level key", top_doc("limit: {concurrency: 2} #<"),
          None, "limit", "unknown key 'limit' (did you mean 'limits'?)"),
-    Case("provider other than kling", top_doc("provider:", "  name: openai #<"),
-         None, "provider.name", "must be kling (got 'openai')"),
+    Case("provider not one there is", top_doc("provider:", "  name: openai #<"),
+         None, "provider.name", "must be one of kling, ltx (got 'openai')"),
     Case("base_url not http", top_doc("provider:", "  base_url: ftp://x #<"),
          None, "provider.base_url", "http(s) URL"),
     Case("base_url without host", top_doc("provider:", "  base_url: 'https://' #<"),

@@ -79,7 +79,7 @@ def test_sound_needs_the_mode_the_model_has_it_in(tmp_path: Path) -> None:
     )
     path = write(tmp_path, "items: [{id: a, prompt: p, model: kling-v3, sound: true}]\n")
     with pytest.raises(ManifestError) as caught:
-        load_manifest(path, kling=parse(custom))
+        load_manifest(path, catalogue=parse(custom))
     (problem,) = caught.value.problems
     assert (problem.field, problem.message) == (
         "sound", "needs mode pro on kling-v3 (mode is std)"
@@ -143,7 +143,7 @@ def test_an_unknown_model_needs_allow_unknown_models(tmp_path: Path) -> None:
     assert duration.message == "must be between 3 and 15 seconds (got 20)"
     allowed = HEADER.replace("simulator}", "simulator, allow_unknown_models: true}")
     manifest = load(tmp_path, body, allowed)
-    assert manifest.provider.allow_unknown_models
+    assert manifest.provider.options.allow_unknown_models
     # Only the generic checks: sent as written, nothing assumed for it.
     assert fields(manifest)["a"] == {"model": "kling-v4", "prompt": "p", "mode": "pro",
                                      "duration": 20}
@@ -161,7 +161,7 @@ def test_a_deprecated_model_warns_and_a_retired_one_is_refused(tmp_path: Path) -
     )
     cat = parse(text)
     path = write(tmp_path, "items: [{id: a, prompt: p, model: kling-v2-5-turbo}]\n")
-    manifest = load_manifest(path, kling=cat)
+    manifest = load_manifest(path, catalogue=cat)
     assert manifest.warnings == (
         "model 'kling-v2-5-turbo' is deprecated since 2026-11-01: Kling will retire it; move to "
         "kling-v3",
@@ -184,10 +184,9 @@ def test_api_2_0_models_and_provider_api(tmp_path: Path) -> None:
         "items: [{id: a, prompt: p, model: kling-v2-6}]\n",
         HEADER.replace("simulator}", "simulator, api: v2}"),
     )
-    assert manifest.provider.api == "v2"
-    assert load(tmp_path, "items: [{id: a, prompt: p, model: kling-v3}]\n").provider.api == (
-        "auto"
-    )
+    assert manifest.provider.options.api == "v2"
+    default = load(tmp_path, "items: [{id: a, prompt: p, model: kling-v3}]\n")
+    assert default.provider.options.api == "auto"
 
 
 def test_a_prompt_that_cannot_be_sent_is_refused_offline(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from orchestrator.config.items import Item
 from orchestrator.config.manifest import Manifest, load_manifest
 from orchestrator.config.problems import ManifestError, Problem
 from orchestrator.config.sections import (
-    DEFAULT_BASE_URL,
     SIMULATOR_BASE_URL,
     Deadline,
     Limits,
@@ -30,7 +29,6 @@ from orchestrator.config.sections import (
 )
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "SIMULATOR_BASE_URL",
     "Deadline",
     "Item",

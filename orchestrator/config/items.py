@@ -12,13 +12,15 @@ manifest.
 That per-item code runs 100,000 times for a big items file, so it is kept lean: measured, most of
 an item's time is Python around the pydantic call, not pydantic itself (see :meth:`_item`).
 
-The item schema is Kling's (providers/kling/schema.py): its field models per kind, its fields
-as names, how they read from a CSV cell, and its per-model rules are bound here; the rest of the
-package sees them through :data:`ITEM_COLUMNS` and :func:`item_rules`.
+The item schema is the provider's (its plug-in's ``schema``, providers/item_schema.py): its field
+models per kind, how they read from a CSV cell and its per-model rules. :class:`ItemShape` is
+what this module derives from a schema once (the keys an item may have, per kind), shared by the
+defaults, the items and the items file's columns.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,24 +31,14 @@ from pydantic import BaseModel
 
 from orchestrator.config.items_file import ItemColumns, Row
 from orchestrator.config.problems import MAX_NAMED, ProblemSink
-from orchestrator.config.sections import NAME_CHARS, ProviderSection
+from orchestrator.config.sections import NAME_CHARS
 from orchestrator.images import ImageInfo
 from orchestrator.layout import check_item_id, own_name_clash
 from orchestrator.providers.base import Kind, TaskRequest
-from orchestrator.providers.item_schema import Draft
-from orchestrator.providers.kling.catalogue import Catalogue, catalogue
-from orchestrator.providers.kling.schema import (
-    CSV_FLAGS,
-    CSV_JSON,
-    CSV_NUMBERS,
-    FIELD_MODELS,
-    IMAGE_FIELDS,
-    KIND_FIELDS,
-    ItemRules,
-    Settings,
-)
+from orchestrator.providers.item_schema import Draft, ItemRules, ItemSchema
 from orchestrator.validators import (
     DocPath,
+    Strict,
     choice_message,
     got,
     scalar_hint,
@@ -69,16 +61,50 @@ class Item:
 
 
 _ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
-_KIND_FIELD_SETS: Final = {kind: frozenset(names) for kind, names in KIND_FIELDS.items()}
-#: Every key an item may have, mapped to the kinds it belongs to.
-_FIELD_KINDS: Final[Mapping[str, tuple[Kind, ...]]] = {
-    name: tuple(kind for kind in KIND_FIELDS if name in KIND_FIELDS[kind])
-    for name in dict.fromkeys(name for kind in KIND_FIELDS for name in KIND_FIELDS[kind])
-}
-_ITEM_KEYS: Final = ("id", "kind", *_FIELD_KINDS)
-_KINDS: Final = tuple(KIND_FIELDS)
-#: The items file's columns: the same keys, and how the schema's fields read from a cell.
-ITEM_COLUMNS: Final = ItemColumns(_ITEM_KEYS, CSV_NUMBERS, CSV_FLAGS, CSV_JSON)
+
+
+@dataclass(frozen=True)
+class ItemShape:
+    """What the manifest derives once from a provider's item schema."""
+
+    schema: ItemSchema
+    kinds: tuple[Kind, ...]
+    #: per kind, its fields in the order they are written to TaskRequest.fields
+    kind_fields: Mapping[Kind, tuple[str, ...]]
+    kind_field_sets: Mapping[Kind, frozenset[str]]
+    #: every field an item may have, mapped to the kinds it belongs to
+    field_kinds: Mapping[str, tuple[Kind, ...]]
+    #: every key an item may have: id, kind, then the fields
+    item_keys: tuple[str, ...]
+    #: the items file's columns: the same keys, and how the fields read from a cell
+    columns: ItemColumns
+
+    @property
+    def field_models(self) -> Mapping[Kind, type[Strict]]:
+        return self.schema.field_models
+
+
+@functools.cache
+def item_shape(schema: ItemSchema) -> ItemShape:
+    """The shape of ``schema``'s items (derived once per schema)."""
+    kind_fields = schema.kind_fields
+    field_kinds = {
+        name: tuple(kind for kind in kind_fields if name in kind_fields[kind])
+        for name in dict.fromkeys(name for names in kind_fields.values() for name in names)
+    }
+    item_keys = ("id", "kind", *field_kinds)
+    return ItemShape(
+        schema=schema,
+        kinds=schema.kinds,
+        kind_fields=kind_fields,
+        kind_field_sets={kind: frozenset(names) for kind, names in kind_fields.items()},
+        field_kinds=field_kinds,
+        item_keys=item_keys,
+        columns=ItemColumns(
+            item_keys, schema.csv_numbers, schema.csv_flags, dict(schema.csv_json)
+        ),
+    )
+
 #: Field values that _plain turns into plain data (a tuple: isinstance is faster with one).
 _NESTED: Final = (BaseModel, list)
 _NO_NAMES: Final[frozenset[str]] = frozenset()
@@ -91,6 +117,7 @@ _IMAGE: Final = Kind.IMAGE
 class Defaults:
     """What ``defaults`` says: item fields for every item that does not say otherwise."""
 
+    shape: ItemShape
     values: dict[str, Any] = field(default_factory=dict)
     kind: Kind | None = None
     kind_invalid: bool = False
@@ -100,25 +127,15 @@ class Defaults:
         """The defaults that reach items of this kind (a default only where it means something)."""
         keys = self._for_kind.get(kind)
         if keys is None:
-            allowed = _KIND_FIELD_SETS[kind]
+            allowed = self.shape.kind_field_sets[kind]
             keys = self._for_kind[kind] = tuple(key for key in self.values if key in allowed)
         return keys
 
 
-def item_rules(kling: Catalogue | None, provider: ProviderSection | None) -> ItemRules:
-    """The per-model rules of this batch's items, from ``kling`` (the packaged catalogue by
-    default) and what the provider section says (its defaults when it could not be read)."""
-    cat = kling if kling is not None else catalogue()
-    if provider is None:
-        return ItemRules(Settings(cat))
-    return ItemRules(
-        Settings(cat, api=provider.api, allow_unknown_models=provider.allow_unknown_models)
-    )
-
-
-def read_defaults(raw: Any, sink: ProblemSink) -> Defaults:
+def read_defaults(raw: Any, sink: ProblemSink, shape: ItemShape) -> Defaults:
     """What ``defaults`` says; its problems go to ``sink``."""
-    defaults = Defaults()
+    defaults = Defaults(shape)
+    item_keys = shape.item_keys
     if raw is None:
         return defaults
     if not isinstance(raw, dict):
@@ -128,28 +145,29 @@ def read_defaults(raw: Any, sink: ProblemSink) -> Defaults:
         path: DocPath = ("defaults", key)
         if key == "id":
             sink.report(path, "cannot have a default: every item needs its own unique id")
-        elif key not in _ITEM_KEYS:
-            sink.report(path, unknown_key(key, _ITEM_KEYS))
+        elif key not in item_keys:
+            sink.report(path, unknown_key(key, item_keys))
         elif value is None:
             sink.report(path, "has no value: write one, or remove the key")
         elif key == "kind":
-            defaults.kind = _kind_of(value)
+            defaults.kind = _kind_of(value, shape.kinds)
             if defaults.kind is None:
                 defaults.kind_invalid = True
-                sink.report(path, choice_message(value, _KINDS))
+                sink.report(path, choice_message(value, shape.kinds))
         else:
             defaults.values[key] = value
     return defaults
 
 
-def _kind_of(value: object) -> Kind | None:
+def _kind_of(value: object, kinds: tuple[Kind, ...]) -> Kind | None:
+    """The kind ``value`` names among the provider's ``kinds``; None when it names none."""
     if not isinstance(value, str):
         return None
     try:
         kind = Kind(value)
     except ValueError:
         return None
-    return kind
+    return kind if kind in kinds else None
 
 
 def _plain(value: Any) -> Any:
@@ -165,10 +183,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _not_a_field(key: str, kind: Kind) -> str:
+def _not_a_field(key: str, kind: Kind, shape: ItemShape) -> str:
     if key == "aspect_ratio" and kind is Kind.IMAGE2VIDEO:
         return "'aspect_ratio' is not a field of kind image2video: the video follows the image"
-    kinds = " and ".join(str(k) for k in _FIELD_KINDS[key])
+    kinds = " and ".join(str(k) for k in shape.field_kinds[key])
     return f"'{key}' is not a field of kind {kind} (it belongs to {kinds})"
 
 
@@ -181,6 +199,7 @@ class ItemChecker:
         self.sink = sink
         self.rules = rules
         self.defaults = defaults
+        self.shape = defaults.shape
         self.manifest_dir = manifest_dir
         self.image_cache: dict[Path, ImageInfo | str] = {}
         self.context: Mapping[str, Any] = {
@@ -309,15 +328,16 @@ class ItemChecker:
         return value
 
     def _item_kind(self, at: DocPath, raw: dict[str, Any]) -> Kind | None:
+        kinds = self.shape.kinds
         if "kind" in raw:
-            kind = _kind_of(raw["kind"])
+            kind = _kind_of(raw["kind"], kinds)
             if kind is None:
-                self.sink.report((*at, "kind"), choice_message(raw["kind"], _KINDS))
+                self.sink.report((*at, "kind"), choice_message(raw["kind"], kinds))
             return kind
         defaults = self.defaults
         if defaults.kind_invalid:
             return None
-        return defaults.kind or Kind.TEXT2VIDEO
+        return defaults.kind or kinds[0]
 
     def _item(
         self,
@@ -336,7 +356,9 @@ class ItemChecker:
         item_id = self._item_id(at, raw)
         kind = self._item_kind(at, raw)
         defaults = self.defaults
-        allowed = _KIND_FIELD_SETS[kind] if kind is not None else _FIELD_KINDS
+        shape = self.shape
+        field_kinds = shape.field_kinds
+        allowed = shape.kind_field_sets[kind] if kind is not None else field_kinds
         default_values = defaults.values
         merged: dict[str, Any] = {}
         for key, value in raw.items():
@@ -348,10 +370,10 @@ class ItemChecker:
                 elif key not in default_values:
                     # null only opts out of a default; anywhere else it is a forgotten value.
                     sink.report((*at, key), "has no value: write one, or remove the key")
-            elif kind is not None and key in _FIELD_KINDS:
-                sink.report((*at, key), _not_a_field(key, kind))
+            elif kind is not None and key in field_kinds:
+                sink.report((*at, key), _not_a_field(key, kind, shape))
             else:
-                sink.report((*at, key), unknown_key(key, _ITEM_KEYS))
+                sink.report((*at, key), unknown_key(key, shape.item_keys))
         if kind is None:
             return None
         # A default applies only where it means something: video settings in defaults must
@@ -360,7 +382,7 @@ class ItemChecker:
         for key in inherited:
             merged[key] = default_values[key]
         from_defaults = frozenset(inherited)
-        if source is not None and not from_defaults.isdisjoint(IMAGE_FIELDS):
+        if source is not None and not from_defaults.isdisjoint(shape.schema.image_fields):
             context = {
                 **context,
                 "inherited": from_defaults,
@@ -368,11 +390,11 @@ class ItemChecker:
             }
         # Written but unreadable (reported already): present, so no "is required" on top.
         broken = (
-            [key for key in KIND_FIELDS[kind] if (*at, key) in sink.unreadable]
+            [key for key in shape.kind_fields[kind] if (*at, key) in sink.unreadable]
             if sink.unreadable
             else []
         )
-        schema = FIELD_MODELS[kind]
+        schema = shape.field_models[kind]
         values, errors = validate(schema, merged, context)
         if errors:
             sink.report_errors(errors, schema, at, from_defaults)
@@ -413,9 +435,8 @@ class ItemChecker:
             elif isinstance(value, _NESTED):
                 value = _plain(value)
             fields[field_name] = value
-        fields["model"] = self.rules.canonical(kind, name)
-        if fields.get("sound") is False and not self.rules.has_sound(kind, name):
-            del fields["sound"]  # Kling's default; a model without sound may refuse the key
+        canonical = fields["model"] = self.rules.canonical(kind, name)
+        self.rules.finish(kind, canonical, fields)
         expected = int(fields["n"]) if kind is _IMAGE else 1
         # Positional: keyword arguments cost measurably at 100,000 items.
         return Item(item_id, TaskRequest(kind, fields, expected), sink.lines.get(at), source)

@@ -23,9 +23,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator.config.items import ITEM_COLUMNS, Item, ItemChecker, item_rules, read_defaults
+from orchestrator.config.items import Item, ItemChecker, item_shape, read_defaults
 from orchestrator.config.items_file import read_items_from, rows
 from orchestrator.config.pricing_section import check_max_units, read_pricing
 from orchestrator.config.problems import ManifestError, Problem, ProblemSink
@@ -38,10 +38,11 @@ from orchestrator.config.sections import (
 )
 from orchestrator.config.yaml_lines import UNREADABLE, parse
 from orchestrator.pricing import BUILTIN_PRICES, PriceTable
+from orchestrator.providers.plugin import ProviderPlugin
 from orchestrator.validators import got
 
-if TYPE_CHECKING:
-    from orchestrator.providers.kling.catalogue import Catalogue
+#: What prices the items of a provider that has no price table yet: nothing.
+_NO_PRICES = PriceTable()
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,11 @@ def _no_full_collections() -> Iterator[None]:
         gc.set_threshold(*threshold)
 
 
-def load_manifest(path: Path, *, kling: Catalogue | None = None) -> Manifest:
+def load_manifest(path: Path, *, catalogue: Any = None) -> Manifest:
     """Read and fully validate a manifest; raise ManifestError listing every problem found.
 
-    ``kling``: the Kling model catalogue to validate against (the packaged one by default)."""
+    ``catalogue``: the model catalogue of the manifest's provider to validate against instead
+    of the packaged one (for tests of catalogue changes)."""
     source = str(path)
     try:
         data = path.read_bytes()
@@ -105,16 +107,14 @@ def load_manifest(path: Path, *, kling: Catalogue | None = None) -> Manifest:
         ) from None
     sink = ProblemSink(manifest_path)
     with _no_full_collections():
-        manifest = _load(text, sink, path.parent, kling)
+        manifest = _load(text, sink, path.parent, catalogue)
     problems = sink.problems()
     if manifest is None or problems:
         raise ManifestError(source, problems or [Problem("the manifest is not valid")])
     return manifest
 
 
-def _load(
-    text: str, sink: ProblemSink, display_dir: Path, kling: Catalogue | None
-) -> Manifest | None:
+def _load(text: str, sink: ProblemSink, display_dir: Path, catalogue: Any) -> Manifest | None:
     data = parse(text, sink)
     if data is UNREADABLE:
         return None
@@ -129,27 +129,37 @@ def _load(
             sink.lines.get(()),
         )
         return None
-    return _document(data, sink, display_dir, kling)
+    return _document(data, sink, display_dir, catalogue)
 
 
 def _document(
-    data: dict[str, Any], sink: ProblemSink, display_dir: Path, kling: Catalogue | None
+    data: dict[str, Any], sink: ProblemSink, display_dir: Path, catalogue: Any
 ) -> Manifest | None:
     manifest_dir = sink.manifest_path.parent
-    top, settings = read_sections(data, sink)
-    rules = item_rules(kling, settings.provider if settings is not None else None)
-    pricing = read_pricing(top.get("pricing"), sink, rules.settings)
-    defaults = read_defaults(top.get("defaults"), sink)
+    top, settings, plugin = read_sections(data, sink)
+    if plugin is None:
+        # No provider by that name (reported): its items cannot be checked.
+        return None
+    schema = plugin.schema
+    options = (
+        settings.provider.settings(plugin).options
+        if settings is not None
+        else schema.options.model_validate({})
+    )
+    rules = schema.rules(options, catalogue)
+    pricing = _prices(top.get("pricing"), sink, plugin, rules)
+    shape = item_shape(schema)
+    defaults = read_defaults(top.get("defaults"), sink, shape)
     has_file = "items_from" in top
     items_file = (
-        read_items_from(top.get("items_from"), sink, ITEM_COLUMNS, manifest_dir, display_dir)
+        read_items_from(top.get("items_from"), sink, shape.columns, manifest_dir, display_dir)
         if has_file
         else None
     )
     checker = ItemChecker(sink, rules, defaults, manifest_dir)
     items = checker.items(top.get("items"), optional=has_file)
     if items_file is not None:
-        items += checker.file_items(items_file.path, rows(items_file, sink, ITEM_COLUMNS))
+        items += checker.file_items(items_file.path, rows(items_file, sink, shape.columns))
     checker.report_missing_model()
     if items_file is not None and not items and not sink.found:
         sink.report(
@@ -169,8 +179,8 @@ def _document(
         version=1,
         name=settings.name,
         path=sink.manifest_path,
-        provider=settings.provider.settings(),
-        limits=settings.limits.settings(),
+        provider=settings.provider.settings(plugin),
+        limits=settings.limits.settings(plugin),
         retry=settings.retry.settings(),
         poll=settings.poll.settings(),
         output_dir=Path(os.path.normpath(manifest_dir / output_dir)),
@@ -181,3 +191,19 @@ def _document(
         items_from=items_file.path if items_file is not None else None,
         warnings=tuple(rules.warnings.values()),
     )
+
+
+def _prices(
+    raw: Any, sink: ProblemSink, plugin: ProviderPlugin, rules: Any
+) -> PriceTable | None:
+    """The batch's price table: the manifest's ``pricing:`` over the provider's built-in one."""
+    if plugin.prices is not None:
+        return read_pricing(raw, sink, plugin.prices(rules))
+    if raw:
+        sink.report(
+            ("pricing",),
+            f"cannot be set for {plugin.title} yet: its tasks are not priced by this tool; "
+            "remove the section (and limits.max_units)",
+        )
+        return None
+    return _NO_PRICES

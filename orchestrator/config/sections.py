@@ -8,25 +8,31 @@ say (``retry.max_delay`` at least ``retry.base_delay``...) is checked after, on 
 The result is the frozen settings the engine reads: :class:`ProviderSettings`, :class:`Limits`
 (with its :class:`Deadline`), :class:`RetrySettings` and :class:`PollSettings`.
 
+``provider.name`` chooses the plug-in (providers/registry.py), read before the rest: the
+provider section is the generic keys (name, base_url, timeout) and the plug-in's own options,
+validated as one model, and the plug-in gives the defaults the manifest leaves out (its base
+URL, its account's concurrency).
+
 ``defaults``, ``items``, ``items_from`` and ``pricing`` are left to their own modules: their
 rules depend on each other or their keys are data.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, PlainValidator
+from pydantic import BeforeValidator, Field, PlainValidator, create_model
 
 from orchestrator.config.problems import ProblemSink
-from orchestrator.providers.kling.catalogue import API_CHOICES
+from orchestrator.providers import registry
+from orchestrator.providers.plugin import ProviderPlugin
 from orchestrator.validators import (
     DocPath,
-    Flag,
     NonNegative,
     OneOf,
     Positive,
@@ -43,20 +49,20 @@ from orchestrator.validators import (
     validate,
 )
 
-DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
-#: ``provider.base_url: simulator`` starts the bundled simulator in-process.
+#: ``provider.base_url: simulator`` starts the provider's bundled simulator in-process.
 SIMULATOR_BASE_URL = "simulator"
+#: The provider of a manifest that names none.
+DEFAULT_PROVIDER: Final = registry.NAMES[0]
 
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    name: str = "kling"
-    base_url: str = DEFAULT_BASE_URL
+    base_url: str
+    name: str = DEFAULT_PROVIDER
     timeout: float = 60.0  # seconds per HTTP request
-    #: Kling's API: "auto" (legacy /v1 where the model has it, else API 2.0), "v1" or "v2".
-    api: str = "auto"
-    #: Models the catalogue does not know are sent with the generic checks only.
-    allow_unknown_models: bool = False
+    #: The plug-in's own keys of the provider section (its ``schema.options`` model); None for
+    #: all their defaults.
+    options: Any = None
 
 
 @dataclass(frozen=True)
@@ -194,31 +200,37 @@ def _output_dir(value: object) -> str:
 
 
 class ProviderSection(Strict):
-    name: Annotated[str, BeforeValidator(OneOf(("kling",)))] = "kling"
-    base_url: Annotated[str, BeforeValidator(_base_url)] = DEFAULT_BASE_URL
-    timeout: Positive = 60.0
-    api: Annotated[str, BeforeValidator(OneOf(API_CHOICES))] = "auto"
-    allow_unknown_models: Flag = False
+    """The provider section's generic keys; each plug-in's section adds its own options."""
 
-    def settings(self) -> ProviderSettings:
+    name: Annotated[str, BeforeValidator(OneOf(registry.NAMES))] = DEFAULT_PROVIDER
+    base_url: Annotated[str, BeforeValidator(_base_url)] | None = None
+    timeout: Positive = 60.0
+
+    def settings(self, plugin: ProviderPlugin) -> ProviderSettings:
+        options = plugin.schema.options
         return ProviderSettings(
-            name=self.name,
-            base_url=self.base_url,
+            name=plugin.name,
+            base_url=self.base_url if self.base_url is not None else plugin.default_base_url,
             timeout=self.timeout,
-            api=self.api,
-            allow_unknown_models=self.allow_unknown_models,
+            # The plug-in's keys, as its own model (this section is a subclass of both).
+            options=options.model_validate(
+                {name: getattr(self, name) for name in options.model_fields}
+            ),
         )
 
 
 class LimitsSection(Strict):
-    concurrency: Annotated[WholeNumber, Field(ge=1)] = 5
+    #: None: the provider's own (ProviderPlugin.default_concurrency)
+    concurrency: Annotated[WholeNumber, Field(ge=1)] | None = None
     requests_per_minute: Positive = 60.0
     deadline: Annotated[Deadline, PlainValidator(_deadline)] | None = None
     max_units: Positive | None = None
 
-    def settings(self) -> Limits:
+    def settings(self, plugin: ProviderPlugin) -> Limits:
         return Limits(
-            concurrency=self.concurrency,
+            concurrency=(
+                self.concurrency if self.concurrency is not None else plugin.default_concurrency
+            ),
             requests_per_minute=self.requests_per_minute,
             deadline=self.deadline,
             max_units=self.max_units,
@@ -280,27 +292,59 @@ class TopLevel(Strict):
 _SECTIONS: Final = ("provider", "limits", "retry", "poll", "output", "defaults", "pricing")
 
 
+@functools.cache
+def _top_level(name: str) -> type[TopLevel]:
+    """The top level of a manifest for the provider ``name``: its provider section is the
+    generic keys and the plug-in's options."""
+    plugin = registry.plugin(name)
+    section = create_model(
+        f"{plugin.title}ProviderSection",
+        __base__=(ProviderSection, plugin.schema.options),
+    )
+    model: type[TopLevel] = create_model(
+        f"{plugin.title}TopLevel",
+        __base__=TopLevel,
+        provider=(section, Field(default_factory=section)),
+    )
+    return model
+
+
+def chosen_plugin(top: dict[str, Any], sink: ProblemSink) -> ProviderPlugin | None:
+    """The plug-in ``provider.name`` names (the default provider's when it names none); None
+    when the name is not one (reported by the section's validation), as the items cannot then
+    be checked."""
+    section = top.get("provider")
+    # Not a mapping: reported as such, and the items checked as the default provider's.
+    name = section.get("name", DEFAULT_PROVIDER) if isinstance(section, dict) else DEFAULT_PROVIDER
+    if ("provider", "name") in sink.unreadable or name not in registry.NAMES:
+        return None
+    return registry.plugin(name)
+
+
 def read_sections(
     data: dict[str, Any], sink: ProblemSink
-) -> tuple[dict[str, Any], TopLevel | None]:
-    """The manifest's top level (a section written empty is an empty mapping), and its sections
-    validated: None when even the valid part cannot make them (every problem is in ``sink``)."""
+) -> tuple[dict[str, Any], TopLevel | None, ProviderPlugin | None]:
+    """The manifest's top level (a section written empty is an empty mapping), its sections
+    validated (None when even the valid part cannot make them) and the provider's plug-in (None
+    when the manifest names no provider there is): every problem is in ``sink``."""
     top = {
         key: ({} if key in _SECTIONS and value is None else value)
         for key, value in data.items()
     }
+    plugin = chosen_plugin(top, sink)
     for key in ("version", "name"):
         if top.get(key) is None and (key,) not in sink.unreadable:
             top.pop(key, None)
             hint = "write 'version: 1'" if key == "version" else "it names the batch"
             sink.report((key,), f"is required: {hint}")
     # No validator of the sections reads the context (only item fields resolve files).
-    settings, errors = validate(TopLevel, top, {})
-    sink.report_errors(errors, TopLevel)
+    model = _top_level(plugin.name if plugin is not None else DEFAULT_PROVIDER)
+    settings, errors = validate(model, top, {})
+    sink.report_errors(errors, model)
     if settings is not None:
         bad = {tuple(error["loc"]) for error in errors}
         _check_bounds(settings, top, bad, sink)
-    return top, settings
+    return top, settings, plugin
 
 
 def _check_bounds(

@@ -86,8 +86,9 @@ class ItemRules(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: the manifest caches what it derives
 class ItemSchema:
+    #: the kinds it makes; the first is an item's kind when neither it nor defaults say
     kinds: tuple[Kind, ...]
     field_models: Mapping[Kind, type[Strict]]
     image_fields: frozenset[str]

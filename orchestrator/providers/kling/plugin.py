@@ -96,4 +96,5 @@ PLUGIN = ProviderPlugin(
     connect=connect,
     provider_class=KlingProvider,
     simulated=simulated,
+    prices=lambda rules: rules.settings,
 )
