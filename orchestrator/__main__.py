@@ -32,7 +32,6 @@ from orchestrator import (
     layout,
     local_failures,
     logs,
-    pricing,
     report,
     runs,
     state_check,
@@ -797,7 +796,7 @@ def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
     for warning in manifest.warnings:
         err.write(f"{args.manifest}: warning: {warning}\n")
     if args.estimate:
-        out.write(pricing.format_estimate(pricing.estimate(manifest)) + "\n")
+        out.write(manifest.pricing.estimate_text(manifest) + "\n")
     return Exit.OK
 
 

@@ -551,8 +551,8 @@ class Engine:
                 continue
             estimated += attempts * price.each
             indicative = indicative or price.indicative
-        return {"estimated": round(estimated, 6), "indicative": indicative,
-                "unpriced_tasks": unpriced}
+        return {"estimated": round(estimated, 6), "unit": self._m.pricing.unit,
+                "indicative": indicative, "unpriced_tasks": unpriced}
 
     def _reserve_units(self, item: Item, log: Any) -> bool:
         """limits.max_units: reserve this attempt's units, or stop the batch (exit 3) when they
@@ -567,7 +567,8 @@ class Engine:
             return True
         info = ErrorInfo(
             category=Category.BILLING,
-            message=f"limits.max_units ({cap:g}) reached: {self._units_spent:g} units submitted, "
+            message=f"limits.max_units ({cap:g}) reached: {self._units_spent:g} "
+            f"{self._m.pricing.unit} submitted, "
             f"item '{item.id}' needs {units:g} more",
             retryable=False,
             hint="Raise limits.max_units in the manifest (or remove it), then rerun: finished "

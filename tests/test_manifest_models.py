@@ -11,6 +11,7 @@ import pytest
 from orchestrator.config import Manifest, ManifestError, Problem, load_manifest
 from orchestrator.providers.base import ImageSource, Kind
 from orchestrator.providers.kling.catalogue import PATH, parse
+from orchestrator.providers.kling.prices import PriceTable
 from tests.test_images import png_bytes
 
 HEADER = "version: 1\nname: t\nprovider: {base_url: simulator}\n"
@@ -150,6 +151,7 @@ def test_an_unknown_model_needs_allow_unknown_models(tmp_path: Path) -> None:
     # It can be priced like any model.
     priced = load(tmp_path, "pricing: {video: {kling-v4: {pro: {per_second: 1}}}}\n" + body,
                   allowed)
+    assert isinstance(priced.pricing, PriceTable)
     assert priced.pricing.video_per_second[("kling-v4", "pro")] == 1
 
 

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
-import orchestrator.pricing as pricing_module
+import orchestrator.providers.kling.prices as pricing_module
 from orchestrator.config import (
     Manifest,
     ManifestError,
     Problem,
     load_manifest,
 )
-from orchestrator.pricing import (
+from orchestrator.pricing import units_for
+from orchestrator.providers.base import Kind, TaskRequest
+from orchestrator.providers.kling.catalogue import catalogue
+from orchestrator.providers.kling.prices import (
     BUILTIN_PRICES,
     Estimate,
     EstimateLine,
@@ -23,10 +26,7 @@ from orchestrator.pricing import (
     estimate,
     format_estimate,
     lookup,
-    units_for,
 )
-from orchestrator.providers.base import Kind, TaskRequest
-from orchestrator.providers.kling.catalogue import catalogue
 
 HEADER = "version: 1\nname: t\nprovider: {base_url: simulator}\n"
 
@@ -46,6 +46,11 @@ def load(tmp_path: Path, body: str) -> Manifest:
     path = tmp_path / "m.yaml"
     path.write_text(HEADER + textwrap.dedent(body), encoding="utf-8")
     return load_manifest(path)
+
+
+def table_of(manifest: Manifest) -> PriceTable:
+    assert isinstance(manifest.pricing, PriceTable)
+    return manifest.pricing
 
 
 def problems(tmp_path: Path, body: str) -> list[Problem]:
@@ -167,7 +172,7 @@ def test_manifest_prices_override_and_extend_the_builtin_table(tmp_path: Path) -
             kling-v3: 0.5
         """
     manifest = load(tmp_path, textwrap.dedent(prices) + ITEMS)
-    table = manifest.pricing
+    table = table_of(manifest)
     assert table.fallback is BUILTIN_PRICES and not table.indicative
     assert units_for(video("kling-v2-5-turbo"), table) == 1
     assert units_for(video("kling-v2-5-turbo", "pro"), table) == 2.5  # built-in still
@@ -181,7 +186,7 @@ def test_builtin_false_uses_only_the_manifest_prices(tmp_path: Path) -> None:
         tmp_path,
         "pricing:\n  builtin: false\n  video: {kling-v2-5-turbo: {std: {5: 1}}}\n" + ITEMS,
     )
-    assert manifest.pricing.fallback is None
+    assert table_of(manifest).fallback is None
     assert units_for(video("kling-v2-5-turbo"), manifest.pricing) == 1
     assert units_for(video("kling-v2-5-turbo", duration=10), manifest.pricing) is None
 

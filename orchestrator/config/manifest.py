@@ -27,7 +27,7 @@ from typing import Any
 
 from orchestrator.config.items import Item, ItemChecker, item_shape, read_defaults
 from orchestrator.config.items_file import read_items_from, rows
-from orchestrator.config.pricing_section import check_max_units, read_pricing
+from orchestrator.config.pricing_section import check_max_units, read_prices
 from orchestrator.config.problems import ManifestError, Problem, ProblemSink
 from orchestrator.config.sections import (
     Limits,
@@ -37,12 +37,8 @@ from orchestrator.config.sections import (
     read_sections,
 )
 from orchestrator.config.yaml_lines import UNREADABLE, parse
-from orchestrator.pricing import BUILTIN_PRICES, PriceTable
-from orchestrator.providers.plugin import ProviderPlugin
+from orchestrator.pricing import UNPRICED, Prices
 from orchestrator.validators import got
-
-#: What prices the items of a provider that has no price table yet: nothing.
-_NO_PRICES = PriceTable()
 
 
 @dataclass(frozen=True)
@@ -62,8 +58,9 @@ class Manifest:
     download: bool = True
     #: ``output.download_timeout``: seconds one attempt at one file may take in all.
     download_timeout: float = 600.0
-    #: The manifest's ``pricing:`` over the built-in, indicative table (see pricing.py).
-    pricing: PriceTable = BUILTIN_PRICES
+    #: The manifest's ``pricing:`` over the provider's built-in, indicative table, in the
+    #: provider's unit (see pricing.py).
+    pricing: Prices = UNPRICED
     #: The file ``items_from`` names, resolved; its items follow the manifest's own.
     items_from: Path | None = None
     #: What is allowed but worth saying (a deprecated model), one line each.
@@ -147,7 +144,7 @@ def _document(
         else schema.options.model_validate({})
     )
     rules = schema.rules(options, catalogue)
-    pricing = _prices(top.get("pricing"), sink, plugin, rules)
+    pricing = read_prices(top.get("pricing"), sink, plugin, rules)
     shape = item_shape(schema)
     defaults = read_defaults(top.get("defaults"), sink, shape)
     has_file = "items_from" in top
@@ -191,19 +188,3 @@ def _document(
         items_from=items_file.path if items_file is not None else None,
         warnings=tuple(rules.warnings.values()),
     )
-
-
-def _prices(
-    raw: Any, sink: ProblemSink, plugin: ProviderPlugin, rules: Any
-) -> PriceTable | None:
-    """The batch's price table: the manifest's ``pricing:`` over the provider's built-in one."""
-    if plugin.prices is not None:
-        return read_pricing(raw, sink, plugin.prices(rules))
-    if raw:
-        sink.report(
-            ("pricing",),
-            f"cannot be set for {plugin.title} yet: its tasks are not priced by this tool; "
-            "remove the section (and limits.max_units)",
-        )
-        return None
-    return _NO_PRICES

@@ -11,9 +11,9 @@
     simulated           a context manager running the provider's simulator in this process
                         (``provider.base_url: simulator``), yielding its URL and credentials
     default_concurrency the account's own limit when the manifest sets none
-    prices              (the rules of one load) -> what ``pricing:`` checks its names against
-                        (Kling: its catalogue and settings); None while the provider has no
-                        price table, its items then unpriced and ``pricing:`` refused
+    prices              reads the manifest's ``pricing:`` over the built-in table, in the
+                        provider's own unit (pricing.PriceReader); None while the provider has
+                        no price table, its items then unpriced and ``pricing:`` refused
 
 The engine never asks for a provider by name: it asks a Provider what it can do. Only the
 registry names concrete plug-ins.
@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from orchestrator.pricing import PriceReader
 from orchestrator.providers.base import Provider
 from orchestrator.providers.item_schema import ItemSchema
 
@@ -65,4 +66,4 @@ class ProviderPlugin:
     provider_class: type
     simulated: Simulated
     default_concurrency: int = 5
-    prices: Callable[[Any], Any] | None = None
+    prices: PriceReader | None = None

@@ -9,7 +9,7 @@ model Kling adds, changes or retires is a change to the data file (and a test), 
       models      name -> Model (aliases resolve to the same Model)
     Model
       kinds       Kind -> KindRules (every kind the model serves or served)
-      price       INDICATIVE units (see orchestrator.pricing)
+      price       INDICATIVE units (see providers/kling/prices.py)
     KindRules     the status of the (model, kind) pair and everything an item of that kind may
                   ask of the model
 
@@ -224,7 +224,7 @@ class Catalogue:
         n: int = 1,
     ) -> float | None:
         """INDICATIVE units one task costs by this catalogue's prices (not a contract: see
-        orchestrator.pricing); None when the catalogue has no price for it."""
+        providers/kling/prices.py); None when the catalogue has no price for it."""
         model = self.model(name)
         if model is None:
             return None

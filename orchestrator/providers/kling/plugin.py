@@ -16,6 +16,7 @@ from orchestrator.providers.item_schema import ItemSchema
 from orchestrator.providers.kling.auth import JwtAuth, auth_from_env
 from orchestrator.providers.kling.catalogue import API_CHOICES, Catalogue, catalogue
 from orchestrator.providers.kling.client import KlingProvider
+from orchestrator.providers.kling.prices import read_pricing
 from orchestrator.providers.kling.schema import (
     CSV_FLAGS,
     CSV_JSON,
@@ -96,5 +97,5 @@ PLUGIN = ProviderPlugin(
     connect=connect,
     provider_class=KlingProvider,
     simulated=simulated,
-    prices=lambda rules: rules.settings,
+    prices=read_pricing,
 )

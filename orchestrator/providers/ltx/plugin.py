@@ -1,4 +1,5 @@
-"""LTX Video as a plug-in: credentials from LTX_API_KEY, the v2 client, its simulator."""
+"""LTX Video as a plug-in: credentials from LTX_API_KEY, the v2 client, its item schema and
+USD prices, its simulator."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import httpx
 from orchestrator.providers.base import Provider
 from orchestrator.providers.bearer import BearerAuth
 from orchestrator.providers.ltx.client import DEFAULT_BASE_URL, LtxProvider
+from orchestrator.providers.ltx.prices import read_pricing
 from orchestrator.providers.ltx.schema import SCHEMA
 from orchestrator.providers.plugin import ProviderPlugin, SimulatedAccount
 
@@ -57,4 +59,5 @@ PLUGIN = ProviderPlugin(
     provider_class=LtxProvider,
     simulated=simulated,
     default_concurrency=2,
+    prices=read_pricing,
 )
