@@ -527,6 +527,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                     policy=download_policy(manifest),
                     attempt_timeout=manifest.download_timeout,
                     asset_policy=AssetPolicy.for_provider(endpoint.base_url),
+                    keeps_files=_plugin(manifest).keeps_files,
                 )
                 if manifest.download
                 else None

@@ -1,9 +1,10 @@
 """Generated files, downloaded and made durable: a batch is done only when they are safely on disk.
 
-Kling deletes generated files after 30 days and its URLs are hotlink-protected, so every asset of
-a succeeded task is fetched promptly into ``<output.dir>/<item-id>/<index>.<ext>``:
+Providers delete generated files (Kling after 30 days, LTX 24 hours after the job ends) and their
+URLs may be hotlink-protected, so every asset of a succeeded task is fetched promptly into
+``<output.dir>/<item-id>/<index>.<ext>``:
 
-1. streamed (``httpx``, no credentials: asset hosts never see the Kling ``Authorization``
+1. streamed (``httpx``, no credentials: asset hosts never see the provider's ``Authorization``
    header) into ``<item-id>/.<index>.<random>.part``, hashed while written; redirects are
    followed here, not by httpx, so that every hop passes the :class:`AssetPolicy` (https, no
    internal hosts, at most ``max_hops`` requests: see asset_policy.py), the asset's own URL
@@ -103,10 +104,15 @@ _HINT_REFUSED = (
     "The asset's URL or a redirect pointed where downloads never go (another scheme than https, "
     "an internal address, or a redirect loop); report it to the provider with the task id."
 )
-_HINT_RERUN = (
-    "The task is not resubmitted: rerun the same manifest to download the missing files again "
-    "(Kling keeps generated files for 30 days)."
-)
+#: How long a provider keeps generated files, when the downloader is not told.
+_KEEPS_FILES = "providers delete generated files after a while"
+
+
+def _hint_rerun(keeps_files: str) -> str:
+    return (
+        "The task is not resubmitted: rerun the same manifest to download the missing files "
+        f"again ({keeps_files})."
+    )
 
 _T = TypeVar("_T")
 
@@ -303,6 +309,7 @@ class Downloader:
         rand: Callable[[], float] = random.random,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         log: Any = None,
+        keeps_files: str = _KEEPS_FILES,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -316,6 +323,9 @@ class Downloader:
         self.concurrency = concurrency
         self.policy = policy
         self.max_bytes = max_bytes
+        #: how long the provider keeps generated files, as hints say it
+        self.keeps_files = keeps_files
+        self._hint_rerun = _hint_rerun(keeps_files)
         self.stats: Counter[str] = Counter()
         #: The first failure of this machine's disk that stopped a download for good (see
         #: DownloadError.stops_batch); None while there was none.
@@ -556,7 +566,7 @@ class Downloader:
                     f"{part.size} bytes, first bytes {head[:8].hex() or 'none'})",
                     hint=(
                         f"The server sent something other than a {target.media} (often a "
-                        "hotlink-protection or error page). " + _HINT_RERUN
+                        "hotlink-protection or error page). " + self._hint_rerun
                     ),
                 )
             name = f"{target.index}.{found.ext}"
@@ -667,7 +677,7 @@ class Downloader:
                     hint=(
                         "The download URL expired or was refused; the task is queried again for "
                         "fresh URLs. If that keeps failing, the provider may have deleted the "
-                        "files (Kling keeps them 30 days)."
+                        f"files ({self.keeps_files})."
                     ),
                     http_status=status,
                 ),
@@ -686,21 +696,21 @@ class Downloader:
                 category=category,
                 message=f"{target.describe()}: HTTP {status}",
                 retryable=retryable,
-                hint=_HINT_RERUN,
+                hint=self._hint_rerun,
                 http_status=status,
             ),
             retry_after=retry_after,
         )
 
     def _error(
-        self, target: _Target, category: Category, what: str, *, hint: str = _HINT_RERUN
+        self, target: _Target, category: Category, what: str, *, hint: str | None = None
     ) -> DownloadError:
         return DownloadError(
             ErrorInfo(
                 category=category,
                 message=f"{target.describe()}: {what}",
                 retryable=True,
-                hint=hint,
+                hint=hint if hint is not None else self._hint_rerun,
             )
         )
 

@@ -614,7 +614,7 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
             ("sustained", "sustained by the account"),
             ("lowest", "lowest cap reached"),
             ("final", "cap at the end"),
-            ("over_capacity_cuts", "cuts after Kling 1303 (over capacity)"),
+            ("over_capacity_cuts", "cuts after an over-capacity answer"),
         ]
         out += _table(
             ["measure", "value"],
@@ -730,7 +730,7 @@ def summary(
     conc = report.get("concurrency") or {}
     if conc.get("over_capacity_cuts") and conc.get("sustained"):
         lines.append(
-            f"The account refused concurrency {conc['configured']} (Kling 1303): it sustained "
+            f"The account refused concurrency {conc['configured']} (over capacity): it sustained "
             f"{conc['sustained']} tasks at once; consider limits.concurrency: {conc['sustained']}."
         )
     if report.get("retries_denied"):

@@ -11,6 +11,7 @@
     simulated           a context manager running the provider's simulator in this process
                         (``provider.base_url: simulator``), yielding its URL and credentials
     default_concurrency the account's own limit when the manifest sets none
+    keeps_files         how long the provider keeps generated files, as hints say it
     prices              reads the manifest's ``pricing:`` over the built-in table, in the
                         provider's own unit (pricing.PriceReader); None while the provider has
                         no price table, its items then unpriced and ``pricing:`` refused
@@ -66,4 +67,5 @@ class ProviderPlugin:
     provider_class: type
     simulated: Simulated
     default_concurrency: int = 5
+    keeps_files: str = "the provider deletes generated files after a while"
     prices: PriceReader | None = None

@@ -98,4 +98,5 @@ PLUGIN = ProviderPlugin(
     provider_class=KlingProvider,
     simulated=simulated,
     prices=read_pricing,
+    keeps_files="Kling keeps generated files for 30 days",
 )

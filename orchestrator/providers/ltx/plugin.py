@@ -60,4 +60,5 @@ PLUGIN = ProviderPlugin(
     simulated=simulated,
     default_concurrency=2,
     prices=read_pricing,
+    keeps_files="LTX keeps a job and its video for 24 hours after it ends",
 )
