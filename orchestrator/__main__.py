@@ -174,11 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
         )
         one.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sub.add_parser(
+    models = sub.add_parser(
         "models",
-        help="the Kling models this version knows, and what each takes (the README's table)",
-        description="Print the model catalogue as a Markdown table: status (with retirement "
-        "dates), modes, durations, sound, end frames, multi-shot, image options and API.",
+        help="the models this version knows of a provider, and what each takes (the README's "
+        "tables)",
+        description="Print a provider's model catalogue as a Markdown table. Kling: status "
+        "(with retirement dates), modes, durations, sound, end frames, multi-shot, image "
+        "options and API. LTX: status, kinds, resolutions, fps and durations, last frames and "
+        "list prices.",
+    )
+    models.add_argument(
+        "--provider", choices=registry.NAMES, default=registry.DEFAULT_PROVIDER,
+        help=f"whose models (default: {registry.DEFAULT_PROVIDER})",
     )
 
     from orchestrator.simulator.cli import add_simulate_parser
@@ -891,10 +898,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "state":
             return int(cmd_state(args, sys.stdout))
         if args.command == "models":
-            from orchestrator.providers.kling.catalogue import catalogue, markdown_table
-
-            sys.stdout.write(markdown_table())
-            sys.stdout.write(f"\n(catalogue checked against Kling on {catalogue().checked})\n")
+            table = registry.plugin(args.provider).models
+            sys.stdout.write(table() if table is not None else "no catalogue\n")
             return int(Exit.OK)
         if args.command == "simulate":
             from orchestrator.simulator.cli import cmd_simulate

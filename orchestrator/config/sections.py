@@ -52,7 +52,7 @@ from orchestrator.validators import (
 #: ``provider.base_url: simulator`` starts the provider's bundled simulator in-process.
 SIMULATOR_BASE_URL = "simulator"
 #: The provider of a manifest that names none.
-DEFAULT_PROVIDER: Final = registry.NAMES[0]
+DEFAULT_PROVIDER: Final = registry.DEFAULT_PROVIDER
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from orchestrator.providers.plugin import ProviderPlugin
 
-__all__ = ["NAMES", "plugin", "plugins"]
+__all__ = ["DEFAULT_PROVIDER", "NAMES", "plugin", "plugins"]
 
 #: name -> the module holding its PLUGIN; the first is the default provider.
 _MODULES = {
@@ -21,6 +21,8 @@ _MODULES = {
     "ltx": "orchestrator.providers.ltx.plugin",
 }
 NAMES = tuple(_MODULES)
+#: The provider of a manifest that names none.
+DEFAULT_PROVIDER = NAMES[0]
 
 
 @functools.cache

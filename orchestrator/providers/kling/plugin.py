@@ -14,7 +14,12 @@ from pydantic import BeforeValidator
 from orchestrator.providers.base import Provider
 from orchestrator.providers.item_schema import ItemSchema
 from orchestrator.providers.kling.auth import JwtAuth, auth_from_env
-from orchestrator.providers.kling.catalogue import API_CHOICES, Catalogue, catalogue
+from orchestrator.providers.kling.catalogue import (
+    API_CHOICES,
+    Catalogue,
+    catalogue,
+    markdown_table,
+)
 from orchestrator.providers.kling.client import KlingProvider
 from orchestrator.providers.kling.prices import read_pricing
 from orchestrator.providers.kling.schema import (
@@ -75,6 +80,13 @@ def simulated(
         yield SimulatedAccount(sim.url, auth)
 
 
+def models() -> str:
+    return (
+        markdown_table()
+        + f"\n(catalogue checked against Kling on {catalogue().checked})\n"
+    )
+
+
 SCHEMA: Final = ItemSchema(
     kinds=tuple(FIELD_MODELS),
     field_models=FIELD_MODELS,
@@ -99,4 +111,5 @@ PLUGIN = ProviderPlugin(
     simulated=simulated,
     prices=read_pricing,
     keeps_files="Kling keeps generated files for 30 days",
+    models=models,
 )

@@ -252,3 +252,29 @@ def load(path: Path) -> Catalogue:
 @functools.cache
 def catalogue() -> Catalogue:
     return load(PATH)
+
+
+def markdown_table(cat: Catalogue | None = None) -> str:
+    """The README's LTX model table, generated from the catalogue (a test keeps them equal)."""
+    cat = cat or catalogue()
+    grades = list(dict.fromkeys(cat.classes.values()))
+    header = ["model", "status", "kinds", "resolution, fps: duration (s)", "last frame",
+              f"USD/s ({', '.join(grades)})"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in cat.models.values():
+        if model.status is Status.RETIRED:
+            status = f"removed {model.removed}, use {model.replacement}"
+            cells = ["", "", ""]
+        else:
+            status = str(model.status)
+            matrix = "; ".join(
+                f"{', '.join(g for g in grades if any(cat.classes[r] == g for r in m.resolutions))}"
+                f" at {_spans(m.fps)} fps: {_spans(m.durations)}"
+                for m in model.modes
+            )
+            cells = [matrix, "yes" if model.last_frame else "no",
+                     " / ".join(f"{model.price[g]:g}" if g in model.price else "-" for g in grades)
+                     if model.price else "not published"]
+        kinds = ", ".join(str(k) for k in KINDS if k in model.kinds)
+        lines.append("| " + " | ".join([f"`{model.name}`", status, kinds, *cells]) + " |")
+    return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ import httpx
 
 from orchestrator.providers.base import Provider
 from orchestrator.providers.bearer import BearerAuth
+from orchestrator.providers.ltx.catalogue import markdown_table
 from orchestrator.providers.ltx.client import DEFAULT_BASE_URL, LtxProvider
 from orchestrator.providers.ltx.prices import read_pricing
 from orchestrator.providers.ltx.schema import SCHEMA
@@ -48,6 +49,10 @@ def simulated(
         yield SimulatedAccount(sim.url, BearerAuth(config.api_key))
 
 
+def models() -> str:
+    return markdown_table() + "\n(catalogue read from LTX's documentation, 2026-08 to 2026-10)\n"
+
+
 PLUGIN = ProviderPlugin(
     name="ltx",
     title="LTX",
@@ -61,4 +66,5 @@ PLUGIN = ProviderPlugin(
     default_concurrency=2,
     prices=read_pricing,
     keeps_files="LTX keeps a job and its video for 24 hours after it ends",
+    models=models,
 )
