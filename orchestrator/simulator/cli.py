@@ -87,15 +87,17 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_int,
         default=None,
         metavar="N",
-        help="account slot limit (default: the profile's; most have none)",
+        help="account slot limit (Kling: 429/1303 over it, default: the profile's, most have "
+        "none; ltx: 429 concurrency_limit_error, default 2)",
     )
     parser.add_argument(
         "--billing-after",
         type=_non_negative_int,
         default=None,
         metavar="K",
-        help="after K committed tasks every create answers 429/1102, resource pack depleted "
-        "(default: the profile's; 'billing' uses 20, the others never run out)",
+        help="after K committed tasks every create is refused as billing (Kling: 429/1102, "
+        "resource pack depleted, default: the profile's, 'billing' uses 20, the others never "
+        "run out; ltx: 402 insufficient_funds_error, default never)",
     )
     parser.add_argument(
         "--no-external-id-query",
