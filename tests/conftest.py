@@ -84,13 +84,35 @@ def write_manifest(
     name: str = "e2e",
     **sections: Any,
 ) -> Path:
+    return write_doc(
+        directory,
+        {"name": "kling", "base_url": sim.url, "timeout": 5},
+        items,
+        name=name,
+        defaults={"kind": "text2video", "model": "kling-v2-5-turbo", "duration": 5},
+        **sections,
+    )
+
+
+def write_doc(
+    directory: Path,
+    provider: dict[str, Any],
+    items: list[dict[str, Any]],
+    /,
+    *,
+    name: str,
+    defaults: dict[str, Any],
+    **sections: Any,
+) -> Path:
+    """``directory/manifest.yaml`` for ``provider`` with the fast test settings; a section
+    given as a mapping (``provider`` too) is merged into the default one."""
     doc: dict[str, Any] = {
         "version": 1,
         "name": name,
-        "provider": {"name": "kling", "base_url": sim.url, "timeout": 5},
+        "provider": provider,
         **{k: dict(v) for k, v in FAST.items()},
         "output": {"dir": "out"},
-        "defaults": {"kind": "text2video", "model": "kling-v2-5-turbo", "duration": 5},
+        "defaults": dict(defaults),
         "items": items,
     }
     for key, value in sections.items():

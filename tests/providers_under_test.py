@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-import yaml
-
 from orchestrator.providers.ltx.simulator import LtxFaultRule, LtxSimConfig, LtxSimulator
 from orchestrator.simulator import FaultRule, SimConfig, Simulator
-from tests.conftest import FAST, REPO
+from tests.conftest import REPO, write_doc
 
 
 @dataclass(frozen=True)
@@ -116,23 +114,14 @@ class Harness:
 
     def manifest(self, directory: Path, running: Running, items: list[dict[str, Any]],
                  **sections: Any) -> Path:
-        doc: dict[str, Any] = {
-            "version": 1,
-            "name": "contract",
-            "provider": {**self.provider, "base_url": running.url, "timeout": 5},
-            **{k: dict(v) for k, v in FAST.items()},
-            "output": {"dir": "out"},
-            "defaults": dict(self.defaults),
-            "items": items,
-        }
-        for key, value in sections.items():
-            if isinstance(value, dict) and isinstance(doc.get(key), dict):
-                doc[key].update(value)
-            else:
-                doc[key] = value
-        path = directory / "manifest.yaml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return path
+        return write_doc(
+            directory,
+            {**self.provider, "base_url": running.url, "timeout": 5},
+            items,
+            name="contract",
+            defaults=self.defaults,
+            **sections,
+        )
 
     def __repr__(self) -> str:
         return self.name

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from orchestrator.providers.ltx.simulator import LtxFaultRule, LtxSimConfig, LtxSimulator
-from tests.conftest import FAST, REPO, run_cli
+from tests.conftest import REPO, run_cli, write_doc
 
 
 def env_for(sim: LtxSimulator | None) -> dict[str, str]:
@@ -44,19 +44,14 @@ def demo_copy(directory: Path, base_url: str = "simulator") -> Path:
 
 def write_manifest(directory: Path, sim: LtxSimulator, items: list[dict[str, Any]],
                    **sections: Any) -> Path:
-    doc: dict[str, Any] = {
-        "version": 1, "name": "ltx-e2e",
-        "provider": {"name": "ltx", "base_url": sim.url, "timeout": 5},
-        **{k: dict(v) for k, v in FAST.items()},
-        "output": {"dir": "out"},
-        "defaults": {"model": "ltx-2-3-fast", "generate_audio": False},
-        "items": items,
-    }
-    for key, value in sections.items():
-        doc[key] = {**doc.get(key, {}), **value}
-    path = directory / "manifest.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return write_doc(
+        directory,
+        {"name": "ltx", "base_url": sim.url, "timeout": 5},
+        items,
+        name="ltx-e2e",
+        defaults={"model": "ltx-2-3-fast", "generate_audio": False},
+        **sections,
+    )
 
 
 def report(directory: Path) -> dict[str, Any]:
