@@ -49,7 +49,7 @@ from orchestrator.limits import (
 )
 from orchestrator.lookups import LookupBatcher
 from orchestrator.poller import ListPoller, Poller, QueryPoller
-from orchestrator.pricing import price_for, units_for
+from orchestrator.pricing import units_for
 from orchestrator.progress import Progress
 from orchestrator.providers.base import (
     AccountChecker,
@@ -545,7 +545,7 @@ class Engine:
             item = by_id.get(item_id)
             if item is None:
                 continue
-            price = price_for(item.request, self._m.pricing)
+            price = self._m.pricing.price(item.request)
             if price is None:
                 unpriced += attempts
                 continue

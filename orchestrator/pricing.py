@@ -26,7 +26,6 @@ __all__ = [
     "PricedBatch",
     "Prices",
     "ReportAt",
-    "price_for",
     "read_amount",
     "render_table",
     "summary_lines",
@@ -92,10 +91,6 @@ ReportAt = Callable[[DocPath, str], None]
 #: (the ``pricing:`` section or None, report, the item rules of this load) -> the batch's
 #: prices, or None when the section is invalid (every problem reported)
 PriceReader = Callable[[Any, ReportAt, Any], "Prices | None"]
-
-
-def price_for(request: TaskRequest, prices: Prices) -> Price | None:
-    return prices.price(request)
 
 
 def units_for(request: TaskRequest, prices: Prices) -> float | None:

@@ -17,7 +17,7 @@ import enum
 import functools
 import itertools
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -161,6 +161,16 @@ class Catalogue:
     def resolution_class(self, resolution: str) -> str | None:
         return self.classes.get(resolution)
 
+    @property
+    def grades(self) -> tuple[str, ...]:
+        """Every resolution class, in the data file's order ("720p", "1080p", ...)."""
+        return tuple(dict.fromkeys(self.classes.values()))
+
+    def grades_of(self, resolutions: Iterable[str]) -> tuple[str, ...]:
+        """The resolution classes these "WxH" values fall in, in the data file's order."""
+        found = {self.classes.get(size) for size in resolutions}
+        return tuple(grade for grade in self.grades if grade in found)
+
     def price_per_second(self, model: str, resolution: str) -> float | None:
         """The list price in USD per second of output, or None where none is published."""
         found = self.models.get(model)
@@ -257,7 +267,7 @@ def catalogue() -> Catalogue:
 def markdown_table(cat: Catalogue | None = None) -> str:
     """The README's LTX model table, generated from the catalogue (a test keeps them equal)."""
     cat = cat or catalogue()
-    grades = list(dict.fromkeys(cat.classes.values()))
+    grades = cat.grades
     header = ["model", "status", "kinds", "resolution, fps: duration (s)", "last frame",
               f"USD/s ({', '.join(grades)})"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -268,8 +278,8 @@ def markdown_table(cat: Catalogue | None = None) -> str:
         else:
             status = str(model.status)
             matrix = "; ".join(
-                f"{', '.join(g for g in grades if any(cat.classes[r] == g for r in m.resolutions))}"
-                f" at {_spans(m.fps)} fps: {_spans(m.durations)}"
+                f"{', '.join(cat.grades_of(m.resolutions))} at {_spans(m.fps)} fps: "
+                f"{_spans(m.durations)}"
                 for m in model.modes
             )
             cells = [matrix, "yes" if model.last_frame else "no",

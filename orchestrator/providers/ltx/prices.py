@@ -196,11 +196,11 @@ def _video(raw: Any, cat: Catalogue, rates: dict[RateKey, float], problem: Repor
         problem(at, "must map LTX models to USD per second by resolution class, e.g. "
                 f"{_EXAMPLE[8:-1]} (got {got(raw)})")
         return
-    grades = tuple(dict.fromkeys(cat.classes.values()))
+    grades = cat.grades
+    active = [n for n, m in cat.models.items() if m.status is Status.ACTIVE]
     for name, by_grade in raw.items():
         model_at = (*at, name)
         model = cat.model(name)
-        active = [n for n, m in cat.models.items() if m.status is Status.ACTIVE]
         if model is None:
             problem(model_at, f"unknown LTX model '{name}'{suggest(name, active)} (current "
                     f"models: {', '.join(active)})")
@@ -209,7 +209,7 @@ def _video(raw: Any, cat: Catalogue, rates: dict[RateKey, float], problem: Repor
             problem(model_at, f"'{name}' was removed by LTX on {model.removed}: it needs no "
                     f"price (price {model.replacement} instead)")
             continue
-        makes = tuple(g for g in grades if any(cat.classes[r] == g for r in model.resolutions))
+        makes = cat.grades_of(model.resolutions)
         if not isinstance(by_grade, dict):
             problem(model_at, f"must map resolution classes ({', '.join(makes)}) to USD per "
                     f"second, e.g. {{{makes[0]}: 0.06}} (got {got(by_grade)})")
