@@ -87,9 +87,9 @@ def write_manifest(
     return write_doc(
         directory,
         {"name": "kling", "base_url": sim.url, "timeout": 5},
+        {"kind": "text2video", "model": "kling-v2-5-turbo", "duration": 5},
         items,
         name=name,
-        defaults={"kind": "text2video", "model": "kling-v2-5-turbo", "duration": 5},
         **sections,
     )
 
@@ -97,15 +97,15 @@ def write_manifest(
 def write_doc(
     directory: Path,
     provider: dict[str, Any],
+    defaults: dict[str, Any],
     items: list[dict[str, Any]],
     /,
     *,
     name: str,
-    defaults: dict[str, Any],
     **sections: Any,
 ) -> Path:
     """``directory/manifest.yaml`` for ``provider`` with the fast test settings; a section
-    given as a mapping (``provider`` too) is merged into the default one."""
+    given as a mapping (``provider`` and ``defaults`` too) is merged into the default one."""
     doc: dict[str, Any] = {
         "version": 1,
         "name": name,

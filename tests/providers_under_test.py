@@ -117,9 +117,9 @@ class Harness:
         return write_doc(
             directory,
             {**self.provider, "base_url": running.url, "timeout": 5},
+            self.defaults,
             items,
             name="contract",
-            defaults=self.defaults,
             **sections,
         )
 

@@ -47,9 +47,9 @@ def write_manifest(directory: Path, sim: LtxSimulator, items: list[dict[str, Any
     return write_doc(
         directory,
         {"name": "ltx", "base_url": sim.url, "timeout": 5},
+        {"model": "ltx-2-3-fast", "generate_audio": False},
         items,
         name="ltx-e2e",
-        defaults={"model": "ltx-2-3-fast", "generate_audio": False},
         **sections,
     )
 
