@@ -34,7 +34,6 @@ beside it), so two cron runs of one batch cannot both submit.
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import re
@@ -43,7 +42,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +51,20 @@ from orchestrator import ledger_file
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
 from orchestrator.layout import LOCK_SUFFIX, owner_only
+from orchestrator.ledger_api import ItemRecord, ItemState, RunRecord
 from orchestrator.locks import Held, RunLock
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ItemRecord",
+    "ItemState",
+    "Ledger",
+    "LedgerError",
+    "LedgerLocked",
+    "LedgerNotStarted",
+    "LedgerUnreadable",
+    "RunRecord",
+]
 
 SCHEMA_VERSION = 3
 #: What brings a ledger of an older version to the current one, step by step (each runs in the
@@ -131,43 +142,6 @@ _OWN_OBJECTS = frozenset(
 _IDENTITY = (("batch",), ("ledger_id", "salt"))
 
 
-class ItemState(enum.StrEnum):
-    PENDING = "pending"
-    SUBMITTING = "submitting"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    PARTIAL = "partial"
-    FAILED = "failed"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (ItemState.SUCCEEDED, ItemState.PARTIAL, ItemState.FAILED)
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    id: str
-    kind: str
-    state: ItemState
-    attempt: int
-    external_task_id: str | None
-    task_id: str | None
-    expected_assets: int
-    assets: list[dict[str, Any]]
-    error: ErrorInfo | None
-    submitted_at: float | None
-    finished_at: float | None
-    #: attempts that provably created a task (have a task id)
-    tasks_created: int = 0
-    #: why the files of a finished task are not (all) on disk yet; None when they are
-    download_error: ErrorInfo | None = None
-    #: units the provider says it charged for the item's tasks (summed over its attempts);
-    #: None while no task reported a charge
-    charged_units: float | None = None
-    #: the request fingerprint of the current attempt (None: none sent, or an older ledger)
-    fingerprint: str | None = None
-
-
 class LedgerError(Exception):
     """The state file cannot be used (locked by another run, or belongs to another batch)."""
 
@@ -179,20 +153,6 @@ class LedgerLocked(LedgerError):
 class LedgerNotStarted(LedgerError):
     """The state file was only partly created (a run killed, or out of space, while creating
     it): it holds nothing, no run is recorded in it yet."""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One run of the batch: written when it starts, updated as it goes, closed when it ends
-    (a run that never closed its row was killed)."""
-
-    run: int
-    started_at: float
-    finished_at: float | None
-    exit_code: int | None
-    exit_reason: str | None
-    requests: dict[str, int]
-    retries: int
 
 
 class LedgerUnreadable(LedgerError):

@@ -7,17 +7,28 @@ The delay before retry number ``attempt`` (1 for the first retry) is full jitter
 
 unless the server asked for a wait (Retry-After), in which case that wait is honoured, capped at
 ``max_retry_after`` so a hostile or broken header cannot park the batch for a day.
+
+Every operation that retries (creates, lookups by external id, polls, downloads) runs the same
+loop, :class:`RetryLoop`: it counts the tries, charges failures of the "provider is failing"
+kind to the batch's :class:`RetryBudget`, and after each failure says, by the pure
+:func:`next_step`, whether to wait (and how long) or to give up (and why). What each operation
+does with a verdict (fail its item, leave it unresolved, raise) stays with the operation.
 """
 
 from __future__ import annotations
 
 import email.utils
+import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orchestrator.errors import Category, ErrorInfo
+
 #: Longest server-requested wait we honour (openai-python uses 120 s, ComfyUI 150 s).
 MAX_RETRY_AFTER = 120.0
+#: Failures that mean "the provider is failing": charged to the retry budget.
+BUDGETED = (Category.SERVER, Category.NETWORK, Category.TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -115,3 +126,93 @@ class RetryBudget:
             return True
         self.denied += 1
         return False
+
+
+class GiveUp(enum.StrEnum):
+    """Why a retry loop stops trying."""
+
+    #: the failure will not change by trying again (a refusal, a policy failure)
+    FINAL = "final"
+    #: ``max_attempts`` tries were made
+    EXHAUSTED = "exhausted"
+    #: the retry budget is spent: the provider keeps failing
+    DENIED = "denied"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Wait ``delay`` seconds, then try again."""
+
+    delay: float
+
+
+def next_step(
+    policy: RetryPolicy,
+    tries: int,
+    info: ErrorInfo,
+    retry_after: float | None,
+    rand: Callable[[], float],
+    *,
+    budget: RetryBudget | None = None,
+    may_succeed: bool | None = None,
+) -> Retry | GiveUp:
+    """After the ``tries``-th failed try (1-based), ending with ``info``: try again after a
+    delay, or give up and why. ``may_succeed`` overrides ``info.retryable`` (a create proven
+    absent may be sent again whatever its answer said). The budget is asked only when the
+    failure is of the kind it meters, and only once nothing else stops the loop."""
+    if not (info.retryable if may_succeed is None else may_succeed):
+        return GiveUp.FINAL
+    if tries >= policy.max_attempts:
+        return GiveUp.EXHAUSTED
+    if budget is not None and info.category in BUDGETED and not budget.allow():
+        return GiveUp.DENIED
+    return Retry(backoff_delay(policy, tries, retry_after, rand))
+
+
+class RetryLoop:
+    """The state of one operation's retries (see the module docstring).
+
+    ``charge`` a failure when it happens (the budget sees failures in the order they come,
+    whatever the operation then does first), ``failed`` when the operation would try again,
+    ``succeeded`` when it got its answer.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        rand: Callable[[], float],
+        budget: RetryBudget | None = None,
+    ) -> None:
+        self.policy = policy
+        self.tries = 0
+        self._rand = rand
+        self._budget = budget
+
+    def charge(self, info: ErrorInfo) -> None:
+        """A failed request: the budget pays for it when it is of the kind it meters."""
+        if self._budget is not None and info.category in BUDGETED:
+            self._budget.on_failure()
+
+    def succeeded(self) -> None:
+        """An answered request: the budget gets its refund."""
+        if self._budget is not None:
+            self._budget.on_success()
+
+    def failed(
+        self,
+        info: ErrorInfo,
+        retry_after: float | None = None,
+        *,
+        may_succeed: bool | None = None,
+    ) -> Retry | GiveUp:
+        """One more failed try: what to do next (see :func:`next_step`)."""
+        self.tries += 1
+        return next_step(
+            self.policy,
+            self.tries,
+            info,
+            retry_after,
+            self._rand,
+            budget=self._budget,
+            may_succeed=may_succeed,
+        )

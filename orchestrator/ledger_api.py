@@ -1,0 +1,117 @@
+"""What a run needs of a ledger, whatever keeps it (SQLite on this machine today; a shared
+database when several workers run one batch): the item records it reads, and the protocol the
+engine writes through. See :mod:`orchestrator.ledger` for the state machine and the
+durability contract every implementation keeps (an intent is durable before its create is sent).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from orchestrator.errors import ErrorInfo
+
+__all__ = ["BatchLedger", "ItemRecord", "ItemState", "RunRecord"]
+
+
+class ItemState(enum.StrEnum):
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ItemState.SUCCEEDED, ItemState.PARTIAL, ItemState.FAILED)
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    id: str
+    kind: str
+    state: ItemState
+    attempt: int
+    external_task_id: str | None
+    task_id: str | None
+    expected_assets: int
+    assets: list[dict[str, Any]]
+    error: ErrorInfo | None
+    submitted_at: float | None
+    finished_at: float | None
+    #: attempts that provably created a task (have a task id)
+    tasks_created: int = 0
+    #: why the files of a finished task are not (all) on disk yet; None when they are
+    download_error: ErrorInfo | None = None
+    #: units the provider says it charged for the item's tasks (summed over its attempts);
+    #: None while no task reported a charge
+    charged_units: float | None = None
+    #: the request fingerprint of the current attempt (None: none sent, or an older ledger)
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of the batch: written when it starts, updated as it goes, closed when it ends
+    (a run that never closed its row was killed)."""
+
+    run: int
+    started_at: float
+    finished_at: float | None
+    exit_code: int | None
+    exit_reason: str | None
+    requests: dict[str, int]
+    retries: int
+
+
+
+class BatchLedger(Protocol):
+    """The ledger as the engine uses it. Every write is recorded before the side effect it
+    announces; ``durable`` returns once every earlier write is on disk."""
+
+    def sync_items(self, items: Iterable[tuple[str, str, int]]) -> None: ...
+    def get(self, item_id: str) -> ItemRecord: ...
+    def all(self) -> list[ItemRecord]: ...
+    def commit(self) -> None: ...
+    async def durable(self) -> None: ...
+    def lock_still_held(self) -> bool: ...
+
+    # -- identities and what was paid ----------------------------------------------------
+    def external_task_id(self, item_id: str, seq: int, fingerprint: str = "") -> str: ...
+    def next_seq(self, item_id: str, fingerprint: str) -> int: ...
+    def paid_for(self, item_id: str, fingerprint: str | None) -> int: ...
+    def paid_attempts(self) -> dict[str, int]: ...
+    def intent_time(self, external_task_id: str) -> float | None: ...
+    def file_hashes(self) -> dict[str, tuple[tuple[int, int], str]]: ...
+    def remember_file_hashes(self, learnt: dict[str, tuple[tuple[int, int], str]]) -> None: ...
+
+    # -- transitions ----------------------------------------------------------------------
+    def record_intent(
+        self,
+        item_id: str,
+        attempt: int,
+        external_task_id: str,
+        fingerprint: str | None = None,
+        seq: int | None = None,
+    ) -> None: ...
+    def record_submitted(self, item_id: str, task_id: str) -> None: ...
+    def record_not_created(self, item_id: str, error: ErrorInfo | None) -> None: ...
+    def record_unresolved(self, item_id: str, error: ErrorInfo) -> None: ...
+    def record_charge(self, item_id: str, units: float) -> None: ...
+    def record_retry(self, item_id: str, error: ErrorInfo) -> None: ...
+    def finish(
+        self,
+        item_id: str,
+        state: ItemState,
+        *,
+        assets: list[dict[str, Any]] | None = None,
+        error: ErrorInfo | None = None,
+        download_error: ErrorInfo | None = None,
+    ) -> None: ...
+    def record_assets(
+        self, item_id: str, assets: list[dict[str, Any]], download_error: ErrorInfo | None
+    ) -> None: ...
+    def reopen(self, item_id: str, state: ItemState) -> None: ...
