@@ -71,7 +71,7 @@ from orchestrator.layout import check_item_id
 from orchestrator.local_failures import LocalFailure, classify
 from orchestrator.media_formats import identify
 from orchestrator.part_files import PART_NAME, PartFile, hash_file, prepare_dir
-from orchestrator.retry import RetryPolicy, backoff_delay, parse_retry_after
+from orchestrator.retry import GiveUp, Retry, RetryLoop, RetryPolicy, parse_retry_after
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -501,39 +501,39 @@ class Downloader:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.concurrency)
         limiter = self._limiter
-        attempt = 0
+        loop = RetryLoop(self.policy, self._rand)  # no budget: a download costs no credits
         while True:
-            attempt += 1
             try:
                 # The slot is held for one attempt, not across backoff sleeps.
                 async with limiter:
                     return await self._attempt(target)
             except DownloadError as error:
-                error.attempts = attempt
+                error.attempts = loop.tries + 1
                 if error.expired:
                     self.stats["expired"] += 1
                     raise
-                if not error.info.retryable or error.local:
+                if error.local:
                     raise
-                if attempt >= self.policy.max_attempts:
+                step = loop.failed(error.info, error.retry_after)
+                if step is GiveUp.EXHAUSTED:
                     error.info = replace(
                         error.info,
-                        message=f"{error.info.message} (gave up after {attempt} attempts)",
+                        message=f"{error.info.message} (gave up after {loop.tries} attempts)",
                     )
+                if not isinstance(step, Retry):
                     raise
-                delay = backoff_delay(self.policy, attempt, error.retry_after, self._rand)
                 self.stats["retries"] += 1
                 self._log.info(
                     "asset.download_retry",
                     item=item_id,
                     index=index,
-                    attempt=attempt,
-                    delay=round(delay, 3),
+                    attempt=loop.tries,
+                    delay=round(step.delay, 3),
                     category=str(error.info.category),
                     http_status=error.info.http_status,
                     message=error.info.message,
                 )
-                await self._sleep(delay)
+                await self._sleep(step.delay)
 
     async def _attempt(self, target: _Target) -> DownloadedAsset:
         body = _Body()

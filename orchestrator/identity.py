@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.atomic_files import atomic_file, remove_leftovers
 from orchestrator.layout import IDENTITY_FILE, OUTPUT_LOCK
 from orchestrator.locks import Held, RunLock
 
@@ -104,19 +105,9 @@ def shows_earlier_runs(directory: Path, found: Identity | None) -> bool:
 
 
 def _write(path: Path, identity: Identity) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(identity.to_json(), fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_file(path) as fh:
+        json.dump(identity.to_json(), fh, indent=2)
+        fh.write("\n")
 
 
 class OutputDir:
@@ -186,6 +177,9 @@ class OutputDir:
         current = replace(
             previous, ledger_id=ledger_id, state=str(state.resolve()), runs=before + 1
         )
+        # The folder's lock is held: no other writer of batch.json runs, so what a killed one
+        # left is garbage.
+        remove_leftovers(self.directory, [IDENTITY_FILE])
         _write(self._path, current)
         return current
 

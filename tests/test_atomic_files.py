@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.atomic_files import atomic_file, is_temp_name, remove_leftovers, temp_name
+from orchestrator.identity import OutputDir, read_identity
+from orchestrator.layout import IDENTITY_FILE
 from orchestrator.simulator import Simulator
 from tests.conftest import cli_env, run_cli, write_manifest
 
@@ -113,3 +115,21 @@ def test_the_next_run_removes_what_a_killed_report_writer_left(
     events = [json.loads(line)["event"] for p in (out / "logs").iterdir()
               for line in p.read_text().splitlines()]
     assert "report.leftovers_removed" in events
+
+
+def test_the_batch_identity_is_written_whole_and_a_killed_writers_copy_goes(
+    tmp_path: Path,
+) -> None:
+    leftover = tmp_path / temp_name(IDENTITY_FILE)
+    leftover.write_text("{half", encoding="utf-8")
+    lookalike = tmp_path / f".{IDENTITY_FILE}.keep-me"
+    lookalike.write_text("mine", encoding="utf-8")
+    output = OutputDir(tmp_path, "b")
+    try:
+        output.starting("ledger-1", tmp_path / "state.db")
+    finally:
+        output.close()
+    assert not leftover.exists() and lookalike.read_text(encoding="utf-8") == "mine"
+    found = read_identity(tmp_path)
+    assert found is not None and found.ledger_id == "ledger-1" and found.runs == 1
+    assert (tmp_path / IDENTITY_FILE).stat().st_mode & 0o777 == 0o600
