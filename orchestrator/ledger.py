@@ -51,11 +51,12 @@ from orchestrator import ledger_file
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
 from orchestrator.layout import LOCK_SUFFIX, owner_only
-from orchestrator.ledger_api import ItemRecord, ItemState, RunRecord
+from orchestrator.ledger_api import AssetRecord, ItemRecord, ItemState, RunRecord
 from orchestrator.locks import Held, RunLock
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AssetRecord",
     "ItemRecord",
     "ItemState",
     "Ledger",
@@ -165,6 +166,11 @@ class LedgerUnreadable(LedgerError):
             "still name paid tasks. Nothing was sent."
         )
         self.path = path
+
+
+def _assets(stored: str | None) -> list[AssetRecord]:
+    found = json.loads(stored) if stored else []
+    return [AssetRecord.from_json(a) for a in found] if isinstance(found, list) else []
 
 
 def _dumps(value: Any) -> str:
@@ -505,7 +511,7 @@ class Ledger:
             external_task_id=row[4],
             task_id=row[5],
             expected_assets=row[6],
-            assets=json.loads(row[7]) if row[7] else [],
+            assets=_assets(row[7]),
             error=ErrorInfo.from_dict(json.loads(row[8])) if row[8] else None,
             submitted_at=row[9],
             finished_at=row[10],
@@ -711,7 +717,7 @@ class Ledger:
         item_id: str,
         state: ItemState,
         *,
-        assets: list[dict[str, Any]] | None = None,
+        assets: list[AssetRecord] | None = None,
         error: ErrorInfo | None = None,
         download_error: ErrorInfo | None = None,
     ) -> None:
@@ -727,7 +733,7 @@ class Ledger:
         item_id: str,
         state: ItemState,
         error: ErrorInfo | None,
-        assets: list[dict[str, Any]] | None,
+        assets: list[AssetRecord] | None,
         download_error: ErrorInfo | None = None,
     ) -> None:
         now = self._clock()
@@ -746,7 +752,7 @@ class Ledger:
                 (
                     str(state),
                     err,
-                    self._json(assets) if assets is not None else None,
+                    self._json([a.to_json() for a in assets]) if assets is not None else None,
                     download_err,
                     now if state.terminal else None,
                     now,
@@ -755,7 +761,7 @@ class Ledger:
             )
 
     def record_assets(
-        self, item_id: str, assets: list[dict[str, Any]], download_error: ErrorInfo | None
+        self, item_id: str, assets: list[AssetRecord], download_error: ErrorInfo | None
     ) -> None:
         """Asset records (with path, bytes, sha256 once a file is safely on disk) of a finished
         item, and why some are not on disk yet (None when all are)."""
@@ -764,7 +770,7 @@ class Ledger:
         with self._write() as db:
             db.execute(
                 "UPDATE items SET assets = ?, download_error = ?, updated_at = ? WHERE id = ?",
-                (self._json(assets), err, now, item_id),
+                (self._json([a.to_json() for a in assets]), err, now, item_id),
             )
 
     def reopen(self, item_id: str, state: ItemState) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from orchestrator.errors import ErrorInfo
 
-__all__ = ["BatchLedger", "ItemRecord", "ItemState", "RunRecord"]
+__all__ = ["AssetRecord", "BatchLedger", "ItemRecord", "ItemState", "RunRecord"]
 
 
 class ItemState(enum.StrEnum):
@@ -29,6 +29,65 @@ class ItemState(enum.StrEnum):
         return self in (ItemState.SUCCEEDED, ItemState.PARTIAL, ItemState.FAILED)
 
 
+_T = TypeVar("_T")
+
+
+def _typed(data: dict[str, Any], key: str, kind: type[_T]) -> _T | None:
+    value = data.get(key)
+    # bool is an int to Python, never to a record
+    return value if type(value) is kind else None
+
+
+@dataclass(frozen=True)
+class AssetRecord:
+    """One asset of a finished task as the ledger keeps it: where the provider put it, and,
+    once it is downloaded, where it is on disk and what it holds."""
+
+    #: the provider's index (names the file); -1 when a stored record had none usable
+    index: int
+    url: str
+    media: str = ""
+    #: relative to the output directory, POSIX form (``<item-id>/<index>.<ext>``)
+    path: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    #: the file's modification time when it was verified (the cheap check of a rerun)
+    mtime_ns: int | None = None
+
+    @property
+    def downloaded(self) -> bool:
+        """Whether a verified file was recorded for it (it may have gone since)."""
+        return self.path is not None and self.sha256 is not None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"index": self.index, "url": self.url}
+        if self.media:
+            data["media"] = self.media
+        for key in ("path", "bytes", "sha256", "content_type", "mtime_ns"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> AssetRecord:
+        """A stored record, whatever an older version or a damaged file left: a field of the
+        wrong type reads as absent (a file not known to be on disk is fetched again)."""
+        fields = data if isinstance(data, dict) else {}
+        index = _typed(fields, "index", int)
+        return cls(
+            index=-1 if index is None else index,
+            url=_typed(fields, "url", str) or "",
+            media=_typed(fields, "media", str) or "",
+            path=_typed(fields, "path", str),
+            bytes=_typed(fields, "bytes", int),
+            sha256=_typed(fields, "sha256", str),
+            content_type=_typed(fields, "content_type", str),
+            mtime_ns=_typed(fields, "mtime_ns", int),
+        )
+
+
 @dataclass(frozen=True)
 class ItemRecord:
     id: str
@@ -38,7 +97,7 @@ class ItemRecord:
     external_task_id: str | None
     task_id: str | None
     expected_assets: int
-    assets: list[dict[str, Any]]
+    assets: list[AssetRecord]
     error: ErrorInfo | None
     submitted_at: float | None
     finished_at: float | None
@@ -107,11 +166,11 @@ class BatchLedger(Protocol):
         item_id: str,
         state: ItemState,
         *,
-        assets: list[dict[str, Any]] | None = None,
+        assets: list[AssetRecord] | None = None,
         error: ErrorInfo | None = None,
         download_error: ErrorInfo | None = None,
     ) -> None: ...
     def record_assets(
-        self, item_id: str, assets: list[dict[str, Any]], download_error: ErrorInfo | None
+        self, item_id: str, assets: list[AssetRecord], download_error: ErrorInfo | None
     ) -> None: ...
     def reopen(self, item_id: str, state: ItemState) -> None: ...

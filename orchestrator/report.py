@@ -107,13 +107,7 @@ def item_entry(rec: ItemRecord) -> dict[str, Any]:
         "external_task_id": rec.external_task_id,
         "expected_assets": rec.expected_assets,
         "assets": [
-            {
-                "index": a.get("index"),
-                "url": a.get("url"),
-                "path": a.get("path"),
-                "bytes": a.get("bytes"),
-                "sha256": a.get("sha256"),
-            }
+            {"index": a.index, "url": a.url, "path": a.path, "bytes": a.bytes, "sha256": a.sha256}
             for a in rec.assets
         ],
         "error": error_entry(item_error(rec)),
@@ -166,7 +160,8 @@ def _scrubbed_record(rec: ItemRecord, scrub: Callable[[Any], Any]) -> ItemRecord
     download_error = (
         ErrorInfo.from_dict(scrub(rec.download_error.to_dict())) if rec.download_error else None
     )
-    return replace(rec, assets=scrub(rec.assets), error=error, download_error=download_error)
+    assets = [replace(a, url=scrub(a.url)) for a in rec.assets]
+    return replace(rec, assets=assets, error=error, download_error=download_error)
 
 
 def _charged_into(head: dict[str, Any], stats: ItemStats) -> None:

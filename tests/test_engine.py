@@ -29,7 +29,7 @@ from orchestrator.downloads import Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
 from orchestrator.fingerprint import file_sha256, fingerprint
-from orchestrator.ledger import ItemState, Ledger
+from orchestrator.ledger import AssetRecord, ItemState, Ledger
 from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
 from orchestrator.retry import RetryPolicy
 from orchestrator.simulator.media import fake_mp4, fake_png
@@ -601,7 +601,7 @@ async def test_unusable_asset_indexes_are_renumbered_not_a_crash(
         rec = ledger.get("mugs")
     assert outcome.crashed == 0
     assert rec.state is ItemState.SUCCEEDED and rec.download_error is None
-    assert sorted(a["path"] for a in rec.assets) == ["mugs/0.png", "mugs/1.png"]
+    assert sorted(str(a.path) for a in rec.assets) == ["mugs/0.png", "mugs/1.png"]
     # Each file holds the asset its URL named, in the provider's order.
     assert (tmp_path / "mugs" / "1.png").read_bytes() == fake_png("T1", 1)
 
@@ -666,8 +666,8 @@ async def test_a_url_that_keeps_failing_is_refreshed_once(
     with Ledger(tmp_path / "s", "t", clock=clock.time) as ledger:
         outcome = await run(manifest(tmp_path, ["a"]), provider, clock, ledger, downloader)
         rec = ledger.get("a")
-    assert rec.download_error is None and rec.assets[0]["path"] == "a/0.mp4"
-    assert rec.assets[0]["url"] == "https://here.test/0.mp4"
+    assert rec.download_error is None and rec.assets[0].path == "a/0.mp4"
+    assert rec.assets[0].url == "https://here.test/0.mp4"
     assert polls == ["gone.test", "here.test"]  # one refresh query
     # Every HTTP attempt is a request: the 8 the first URL was given, then the fresh one.
     assert outcome.requests["download"] == downloader.policy.max_attempts + 1 == 9
@@ -737,7 +737,7 @@ async def test_a_verdict_without_a_task_id_is_reconciled_not_a_crash(
         ext = sent_id(ledger, m.items[0])
         ledger.record_intent("a", 1, ext)
         provider.committed[ext] = Task("T9", TaskStatus.SUBMITTED, ext)
-        ledger.finish("a", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "https://x/0.mp4"}])
+        ledger.finish("a", ItemState.SUCCEEDED, assets=[AssetRecord(0, "https://x/0.mp4")])
         assert ledger.get("a").task_id is None
         outcome = await run(m, provider, clock, ledger)
         rec = ledger.get("a")

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from orchestrator.errors import Category, ErrorInfo, downloads_pending
-from orchestrator.ledger import ItemState, Ledger, LedgerError, LedgerLocked
+from orchestrator.ledger import AssetRecord, ItemState, Ledger, LedgerError, LedgerLocked
 
 RATE = ErrorInfo(category=Category.RATE_LIMIT, message="slow down", retryable=True, hint="wait")
 
@@ -28,12 +28,12 @@ def test_lifecycle_survives_reopen(tmp_path: Path) -> None:
         ledger.record_intent("a", 1, ext)
         assert ledger.get("a").state is ItemState.SUBMITTING
         ledger.record_submitted("a", "T1")
-        ledger.finish("a", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u"}])
+        ledger.finish("a", ItemState.SUCCEEDED, assets=[AssetRecord(0, "u")])
     with Ledger(path, "b") as ledger:
         a = ledger.get("a")
         assert a.state is ItemState.SUCCEEDED
         assert (a.task_id, a.external_task_id, a.tasks_created) == ("T1", ext, 1)
-        assert a.assets == [{"index": 0, "url": "u"}]
+        assert a.assets == [AssetRecord(0, "u")]
         assert ledger.get("b").state is ItemState.PENDING
         assert ledger.get("b").expected_assets == 4
 
@@ -47,12 +47,12 @@ def test_download_error_is_written_with_the_verdict_and_replaced_by_the_next(
         ledger.sync_items([("a", "text2video", 1)])
         ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
         ledger.record_submitted("a", "T1")
-        ledger.finish("a", ItemState.SUCCEEDED, assets=[{"index": 0}], download_error=pending)
+        ledger.finish("a", ItemState.SUCCEEDED, assets=[AssetRecord(0, "")], download_error=pending)
     with Ledger(path, "b") as ledger:  # durable with the verdict
         assert ledger.get("a").download_error == pending
-        ledger.record_assets("a", [{"index": 0, "path": "a/0.mp4"}], None)
+        ledger.record_assets("a", [AssetRecord(0, "", path="a/0.mp4")], None)
         assert ledger.get("a").download_error is None
-        ledger.record_assets("a", [{"index": 0}], pending)
+        ledger.record_assets("a", [AssetRecord(0, "")], pending)
         ledger.finish("a", ItemState.FAILED, error=RATE)  # a new verdict: no stale file error
         assert ledger.get("a").download_error is None
 
@@ -321,12 +321,12 @@ def test_a_write_once_max_delay_old_commits(tmp_path: Path) -> None:
         assert states_on_disk(path)["a"] is ItemState.PENDING
         assert ledger.commits == commits
         mono.now = 0.5
-        ledger.finish("a", ItemState.SUCCEEDED, assets=[{"index": 0}])
+        ledger.finish("a", ItemState.SUCCEEDED, assets=[AssetRecord(0, "")])
         assert states_on_disk(path)["a"] is ItemState.SUCCEEDED
         assert (ledger.commits, ledger.uncommitted) == (commits + 1, 0)
         # the next write opens a new transaction, aged from now
         mono.now = 0.9
-        ledger.record_assets("a", [{"index": 0, "path": "a.mp4"}], None)
+        ledger.record_assets("a", [AssetRecord(0, "", path="a.mp4")], None)
         assert ledger.commits == commits + 1
     with Ledger(tmp_path / "t", "b", max_delay=0) as ledger:  # 0: every write commits
         ledger.sync_items([("a", "text2video", 1)])
@@ -394,3 +394,33 @@ def test_close_commits_pending_writes(tmp_path: Path) -> None:
         ledger.record_intent("b", 1, ledger.external_task_id("b", 1))
         raise RuntimeError("crash of the engine, not of the process")
     assert states_on_disk(path) == {"a": ItemState.SUBMITTING, "b": ItemState.SUBMITTING}
+
+
+def test_asset_records_round_trip_and_damaged_fields_read_as_absent() -> None:
+    whole = AssetRecord(2, "https://x/2.mp4", "video", path="a/2.mp4", bytes=7,
+                        sha256="ab" * 32, content_type="video/mp4", mtime_ns=123)
+    assert AssetRecord.from_json(whole.to_json()) == whole
+    assert whole.downloaded and not AssetRecord(0, "u").downloaded
+    assert AssetRecord(0, "u").to_json() == {"index": 0, "url": "u"}
+    # What an older version or a damaged file may hold: a file not known to be on disk.
+    damaged = AssetRecord.from_json(
+        {"index": "0", "url": 5, "path": "a/0.mp4", "bytes": True, "sha256": None}
+    )
+    assert damaged == AssetRecord(-1, "", path="a/0.mp4")
+    assert not damaged.downloaded
+    assert AssetRecord.from_json(["not", "a", "record"]) == AssetRecord(-1, "")
+
+
+def test_stored_assets_that_are_not_a_list_read_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with Ledger(path, "b") as ledger:
+        ledger.sync_items([("a", "text2video", 1)])
+        ledger.record_intent("a", 1, ledger.external_task_id("a", 1))
+        ledger.record_submitted("a", "T1")
+        ledger.finish("a", ItemState.SUCCEEDED, assets=[AssetRecord(0, "u")])
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE items SET assets = ? WHERE id = 'a'", ('{"index": 0}',))
+    db.close()
+    with Ledger(path, "b") as ledger:
+        assert ledger.get("a").assets == []

@@ -9,7 +9,7 @@ from typing import Any
 
 from orchestrator import report
 from orchestrator.errors import Category, ErrorInfo
-from orchestrator.ledger import ItemState, Ledger
+from orchestrator.ledger import AssetRecord, ItemState, Ledger
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -119,9 +119,9 @@ def test_items_carry_submit_and_finish_times(tmp_path: Path) -> None:
         ledger.record_intent("run", 1, ledger.external_task_id("run", 1))
         ledger.record_submitted("run", "T2")
         clock.now = T0 + 42.25
-        ledger.finish("done", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u"}])
+        ledger.finish("done", ItemState.SUCCEEDED, assets=[AssetRecord(0, "u")])
         clock.now = T0 + 50  # its file is on disk 7.75 s later: not part of the task time
-        ledger.record_assets("done", [{"index": 0, "url": "u", "path": "done/0.mp4"}], None)
+        ledger.record_assets("done", [AssetRecord(0, "u", path="done/0.mp4")], None)
         data = report.build_report(
             batch="b",
             manifest=Path("m.yaml"),
@@ -347,7 +347,7 @@ def test_results_jsonl_round_trip(tmp_path: Path) -> None:
             ledger.record_intent(item_id, 1, ledger.external_task_id(item_id, 1))
             ledger.record_submitted(item_id, f"T-{item_id}")
         clock.now += 5
-        ledger.finish("z-last", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u", "bytes": 3}])
+        ledger.finish("z-last", ItemState.SUCCEEDED, assets=[AssetRecord(0, "u", bytes=3)])
         ledger.finish("a-first", ItemState.FAILED, error=POLICY)
         data = report.build_report(
             batch="b",

@@ -19,7 +19,7 @@ import pytest
 from orchestrator import report
 from orchestrator.errors import Category, ErrorInfo
 from orchestrator.json_layout import nested_json
-from orchestrator.ledger import ItemRecord, ItemState, Ledger
+from orchestrator.ledger import AssetRecord, ItemRecord, ItemState, Ledger
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -64,15 +64,15 @@ class Clock:
         return self.now
 
 
-def _assets(item_id: str, n: int, *, on_disk: bool = True) -> list[dict[str, Any]]:
+def _assets(item_id: str, n: int, *, on_disk: bool = True) -> list[AssetRecord]:
     return [
-        {
-            "index": k,
-            "url": f"https://cdn.example/{item_id}/{k}.mp4?sig=abcdef0123456789",
-            "path": f"out/assets/{item_id}/{k}.mp4" if on_disk else None,
-            "bytes": 1_000_000 + k if on_disk else None,
-            "sha256": f"{k:064x}" if on_disk else None,
-        }
+        AssetRecord(
+            index=k,
+            url=f"https://cdn.example/{item_id}/{k}.mp4?sig=abcdef0123456789",
+            path=f"out/assets/{item_id}/{k}.mp4" if on_disk else None,
+            bytes=1_000_000 + k if on_disk else None,
+            sha256=f"{k:064x}" if on_disk else None,
+        )
         for k in range(n)
     ]
 

@@ -66,7 +66,7 @@ async def test_an_echoed_key_is_in_no_output(tmp_path: Path) -> None:
             extra={"stopped_by": None, "requests": dict(outcome.requests)},
             scrub=redactor.clean,
         )
-        assert ledger.get("a").assets[0]["path"] == "a/0.mp4"  # downloaded, from the live URL
+        assert ledger.get("a").assets[0].path == "a/0.mp4"  # downloaded, from the live URL
     assert all(SECRET in url for url in served)
     rows = status.status_rows(Ledger.read_only(state)[1], ["a", "b"])
     rendered = status.render_status_text(rows, batch="t", state_path=state)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import Category, ErrorInfo
-from orchestrator.ledger import ItemState, Ledger, LedgerError
+from orchestrator.ledger import AssetRecord, ItemState, Ledger, LedgerError
 from orchestrator.report import STATUSES, error_entry
 from orchestrator.status import (
     MAX_ERROR,
@@ -66,12 +66,12 @@ def build_ledger(path: Path) -> Ledger:
     for item_id in ("ok", "few", "bad", "fetch", "busy", "again", "gone"):
         ledger.record_submitted(item_id, f"T-{item_id}")
     clock.now = T0 + 30
-    ledger.finish("ok", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u"}])
-    ledger.finish("few", ItemState.PARTIAL, assets=[{"index": i} for i in range(3)])
+    ledger.finish("ok", ItemState.SUCCEEDED, assets=[AssetRecord(0, "u")])
+    ledger.finish("few", ItemState.PARTIAL, assets=[AssetRecord(i, "") for i in range(3)])
     ledger.finish("bad", ItemState.FAILED, error=POLICY)
-    ledger.finish("fetch", ItemState.SUCCEEDED, assets=[{"index": 0, "url": "u"}])
-    ledger.record_assets("fetch", [{"index": 0, "url": "u"}], DOWNLOAD)
-    ledger.finish("gone", ItemState.SUCCEEDED, assets=[{"index": 0}])
+    ledger.finish("fetch", ItemState.SUCCEEDED, assets=[AssetRecord(0, "u")])
+    ledger.record_assets("fetch", [AssetRecord(0, "u")], DOWNLOAD)
+    ledger.finish("gone", ItemState.SUCCEEDED, assets=[AssetRecord(0, "")])
     ledger.record_unresolved("unsure", TIMEOUT)
     ledger.record_retry("again", RATE)
     return ledger
@@ -136,7 +136,7 @@ def test_load_records_does_not_need_the_run_lock(tmp_path: Path) -> None:
     try:
         ids = {r.id: str(r.state) for r in load_records(path, "demo")}
         assert ids["busy"] == "running"
-        ledger.finish("busy", ItemState.SUCCEEDED, assets=[{"index": 0}])
+        ledger.finish("busy", ItemState.SUCCEEDED, assets=[AssetRecord(0, "")])
         ledger.commit()
         assert {r.id: str(r.state) for r in load_records(path, "demo")}["busy"] == "succeeded"
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from orchestrator.config import Item
@@ -18,7 +19,7 @@ from orchestrator.downloads import DownloadedAsset, Downloader, DownloadError
 from orchestrator.engine import verdicts
 from orchestrator.engine.batch import Batch, error_fields
 from orchestrator.errors import ErrorInfo, ProviderError, asset_mismatch, downloads_pending
-from orchestrator.ledger_api import ItemRecord, ItemState
+from orchestrator.ledger_api import AssetRecord, ItemRecord, ItemState
 from orchestrator.providers.base import Task, valid_asset_indexes
 
 #: Ledger states of a task that returned files (a partial one keeps those it returned).
@@ -32,27 +33,26 @@ def _mtime_ns(downloader: Downloader, relative: str) -> int | None:
         return None
 
 
-def _looks_intact(downloader: Downloader, asset: dict[str, Any]) -> bool:
+def _looks_intact(downloader: Downloader, asset: AssetRecord) -> bool:
     """Cheap check (like make or rsync): the file is there with the size and modification time
     recorded when it was downloaded. Only files failing this are hashed on a rerun, so a rerun
     of a finished batch does not read every video again."""
-    relative = asset.get("path")
-    if not isinstance(relative, str) or "sha256" not in asset:
+    if asset.path is None or not asset.downloaded:
         return False
     try:
-        info = os.stat(downloader.output_dir / relative)
+        info = os.stat(downloader.output_dir / asset.path)
     except OSError:
         return False
-    return info.st_size == asset.get("bytes") and info.st_mtime_ns == asset.get("mtime_ns")
+    return info.st_size == asset.bytes and info.st_mtime_ns == asset.mtime_ns
 
 
-def _numbered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _numbered(records: list[AssetRecord]) -> list[AssetRecord]:
     """Asset records whose indexes can name files: as they are, or renumbered by position
     (the provider's order) when an index is invalid or repeated, as providers renumber the
     assets they parse (records from an older version, or from another provider, may not be)."""
-    if valid_asset_indexes(record.get("index") for record in records):
+    if valid_asset_indexes(record.index for record in records):
         return records
-    return [{**record, "index": position} for position, record in enumerate(records)]
+    return [replace(record, index=position) for position, record in enumerate(records)]
 
 
 class Collector:
@@ -79,7 +79,7 @@ class Collector:
     def verify(self, item: Item, task: Task, log: Any) -> bool:
         """Record the verdict on a succeeded task; True when it has assets to download."""
         expected = item.request.expected_assets
-        assets = [{"index": a.index, "url": a.url, "media": a.media} for a in task.assets]
+        assets = [AssetRecord(a.index, a.url, a.media) for a in task.assets]
         # The ledger keeps the URLs scrubbed of credentials (a proxy may echo the key in them);
         # this run downloads from the ones the provider sent.
         if self._downloader is not None:
@@ -123,7 +123,7 @@ class Collector:
         downloader = self._downloader
         assert downloader is not None
         rec = self._b.ledger.get(item.id)
-        records = _numbered([dict(a) for a in rec.assets])
+        records = _numbered(list(rec.assets))
         marked = rec.download_error  # what the ledger says about the files right now
         self._b.progress.set(item.id, "downloading")
         if leftovers:
@@ -139,21 +139,21 @@ class Collector:
         for n, asset in enumerate(records):
             if not self._verify_files and _looks_intact(downloader, asset):
                 continue
-            if "sha256" in asset and await downloader.averify(asset):
+            if asset.downloaded and await downloader.averify(asset.to_json()):
                 # Same bytes (the file was copied or touched): remember its new mtime.
-                records[n] = {**asset, "mtime_ns": _mtime_ns(downloader, str(asset["path"]))}
+                records[n] = replace(asset, mtime_ns=_mtime_ns(downloader, str(asset.path)))
                 continue
-            if "sha256" in asset:
-                log.info("item.file_changed", index=asset.get("index"), path=asset.get("path"))
+            if asset.downloaded:
+                log.info("item.file_changed", index=asset.index, path=asset.path)
             if marked is None:
                 # A recorded file is missing or changed: not done until it is back.
                 marked = downloads_pending()
                 self._b.ledger.record_assets(item.id, records, marked)
             try:
-                got = await self._fetch(item, rec, asset, log)
+                got = await self._fetch(item, rec, records, n, log)
             except DownloadError as exc:
                 error = exc.info
-                log.warning("item.download_failed", index=asset.get("index"),
+                log.warning("item.download_failed", index=asset.index,
                             **error_fields(exc.info))
                 if exc.stops_batch:
                     # This machine's disk, not the item: every further download (and most
@@ -170,10 +170,19 @@ class Collector:
                 # or a bug. A classified failure of this item's files, not a crash: the
                 # verdict stands and the task is never resubmitted for a file.
                 error = verdicts.unreadable_asset(asset, exc)
-                log.warning("item.download_failed", index=asset.get("index"), exc_info=True,
+                log.warning("item.download_failed", index=asset.index, exc_info=True,
                             error_type=type(exc).__name__, **error_fields(error))
                 continue
-            records[n] = {**asset, **got.to_dict(), "mtime_ns": _mtime_ns(downloader, got.path)}
+            records[n] = replace(
+                records[n],
+                url=got.url,
+                media=got.media or records[n].media,
+                path=got.path,
+                bytes=got.bytes,
+                sha256=got.sha256,
+                content_type=got.content_type,
+                mtime_ns=_mtime_ns(downloader, got.path),
+            )
             fetched += 1
             # Recorded per file: a crash mid-item keeps the files already checked (those of
             # the last second may be fetched again: a cost, not a loss).
@@ -185,17 +194,19 @@ class Collector:
             log.info("item.downloaded", files=len(records), fetched=fetched)
 
     async def _fetch(
-        self, item: Item, rec: ItemRecord, asset: dict[str, Any], log: Any
+        self, item: Item, rec: ItemRecord, records: list[AssetRecord], n: int, log: Any
     ) -> DownloadedAsset:
-        """One asset. A URL that is expired or refused, or still failing after the downloader's
-        retries (a host that moved: the demo's simulator restarted elsewhere), gets one fresh
-        URL from a new task query; a failure that is ours (disk) or final is not retried."""
+        """Asset ``records[n]``. A URL that is expired or refused, or still failing after the
+        downloader's retries (a host that moved: the demo's simulator restarted elsewhere),
+        gets one fresh URL from a new task query (recorded in ``records``); a failure that is
+        ours (disk) or final is not retried."""
         downloader = self._downloader
         assert downloader is not None and rec.task_id is not None
-        index = int(asset["index"])
-        media = str(asset.get("media") or item.request.kind.media)
+        asset = records[n]
+        index = asset.index
+        media = asset.media or item.request.kind.media
         live = self._live_urls.setdefault(item.id, {})
-        url = live.get(index) or str(asset["url"])
+        url = live.get(index) or asset.url
         try:
             return await downloader.download(item.id, index, url, media)
         except DownloadError as exc:
@@ -212,7 +223,8 @@ class Collector:
                 fresh = {n: a.url for n, a in enumerate(task.assets)}  # as _numbered does
             if index not in fresh or (not exc.expired and fresh[index] == url):
                 raise  # the same URL already had all its retries
-            asset["url"] = live[index] = fresh[index]
+            live[index] = fresh[index]
+            records[n] = replace(asset, url=fresh[index])
             self._b.outcome.retries += 1  # the download again, from the fresh URL
             return await downloader.download(item.id, index, fresh[index], media)
 

@@ -4,9 +4,9 @@ stands on (category, code, HTTP status) and says what the user can do."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from orchestrator.errors import Category, ErrorInfo, Scope
+from orchestrator.ledger_api import AssetRecord
 
 
 class Unresolved(Exception):
@@ -16,10 +16,10 @@ class Unresolved(Exception):
         self.info = info
 
 
-def unreadable_asset(asset: dict[str, Any], exc: Exception) -> ErrorInfo:
+def unreadable_asset(asset: AssetRecord, exc: Exception) -> ErrorInfo:
     return ErrorInfo(
         category=Category.SERVER,
-        message=f"asset {asset.get('index')!r} could not be downloaded: internal error "
+        message=f"asset {asset.index!r} could not be downloaded: internal error "
         f"({type(exc).__name__})",
         retryable=False,
         hint="Please report this with the log file; the task is not resubmitted, and a rerun "
