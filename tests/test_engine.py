@@ -30,7 +30,7 @@ from orchestrator.engine import Engine, RunOutcome
 from orchestrator.errors import Category, ErrorInfo, ProviderError, Scope, request_timeout
 from orchestrator.fingerprint import file_sha256, fingerprint
 from orchestrator.ledger import AssetRecord, ItemState, Ledger
-from orchestrator.providers.base import Asset, Kind, Task, TaskRequest, TaskStatus
+from orchestrator.providers.base import Asset, Kind, Provider, Task, TaskRequest, TaskStatus
 from orchestrator.retry import RetryPolicy
 from orchestrator.simulator.media import fake_mp4, fake_png
 
@@ -142,7 +142,7 @@ def manifest(tmp_path: Path, ids: list[str], **retry: float) -> Manifest:
 
 async def run(
     m: Manifest,
-    provider: FakeProvider,
+    provider: Provider,
     clock: FakeClock,
     ledger: Ledger,
     downloader: Downloader | None = None,

@@ -44,7 +44,7 @@ from orchestrator.fingerprint import FileHashes, fingerprint, needs_files
 from orchestrator.ledger_api import BatchLedger, ItemRecord, ItemState
 from orchestrator.lookups import LookupBatcher
 from orchestrator.progress import Progress
-from orchestrator.providers.base import AccountChecker, Provider, TaskStatus
+from orchestrator.providers.base import AccountChecker, Provider, Task, TaskStatus
 from orchestrator.retry import Retry, next_step
 
 #: The progress phase an item is in, from its ledger state.
@@ -357,10 +357,12 @@ class Engine:
             rec = ledger.get(item.id)
             b.progress.set(item.id, _phase(rec))
             log = log.bind(attempt=rec.attempt, external_task_id=rec.external_task_id)
+            #: the task's result, when the create's answer carried it (nothing to poll)
+            result: Task | None = None
             try:
                 if rec.state is ItemState.SUBMITTING:
                     assert rec.external_task_id is not None
-                    await self._submitter.resume(
+                    result = await self._submitter.resume(
                         item, held, rec.attempt, rec.external_task_id, rec.error, log
                     )
                 elif rec.state is ItemState.PENDING:
@@ -388,7 +390,9 @@ class Engine:
                     seq = ledger.next_seq(item.id, fp)
                     ext = ledger.external_task_id(item.id, seq, fp)
                     log = log.bind(attempt=attempt, external_task_id=ext)
-                    await self._submitter.submit(item, held, attempt, ext, fp, seq, log)
+                    result = await self._submitter.submit(
+                        item, held, attempt, ext, fp, seq, log
+                    )
                 elif rec.state is not ItemState.RUNNING:
                     return
             except Unresolved as exc:
@@ -401,7 +405,11 @@ class Engine:
             assert rec.task_id is not None
             log = log.bind(task_id=rec.task_id)
             try:
-                final = await self._tracker.until_end(item, rec, log)
+                if result is not None:
+                    final: Task | None = result
+                    self._tracker.ended(item, result)
+                else:
+                    final = await self._tracker.until_end(item, rec, log)
             except PollAbandoned:
                 return
             if final is None:

@@ -275,20 +275,25 @@ class Submitter:
 
     async def resume(self, item: Item, held: Held, attempt: int, ext: str, cause: ErrorInfo | None,
                      log: Any) -> Task | None:
-        """An item an earlier run left ``submitting``: settled, or sent again under its id."""
-        task = await self.settlement(item).resumed(item, ext, log, cause)
-        if task is None:
-            task = await self._create(item, held, attempt, ext, log, resend=True)
-        return task
+        """An item an earlier run left ``submitting``: settled, or sent again under its id.
+        Returns the task's result when the create's own answer carried it (see ``submit``)."""
+        found = await self.settlement(item).resumed(item, ext, log, cause)
+        if found is not None:
+            return None  # found by a lookup: polled like any running task
+        return await self._create(item, held, attempt, ext, log, resend=True)
 
     async def submit(
         self, item: Item, held: Held, attempt: int, ext: str, fp: str, seq: int, log: Any
     ) -> Task | None:
-        """A new attempt: adopted when a batch that ran without this ledger made it, else sent."""
+        """A new attempt: adopted when a batch that ran without this ledger made it, else sent.
+
+        Returns the task's result when the create's own answer carried it (a synchronous
+        provider: LTX v1, Replicate with ``Prefer: wait``): it is verified at once and never
+        polled. None otherwise: the ledger says where the item stands (running: poll it)."""
         if self._adopt and self._b.ledger.intent_time(ext) is None:
-            task = await self.settlement(item).adopt(item, attempt, ext, fp, seq, log)
-            if task is not None:
-                return task
+            found = await self.settlement(item).adopt(item, attempt, ext, fp, seq, log)
+            if found is not None:
+                return None
         return await self._create(item, held, attempt, ext, log, resend=False, fp=fp, seq=seq)
 
     async def _create(
@@ -305,8 +310,9 @@ class Submitter:
     ) -> Task | None:
         """Send the create for ``attempt``, recording the intent before every send.
 
-        Returns the task (ledger: running), or None when the item ended here (failed, or left
-        pending because the batch is stopping).
+        Returns the finished task when the answer carried its result; None otherwise: the
+        ledger says running (the task is to be polled), failed, or not sent (the batch is
+        stopping).
         """
         b = self._b
         ledger = b.ledger
@@ -338,10 +344,11 @@ class Submitter:
                     task = await b.provider.create(item.request, ext)
                     ledger.record_submitted(item.id, task.task_id)
                 b.progress.set(item.id, "running")
-                log.info("item.submitted", task_id=task.task_id, request_id=task.request_id)
+                log.info("item.submitted", task_id=task.task_id, request_id=task.request_id,
+                         finished=task.status.finished)
                 loop.succeeded()
                 b.adaptive.on_accepted()
-                return task
+                return task if task.status.finished else None
             except ProviderError as err:
                 info = err.info
                 last_error = info
@@ -358,7 +365,8 @@ class Submitter:
                 if err.exists:
                     # The provider refused the create because a task with this external id
                     # exists: it is paid for, and ours. Find it and poll it; never resend.
-                    return await settlement.exists(item, ext, log, info)
+                    await settlement.exists(item, ext, log, info)
+                    return None
                 if over_capacity and b.adaptive.on_over_capacity(epoch):
                     log.warning(
                         "limits.concurrency_lowered",
@@ -366,9 +374,8 @@ class Submitter:
                         configured=b.manifest.limits.concurrency,
                     )
                 if err.ambiguous:
-                    found = await settlement.lost(item, ext, log, info)
-                    if found is not None:
-                        return found
+                    if await settlement.lost(item, ext, log, info) is not None:
+                        return None  # found: polled like any running task
                     # Absent: the create never took effect; it may be sent again.
                 elif info.scope is Scope.ACCOUNT:
                     ledger.record_not_created(item.id, info)

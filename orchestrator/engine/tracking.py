@@ -68,6 +68,10 @@ class Tracker:
         finally:
             self._measure(item, life)
 
+    def ended(self, item: Item, task: Task) -> None:
+        """A task whose end came with its create's answer: measured, not polled."""
+        self._measure(item, _Life(since=self._b.clock(), final=task))
+
     def _measure(self, item: Item, life: _Life) -> None:
         """The task's life at the provider, by its own clock when it gives both ends."""
         slots = item.request.expected_assets

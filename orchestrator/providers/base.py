@@ -123,7 +123,12 @@ class Provider(Protocol):
     name: str
 
     async def create(self, request: TaskRequest, external_task_id: str) -> Task:
-        """Submit one paid task. Raises ProviderError (see .sent / .ambiguous / .exists)."""
+        """Submit one paid task. Raises ProviderError (see .sent / .ambiguous / .exists).
+
+        Usually the task is returned ``submitted`` and then polled. A synchronous API (LTX v1,
+        Replicate with ``Prefer: wait``) returns it finished, with its assets: the engine
+        verifies that answer at once and never polls it. Its task id then only names the
+        result in the ledger and the report."""
         ...
 
     async def query(self, request: TaskRequest, task_id: str) -> Task:
