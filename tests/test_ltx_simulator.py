@@ -806,8 +806,14 @@ def test_simulate_keeps_each_simulators_options_to_it() -> None:
     assert cmd_simulate(parse("simulate", "--state-file", "x.jsonl"), out) == 2
     assert "--state-file: only with --provider ltx" in out.getvalue()
     out = io.StringIO()
-    assert cmd_simulate(parse("simulate", "--provider", "ltx", "--profile", "chaos"), out) == 2
-    assert "--profile: only with --provider kling" in out.getvalue()
+    assert cmd_simulate(parse("simulate", "--provider", "ltx", "--read-lag", "2"), out) == 2
+    assert "--read-lag: only with --provider kling" in out.getvalue()
+    out = io.StringIO()  # a profile of Kling's the LTX simulator has not
+    assert cmd_simulate(parse("simulate", "--provider", "ltx", "--profile", "clock-skew"), out) == 2
+    assert "unknown LTX simulator profile 'clock-skew'; known: clean, flaky" in out.getvalue()
+    out = io.StringIO()
+    assert cmd_simulate(parse("simulate", "--profile", "content-filter"), out) == 2
+    assert "unknown simulator profile 'content-filter'" in out.getvalue()
     assert parse("simulate").provider == "kling"
     with pytest.raises(SystemExit):
         parse("simulate", "--provider", "runway")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import textwrap
 import threading
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from orchestrator.providers.ltx.simulator.profiles import PROFILES as LTX_PROFILES
 from orchestrator.simulator.config import SimConfig
 from orchestrator.simulator.profiles import DELAY_EFFECTS, PROFILES, make_config
 from orchestrator.simulator.server import Simulator
@@ -59,12 +59,15 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         default="clean",
-        choices=tuple(PROFILES),
+        choices=tuple(dict.fromkeys([*PROFILES, *LTX_PROFILES])),
         metavar="NAME",
-        help=f"fault profile to serve (default: clean; one of {', '.join(PROFILES)})",
+        help=f"fault profile to serve (default: clean; kling: {', '.join(PROFILES)}; ltx: "
+        f"{', '.join(LTX_PROFILES)})",
     )
     parser.add_argument(
-        "--list", action="store_true", help="print the profiles and what they do, then exit"
+        "--list",
+        action="store_true",
+        help="print the chosen simulator's profiles and what they do, then exit",
     )
     parser.add_argument(
         "--port", type=_non_negative_int, default=0, help="port to bind (default: any free)"
@@ -166,7 +169,7 @@ def cmd_simulate(
         out.flush()
         return 2
     if getattr(args, "list", False):
-        _print_profiles(out)
+        ltx_cli.print_profiles(out, PROFILES)
         return 0
     try:
         config = _config(args)
@@ -259,13 +262,3 @@ def _stop_on_signals() -> Iterator[list[int]]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def _print_profiles(out: TextIO) -> None:
-    for profile in PROFILES.values():
-        out.write(f"{profile.name}\n")
-        out.write(
-            textwrap.fill(profile.description, 96, initial_indent="    ", subsequent_indent="    ")
-            + "\n"
-        )
-    out.flush()

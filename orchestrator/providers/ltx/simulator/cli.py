@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from orchestrator.providers.ltx.simulator import profiles
 from orchestrator.providers.ltx.simulator.config import LtxSimConfig
 from orchestrator.providers.ltx.simulator.server import LtxSimulator
 
@@ -23,8 +25,6 @@ from orchestrator.providers.ltx.simulator.server import LtxSimulator
 _STOP_POLL = 0.1
 #: The ``simulate`` options that serve the Kling simulator only: dest -> (default, flag).
 KLING_ONLY: dict[str, tuple[object, str]] = {
-    "list": (False, "--list"),
-    "profile": ("clean", "--profile"),
     "slow_reply": (None, "--slow-reply"),
     "query_by_external_id": (True, "--no-external-id-query"),
     "read_lag": (0.0, "--read-lag"),
@@ -38,6 +38,17 @@ LTX_ONLY: dict[str, str] = {
     "requests_per_second": "--requests-per-second",
     "state_file": "--state-file",
 }
+
+
+def print_profiles(out: TextIO, named: Mapping[str, Any]) -> None:
+    """Each profile's name and what it does (``simulate --list``), for either simulator."""
+    for found in named.values():
+        out.write(f"{found.name}\n")
+        out.write(
+            textwrap.fill(found.description, 96, initial_indent="    ", subsequent_indent="    ")
+            + "\n"
+        )
+    out.flush()
 
 
 def _seconds(text: str) -> float:
@@ -105,17 +116,19 @@ def config_from_args(args: argparse.Namespace) -> LtxSimConfig:
     if stray:
         raise ValueError(f"{', '.join(stray)}: only with --provider kling")
     defaults = LtxSimConfig()
-    slots = getattr(args, "concurrency_slots", None)
     duration = getattr(args, "task_duration", None)
-    return LtxSimConfig(
+    base = LtxSimConfig(
         host=getattr(args, "host", None) or defaults.host,
         port=getattr(args, "port", 0),
         seed=getattr(args, "seed", 0),
         task_duration=(duration[0], duration[1]) if duration else defaults.task_duration,
-        concurrency_slots=defaults.concurrency_slots if slots is None else slots,
+        state_file=getattr(args, "state_file", None),
+    )
+    return profiles.profile(getattr(args, "profile", "clean")).config(
+        base,
+        concurrency_slots=getattr(args, "concurrency_slots", None),
         requests_per_second=getattr(args, "requests_per_second", None),
         billing_after=getattr(args, "billing_after", None),
-        state_file=getattr(args, "state_file", None),
     )
 
 
@@ -128,6 +141,9 @@ def cmd_simulate_ltx(
 ) -> int:
     """Run the LTX simulator in the foreground; 0 after SIGINT/SIGTERM (or ``stop``), 2 when
     the options or the port do not do."""
+    if getattr(args, "list", False):
+        print_profiles(out, profiles.PROFILES)
+        return 0
     try:
         config = config_from_args(args)
     except ValueError as exc:
@@ -144,7 +160,8 @@ def cmd_simulate_ltx(
         return 2
     try:
         with stop_on_signals() as signalled:
-            out.write("\n".join(_banner(config, url)) + "\n")
+            name = getattr(args, "profile", "clean")
+            out.write("\n".join(_banner(config, url, name)) + "\n")
             out.flush()
             while not signalled and not stop.wait(_STOP_POLL):
                 pass
@@ -161,7 +178,7 @@ def cmd_simulate_ltx(
     return 0
 
 
-def _banner(config: LtxSimConfig, url: str) -> Iterator[str]:
+def _banner(config: LtxSimConfig, url: str, profile: str) -> Iterator[str]:
     low, high = config.task_duration
     slots = config.concurrency_slots
     account = f"seed {config.seed}, jobs take {low:g}-{high:g} s, "
@@ -174,6 +191,7 @@ def _banner(config: LtxSimConfig, url: str) -> Iterator[str]:
         account += f", jobs kept in {config.state_file}"
     yield f"LTX simulator listening on {url}"
     yield f"account: {account}"
+    yield f"profile: {profile}; --provider ltx --list describes them all"
     yield f"# point the LTX provider at this URL (provider.base_url: {url}), then:"
     # The demo key is the simulator's public default, not a secret.
     yield f"export LTX_API_KEY={config.api_key}"
