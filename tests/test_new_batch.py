@@ -23,14 +23,14 @@ from tests.test_disk_full import run_injected
 #: Kling's provider, but without the capability to look a task up by its external id.
 WITHOUT_LOOKUP = """
 import dataclasses
-import orchestrator.__main__ as cli
+from orchestrator.cli import common
 from orchestrator.providers import registry
 from orchestrator.providers.kling import KlingProvider
 
 class CannotLookUp(KlingProvider):
     lookup = None
 
-cli._plugin = lambda manifest: dataclasses.replace(
+common.plugin_of = lambda manifest: dataclasses.replace(
     registry.plugin("kling"),
     provider_class=CannotLookUp,
     connect=lambda base_url, auth, timeout, options: CannotLookUp(

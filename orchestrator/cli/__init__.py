@@ -1,0 +1,1 @@
+"""The command line: ``python -m orchestrator COMMAND`` (see :mod:`orchestrator.__main__`)."""

@@ -1,0 +1,101 @@
+"""The commands that read and send nothing: ``validate``, ``status``, ``state check`` and
+``state recover``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from orchestrator import (
+    layout,
+    logs,
+    state_check,
+    status,
+)
+from orchestrator.cli import common
+from orchestrator.cli.common import Exit, Usage, cannot, credentials, load, recovery_hint
+from orchestrator.ledger import LedgerError, LedgerUnreadable
+
+
+def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
+    manifest = load(args.manifest, err)
+    credentials(manifest, lambda secret: None)
+    kinds: dict[str, int] = {}
+    for item in manifest.items:
+        kinds[str(item.request.kind)] = kinds.get(str(item.request.kind), 0) + 1
+    detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    out.write(
+        f"{args.manifest}: OK: batch '{manifest.name}', {len(manifest.items)} items ({detail}).\n"
+    )
+    for warning in manifest.warnings:
+        err.write(f"{args.manifest}: warning: {warning}\n")
+    if args.estimate:
+        out.write(manifest.pricing.estimate_text(manifest) + "\n")
+    return Exit.OK
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
+    manifest = load(args.manifest, sys.stderr)
+    state_path = args.state or manifest.output_dir / layout.STATE_FILE
+    try:
+        records = status.load_records(state_path, manifest.name)
+    except FileNotFoundError:
+        records = []  # nothing has run yet: every item is pending
+    except LedgerUnreadable as exc:
+        raise Usage(f"{exc} {recovery_hint(args.manifest, args.state)}") from None
+    except LedgerError as exc:
+        raise Usage(str(exc)) from None
+    rows = status.status_rows(records, [item.id for item in manifest.items])
+    # What a ledger of an older version may hold of an echoed credential is not shown either.
+    redactor = logs.Redactor()
+    with contextlib.suppress(ValueError):
+        common.plugin_of(manifest).credentials(os.environ, redactor.add)
+    rows = redactor.clean(rows)
+    render = status.render_status_json if args.json else status.render_status_text
+    out.write(render(rows, batch=manifest.name, state_path=state_path) + "\n")
+    return Exit.OK
+
+
+def cmd_state(args: argparse.Namespace, out: TextIO) -> Exit:
+    manifest = load(args.manifest, sys.stderr)
+    state_path = args.state or manifest.output_dir / layout.STATE_FILE
+    ids = [item.id for item in manifest.items]
+    if args.state_command == "check":
+        found = state_check.diagnose(state_path, manifest.name, manifest.output_dir, ids)
+        moved: tuple[tuple[Path, Path], ...] = ()
+    else:
+        try:
+            done = state_check.recover(state_path, manifest.name, manifest.output_dir, ids)
+        except state_check.RecoverRefused as exc:
+            sys.stderr.write(f"Refused: {exc}\n")
+            return Exit.LOCKED if exc.locked else Exit.INVALID
+        except OSError as exc:
+            raise cannot("move the state file aside", state_path, exc) from None
+        found, moved = done.diagnosis, done.moved
+    if args.json:
+        data = found.to_json()
+        if args.state_command == "recover":
+            data["moved"] = [{"from": str(a), "to": str(b)} for a, b in moved]
+        out.write(json.dumps(data, indent=2) + "\n")
+    else:
+        out.write(state_check.render(found) + "\n")
+        if args.state_command == "recover":
+            if moved:
+                out.write("Moved aside (kept; delete them once the batch is whole again):\n")
+                out.writelines(f"  {a} -> {b}\n" for a, b in moved)
+                out.write(
+                    "Run the batch again: it starts a new ledger, looks every item's tasks "
+                    "up by their external ids and adopts them.\n"
+                )
+            else:
+                out.write("Nothing to recover: the state file was left as it is.\n")
+    if found.condition is state_check.Condition.OTHER_BATCH:
+        return Exit.INVALID
+    if args.state_command == "check" and not found.usable:
+        return Exit.ITEMS_FAILED
+    return Exit.OK

@@ -1,0 +1,139 @@
+"""The command line's arguments: every command and its options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from orchestrator import (
+    layout,
+)
+from orchestrator.providers import registry
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="Run batches of generation tasks (Kling, LTX Video) resumably, never paying "
+        "twice.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run (or resume) a batch")
+    run.add_argument("manifest", type=Path)
+    run.add_argument(
+        "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
+    )
+    run.add_argument(
+        "--report", type=Path, help=f"report path (default: <output.dir>/{layout.REPORT_FILE})"
+    )
+    run.add_argument("--concurrency", type=positive_int, help="override limits.concurrency")
+    run.add_argument("--rpm", type=positive_float, help="override limits.requests_per_minute")
+    run.add_argument(
+        "--verify-files",
+        action="store_true",
+        help="hash every downloaded file of the finished items and download again those whose "
+        "sha256 differs from the record (by default only files whose size or modification "
+        "time changed are hashed)",
+    )
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="on a terminal, print every event instead of the live progress line",
+    )
+    run.add_argument(
+        "--new-batch",
+        action="store_true",
+        help="with a provider that cannot look tasks up: start the batch afresh in an output "
+        "folder whose earlier runs this state file does not know, paying again for every item "
+        "(without it such a run is refused)",
+    )
+    run.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="give a new attempt (a new paid task) to the items whose definition in the manifest "
+        "changed since their result was made; without it they are only reported",
+    )
+
+    run.add_argument(
+        "--resubmit-unresolved",
+        action="store_true",
+        help="send again the items left unresolved by a provider that cannot look tasks up (a "
+        "create sent whose answer was lost): this MAY PAY TWICE for each of them; where the "
+        "provider can look tasks up they are looked up first, whatever this says",
+    )
+
+    validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
+    validate.add_argument("manifest", type=Path)
+    validate.add_argument(
+        "--estimate",
+        action="store_true",
+        help="also print the units the batch will consume (from the price table)",
+    )
+
+    state = sub.add_parser("status", help="what the ledger knows of a batch; no network")
+    state.add_argument("manifest", type=Path)
+    state.add_argument(
+        "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
+    )
+    state.add_argument("--json", action="store_true", help="machine-readable output")
+
+    state_cmd = sub.add_parser(
+        "state",
+        help="check a batch's state file, or move an unreadable one aside; no network",
+        description="check: what the state file is and what the next run will do with it "
+        "(exit 0: a run can go on with it; 1: it cannot be read, see recover; 2: it is not "
+        "this batch's). recover: move an unreadable state file aside (kept, renamed "
+        "<state>.unreadable-<time>) so that the next run starts a new ledger that looks every "
+        "item's tasks up by their external ids and adopts them: nothing is paid for twice.",
+    )
+    state_sub = state_cmd.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    for action, what in (
+        ("check", "what the state file is; reads only"),
+        ("recover", "move an unreadable state file aside; nothing is deleted"),
+    ):
+        one = state_sub.add_parser(action, help=what)
+        one.add_argument("manifest", type=Path)
+        one.add_argument(
+            "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
+        )
+        one.add_argument("--json", action="store_true", help="machine-readable output")
+
+    models = sub.add_parser(
+        "models",
+        help="the models this version knows of a provider, and what each takes (the README's "
+        "tables)",
+        description="Print a provider's model catalogue as a Markdown table. Kling: status "
+        "(with retirement dates), modes, durations, sound, end frames, multi-shot, image "
+        "options and API. LTX: status, kinds, resolutions, fps and durations, last frames and "
+        "list prices.",
+    )
+    models.add_argument(
+        "--provider", choices=registry.NAMES, default=registry.DEFAULT_PROVIDER,
+        help=f"whose models (default: {registry.DEFAULT_PROVIDER})",
+    )
+
+    from orchestrator.simulator.cli import add_simulate_parser
+
+    add_simulate_parser(sub)
+    return parser
