@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import sqlite3
 import time
@@ -52,6 +51,14 @@ from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
 from orchestrator.layout import LOCK_SUFFIX, owner_only
 from orchestrator.ledger_api import AssetRecord, ItemRecord, ItemState, RunRecord
+from orchestrator.ledger_schema import (
+    IDENTITY_KEYS,
+    OWN_OBJECTS,
+    OWN_TABLES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    migrate,
+)
 from orchestrator.locks import Held, RunLock
 
 __all__ = [
@@ -66,82 +73,6 @@ __all__ = [
     "LedgerUnreadable",
     "RunRecord",
 ]
-
-SCHEMA_VERSION = 3
-#: What brings a ledger of an older version to the current one, step by step (each runs in the
-#: transaction that also records the new version). 1 -> 2: the units a task was charged.
-#: 2 -> 3: each attempt's request fingerprint and its number among that request's attempts
-#: (external ids are derived from both), and the item's current fingerprint.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: ("ALTER TABLE attempts ADD COLUMN charged_units REAL",),
-    2: (
-        "ALTER TABLE attempts ADD COLUMN fingerprint TEXT",
-        "ALTER TABLE attempts ADD COLUMN seq INTEGER",
-        "ALTER TABLE items ADD COLUMN fingerprint TEXT",
-    ),
-}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS items (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempt INTEGER NOT NULL DEFAULT 0,
-    external_task_id TEXT,
-    task_id TEXT,
-    expected_assets INTEGER NOT NULL,
-    assets TEXT,
-    error TEXT,
-    download_error TEXT,
-    submitted_at REAL,
-    finished_at REAL,
-    updated_at REAL NOT NULL,
-    fingerprint TEXT
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    item_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    external_task_id TEXT NOT NULL UNIQUE,
-    task_id TEXT,
-    state TEXT NOT NULL,
-    error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    charged_units REAL,
-    fingerprint TEXT,
-    seq INTEGER,
-    PRIMARY KEY (item_id, attempt)
-);
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run INTEGER PRIMARY KEY,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    exit_code INTEGER,
-    exit_reason TEXT,
-    requests TEXT NOT NULL DEFAULT '{}',
-    retries INTEGER NOT NULL DEFAULT 0
-);
-"""
-#: Our schema objects, read from _SCHEMA (a table added there is known at once); anything else
-#: in a file, but SQLite's own ``sqlite_*``, means it is not a ledger.
-_OWN_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
-_OWN_OBJECTS = frozenset(
-    re.findall(r"CREATE (?:UNIQUE )?(?:TABLE|INDEX|VIEW|TRIGGER) IF NOT EXISTS (\w+)", _SCHEMA)
-)
-#: The meta rows that say whose ledger it is; written in one transaction when it is created.
-#: Meta keys a ledger has: its batch, and its id (salt: what versions before schema 3 wrote).
-_IDENTITY = (("batch",), ("ledger_id", "salt"))
-
 
 class LedgerError(Exception):
     """The state file cannot be used (locked by another run, or belongs to another batch)."""
@@ -256,7 +187,7 @@ class Ledger:
             # Partly created (killed or out of space while creating it): it holds nothing, so
             # it is made again from scratch. One transaction: the tables appear all or none.
             drops = "".join(f"DROP TABLE IF EXISTS {table};\n" for table in stale or ())
-            db.executescript(f"BEGIN IMMEDIATE;\n{drops}{_SCHEMA}COMMIT;")
+            db.executescript(f"BEGIN IMMEDIATE;\n{drops}{SCHEMA}COMMIT;")
         except BaseException:
             db.close()
             raise
@@ -268,7 +199,7 @@ class Ledger:
         LedgerError, with how to recover, for a file that must not be replaced silently."""
         try:
             return ledger_file.examine(
-                db, tables=_OWN_TABLES, objects=_OWN_OBJECTS, identity=_IDENTITY
+                db, tables=OWN_TABLES, objects=OWN_OBJECTS, identity=IDENTITY_KEYS
             )
         except ledger_file.NotALedger as exc:
             raise LedgerUnreadable(path, str(exc)) from None
@@ -286,7 +217,7 @@ class Ledger:
                 db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows.items())
                 self.created = True
             elif rows.get("batch") == self.batch:
-                self._migrate(db, rows)
+                migrate(db, rows)
                 if "ledger_id" not in rows:  # written by an older version
                     rows["ledger_id"] = secrets.token_hex(8)
                     db.execute("INSERT INTO meta (key, value) VALUES ('ledger_id', ?)",
@@ -303,20 +234,6 @@ class Ledger:
                 f"this version of the orchestrator reads version {SCHEMA_VERSION}."
             )
         return str(rows["ledger_id"])
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection, rows: dict[str, str]) -> None:
-        """Bring a ledger an older version wrote up to this one (in the open transaction)."""
-        try:
-            version = int(rows.get("schema_version", "0"))
-        except ValueError:
-            return  # refused below, with the version it claims
-        while version in _MIGRATIONS:
-            for statement in _MIGRATIONS[version]:
-                db.execute(statement)
-            version += 1
-            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
-            rows["schema_version"] = str(version)
 
     def close(self) -> None:
         """Commit what is pending (every write leaves a valid state, so this holds when the
