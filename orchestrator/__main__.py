@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(table() if table is not None else "no catalogue\n")
             return int(Exit.OK)
         if args.command == "simulate":
-            from orchestrator.simulator.cli import cmd_simulate
+            from orchestrator.cli.simulate import cmd_simulate
 
             return cmd_simulate(args, sys.stdout)
         return int(cmd_validate(args, sys.stderr, sys.stdout))

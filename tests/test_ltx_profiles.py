@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli.simulate import add_simulate_parser, cmd_simulate
 from orchestrator.providers.ltx.simulator import LtxSimConfig, LtxSimulator
 from orchestrator.providers.ltx.simulator.cli import config_from_args
 from orchestrator.providers.ltx.simulator.profiles import PROFILES, profile
-from orchestrator.simulator.cli import add_simulate_parser, cmd_simulate
 from tests.conftest import run_cli
 from tests.test_e2e_ltx import by_id, env_for, write_manifest
 

@@ -26,13 +26,13 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestrator.cli.simulate import add_simulate_parser, cmd_simulate
 from orchestrator.providers.ltx.simulator import (
     LtxFaultRule,
     LtxSimConfig,
     LtxSimStats,
     LtxSimulator,
 )
-from orchestrator.simulator.cli import add_simulate_parser, cmd_simulate
 from tests.simulator_support import PLAIN_HTTP, FakeClock
 
 pytestmark = pytest.mark.anyio

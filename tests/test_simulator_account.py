@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.cli.simulate import add_simulate_parser, cmd_simulate
 from orchestrator.providers.base import Kind
 from orchestrator.providers.kling.catalogue import catalogue
 from orchestrator.simulator import TASK_FAILURE_MESSAGES, FaultRule
-from orchestrator.simulator.cli import add_simulate_parser, cmd_simulate
 from tests.simulator_support import (
     API_KEY,
     DAY_MS,

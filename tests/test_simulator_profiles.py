@@ -31,6 +31,7 @@ import httpx
 import jwt
 import pytest
 
+from orchestrator.cli.simulate import add_simulate_parser, cmd_simulate
 from orchestrator.providers.kling.auth import JwtAuth
 from orchestrator.simulator import (
     PROFILES,
@@ -41,7 +42,6 @@ from orchestrator.simulator import (
     Simulator,
     make_config,
 )
-from orchestrator.simulator.cli import add_simulate_parser, cmd_simulate
 from orchestrator.simulator.faults import FaultBook
 from orchestrator.simulator.profiles import CLOCK_SKEW_TRIPPING_NBF
 

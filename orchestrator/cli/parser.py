@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"whose models (default: {registry.DEFAULT_PROVIDER})",
     )
 
-    from orchestrator.simulator.cli import add_simulate_parser
+    from orchestrator.cli.simulate import add_simulate_parser
 
     add_simulate_parser(sub)
     return parser

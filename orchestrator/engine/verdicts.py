@@ -16,6 +16,26 @@ class Unresolved(Exception):
         self.info = info
 
 
+def _citing(
+    cause: ErrorInfo | None,
+    message: str,
+    hint: str,
+    *,
+    retryable: bool = True,
+    otherwise: Category = Category.SERVER,
+) -> ErrorInfo:
+    """A verdict that stands on ``cause``: its category, code and HTTP status kept (without a
+    cause, the category ``otherwise``)."""
+    return ErrorInfo(
+        category=cause.category if cause is not None else otherwise,
+        code=cause.code if cause is not None else None,
+        http_status=cause.http_status if cause is not None else None,
+        message=message,
+        retryable=retryable,
+        hint=hint,
+    )
+
+
 def unreadable_asset(asset: AssetRecord, exc: Exception) -> ErrorInfo:
     return ErrorInfo(
         category=Category.SERVER,
@@ -42,14 +62,11 @@ def attempts_spent(last: ErrorInfo | None, paid: int) -> ErrorInfo:
     last = last or ErrorInfo(
         category=Category.TASK_FAILED, message="the task failed", retryable=True, hint=""
     )
-    return ErrorInfo(
-        category=last.category,
-        code=last.code,
-        http_status=last.http_status,
-        message=f"{last.message} (gave up after {paid} paid attempts: retry.max_attempts)",
-        # The cause is worth retrying; the rerun does so only once max_attempts is raised.
-        retryable=True,
-        hint=f"Each attempt was a generation that failed for a reason worth retrying "
+    # The cause is worth retrying; the rerun does so only once max_attempts is raised.
+    return _citing(
+        last,
+        f"{last.message} (gave up after {paid} paid attempts: retry.max_attempts)",
+        f"Each attempt was a generation that failed for a reason worth retrying "
         f"({last.hint.rstrip('.') or 'see the message'}). Raise retry.max_attempts above "
         f"{paid} and rerun to try again.",
     )
@@ -58,14 +75,11 @@ def attempts_spent(last: ErrorInfo | None, paid: int) -> ErrorInfo:
 def unreadable_task(task_id: str, polls: int, last: ErrorInfo) -> ErrorInfo:
     """The verdict on a task whose every recent poll failed until poll.timeout: the cause, not
     a timeout (a rerun polls it again)."""
-    return ErrorInfo(
-        category=last.category,
-        code=last.code,
-        http_status=last.http_status,
-        message=f"the provider's answers about task {task_id} could not be used for {polls} "
+    return _citing(
+        last,
+        f"the provider's answers about task {task_id} could not be used for {polls} "
         f"polls in a row, until poll.timeout: {last.message}",
-        retryable=True,
-        hint="The task exists and is not resubmitted. Rerun later to poll it again; if this "
+        "The task exists and is not resubmitted. Rerun later to poll it again; if this "
         "persists, report it with this message (the provider's answer may have changed shape).",
     )
 
@@ -95,27 +109,22 @@ def unknowable(cause: ErrorInfo | None) -> ErrorInfo:
     if cause is not None and cause.hint == RESUBMIT_HINT:
         return cause
     what = cause.message if cause is not None else "the run stopped while it was in flight"
-    return ErrorInfo(
-        category=cause.category if cause is not None else Category.NETWORK,
-        code=cause.code if cause is not None else None,
-        http_status=cause.http_status if cause is not None else None,
-        message="the create was sent but its answer was lost "
-        f"({what}); this provider cannot look tasks up, so "
-        "whether the job was made (and paid for) cannot be known",
+    return _citing(
+        cause,
+        f"the create was sent but its answer was lost ({what}); this provider cannot look "
+        "tasks up, so whether the job was made (and paid for) cannot be known",
+        RESUBMIT_HINT,
         retryable=False,
-        hint=RESUBMIT_HINT,
+        otherwise=Category.NETWORK,
     )
 
 
 def budget_spent(info: ErrorInfo) -> ErrorInfo:
-    return ErrorInfo(
-        category=info.category,
-        code=info.code,
-        http_status=info.http_status,
-        message=f"{info.message} (not retried: the retry budget is spent because the provider "
+    return _citing(
+        info,
+        f"{info.message} (not retried: the retry budget is spent because the provider "
         "keeps failing)",
-        retryable=True,
-        hint="The provider was failing for many requests in a row; rerun later and the item "
+        "The provider was failing for many requests in a row; rerun later and the item "
         "is retried.",
     )
 
@@ -158,27 +167,21 @@ def adoption_unknown(cause: ErrorInfo) -> ErrorInfo:
 
 def exists_unseen(ext: str, looks: int, waited: float, last: ErrorInfo | None) -> ErrorInfo:
     """The provider says a task with the create's external id exists; no read showed it."""
-    return ErrorInfo(
-        category=last.category if last is not None else Category.SERVER,
-        code=last.code if last is not None else None,
-        http_status=last.http_status if last is not None else None,
-        message=f"the provider says a task with external_task_id {ext} exists (so it is paid "
+    return _citing(
+        last,
+        f"the provider says a task with external_task_id {ext} exists (so it is paid "
         f"for), but {looks} lookups in {waited:g} s did not show it",
-        retryable=True,
-        hint="Nothing was resubmitted. Rerun the manifest to look it up again (reads can lag "
+        "Nothing was resubmitted. Rerun the manifest to look it up again (reads can lag "
         "behind creates), or find the task in the provider's console by its external_task_id.",
     )
 
 
 def create_unconfirmed(cause: ErrorInfo) -> ErrorInfo:
     """Lookups of a create whose answer was lost kept failing."""
-    return ErrorInfo(
-        category=cause.category,
-        code=cause.code,
-        http_status=cause.http_status,
-        message=f"could not confirm whether the create took effect: {cause.message}",
-        retryable=True,
-        hint="Rerun the manifest: the task is looked up again by its external id before "
+    return _citing(
+        cause,
+        f"could not confirm whether the create took effect: {cause.message}",
+        "Rerun the manifest: the task is looked up again by its external id before "
         "anything is resubmitted.",
     )
 

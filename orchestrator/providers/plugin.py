@@ -17,6 +17,8 @@
     prices              reads the manifest's ``pricing:`` over the built-in table, in the
                         provider's own unit (pricing.PriceReader); None while the provider has
                         no price table, its items then unpriced and ``pricing:`` refused
+    simulate            loads the ``simulate --provider NAME`` part (SimulateCommand): the
+                        simulator's own options, its fault profiles, how it is served
 
 The engine never asks for a provider by name: it asks a Provider what it can do. Only the
 registry names concrete plug-ins.
@@ -24,11 +26,13 @@ registry names concrete plug-ins.
 
 from __future__ import annotations
 
+import argparse
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
@@ -56,6 +60,29 @@ Credentials = Callable[[Mapping[str, str], Callable[[str], None]], httpx.Auth | 
 Connect = Callable[[str, httpx.Auth, float, Any], Provider]
 
 
+#: () -> a context yielding the list SIGINT/SIGTERM append to (the foreground loop watches it)
+StopOnSignals = Callable[[], AbstractContextManager[list[int]]]
+
+
+@dataclass(frozen=True)
+class SimulateCommand:
+    """What ``simulate --provider NAME`` serves: the options only this simulator takes, its
+    named fault profiles, and the command that runs it in the foreground until a signal (or
+    ``stop``) and returns the exit code."""
+
+    #: adds this simulator's own options to the ``simulate`` parser (help marked with its name)
+    add_options: Callable[[argparse.ArgumentParser], None]
+    #: those options, dest -> (default, flag): given with another simulator they are refused
+    options: Mapping[str, tuple[object, str]]
+    #: profile name -> what it does
+    profiles: Mapping[str, str]
+    #: what the simulator answers over ``--concurrency-slots``, and its default
+    slots: str
+    #: what it answers after ``--billing-after`` jobs, and its default
+    billing: str
+    run: Callable[[argparse.Namespace, TextIO, threading.Event, StopOnSignals], int]
+
+
 @dataclass(frozen=True)
 class ProviderPlugin:
     name: str
@@ -72,3 +99,5 @@ class ProviderPlugin:
     keeps_files: str = "the provider deletes generated files after a while"
     models: Callable[[], str] | None = None
     prices: PriceReader | None = None
+    #: the ``simulate`` command's part for this provider, loaded when the CLI is built
+    simulate: Callable[[], SimulateCommand] | None = None

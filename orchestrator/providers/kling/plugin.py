@@ -31,7 +31,7 @@ from orchestrator.providers.kling.schema import (
     ItemRules,
     Settings,
 )
-from orchestrator.providers.plugin import ProviderPlugin, SimulatedAccount
+from orchestrator.providers.plugin import ProviderPlugin, SimulateCommand, SimulatedAccount
 from orchestrator.validators import Flag, OneOf, Strict
 
 DEFAULT_BASE_URL: Final = "https://api-singapore.klingai.com"
@@ -98,6 +98,13 @@ SCHEMA: Final = ItemSchema(
     csv_json=CSV_JSON,
 )
 
+def simulate_command() -> SimulateCommand:
+    """``simulate --provider kling`` (loaded when the command line is built)."""
+    from orchestrator.simulator.cli import command
+
+    return command()
+
+
 PLUGIN = ProviderPlugin(
     name="kling",
     title="Kling",
@@ -109,6 +116,7 @@ PLUGIN = ProviderPlugin(
     connect=connect,
     provider_class=KlingProvider,
     simulated=simulated,
+    simulate=simulate_command,
     prices=read_pricing,
     keeps_files="Kling keeps generated files for 30 days",
     models=models,

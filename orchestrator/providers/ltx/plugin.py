@@ -16,7 +16,7 @@ from orchestrator.providers.ltx.catalogue import markdown_table
 from orchestrator.providers.ltx.client import DEFAULT_BASE_URL, LtxProvider
 from orchestrator.providers.ltx.prices import read_pricing
 from orchestrator.providers.ltx.schema import SCHEMA
-from orchestrator.providers.plugin import ProviderPlugin, SimulatedAccount
+from orchestrator.providers.plugin import ProviderPlugin, SimulateCommand, SimulatedAccount
 
 ENV_API_KEY = "LTX_API_KEY"
 
@@ -53,6 +53,13 @@ def models() -> str:
     return markdown_table() + "\n(catalogue read from LTX's documentation, 2026-08 to 2026-10)\n"
 
 
+def simulate_command() -> SimulateCommand:
+    """``simulate --provider ltx`` (loaded when the command line is built)."""
+    from orchestrator.providers.ltx.simulator.cli import command
+
+    return command()
+
+
 PLUGIN = ProviderPlugin(
     name="ltx",
     title="LTX",
@@ -63,6 +70,7 @@ PLUGIN = ProviderPlugin(
     connect=connect,
     provider_class=LtxProvider,
     simulated=simulated,
+    simulate=simulate_command,
     default_concurrency=2,
     prices=read_pricing,
     keeps_files="LTX keeps a job and its video for 24 hours after it ends",

@@ -1,54 +1,34 @@
 """``simulate --provider ltx``: serve the LTX simulator on loopback until SIGINT/SIGTERM.
 
-The ``simulate`` command (``orchestrator.simulator.cli``) owns the parser and the Kling
-simulator; this module adds the options only the LTX simulator takes, turns the command's
-options into an :class:`LtxSimConfig`, and runs it in the foreground the way the Kling branch
-does (signals only set a flag; the final counts are printed after the stop).
+The ``simulate`` command (``orchestrator.cli.simulate``) owns the options every simulator
+takes; this module adds the ones only the LTX simulator takes, turns the command's options
+(and ``--profile``) into an :class:`LtxSimConfig`, and runs it in the foreground (signals only
+set a flag; the final counts are printed after the stop).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import textwrap
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from orchestrator.providers.ltx.simulator import profiles
 from orchestrator.providers.ltx.simulator.config import LtxSimConfig
 from orchestrator.providers.ltx.simulator.server import LtxSimulator
+from orchestrator.providers.plugin import SimulateCommand, StopOnSignals
 
 #: How often the foreground loop looks for a stop request.
 _STOP_POLL = 0.1
-#: The ``simulate`` options that serve the Kling simulator only: dest -> (default, flag).
-KLING_ONLY: dict[str, tuple[object, str]] = {
-    "slow_reply": (None, "--slow-reply"),
-    "query_by_external_id": (True, "--no-external-id-query"),
-    "read_lag": (0.0, "--read-lag"),
-    "extra_models": ([], "--accept-model"),
-    "resource_packs": (True, "--no-resource-packs"),
+#: The options only the LTX simulator takes: dest -> (default, flag).
+OPTIONS: dict[str, tuple[object, str]] = {
+    "host": (None, "--host"),
+    "task_duration": (None, "--task-duration"),
+    "requests_per_second": (None, "--requests-per-second"),
+    "state_file": (None, "--state-file"),
 }
-#: The options added here (each defaults to None: "not given").
-LTX_ONLY: dict[str, str] = {
-    "host": "--host",
-    "task_duration": "--task-duration",
-    "requests_per_second": "--requests-per-second",
-    "state_file": "--state-file",
-}
-
-
-def print_profiles(out: TextIO, named: Mapping[str, Any]) -> None:
-    """Each profile's name and what it does (``simulate --list``), for either simulator."""
-    for found in named.values():
-        out.write(f"{found.name}\n")
-        out.write(
-            textwrap.fill(found.description, 96, initial_indent="    ", subsequent_indent="    ")
-            + "\n"
-        )
-    out.flush()
 
 
 def _seconds(text: str) -> float:
@@ -97,24 +77,8 @@ def add_ltx_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ltx_only_options(args: argparse.Namespace) -> list[str]:
-    """The LTX-only options given (the Kling simulator refuses them)."""
-    return [flag for dest, flag in LTX_ONLY.items() if getattr(args, dest, None) is not None]
-
-
-def _kling_only_options(args: argparse.Namespace) -> list[str]:
-    return [
-        flag
-        for dest, (default, flag) in KLING_ONLY.items()
-        if getattr(args, dest, default) != default
-    ]
-
-
 def config_from_args(args: argparse.Namespace) -> LtxSimConfig:
     """The LtxSimConfig the options ask for; ValueError when they do not make one."""
-    stray = _kling_only_options(args)
-    if stray:
-        raise ValueError(f"{', '.join(stray)}: only with --provider kling")
     defaults = LtxSimConfig()
     duration = getattr(args, "task_duration", None)
     base = LtxSimConfig(
@@ -132,25 +96,32 @@ def config_from_args(args: argparse.Namespace) -> LtxSimConfig:
     )
 
 
+def command() -> SimulateCommand:
+    return SimulateCommand(
+        add_options=add_ltx_arguments,
+        options=OPTIONS,
+        profiles={name: found.description for name, found in profiles.PROFILES.items()},
+        slots="429 concurrency_limit_error, default 2",
+        billing="402 insufficient_funds_error, default: the profile's, 'billing' uses 20, the "
+        "others never run out",
+        run=cmd_simulate_ltx,
+    )
+
+
 def cmd_simulate_ltx(
     args: argparse.Namespace,
     out: TextIO,
-    *,
-    stop: threading.Event | None,
-    stop_on_signals: Callable[[], contextlib.AbstractContextManager[list[int]]],
+    stop: threading.Event,
+    stop_on_signals: StopOnSignals,
 ) -> int:
     """Run the LTX simulator in the foreground; 0 after SIGINT/SIGTERM (or ``stop``), 2 when
     the options or the port do not do."""
-    if getattr(args, "list", False):
-        print_profiles(out, profiles.PROFILES)
-        return 0
     try:
         config = config_from_args(args)
     except ValueError as exc:
         out.write(f"error: {exc}\n")
         out.flush()
         return 2
-    stop = stop if stop is not None else threading.Event()
     sim = LtxSimulator(config)
     try:
         url = sim.start()
