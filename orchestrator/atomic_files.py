@@ -1,9 +1,11 @@
 """Files that appear whole or not at all, and what a killed writer leaves behind.
 
 :func:`atomic_file` writes a temporary file beside the target (``.<name>.<8 characters>``),
-flushes and fsyncs it, and renames it over the target: a reader sees the old file or the new
-one, never half of one. When the writer raises, the temporary file is removed; when it is
-killed (SIGKILL, power loss, the OOM killer) nothing can remove it then, so
+flushes and fsyncs it, renames it over the target and fsyncs the folder: a reader sees the old
+file or the new one, never half of one (the downloads' part files, written as they stream and
+hashed on the way, end the same way: part_files.py). When the writer raises, the temporary
+file is removed; when it is killed (SIGKILL, power loss, the OOM killer) nothing can remove it
+then, so
 :func:`remove_leftovers` does on the next run: it matches exactly the names this module makes
 for the given targets, and touches nothing else.
 
@@ -25,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from orchestrator.part_files import fsync_dir
 
 __all__ = ["atomic_file", "is_temp_name", "remove_leftovers", "temp_name"]
 
@@ -69,6 +73,7 @@ def atomic_file(path: Path) -> Iterator[IO[str]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself survives a power loss
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
