@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from orchestrator.cli.common import Exit, LocalStop, Usage
 from orchestrator.cli.inspect import cmd_state, cmd_status, cmd_validate
-from orchestrator.cli.parser import build_parser
+from orchestrator.cli.parser import build_parser, program_name
 from orchestrator.cli.run import cmd_run
 from orchestrator.providers import registry
 
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM like SIGINT from the start (cron's kill, a service stop): before the engine
     # installs its own handling nothing was sent, and the exit code is 130 either way.
     signal.signal(signal.SIGTERM, _terminated)
-    args = build_parser().parse_args(argv)
+    args = build_parser(program_name()).parse_args(argv)
     try:
         if args.command == "run":
             return int(cmd_run(args, sys.stderr))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
+import sys
 from pathlib import Path
 
 from orchestrator import (
@@ -31,16 +34,69 @@ def positive_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The distribution this package is installed as (pyproject.toml's project name).
+DISTRIBUTION = "kling-batch-orchestrator"
+#: The console script pyproject.toml installs.
+CONSOLE_SCRIPT = "orchestrator"
+#: What every command's --help ends with.
+EXIT_CODES = """exit codes:
+  0    every item succeeded
+  1    the batch finished with failed or partial items (see the report)
+  2    bad manifest, arguments or credentials: nothing was sent
+  3    stopped by the account (billing, credentials) or by this machine (disk full);
+       fix the cause and rerun: it resumes
+  4    another run of this batch holds its lock: nothing was sent
+  130  interrupted (Ctrl-C, SIGTERM): rerun to resume"""
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal; the exit code table kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("exit codes:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def program_name(argv0: str | None = None) -> str:
+    """How the user called us: by the console script (``orchestrator``, pyproject.toml's
+    [project.scripts]), or ``python -m orchestrator``."""
+    called = os.path.basename(argv0 if argv0 is not None else sys.argv[0])
+    return CONSOLE_SCRIPT if called == CONSOLE_SCRIPT else "python -m orchestrator"
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m orchestrator",
+        prog=prog or "python -m orchestrator",
         description="Run batches of generation tasks (Kling, LTX Video) resumably, never paying "
         "twice.",
+        epilog=EXIT_CODES,
+        formatter_class=_Formatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run (or resume) a batch")
-    run.add_argument("manifest", type=Path)
+    def command(name: str, what: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=what, description=description, epilog=EXIT_CODES,
+            formatter_class=_Formatter,
+        )
+
+    run = command(
+        "run", "run (or resume) a batch",
+        "Submit the manifest's items under its limits, poll them to the end, verify and "
+        "download what they made, and write report.json, results.jsonl and report.md. A rerun "
+        "resumes: finished items are not sent again, tasks in flight are polled, and a create "
+        "whose answer was lost is settled before anything is resent.",
+    )
+    run.add_argument("manifest", type=Path, help="the batch's manifest (YAML)")
     run.add_argument(
         "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
     )
@@ -83,16 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
         "provider can look tasks up they are looked up first, whatever this says",
     )
 
-    validate = sub.add_parser("validate", help="check a manifest offline; sends nothing")
-    validate.add_argument("manifest", type=Path)
+    validate = command(
+        "validate", "check a manifest offline; sends nothing",
+        "Check the manifest as a run would (every item against its provider's model rules, "
+        "the images it names, the credentials in the environment) without sending anything; "
+        "--estimate adds what the batch will cost.",
+    )
+    validate.add_argument("manifest", type=Path, help="the batch's manifest (YAML)")
     validate.add_argument(
         "--estimate",
         action="store_true",
         help="also print the units the batch will consume (from the price table)",
     )
 
-    state = sub.add_parser("status", help="what the ledger knows of a batch; no network")
-    state.add_argument("manifest", type=Path)
+    state = command(
+        "status", "what the ledger knows of a batch; no network",
+        "Each item's state as the ledger last recorded it (a running batch's included), from "
+        "the state file alone: nothing is sent.",
+    )
+    state.add_argument("manifest", type=Path, help="the batch's manifest (YAML)")
     state.add_argument(
         "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
     )
@@ -113,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("recover", "move an unreadable state file aside; nothing is deleted"),
     ):
         one = state_sub.add_parser(action, help=what)
-        one.add_argument("manifest", type=Path)
+        one.add_argument("manifest", type=Path, help="the batch's manifest (YAML)")
         one.add_argument(
             "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
         )
