@@ -43,6 +43,10 @@ class Category(enum.StrEnum):
     ASSET_MISMATCH = "asset_mismatch"
 
 
+#: The code of the stop ``limits.max_units`` makes: the user's own cap, not the provider's.
+MAX_UNITS = "max_units"
+
+
 class Scope(enum.StrEnum):
     ITEM = "item"
     ACCOUNT = "account"

@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from orchestrator import layout
 from orchestrator.atomic_files import atomic_file
-from orchestrator.errors import ErrorInfo
+from orchestrator.errors import MAX_UNITS, ErrorInfo
 from orchestrator.json_layout import nested_json
 from orchestrator.ledger import ItemRecord, ItemState
 
@@ -493,7 +493,12 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
     notes: list[str] = []
     stop = report.get("stopped_by")
     if stop:
-        notes.append(f"**Stopped by an account-level error**: {md_cell(_error_line(stop))}.")
+        if stop.get("code") == MAX_UNITS:
+            notes.append(f"**Stopped by your limits.max_units**: {md_cell(stop['message'])}.")
+        else:
+            notes.append(
+                f"**Stopped by an account-level error**: {md_cell(_error_line(stop))}."
+            )
         if stop.get("hint"):
             notes.append(f"What to do: {md_cell(stop['hint'])}")
         notes.append("Rerun the same command afterwards: finished items are not resubmitted.")
@@ -702,7 +707,12 @@ def summary(
     lines = [f"Batch '{report['batch']}': {total} items: {shown or 'nothing to do'}."]
     if stop is not None:
         code = f" (code {stop.code})" if stop.code is not None else ""
-        lines.append(f"STOPPED by an account-level error: {stop.category}{code}: {stop.message}")
+        if stop.code == MAX_UNITS:
+            lines.append(f"STOPPED by your limits.max_units: {stop.message}")
+        else:
+            lines.append(
+                f"STOPPED by an account-level error: {stop.category}{code}: {stop.message}"
+            )
         lines.append(f"  What to do: {stop.hint}")
         lines.append("  Rerun the same command afterwards: finished items are not resubmitted.")
     if report.get("account_warning"):

@@ -516,6 +516,49 @@ def test_units_cap_stops_submitting_and_is_resumable(tmp_path: Path, sim: Simula
     assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
 
 
+MIXED_PRICES = {"video": {"kling-v2-5-turbo": {"std": {5: 2, 10: 4}}}}
+
+
+def sized(durations: list[int]) -> list[dict[str, Any]]:
+    """Items of 2 units (5 s) and 4 units (10 s) under MIXED_PRICES."""
+    return [{"id": f"sized-{i}", "prompt": f"sized prompt {i}", "duration": d}
+            for i, d in enumerate(durations)]
+
+
+def test_the_units_cap_sends_every_attempt_that_fits_before_it_stops(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # Three at once: 2 + 4 fit a cap of 6, the third (2 more) does not. Every item that
+    # fitted is sent; before, the third's refusal stopped the batch before any create left.
+    manifest = write_manifest(tmp_path, sim, sized([5, 10, 5]),
+                              limits={"concurrency": 3, "max_units": 6}, pricing=MIXED_PRICES)
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 3, result.stderr
+    assert sim.stats().tasks_created == 2
+    data = load_report(tmp_path)
+    assert data["units_submitted"] == 6
+    assert data["stopped_by"]["code"] == "max_units"
+    assert data["counts"]["succeeded"] == 2 and data["counts"]["not_run"] == 1
+    assert "STOPPED by your limits.max_units: your limits.max_units (6 units) is reached" in (
+        result.stderr
+    )
+    assert "account-level" not in result.stderr
+    assert "Stopped by your limits.max_units" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_units_cap_stops_at_the_first_item_past_it(tmp_path: Path, sim: Simulator) -> None:
+    # In the manifest's order: 2 units sent, 4 more would pass 5, and the 2 after it are not
+    # sent either, although they would fit: the cap is where the batch stops.
+    manifest = write_manifest(tmp_path, sim, sized([5, 10, 5]),
+                              limits={"concurrency": 1, "max_units": 5}, pricing=MIXED_PRICES)
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 3, result.stderr
+    assert sim.stats().tasks_created == 1
+    data = load_report(tmp_path)
+    assert data["units_submitted"] == 2
+    assert "item 'sized-1' needs 4 more" in data["stopped_by"]["message"]
+
+
 def test_csv_manifest_runs_and_bad_rows_name_file_and_line(
     tmp_path: Path, sim: Simulator
 ) -> None:

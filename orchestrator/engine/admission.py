@@ -30,6 +30,7 @@ class Admission:
         self._lock_held = lock_held
         self._limiter = create_rate_limiter(batch.manifest.limits.requests_per_minute)
         self._units_spent = 0.0
+        self._capped = False
 
     def open(self) -> None:
         """At the run's start: the create rate starts afresh, and the units cap counts what
@@ -44,11 +45,14 @@ class Admission:
     ) -> None:
         """Start each item once it has its slots, in order, until the batch stops."""
         for item in items:
-            if self._b.stopping:
+            if self._b.stopping or self.capped:
                 return
             try:
                 taken = await self._b.slots.acquire(item.request.expected_assets)
             except PoolClosed:
+                return
+            if self.capped:  # the cap was reached while this item waited for its slots
+                self._b.slots.release(taken)
                 return
             await start(item, Held(taken))
 
@@ -108,22 +112,43 @@ class Admission:
         return {"estimated": round(estimated, 6), "unit": m.pricing.unit,
                 "indicative": indicative, "unpriced_tasks": unpriced}
 
+    @property
+    def capped(self) -> bool:
+        """limits.max_units stopped new attempts (those already reserved are still sent)."""
+        return self._capped
+
     def reserve_units(self, item: Item, log: Any) -> bool:
-        """limits.max_units: reserve this attempt's units, or stop the batch (exit 3) when they
-        would exceed the cap. Counted at the intent, so a create that is then refused still
-        counts until the next run recomputes from the ledger: the cap errs on the safe side."""
+        """limits.max_units: reserve this attempt's units, or refuse it when they would exceed
+        the cap. The first refusal ends the batch's admissions (exit 3, "stopped by your
+        limits.max_units"), not the batch: every attempt that fitted is still sent and every
+        running task collected; no later attempt is sent, even one that would fit (the cap
+        stops at the first item past it, in the manifest's order). Counted at the intent, so a
+        create that is then refused still counts until the next run recomputes from the
+        ledger: the cap errs on the safe side."""
         m = self._b.manifest
         cap = m.limits.max_units
         if cap is None:
             return True
         units = units_for(item.request, m.pricing) or 0.0
-        if self._units_spent + units <= cap:
+        if not self._capped and self._units_spent + units <= cap:
             self._units_spent += units
             return True
-        info = verdicts.units_cap_reached(cap, self._units_spent, m.pricing.unit, item.id, units)
-        log.warning("limits.max_units_reached", units_spent=self._units_spent, max_units=cap)
-        self._b.stop(info)
+        if not self._capped:
+            self._capped = True
+            info = verdicts.units_cap_reached(
+                cap, self._units_spent, m.pricing.unit, item.id, units
+            )
+            log.warning("limits.max_units_reached", units_spent=self._units_spent, max_units=cap)
+            self._b.outcome.stopped_by = info
+            self._b.log.error("batch.stopping", hint=info.hint, code=info.code,
+                              reason=info.message)
         return False
+
+    def unreserve_units(self, item: Item) -> None:
+        """An attempt whose create was never sent (the batch stopped first): its units free."""
+        m = self._b.manifest
+        if m.limits.max_units is not None:
+            self._units_spent -= units_for(item.request, m.pricing) or 0.0
 
     # -- the account, the deadline, the lock ----------------------------------------------
 

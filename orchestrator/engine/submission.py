@@ -326,6 +326,8 @@ class Submitter:
             if b.stopping:
                 if resend:
                     ledger.record_not_created(item.id, last_error)
+                elif loop.tries == 0:
+                    self._admission.unreserve_units(item)  # nothing of it was ever sent
                 log.info("item.not_sent", reason="batch stopping")
                 return None
             # On disk before the request leaves (one commit serves every intent written in the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from orchestrator.errors import Category, ErrorInfo, Scope
+from orchestrator.errors import MAX_UNITS, Category, ErrorInfo, Scope
 from orchestrator.ledger_api import AssetRecord
 
 
@@ -132,8 +132,9 @@ def budget_spent(info: ErrorInfo) -> ErrorInfo:
 def units_cap_reached(cap: float, spent: float, unit: str, item_id: str, units: float) -> ErrorInfo:
     return ErrorInfo(
         category=Category.BILLING,
-        message=f"limits.max_units ({cap:g}) reached: {spent:g} {unit} submitted, "
-        f"item '{item_id}' needs {units:g} more",
+        code=MAX_UNITS,
+        message=f"your limits.max_units ({cap:g} {unit}) is reached: {spent:g} {unit} "
+        f"submitted, and item '{item_id}' needs {units:g} more",
         retryable=False,
         hint="Raise limits.max_units in the manifest (or remove it), then rerun: finished "
         "items are not resubmitted.",
