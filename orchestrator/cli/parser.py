@@ -139,6 +139,29 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "provider can look tasks up they are looked up first, whatever this says",
     )
 
+    run.add_argument(
+        "--retry-failed",
+        nargs="*",
+        metavar="ID",
+        default=None,
+        help="give the failed items (those named, or every failed item) a new attempt, a new "
+        "paid task, whatever their failure was (a refusal you have dealt with, say); within "
+        "retry.max_attempts over all runs",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --retry-failed: one attempt more even past retry.max_attempts",
+    )
+    run.add_argument(
+        "--only",
+        nargs="+",
+        metavar="ID",
+        default=None,
+        help="send, poll and download these items alone; the others are left as they are (the "
+        "report still describes the whole batch)",
+    )
+
     validate = command(
         "validate", "check a manifest offline; sends nothing",
         "Check the manifest as a run would (every item against its provider's model rules, "

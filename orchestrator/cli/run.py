@@ -30,6 +30,7 @@ from orchestrator.cli.run_end import RunFacts, close, end_run
 from orchestrator.cli.run_setup import (
     adopting,
     adoption_note,
+    check_chosen_items,
     check_own_files,
     refuse_new_batch,
     settled_at,
@@ -135,6 +136,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 requests_per_minute=args.rpm or manifest.limits.requests_per_minute,
             ),
         )
+    check_chosen_items(manifest, args)
     redactor = logs.Redactor()  # told every secret before anything can store what is sent
     auth = credentials(manifest, redactor.add)
     for warning in manifest.warnings:
@@ -243,6 +245,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 adopt_settled_at=settled_at(output, manifest) if adopt else None,
                 rerun_changed=args.rerun_changed,
                 resubmit_unresolved=args.resubmit_unresolved,
+                retry_failed=args.retry_failed,
+                force=args.force,
+                only=args.only,
                 lock_held=output.still_held,
             )
 

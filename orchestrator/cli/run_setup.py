@@ -4,6 +4,7 @@ to pay again where they cannot be looked up)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 from collections.abc import Sequence
@@ -113,3 +114,21 @@ def refuse_new_batch(manifest: Manifest, state_path: Path) -> str:
         "earlier runs used (or give it with --state), or rerun with --new-batch to start "
         "afresh and pay again. Nothing was sent."
     )
+
+
+def check_chosen_items(manifest: Manifest, args: argparse.Namespace) -> None:
+    """``--only`` and ``--retry-failed`` name items of the manifest; ``--force`` goes with
+    ``--retry-failed``. Refused before anything is sent."""
+    known = {item.id for item in manifest.items}
+    for flag, ids in (("--only", args.only), ("--retry-failed", args.retry_failed)):
+        unknown = [i for i in ids or () if i not in known]
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise Usage(
+                f"{flag}: no item {shown}{more} in {manifest.path} (ids are matched exactly); "
+                "nothing was sent."
+            )
+    if args.force and args.retry_failed is None:
+        raise Usage("--force goes with --retry-failed (it allows one attempt past "
+                    "retry.max_attempts); nothing was sent.")

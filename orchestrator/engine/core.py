@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import anyio
@@ -86,6 +86,9 @@ class Engine:
         adopt: bool = False,
         rerun_changed: bool = False,
         resubmit_unresolved: bool = False,
+        retry_failed: Collection[str] | None = None,
+        force: bool = False,
+        only: Collection[str] | None = None,
         lock_held: Callable[[], bool] | None = None,
     ) -> None:
         """``verify_files``: hash every recorded file of the finished items and fetch again
@@ -112,11 +115,23 @@ class Engine:
         (a create sent whose answer was lost) are sent again; it may pay twice, so only on
         request. Where tasks can be looked up, unresolved items are always looked up first.
 
+        ``retry_failed``: failed items given a new attempt whatever their failure (a policy
+        refusal the user has dealt with, say): the ids named, or every failed item when empty.
+        Within ``retry.max_attempts`` over all runs; ``force``: one attempt more past it.
+
+        ``only``: this run sends, polls and downloads these items alone; the others are left as
+        they are (the report still describes the whole batch).
+
         ``lock_held``: called every second; False means another run took the batch's lock (its
         file was removed and recreated): the run stops submitting at once."""
         self._m = manifest
         self._b = Batch(manifest, provider, ledger, rand=rand, sleep=sleep, clock=clock)
         self._rerun_changed = rerun_changed
+        self._retry_failed = None if retry_failed is None else frozenset(retry_failed)
+        self._force = force
+        #: items allowed one attempt past retry.max_attempts in this run (``force``)
+        self._forced: set[str] = set()
+        self._only = None if only is None else frozenset(only)
         self._fingerprints: dict[str, str] = {}
         self._hashes = FileHashes()
         self._admission = Admission(self._b, lock_held=lock_held)
@@ -186,12 +201,13 @@ class Engine:
             concurrency=m.limits.concurrency,
             requests_per_minute=m.limits.requests_per_minute,
         )
+        chosen = [i for i in m.items if self._only is None or i.id in self._only]
         in_flight = [
-            i for i in m.items
+            i for i in chosen
             if records[i.id].state in (ItemState.SUBMITTING, ItemState.RUNNING)
         ]
-        pending = [i for i in m.items if records[i.id].state is ItemState.PENDING]
-        to_fetch = [i for i in m.items if self._collector.needs_download(records[i.id])]
+        pending = [i for i in chosen if records[i.id].state is ItemState.PENDING]
+        to_fetch = [i for i in chosen if self._collector.needs_download(records[i.id])]
         for item in to_fetch:
             rec = records[item.id]
             if rec.download_error is None:
@@ -201,7 +217,7 @@ class Engine:
             # The others look intact: hashed, and marked only if one turns out not to be.
             fetching = {i.id for i in to_fetch}
             to_fetch += [
-                i for i in m.items
+                i for i in chosen
                 if i.id not in fetching and records[i.id].state in FINISHED_WITH_FILES
             ]
         del records  # a record per item: not held for the whole run
@@ -279,8 +295,19 @@ class Engine:
                 continue
             if rec.state is not ItemState.FAILED or rec.error is None:
                 continue
+            if self._only is not None and item.id not in self._only:
+                continue
             paid = ledger.paid_for(item.id, self._fingerprints.get(item.id))
-            if rec.error.category is Category.TIMEOUT and rec.task_id is not None:
+            asked = self._retry_failed is not None and (
+                not self._retry_failed or item.id in self._retry_failed
+            )
+            if asked and (paid < self._b.policy.max_attempts or self._force):
+                if paid >= self._b.policy.max_attempts:
+                    self._forced.add(item.id)
+                self._b.log.info("item.retry_requested", item=item.id, paid=paid,
+                                 forced=item.id in self._forced)
+                ledger.reopen(item.id, ItemState.PENDING)
+            elif rec.error.category is Category.TIMEOUT and rec.task_id is not None:
                 ledger.reopen(item.id, ItemState.RUNNING)
             elif rec.error.retryable and paid < self._b.policy.max_attempts:
                 ledger.reopen(item.id, ItemState.PENDING)
@@ -377,6 +404,8 @@ class Engine:
                         return
                     paid = ledger.paid_for(item.id, fp)
                     limit = b.policy.max_attempts
+                    if item.id in self._forced and attempts_this_run == 0:
+                        limit = paid + 1  # --force: one attempt past retry.max_attempts
                     if attempts_this_run >= limit or paid >= limit:
                         info = verdicts.attempts_spent(rec.error, paid)
                         ledger.finish(item.id, ItemState.FAILED, error=info)
