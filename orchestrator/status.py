@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,13 +139,36 @@ def error_text(err: Mapping[str, Any] | None) -> str:
     return f"{err.get('category', '?')}{code}: {err.get('message', '')}"
 
 
-def render_status_text(rows: Sequence[Mapping[str, Any]], *, batch: str, state_path: Path) -> str:
-    """An aligned table (plain text, no colours); then the totals by report status (what
-    report.json would count now) and by ledger state."""
+def shown_rows(
+    rows: Sequence[Mapping[str, Any]], statuses: Collection[str] | None
+) -> list[Mapping[str, Any]]:
+    """The rows of the report statuses asked for (every row when None)."""
+    return [r for r in rows if statuses is None or str(r["status"]) in statuses]
+
+
+def render_status_text(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    batch: str,
+    state_path: Path,
+    statuses: Collection[str] | None = None,
+) -> str:
+    """The totals first, by report status (what report.json would count now) and by ledger
+    state; then an aligned table (plain text, no colours) of the items, or of those whose
+    report status is in ``statuses``."""
     lines = [f"Batch '{batch}': {len(rows)} items (state: {state_path})"]
+    shown = ", ".join(f"{n} {status}" for status, n in totals(rows).items() if n)
+    lines.append(f"Totals: {shown or 'no items'} ({len(rows)} items)")
+    if rows:
+        states = ", ".join(f"{n} {state}" for state, n in state_totals(rows).items() if n)
+        lines.append(f"Ledger states: {states}")
     if rows and not any(r.get("in_ledger") for r in rows):
         lines.append("No runs recorded yet: every item is not_run.")
-    if rows:
+    table_rows = shown_rows(rows, statuses)
+    if statuses is not None:
+        asked = ", ".join(s for s in STATUSES if s in statuses)
+        lines.append(f"Showing {len(table_rows)} of {len(rows)} items ({asked}):")
+    if table_rows:
         header = ("ID", "STATUS", "STATE", "TASKS", "TASK ID", "LAST ERROR")
         table = [
             (
@@ -156,30 +179,34 @@ def render_status_text(rows: Sequence[Mapping[str, Any]], *, batch: str, state_p
                 _cut(str(r.get("task_id") or "-"), MAX_TASK_ID),
                 _cut(error_text(r.get("error")), MAX_ERROR),
             )
-            for r in rows
+            for r in table_rows
         ]
         widths = [max(len(h), *(len(row[c]) for row in table)) for c, h in enumerate(header)]
         for row in (header, *table):
             lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-    gone = sum(1 for r in rows if not r.get("in_manifest", True))
+    gone = sum(1 for r in table_rows if not r.get("in_manifest", True))
     if gone:
         lines.append(f"* {gone} item(s) in the ledger are no longer in the manifest.")
-    shown = ", ".join(f"{n} {status}" for status, n in totals(rows).items() if n)
-    lines.append(f"Totals: {shown or 'no items'} ({len(rows)} items)")
-    if rows:
-        states = ", ".join(f"{n} {state}" for state, n in state_totals(rows).items() if n)
-        lines.append(f"Ledger states: {states}")
     return "\n".join(lines)
 
 
-def render_status_json(rows: Sequence[Mapping[str, Any]], *, batch: str, state_path: Path) -> str:
+def render_status_json(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    batch: str,
+    state_path: Path,
+    statuses: Collection[str] | None = None,
+) -> str:
+    """``totals`` and ``states`` count every item; ``items`` are those of ``statuses``
+    (``showing``: those statuses, or null for every item)."""
     return json.dumps(
         {
             "batch": batch,
             "state": str(state_path),
             "totals": totals(rows),
             "states": state_totals(rows),
-            "items": list(rows),
+            "showing": None if statuses is None else [s for s in STATUSES if s in statuses],
+            "items": shown_rows(rows, statuses),
         },
         indent=2,
         ensure_ascii=False,

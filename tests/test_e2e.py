@@ -468,6 +468,13 @@ def test_status_and_results_files(tmp_path: Path, sim: Simulator) -> None:
     as_json = json.loads(run_cli(["status", str(manifest), "--json"], env).stdout)
     assert as_json["totals"]["succeeded"] == 1 and as_json["totals"]["failed"] == 1
     assert {i["id"]: i["state"] for i in as_json["items"]} == {"good": "succeeded", "bad": "failed"}
+    failed = run_cli(["status", str(manifest), "--failed"], env)
+    assert failed.code == 0, failed.stderr
+    assert "Showing 1 of 2 items (partial, failed, unresolved):" in failed.stdout
+    assert "bad " in failed.stdout and "good " not in failed.stdout
+    only = json.loads(run_cli(["status", str(manifest), "--status", "succeeded", "--json"],
+                              env).stdout)
+    assert [i["id"] for i in only["items"]] == ["good"] and only["showing"] == ["succeeded"]
     assert sim.stats().create_requests + sim.stats().query_requests == requests  # no network
 
     report = load_report(tmp_path)

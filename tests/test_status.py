@@ -163,9 +163,17 @@ def test_text_rendering(ledger_path: Path) -> None:
     lines = text.splitlines()
     assert "\x1b" not in text
     assert lines[0] == f"Batch 'demo': 9 items (state: {ledger_path})"
-    header = lines[1]
+    # The totals first: by report status, as report.json counts them; then the ledger's
+    # finer states.
+    assert lines[1] == (
+        "Totals: 2 succeeded, 1 partial, 2 failed, 2 not_run, 1 running, 1 unresolved (9 items)"
+    )
+    assert lines[2] == (
+        "Ledger states: 2 pending, 1 submitting, 1 running, 3 succeeded, 1 partial, 1 failed"
+    )
+    header = lines[3]
     assert header.split() == ["ID", "STATUS", "STATE", "TASKS", "TASK", "ID", "LAST", "ERROR"]
-    table = lines[2:11]
+    table = lines[4:13]
     assert [line.split()[0] for line in table] == [*MANIFEST_IDS, "gone"]
     # columns are aligned: every row's state starts under STATE, task id under TASK ID
     for column in ("STATUS", "STATE", "TASK ID", "LAST ERROR"):
@@ -186,14 +194,30 @@ def test_text_rendering(ledger_path: Path) -> None:
     never = next(line for line in table if line.startswith("never "))
     assert never.split() == ["never", "not_run", "pending", "0", "-"]
     assert table[-1].startswith("gone *")
-    assert lines[-3] == "* 1 item(s) in the ledger are no longer in the manifest."
-    # By report status, as report.json counts them; then the ledger's finer states.
-    assert lines[-2] == (
-        "Totals: 2 succeeded, 1 partial, 2 failed, 2 not_run, 1 running, 1 unresolved (9 items)"
-    )
-    assert lines[-1] == (
-        "Ledger states: 2 pending, 1 submitting, 1 running, 3 succeeded, 1 partial, 1 failed"
-    )
+    assert lines[-1] == "* 1 item(s) in the ledger are no longer in the manifest."
+    assert len(lines) == 14
+
+
+def test_text_rendering_of_the_statuses_asked_for(ledger_path: Path) -> None:
+    rows = status_rows(load_records(ledger_path, "demo"), MANIFEST_IDS)
+    text = render_status_text(rows, batch="demo", state_path=ledger_path,
+                              statuses={"failed", "partial", "unresolved"})
+    lines = text.splitlines()
+    assert lines[1].startswith("Totals: 2 succeeded, 1 partial, 2 failed")  # every item
+    assert lines[3] == "Showing 4 of 9 items (partial, failed, unresolved):"
+    assert sorted(line.split()[0] for line in lines[5:]) == ["bad", "fetch", "few", "unsure"]
+    nothing = render_status_text(rows, batch="demo", state_path=ledger_path,
+                                 statuses={"not_run"}).splitlines()
+    assert nothing[3] == "Showing 2 of 9 items (not_run):" and len(nothing) == 7
+
+
+def test_json_lists_the_statuses_asked_for(ledger_path: Path) -> None:
+    rows = status_rows(load_records(ledger_path, "demo"), MANIFEST_IDS)
+    data = json.loads(render_status_json(rows, batch="demo", state_path=ledger_path,
+                                         statuses={"running"}))
+    assert data["showing"] == ["running"]
+    assert [item["status"] for item in data["items"]] == ["running"]
+    assert sum(data["totals"].values()) == 9
 
 
 def test_text_rendering_of_nothing(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from orchestrator import (
 from orchestrator.cli import common
 from orchestrator.cli.common import Exit, Usage, cannot, credentials, load, recovery_hint
 from orchestrator.ledger import LedgerError, LedgerUnreadable
+from orchestrator.report import PROBLEM_STATUSES
 
 
 def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
@@ -56,8 +57,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     with contextlib.suppress(ValueError):
         common.plugin_of(manifest).credentials(os.environ, redactor.add)
     rows = redactor.clean(rows)
+    statuses: set[str] | None = set(args.status) if args.status else None
+    if args.failed:
+        statuses = (statuses or set()) | set(PROBLEM_STATUSES)
     render = status.render_status_json if args.json else status.render_status_text
-    out.write(render(rows, batch=manifest.name, state_path=state_path) + "\n")
+    out.write(render(rows, batch=manifest.name, state_path=state_path, statuses=statuses) + "\n")
     return Exit.OK
 
 

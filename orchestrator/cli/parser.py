@@ -12,6 +12,7 @@ from orchestrator import (
     layout,
 )
 from orchestrator.providers import registry
+from orchestrator.report import STATUSES
 
 
 def positive_int(text: str) -> int:
@@ -185,6 +186,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
     )
     state.add_argument("--json", action="store_true", help="machine-readable output")
+    state.add_argument(
+        "--failed",
+        action="store_true",
+        help="list only the items that need you: failed, partial and unresolved (the totals "
+        "still count every item)",
+    )
+    state.add_argument(
+        "--status",
+        action="append",
+        choices=STATUSES,
+        metavar="STATUS",
+        help=f"list only the items of this report status ({', '.join(STATUSES)}); repeat for "
+        "several",
+    )
 
     state_cmd = sub.add_parser(
         "state",
