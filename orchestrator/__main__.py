@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from orchestrator.cli.common import Exit, LocalStop, Usage
-from orchestrator.cli.inspect import cmd_state, cmd_status, cmd_validate
+from orchestrator.cli.inspect import cmd_dry_run, cmd_state, cmd_status, cmd_validate
 from orchestrator.cli.parser import build_parser, program_name
 from orchestrator.cli.run import cmd_run
 from orchestrator.providers import registry
@@ -32,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(program_name()).parse_args(argv)
     try:
         if args.command == "run":
+            if args.dry_run:
+                return int(cmd_dry_run(args, sys.stdout, sys.stderr))
             return int(cmd_run(args, sys.stderr))
         if args.command == "status":
             return int(cmd_status(args, sys.stdout))

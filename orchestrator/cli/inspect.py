@@ -8,8 +8,10 @@ import contextlib
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from orchestrator import (
     layout,
@@ -19,6 +21,7 @@ from orchestrator import (
 )
 from orchestrator.cli import common
 from orchestrator.cli.common import Exit, Usage, cannot, credentials, load, recovery_hint
+from orchestrator.config import SIMULATOR_BASE_URL
 from orchestrator.ledger import LedgerError, LedgerUnreadable
 from orchestrator.report import PROBLEM_STATUSES
 
@@ -102,4 +105,49 @@ def cmd_state(args: argparse.Namespace, out: TextIO) -> Exit:
         return Exit.INVALID
     if args.state_command == "check" and not found.usable:
         return Exit.ITEMS_FAILED
+    return Exit.OK
+
+
+def cmd_dry_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """``run --dry-run``: what the run would do and where it would send, from the manifest,
+    the environment and the state file alone; nothing is sent, nothing is written."""
+    manifest = load(args.manifest, err)
+    credentials(manifest, lambda secret: None)
+    plugin = common.plugin_of(manifest)
+    for warning in manifest.warnings:
+        err.write(f"{args.manifest}: warning: {warning}\n")
+    base_url = manifest.provider.base_url
+    if base_url == SIMULATOR_BASE_URL:
+        where = "the bundled simulator, in this process (no account, nothing paid)"
+    else:
+        host = urlsplit(base_url).hostname or base_url
+        where = f"{base_url} (host {host}), credentials from the environment"
+    models = Counter(
+        f"{item.request.kind} {item.request.fields.get('model', '?')}" for item in manifest.items
+    )
+    limits = manifest.limits
+    state_path = args.state or manifest.output_dir / layout.STATE_FILE
+    lines = [
+        f"Dry run of batch '{manifest.name}': nothing is sent, nothing is written.",
+        f"provider: {plugin.title}, {where}",
+        f"items: {len(manifest.items)}: "
+        + ", ".join(f"{n} {what}" for what, n in sorted(models.items())),
+        f"limits: concurrency {limits.concurrency}, {limits.requests_per_minute:g} creates a "
+        "minute"
+        + (f", max_units {limits.max_units:g}" if limits.max_units is not None else "")
+        + (", deadline set" if limits.deadline is not None else ""),
+        f"output: {manifest.output_dir} (state: {state_path})",
+    ]
+    try:
+        records = status.load_records(state_path, manifest.name)
+    except FileNotFoundError:
+        lines.append("state: none yet: every item would be sent")
+    except LedgerError as exc:
+        lines.append(f"state: cannot be used as it is: {exc}")
+    else:
+        rows = status.status_rows(records, [item.id for item in manifest.items])
+        shown = ", ".join(f"{n} {s}" for s, n in status.totals(rows).items() if n)
+        lines.append(f"state: a rerun: {shown} (finished items are not sent again)")
+    out.write("\n".join(lines) + "\n")
+    out.write(manifest.pricing.estimate_text(manifest) + "\n")
     return Exit.OK

@@ -141,6 +141,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
 
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what the run would do and where it would send (provider, host, the items' "
+        "kinds and models, limits, what the state file holds, the estimate), then exit: "
+        "nothing is sent or written",
+    )
+    run.add_argument(
         "--retry-failed",
         nargs="*",
         metavar="ID",
