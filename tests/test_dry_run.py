@@ -32,7 +32,8 @@ def test_a_dry_run_says_where_it_would_send_and_sends_nothing(
     assert sim.stats().create_requests == 0 and sim.stats().query_requests == 0
     assert not (tmp_path / "out").exists()
 
-    assert run_cli(["run", str(manifest)], cli_env(sim)).code == 0
+    first = run_cli(["run", str(manifest)], cli_env(sim))
+    assert first.code == 0 and "Resuming" not in first.stderr  # a first run: nothing to resume
     again = run_cli(["run", str(manifest), "--dry-run"], cli_env(sim))
     assert "state: a rerun: 2 succeeded (finished items are not sent again)" in again.stdout
     assert sim.stats().create_requests == 2
@@ -45,3 +46,13 @@ def test_a_dry_run_without_credentials_is_refused_like_a_run(
     env = {k: v for k, v in cli_env(sim).items() if not k.startswith("KLING_")}
     result = run_cli(["run", str(manifest), "--dry-run"], env)
     assert result.code == 2 and "no Kling credentials" in result.stderr
+
+
+def test_a_rerun_starts_by_saying_where_the_batch_stands(tmp_path: Path, sim: Simulator) -> None:
+    items = [{"id": f"i{n}", "prompt": f"resume prompt {n}"} for n in range(3)]
+    manifest = write_manifest(tmp_path, sim, items)
+    assert run_cli(["run", str(manifest), "--only", "i0", "i1"], cli_env(sim)).code == 0
+    result = run_cli(["run", str(manifest)], cli_env(sim))
+    assert result.code == 0, result.stderr
+    assert result.stderr.splitlines()[0] == "Resuming batch 'e2e': 2 done, 1 to send."
+    assert sim.stats().create_requests == 3

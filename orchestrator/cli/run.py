@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TextIO
 
@@ -84,6 +84,18 @@ def download_policy(manifest: Manifest) -> RetryPolicy:
         base_delay=manifest.retry.base_delay,
         max_delay=manifest.retry.max_delay,
     )
+
+
+def resuming(
+    err: TextIO, batch: str, counts: Mapping[str, int], line: ProgressLine | None
+) -> None:
+    """The first line of a rerun: where the batch stands."""
+    shown = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    if line is not None:
+        line.clear()
+    with contextlib.suppress(OSError):
+        err.write(f"Resuming batch '{batch}': {shown}.\n")
+        err.flush()
 
 
 async def _run_engine(
@@ -249,6 +261,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 force=args.force,
                 only=args.only,
                 lock_held=output.still_held,
+                on_resume=lambda counts: resuming(err, manifest.name, counts, line),
             )
 
             def checkpoint() -> None:
@@ -292,6 +305,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 log_path=log_path,
                 scrub=redactor.clean,
                 rerun_changed=args.rerun_changed,
+                only=tuple(args.only) if args.only else None,
             ),
             failure,
         )

@@ -50,6 +50,8 @@ class RunFacts:
     #: cleans what the provider sent of credentials (the log redactor's)
     scrub: Callable[[Any], Any]
     rerun_changed: bool = False
+    #: ``run --only``: the items this run was about (its exit code judges them alone)
+    only: tuple[str, ...] | None = None
 
 
 def _ending(
@@ -115,7 +117,13 @@ def end_run(
         )
 
     def late(stats: report.ItemStats) -> dict[str, Any]:
-        current = end(stats.counts["succeeded"] == stats.total, None)
+        if facts.only is not None:
+            succeeded = all(
+                report.item_status(ledger.get(i)) == "succeeded" for i in facts.only
+            )
+        else:
+            succeeded = stats.counts["succeeded"] == stats.total
+        current = end(succeeded, None)
         figures = runs.batch_figures([*previous, current])
         return {
             "local_failure": failure.line() if failure is not None else None,

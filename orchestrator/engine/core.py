@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -68,6 +68,21 @@ def _phase(rec: ItemRecord) -> str:
     return _PHASE_OF[rec.state]
 
 
+def _standing(records: Iterable[ItemRecord]) -> dict[str, int]:
+    """Where a batch stands: its items by what is left to do for them."""
+    counts = dict.fromkeys(("done", "to download", "running", "to send", "failed"), 0)
+    for rec in records:
+        if rec.state in FINISHED_WITH_FILES:
+            counts["to download" if rec.download_error is not None else "done"] += 1
+        elif rec.state in (ItemState.SUBMITTING, ItemState.RUNNING):
+            counts["running"] += 1
+        elif rec.state is ItemState.PENDING:
+            counts["to send"] += 1
+        else:
+            counts["failed"] += 1
+    return counts
+
+
 class Engine:
     def __init__(
         self,
@@ -90,6 +105,7 @@ class Engine:
         force: bool = False,
         only: Collection[str] | None = None,
         lock_held: Callable[[], bool] | None = None,
+        on_resume: Callable[[Mapping[str, int]], None] | None = None,
     ) -> None:
         """``verify_files``: hash every recorded file of the finished items and fetch again
         those whose sha256 differs (by default only files whose size or modification time
@@ -122,6 +138,10 @@ class Engine:
         ``only``: this run sends, polls and downloads these items alone; the others are left as
         they are (the report still describes the whole batch).
 
+        ``on_resume``: told, when the ledger already knows some items, where the batch
+        stands as this run starts (done, to download, running, to send, failed: item
+        counts).
+
         ``lock_held``: called every second; False means another run took the batch's lock (its
         file was removed and recreated): the run stops submitting at once."""
         self._m = manifest
@@ -132,6 +152,7 @@ class Engine:
         #: items allowed one attempt past retry.max_attempts in this run (``force``)
         self._forced: set[str] = set()
         self._only = None if only is None else frozenset(only)
+        self._on_resume = on_resume
         self._fingerprints: dict[str, str] = {}
         self._hashes = FileHashes()
         self._admission = Admission(self._b, lock_held=lock_held)
@@ -195,6 +216,10 @@ class Engine:
         records = {r.id: r for r in ledger.all()}
         for item in m.items:
             b.progress.set(item.id, _phase(records[item.id]), initial=True)
+        if self._on_resume is not None:
+            standing = _standing(records.values())
+            if standing["to send"] < len(records):
+                self._on_resume(standing)
         b.log.info(
             "batch.started",
             items=len(m.items),
