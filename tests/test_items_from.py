@@ -686,3 +686,19 @@ def test_any_items_file_gives_a_manifest_or_a_manifest_error(
         return
     assert manifest.items[0].id == "inline"
     assert all(item.source == manifest.items_from for item in manifest.items[1:])
+
+
+@pytest.mark.parametrize(("text", "sep"), [("id;prompt\nfox;A fox\n", "';'"),
+                                           ("id\tprompt\nfox\tA fox\n", "tabs")])
+def test_another_delimiter_is_the_one_problem_named(tmp_path: Path, text: str, sep: str) -> None:
+    csv_file(tmp_path, text)
+    problem = one_problem(tmp_path)  # not also "no 'id' column"
+    assert f"it separates them with {sep}" in problem.message
+
+
+def test_an_unquoted_comma_is_the_one_problem_of_its_row(tmp_path: Path) -> None:
+    text = "id,prompt,model,mode\na,a cat, asleep,kling-v2-5-turbo,std\nb,ok,kling-v2-5-turbo,std\n"
+    csv_file(tmp_path, text)
+    problem = one_problem(tmp_path)  # not also a bad model and mode from shifted values
+    assert (problem.item_id, problem.line) == ("a", 2)
+    assert "has 5 values but the header names 4 columns" in problem.message

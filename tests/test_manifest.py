@@ -131,6 +131,10 @@ CASES = [
          None, None, "flow sequence that starts here and is never closed"),
     Case("tab indentation", "version: 1\nname: t\nitems:\n\t- id: a #<\n",
          None, None, "indent with spaces, not tabs"),
+    Case("a value with ': ' unquoted",
+         "version: 1\nname: t\nitems:\n  - id: a\n    prompt: a cat: asleep #<\n",
+         None, None, "mapping values are not allowed here; a value that contains ': ' must be "
+         'quoted, e.g. prompt: "a cat: asleep"'),
     Case("two documents", doc(FINE_ITEM) + "--- #<\nversion: 1\n",
          None, None, "expected a single document"),
     Case("duplicate top-level key",

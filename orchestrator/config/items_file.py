@@ -367,7 +367,8 @@ class _Reader:
             index += 1
             lines[at] = line
             before = len(found)
-            if len(cells) > width and any(cell.strip() for cell in cells[width:]):
+            shifted = len(cells) > width and any(cell.strip() for cell in cells[width:])
+            if shifted:
                 sink.report(
                     at,
                     f"has {len(cells)} values but the header names {width} columns: put "
@@ -377,6 +378,11 @@ class _Reader:
             raw: dict[str, Any] = {}
             for column, name in used:
                 cell = cells[column] if column < count else ""
+                if shifted and name != "id":
+                    # Past the stray comma every value is in the wrong column: what they would
+                    # say about model or mode is noise; the count above is the cause.
+                    unreadable.add((*at, name))
+                    continue
                 if not cell:
                     continue  # an empty cell: the field is absent, a default applies
                 if name in numbers:
@@ -445,6 +451,14 @@ class _Reader:
                 pass
             else:
                 hint = ""
+                if (";" in name or "\t" in name) and len(names) == 1:
+                    sep = "';'" if ";" in name else "tabs"
+                    self.sink.report_file(
+                        "the header reads as one column: save the file with commas between "
+                        f"values (it separates them with {sep}: {name!r})",
+                        line,
+                    )
+                    return None
                 if ";" in name or "\t" in name:
                     hint = (
                         "; the header reads as one column: save the file with commas between values"

@@ -284,6 +284,10 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> tuple[str, int | None]:
             message += f" ({context}{started})"
         if "'\\t'" in message:
             message += "; indent with spaces, not tabs"
+        if problem == "mapping values are not allowed here":
+            message += (
+                "; a value that contains ': ' must be quoted, e.g. prompt: \"a cat: asleep\""
+            )
         mark = mark or context_mark
         return message, (mark.line + 1 if mark is not None else None)
     if isinstance(exc, yaml.reader.ReaderError):
