@@ -1269,3 +1269,30 @@ def test_streamed_document_equals_the_composed_one(text: str) -> None:
 def test_streamed_document_equals_the_composed_one_for_any_text(text: str) -> None:
     streamed, composed = _both_ways(text)
     assert streamed == composed
+
+
+@pytest.mark.parametrize(
+    ("provider", "warned"),
+    [
+        ("{base_url: 'https://api-singapore.klingai.com'}",
+         ["poll.interval: 0.2 s", "poll.max_interval: 1 s", "retry.base_delay: 0.2 s"]),
+        ("{base_url: 'http://127.0.0.1:8123'}", []),  # a simulator of one's own
+        ("{base_url: simulator}", []),
+    ],
+)
+def test_demo_values_aimed_at_a_real_provider_are_warned_of(
+    workdir: Path, provider: str, warned: list[str]
+) -> None:
+    top = (f"version: 1\nname: t\nprovider: {provider}\nretry: {{base_delay: 0.2}}\n"
+           "poll: {interval: 0.2, max_interval: 1}\n")
+    manifest = load_text(workdir, doc("- id: a\n  prompt: p", top=top))
+    demo = [w for w in manifest.warnings if "is a demo value" in w]
+    assert [w.split(" is a demo value")[0] for w in demo] == warned
+    for warning in demo:
+        assert "the default" in warning and "suits it" in warning
+
+
+def test_real_values_aimed_at_a_real_provider_are_not_warned_of(workdir: Path) -> None:
+    top = "version: 1\nname: t\nprovider: {base_url: 'https://api-singapore.klingai.com'}\n"
+    manifest = load_text(workdir, doc("- id: a\n  prompt: p", top=top))
+    assert not [w for w in manifest.warnings if "is a demo value" in w]

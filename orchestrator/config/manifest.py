@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.config.demo_values import demo_like
 from orchestrator.config.items import Item, ItemChecker, item_shape, read_defaults
 from orchestrator.config.items_file import read_items_from, rows
 from orchestrator.config.pricing_section import check_max_units, read_prices
@@ -186,5 +187,12 @@ def _document(
         download_timeout=settings.output.download_timeout,
         pricing=pricing,
         items_from=items_file.path if items_file is not None else None,
-        warnings=tuple(rules.warnings.values()),
+        warnings=(
+            *rules.warnings.values(),
+            *demo_like(
+                settings.provider.settings(plugin).base_url,
+                settings.poll.settings(),
+                settings.retry.settings(),
+            ),
+        ),
     )
