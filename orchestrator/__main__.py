@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             if args.dry_run:
                 return int(cmd_dry_run(args, sys.stdout, sys.stderr))
-            return int(cmd_run(args, sys.stderr))
+            return int(cmd_run(args, sys.stderr, sys.stdout))
         if args.command == "status":
             return int(cmd_status(args, sys.stdout))
         if args.command == "state":

@@ -201,12 +201,18 @@ def configure(
     tty: bool | None = None,
     progress: bool = False,
     before_console: Callable[[], None] | None = None,
+    verbosity: int = 0,
 ) -> None:
     """``progress``: a progress line is shown on the terminal, so only warnings interrupt it
-    (``before_console`` clears the line first)."""
+    (``before_console`` clears the line first). ``verbosity``: -1 (``-q``) errors only on the
+    console, 1 (``-v``) every event; the log file always gets every event."""
     if tty is None:
         tty = console.isatty()
     console_level = logging.INFO if tty and not progress else logging.WARNING
+    if verbosity < 0:
+        console_level = logging.ERROR
+    elif verbosity > 0:
+        console_level = logging.INFO
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

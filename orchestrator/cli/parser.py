@@ -141,6 +141,23 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
 
     run.add_argument(
+        "--json",
+        action="store_true",
+        help="at the end, print one JSON line on stdout: the batch, the exit code and reason, "
+        "the counts, what stopped it, the report and log paths (for scripts and cron)",
+    )
+    quiet = run.add_mutually_exclusive_group()
+    quiet.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="on stderr, errors only and the line a stop ends with (no summary); the log file "
+        "keeps everything",
+    )
+    quiet.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="on stderr, every event the log file gets (retries that may still succeed "
+        "included)",
+    )
+    run.add_argument(
         "--dry-run",
         action="store_true",
         help="say what the run would do and where it would send (provider, host, the items' "

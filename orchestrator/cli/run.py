@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -12,7 +13,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 import anyio
 import httpx
@@ -86,6 +88,30 @@ def download_policy(manifest: Manifest) -> RetryPolicy:
     )
 
 
+def summary_json(
+    batch: str,
+    code: Exit,
+    reason: str,
+    written: report.WrittenReport | None,
+    report_path: Path,
+    log_path: Path,
+    failure: LocalFailure | None,
+) -> dict[str, Any]:
+    """``run --json``: the one line a script reads on stdout at the end of a run."""
+    head = written.head if written is not None else {}
+    stop = head.get("stopped_by")
+    return {
+        "batch": batch,
+        "exit_code": int(code),
+        "exit_reason": reason,
+        "counts": head.get("counts"),
+        "stopped_by": stop,
+        "local_failure": failure.line() if failure is not None else None,
+        "report": str(report_path) if written is not None else None,
+        "log": str(log_path),
+    }
+
+
 def resuming(
     err: TextIO, batch: str, counts: Mapping[str, int], line: ProgressLine | None
 ) -> None:
@@ -137,7 +163,7 @@ async def _run_engine(
     return outcome
 
 
-def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
+def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
     manifest = load(args.manifest, err)
     if args.concurrency is not None or args.rpm is not None:
         manifest = replace(
@@ -220,6 +246,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         console=err,
         progress=line is not None,
         before_console=line.clear if line is not None else None,
+        verbosity=-1 if args.quiet else (1 if args.verbose else 0),
     )
     run_started = time.time()
     run: int | None = None
@@ -261,7 +288,10 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 force=args.force,
                 only=args.only,
                 lock_held=output.still_held,
-                on_resume=lambda counts: resuming(err, manifest.name, counts, line),
+                on_resume=(
+                    None if args.quiet
+                    else lambda counts: resuming(err, manifest.name, counts, line)
+                ),
             )
 
             def checkpoint() -> None:
@@ -291,7 +321,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
                 outcome = engine.outcome
         if failure is None and downloader is not None:
             failure = downloader.local_failure  # the downloads stopped the batch
-        code, failure, report_failure, written = end_run(
+        code, reason, failure, report_failure, written = end_run(
             ledger,
             run,
             RunFacts(
@@ -318,7 +348,13 @@ def cmd_run(args: argparse.Namespace, err: TextIO) -> Exit:
         failure = local_failures.find(closing, ledger_path=state_path)
         if failure is not None:
             code = Exit.ACCOUNT_STOP
-    if written is not None:
+    if args.json:
+        with contextlib.suppress(OSError):
+            stdout.write(json.dumps(summary_json(
+                manifest.name, code, reason, written, report_path, log_path, failure
+            )) + "\n")
+            stdout.flush()
+    if written is not None and not args.quiet:
         err.write(
             report.summary(
                 written.head, report_path=report_path, stop=outcome.stopped_by,

@@ -73,7 +73,7 @@ def _ending(
 
 def end_run(
     ledger: Ledger, run: int | None, facts: RunFacts, failure: LocalFailure | None
-) -> tuple[Exit, LocalFailure | None, LocalFailure | None, report.WrittenReport | None]:
+) -> tuple[Exit, str, LocalFailure | None, LocalFailure | None, report.WrittenReport | None]:
     """Write the report (if the disk allows) and the run's end into the ledger; the exit code,
     the failure of this machine that ended the run (if one did), the report's own failure (if
     it could not be written) and the report written."""
@@ -97,6 +97,7 @@ def end_run(
     except local_failures.CAUGHT as exc:
         failure = failure or local(exc)
     ended: list[Exit] = []
+    reasons: list[str] = []
 
     def end(all_succeeded: bool, report_failure: LocalFailure | None) -> RunRecord:
         """Close the run's row; when the ledger cannot take it, that is how the run ended."""
@@ -112,6 +113,7 @@ def end_run(
                 failure = failure or local(exc)
                 code, reason = _ending(outcome, failure, all_succeeded=all_succeeded)
         ended[:] = [code]
+        reasons[:] = [reason]
         return RunRecord(
             run or 0, facts.started_at, finished_at, int(code), reason, requests, retries
         )
@@ -182,7 +184,7 @@ def end_run(
     except local_failures.CAUGHT as exc:
         report_failure = local(exc, report_path)
         end(False, report_failure)  # again if report.md failed after report.json: exit 3
-    return ended[0], failure, report_failure, written
+    return ended[0], reasons[0], failure, report_failure, written
 
 
 def close(ledger: Ledger, log_file: TextIO) -> BaseException | None:
