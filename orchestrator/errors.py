@@ -177,6 +177,14 @@ def asset_mismatch(expected: int, got: int, noun: str) -> ErrorInfo:
     )
 
 
+#: The code of the marker a finished task carries until its files are on disk.
+DOWNLOADS_PENDING = "downloads_pending"
+_PENDING_MESSAGE = (
+    "the task succeeded but its files are not all downloaded yet (the run ended, or had not "
+    "finished downloading them)"
+)
+
+
 def downloads_pending() -> ErrorInfo:
     """A finished task whose files are not all safely on disk yet.
 
@@ -186,9 +194,17 @@ def downloads_pending() -> ErrorInfo:
     """
     return ErrorInfo(
         category=Category.ASSET_MISMATCH,
-        message="the task succeeded but its files are not all downloaded yet (the run ended, "
-        "or had not finished downloading them)",
+        code=DOWNLOADS_PENDING,
+        message=_PENDING_MESSAGE,
         retryable=True,
         hint="Rerun the same manifest: it downloads the missing files without resubmitting the "
-        "task (Kling keeps generated files for 30 days).",
+        "task (soon: providers delete generated files after a while).",
+    )
+
+
+def is_downloads_pending(info: ErrorInfo | None) -> bool:
+    """Whether ``info`` is :func:`downloads_pending`'s marker (as this version or an earlier
+    one wrote it): the task is done, its files are still to be fetched."""
+    return info is not None and (
+        info.code == DOWNLOADS_PENDING or info.message.startswith(_PENDING_MESSAGE[:60])
     )

@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from orchestrator import layout
 from orchestrator.atomic_files import atomic_file
-from orchestrator.errors import MAX_UNITS, ErrorInfo
+from orchestrator.errors import MAX_UNITS, ErrorInfo, is_downloads_pending
 from orchestrator.json_layout import nested_json
 from orchestrator.ledger import ItemRecord, ItemState
 
@@ -57,7 +57,11 @@ SUMMARY_MAX_PROBLEMS = 20
 
 def item_status(rec: ItemRecord) -> str:
     if rec.download_error is not None and rec.state in (ItemState.SUCCEEDED, ItemState.PARTIAL):
-        return "failed"  # generated, but its files are not safely on disk; a rerun fetches them
+        if is_downloads_pending(rec.download_error):
+            # Generated, its files not fetched yet (the run was interrupted or killed before):
+            # not done, and nothing failed; the rerun downloads them.
+            return "running"
+        return "failed"  # generated, but its files could not be downloaded; a rerun tries
     if rec.state is ItemState.SUCCEEDED:
         return "succeeded"
     if rec.state is ItemState.PARTIAL:

@@ -39,7 +39,7 @@ from orchestrator.engine.collection import FINISHED_WITH_FILES, Collector
 from orchestrator.engine.submission import Submitter
 from orchestrator.engine.tracking import PollAbandoned, Tracker
 from orchestrator.engine.verdicts import Unresolved
-from orchestrator.errors import Category, downloads_pending
+from orchestrator.errors import Category, downloads_pending, is_downloads_pending
 from orchestrator.fingerprint import FileHashes, fingerprint, needs_files
 from orchestrator.ledger_api import BatchLedger, ItemRecord, ItemState
 from orchestrator.lookups import LookupBatcher
@@ -64,7 +64,7 @@ def _phase(rec: ItemRecord) -> str:
     """The progress phase of an item, as the report will call it: a finished task whose files
     are not on disk is not done."""
     if rec.download_error is not None and rec.state in FINISHED_WITH_FILES:
-        return "failed"
+        return "downloading" if is_downloads_pending(rec.download_error) else "failed"
     return _PHASE_OF[rec.state]
 
 
