@@ -4,6 +4,7 @@ command, the manifest loaded with its located problems, the provider's plug-in a
 
 from __future__ import annotations
 
+import argparse
 import enum
 import os
 from collections.abc import Callable
@@ -97,3 +98,18 @@ def recovery_hint(manifest_path: Path, state_arg: Path | None) -> str:
         "so that the next run starts a new ledger and looks every item's tasks up by their "
         "external ids before creating anything: nothing is paid for twice."
     )
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse

@@ -11,18 +11,11 @@ from pathlib import Path
 from orchestrator import (
     layout,
 )
+from orchestrator.cli.common import whole_number
 from orchestrator.providers import registry
 from orchestrator.report import STATUSES
 
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+positive_int = whole_number(1)
 
 
 def positive_float(text: str) -> float:

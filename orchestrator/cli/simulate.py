@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
+from orchestrator.cli.common import whole_number
 from orchestrator.providers import registry
 from orchestrator.providers.plugin import SimulateCommand
 
@@ -30,14 +31,7 @@ __all__ = [
 ]
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+non_negative_int = whole_number(0)
 
 
 def _commands() -> dict[str, SimulateCommand]:
