@@ -158,6 +158,11 @@ class _Tee:
         raise structlog.DropEvent
 
 
+#: Run logs kept in output.dir/logs: the newest, this run's included; older ones are removed.
+KEEP_LOGS = 30
+_RUN_LOG = re.compile(r"run-\d{8}T\d{6}Z-\d+(?:-\d+)?\.jsonl")
+
+
 def open_log_file(output_dir: Path, now: float | None = None) -> tuple[Path, TextIO]:
     logs = output_dir / LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)
@@ -171,7 +176,33 @@ def open_log_file(output_dir: Path, now: float | None = None) -> tuple[Path, Tex
 
     # Opened by name (not from a descriptor) so that the file object knows its path: an error
     # writing it names the file.
+    prune_logs(logs, keep=KEEP_LOGS, current=path)
     return path, open(path, "a", encoding="utf-8", opener=owner_only_opener)
+
+
+def prune_logs(logs: Path, *, keep: int, current: Path) -> list[Path]:
+    """Remove all but the ``keep`` newest run logs in ``logs`` (by modification time; the
+    ``current`` one always stays); the paths removed. Best effort: a log left costs space."""
+    found: list[tuple[float, str, Path]] = []
+    try:
+        entries = list(os.scandir(logs))
+    except OSError:
+        return []
+    for entry in entries:
+        if _RUN_LOG.fullmatch(entry.name) and entry.path != str(current):
+            try:
+                found.append((entry.stat().st_mtime, entry.name, Path(entry.path)))
+            except OSError:
+                continue
+    found.sort(reverse=True)
+    removed = []
+    for _, _, old in found[max(keep - 1, 0):]:
+        try:
+            old.unlink()
+            removed.append(old)
+        except OSError:
+            continue
+    return removed
 
 
 def _local_failure_without_traceback(

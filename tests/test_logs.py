@@ -184,3 +184,24 @@ def test_a_log_file_that_cannot_be_written_names_itself(tmp_path: Path) -> None:
     finally:
         handle.close()
         capture(tty=False)  # later tests must not log into the full disk
+
+
+def test_old_run_logs_are_pruned_to_the_newest(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    old = []
+    for n in range(logs.KEEP_LOGS + 5):
+        path = folder / f"run-20260101T0000{n:02d}Z-{100 + n}.jsonl"
+        path.write_text("{}\n")
+        os.utime(path, (1_700_000_000 + n, 1_700_000_000 + n))
+        old.append(path)
+    mine = folder / "notes.txt"  # not a run log: never touched
+    mine.write_text("mine")
+    path, handle = logs.open_log_file(tmp_path)
+    handle.close()
+    kept = sorted(p for p in folder.iterdir() if p.name.startswith("run-"))
+    assert path in kept and len(kept) == logs.KEEP_LOGS
+    # The newest earlier logs stay (the identity's "last activity" reads the newest).
+    assert set(old[-(logs.KEEP_LOGS - 1):]) <= set(kept)
+    assert not any(p.exists() for p in old[: len(old) - (logs.KEEP_LOGS - 1)])
+    assert mine.read_text() == "mine"
