@@ -118,6 +118,11 @@ class RetryBudget:
     def on_failure(self) -> None:
         self.tokens = max(0.0, self.tokens - self._cost)
 
+    def charge(self, info: ErrorInfo) -> None:
+        """A failed request: paid for when it is of the kind the budget meters (BUDGETED)."""
+        if info.category in BUDGETED:
+            self.on_failure()
+
     def on_success(self) -> None:
         self.tokens = min(self.capacity, self.tokens + self._refund)
 
@@ -190,8 +195,8 @@ class RetryLoop:
 
     def charge(self, info: ErrorInfo) -> None:
         """A failed request: the budget pays for it when it is of the kind it meters."""
-        if self._budget is not None and info.category in BUDGETED:
-            self._budget.on_failure()
+        if self._budget is not None:
+            self._budget.charge(info)
 
     def succeeded(self) -> None:
         """An answered request: the budget gets its refund."""

@@ -139,9 +139,7 @@ class Admission:
                 cap, self._units_spent, m.pricing.unit, item.id, units
             )
             log.warning("limits.max_units_reached", units_spent=self._units_spent, max_units=cap)
-            self._b.outcome.stopped_by = info
-            self._b.log.error("batch.stopping", hint=info.hint, code=info.code,
-                              reason=info.message)
+            self._b.record_stop(info)  # admissions end here; what was admitted goes on
         return False
 
     def unreserve_units(self, item: Item) -> None:

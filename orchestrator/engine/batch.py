@@ -105,11 +105,10 @@ class Batch:
 
     def account(self, info: ErrorInfo | None) -> None:
         """The retry budget's view of one request (answered, or failed with ``info``)."""
-        loop = RetryLoop(self.policy, self.rand, self.budget)
         if info is None:
-            loop.succeeded()
+            self.budget.on_success()
         else:
-            loop.charge(info)
+            self.budget.charge(info)
 
     # -- the stop -------------------------------------------------------------------------
 
@@ -124,13 +123,17 @@ class Batch:
     def stopping(self) -> bool:
         return self._stop_event is not None and self._stop_event.is_set()
 
+    def record_stop(self, cause: ErrorInfo) -> None:
+        """What stops the batch, for the report and the exit code (3); logged."""
+        self.outcome.stopped_by = cause
+        self.log.error("batch.stopping", hint=cause.hint, **error_fields(cause))
+
     def stop(self, cause: ErrorInfo | None) -> None:
         """No new submissions from now on; running tasks are still polled to the end."""
         if self.stopping:
             return
         if cause is not None:
-            self.outcome.stopped_by = cause
-            self.log.error("batch.stopping", hint=cause.hint, **error_fields(cause))
+            self.record_stop(cause)
         assert self._stop_event is not None
         self._stop_event.set()
         self.slots.close()
