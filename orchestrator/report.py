@@ -456,6 +456,19 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = ""
     return lines
 
 
+def _stop_cause(stop: Mapping[str, Any], error_line: str) -> tuple[str, str]:
+    """What stopped the batch, as the summary and report.md name it, and the detail to show:
+    the user's own limits.max_units is not an error of the account."""
+    if stop.get("code") == MAX_UNITS:
+        return "your limits.max_units", str(stop.get("message", ""))
+    return "an account-level error", error_line
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """``3 succeeded, 1 failed``: the non-zero counts, in their order."""
+    return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+
+
 def _error_line(err: Mapping[str, Any]) -> str:
     code = f" (code {err['code']})" if err.get("code") is not None else ""
     http = f" HTTP {err['http_status']}" if err.get("http_status") is not None else ""
@@ -497,12 +510,8 @@ def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -
     notes: list[str] = []
     stop = report.get("stopped_by")
     if stop:
-        if stop.get("code") == MAX_UNITS:
-            notes.append(f"**Stopped by your limits.max_units**: {md_cell(stop['message'])}.")
-        else:
-            notes.append(
-                f"**Stopped by an account-level error**: {md_cell(_error_line(stop))}."
-            )
+        cause, detail = _stop_cause(stop, _error_line(stop))
+        notes.append(f"**Stopped by {cause}**: {md_cell(detail)}.")
         if stop.get("hint"):
             notes.append(f"What to do: {md_cell(stop['hint'])}")
         notes.append("Rerun the same command afterwards: finished items are not resubmitted.")
@@ -707,16 +716,15 @@ def summary(
     stats = _stats(report, stats)
     counts = report["counts"]
     total = stats.total
-    shown = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    shown = counts_text(counts)
     lines = [f"Batch '{report['batch']}': {total} items: {shown or 'nothing to do'}."]
     if stop is not None:
         code = f" (code {stop.code})" if stop.code is not None else ""
-        if stop.code == MAX_UNITS:
-            lines.append(f"STOPPED by your limits.max_units: {stop.message}")
-        else:
-            lines.append(
-                f"STOPPED by an account-level error: {stop.category}{code}: {stop.message}"
-            )
+        cause, detail = _stop_cause(
+            {"code": stop.code, "message": stop.message},
+            f"{stop.category}{code}: {stop.message}",
+        )
+        lines.append(f"STOPPED by {cause}: {detail}")
         lines.append(f"  What to do: {stop.hint}")
         lines.append("  Rerun the same command afterwards: finished items are not resubmitted.")
     if report.get("account_warning"):

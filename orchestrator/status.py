@@ -18,6 +18,7 @@ from typing import Any
 from orchestrator.ledger import ItemRecord, ItemState, Ledger, LedgerError, LedgerNotStarted
 from orchestrator.report import (
     STATUSES,
+    counts_text,
     error_entry,
     iso_utc,
     item_error,
@@ -157,11 +158,9 @@ def render_status_text(
     state; then an aligned table (plain text, no colours) of the items, or of those whose
     report status is in ``statuses``."""
     lines = [f"Batch '{batch}': {len(rows)} items (state: {state_path})"]
-    shown = ", ".join(f"{n} {status}" for status, n in totals(rows).items() if n)
-    lines.append(f"Totals: {shown or 'no items'} ({len(rows)} items)")
+    lines.append(f"Totals: {counts_text(totals(rows)) or 'no items'} ({len(rows)} items)")
     if rows:
-        states = ", ".join(f"{n} {state}" for state, n in state_totals(rows).items() if n)
-        lines.append(f"Ledger states: {states}")
+        lines.append(f"Ledger states: {counts_text(state_totals(rows))}")
     if rows and not any(r.get("in_ledger") for r in rows):
         lines.append("No runs recorded yet: every item is not_run.")
     table_rows = shown_rows(rows, statuses)

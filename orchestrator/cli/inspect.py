@@ -23,7 +23,7 @@ from orchestrator.cli import common
 from orchestrator.cli.common import Exit, Usage, cannot, credentials, load, recovery_hint
 from orchestrator.config import SIMULATOR_BASE_URL
 from orchestrator.ledger import LedgerError, LedgerUnreadable
-from orchestrator.report import PROBLEM_STATUSES
+from orchestrator.report import PROBLEM_STATUSES, counts_text
 
 
 def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
@@ -146,8 +146,10 @@ def cmd_dry_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         lines.append(f"state: cannot be used as it is: {exc}")
     else:
         rows = status.status_rows(records, [item.id for item in manifest.items])
-        shown = ", ".join(f"{n} {s}" for s, n in status.totals(rows).items() if n)
-        lines.append(f"state: a rerun: {shown} (finished items are not sent again)")
+        lines.append(
+            f"state: a rerun: {counts_text(status.totals(rows))} (finished items are not sent "
+            "again)"
+        )
     out.write("\n".join(lines) + "\n")
     out.write(manifest.pricing.estimate_text(manifest) + "\n")
     return Exit.OK

@@ -116,7 +116,7 @@ def resuming(
     err: TextIO, batch: str, counts: Mapping[str, int], line: ProgressLine | None
 ) -> None:
     """The first line of a rerun: where the batch stands."""
-    shown = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    shown = report.counts_text(counts)
     if line is not None:
         line.clear()
     with contextlib.suppress(OSError):
