@@ -451,7 +451,8 @@ class _Reader:
                 pass
             else:
                 hint = ""
-                if (";" in name or "\t" in name) and len(names) == 1:
+                separated = ";" in name or "\t" in name
+                if separated and len(names) == 1:
                     sep = "';'" if ";" in name else "tabs"
                     self.sink.report_file(
                         "the header reads as one column: save the file with commas between "
@@ -459,7 +460,7 @@ class _Reader:
                         line,
                     )
                     return None
-                if ";" in name or "\t" in name:
+                if separated:
                     hint = (
                         "; the header reads as one column: save the file with commas between values"
                     )

@@ -173,26 +173,21 @@ def _document(
     output_dir = (
         settings.output.dir if settings.output.dir is not None else f"out/{settings.name}"
     )
+    provider = settings.provider.settings(plugin)
+    retry, poll = settings.retry.settings(), settings.poll.settings()
     return Manifest(
         version=1,
         name=settings.name,
         path=sink.manifest_path,
-        provider=settings.provider.settings(plugin),
+        provider=provider,
         limits=settings.limits.settings(plugin),
-        retry=settings.retry.settings(),
-        poll=settings.poll.settings(),
+        retry=retry,
+        poll=poll,
         output_dir=Path(os.path.normpath(manifest_dir / output_dir)),
         items=tuple(items),
         download=settings.output.download,
         download_timeout=settings.output.download_timeout,
         pricing=pricing,
         items_from=items_file.path if items_file is not None else None,
-        warnings=(
-            *rules.warnings.values(),
-            *demo_like(
-                settings.provider.settings(plugin).base_url,
-                settings.poll.settings(),
-                settings.retry.settings(),
-            ),
-        ),
+        warnings=(*rules.warnings.values(), *demo_like(provider.base_url, poll, retry)),
     )
