@@ -14,7 +14,7 @@ import contextlib
 import signal
 import textwrap
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 from orchestrator.cli.common import whole_number
@@ -48,6 +48,11 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``simulate`` options, on any parser (a sub-command's or a standalone one)."""
     commands = _commands()
     default = registry.DEFAULT_PROVIDER
+
+    def each(say: Callable[[SimulateCommand], str]) -> str:
+        """What every simulator says about an option, for its help."""
+        return "; ".join(f"{name}: {say(command)}" for name, command in commands.items())
+
     parser.add_argument(
         "--provider",
         choices=tuple(commands),
@@ -55,15 +60,12 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"which simulator to serve (default: {default}); an option marked (NAME) is "
         "that simulator's only",
     )
-    profiles = {name: list(c.profiles) for name, c in commands.items()}
     parser.add_argument(
         "--profile",
         default="clean",
-        choices=tuple(dict.fromkeys(p for names in profiles.values() for p in names)),
+        choices=tuple(dict.fromkeys(p for c in commands.values() for p in c.profiles)),
         metavar="NAME",
-        help="fault profile to serve (default: clean; "
-        + "; ".join(f"{name}: {', '.join(names)}" for name, names in profiles.items())
-        + ")",
+        help=f"fault profile to serve (default: clean; {each(lambda c: ', '.join(c.profiles))})",
     )
     parser.add_argument(
         "--list",
@@ -84,18 +86,15 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=None,
         metavar="N",
-        help="account slot limit ("
-        + "; ".join(f"{name}: {c.slots}" for name, c in commands.items())
-        + ")",
+        help=f"account slot limit ({each(lambda c: c.slots)})",
     )
     parser.add_argument(
         "--billing-after",
         type=non_negative_int,
         default=None,
         metavar="K",
-        help="after K committed tasks every create is refused as billing ("
-        + "; ".join(f"{name}: {c.billing}" for name, c in commands.items())
-        + ")",
+        help=f"after K committed tasks every create is refused as billing "
+        f"({each(lambda c: c.billing)})",
     )
     for command in commands.values():
         command.add_options(parser)
