@@ -13,13 +13,22 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Annotated, Any, NoReturn, TypeVar, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationError,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, ErrorDetails, PydanticCustomError
 
 DocPath = tuple[str | int, ...]
 
@@ -100,10 +109,22 @@ def as_text(value: object) -> str:
 
 
 
+#: A finite number written as text: JSON's and YAML's spelling, signs and exponents included.
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+
+
+def quoted_number_hint(value: object) -> str:
+    """A number in quotes (JSON Lines ``"duration": "5"``, YAML ``duration: "5"``) is text
+    there, while a CSV cell, which is always text, is read as a number: say what to change."""
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        return f"; write it without quotes ({value.strip()})"
+    return ""
+
+
 def as_number(value: object) -> float:
     # bool is an int subclass: "true" must not pass as 1.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        fail(f"must be a number (got {got(value)})")
+        fail(f"must be a number (got {got(value)}){quoted_number_hint(value)}")
     try:
         number = float(value)
     except OverflowError:
@@ -115,7 +136,7 @@ def as_number(value: object) -> float:
 
 def as_whole(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        fail(f"must be a whole number (got {got(value)})")
+        fail(f"must be a whole number (got {got(value)}){quoted_number_hint(value)}")
     if isinstance(value, float):
         if not value.is_integer():
             fail(f"must be a whole number (got {got(value)})")
@@ -184,6 +205,27 @@ def http_url_problem(text: str) -> str | None:
     return None
 
 
+def any_case(word: str) -> str:
+    """``word`` as a regular expression that matches it in any letter case ("http" ->
+    "[Hh][Tt][Tt][Pp]"): JSON Schema's patterns have no flags. Letters, digits, ':' and '/'
+    only, which both Python's and ECMAScript's syntax (the one editors use) read alike."""
+    assert all(ch.isalnum() or ch in ":/" for ch in word), word
+    return "".join(f"[{ch.upper()}{ch.lower()}]" if ch.isalpha() else ch for ch in word)
+
+
+def url_pattern(*schemes: str, padded: bool = False) -> str:
+    """A JSON Schema pattern for a URL of one of ``schemes`` (in any letter case) with a host
+    and no space, as :func:`http_url_problem` wants one (what the host itself may be is left to
+    validation); ``padded``: spaces around it too (the value is stripped before it is read)."""
+    space = "\\s*" if padded else ""
+    scheme = "|".join(any_case(name) for name in schemes)
+    return f"^{space}({scheme})://[^\\s/?#]+\\S*{space}$"
+
+
+#: http_url's rule as a JSON Schema pattern.
+HTTP_URL_PATTERN = url_pattern("http", "https")
+
+
 def http_url(value: object) -> str:
     text = as_text(value)
     problem = http_url_problem(text)
@@ -201,11 +243,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class JsonRule:
+    """A validator's rule in JSON Schema's words, as ``Annotated`` metadata: pydantic's schema
+    says the type a before-validator returns, not what it accepts (a closed set, a pattern).
+    Validation is unchanged; ``orchestrator schema`` says the rule to editors.
+
+    ``Annotated[str, BeforeValidator(OneOf(MODES)), JsonRule({"enum": list(MODES)})]``
+    """
+
+    def __init__(self, keywords: Mapping[str, Any]) -> None:
+        self.keywords = dict(keywords)
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.update(self.keywords)
+        return schema
+
+
 Positive = Annotated[float, BeforeValidator(as_number), Field(gt=0)]
 NonNegative = Annotated[float, BeforeValidator(as_number), Field(ge=0)]
 Fraction = Annotated[float, BeforeValidator(as_number), Field(ge=0, le=1)]
 WholeNumber = Annotated[int, BeforeValidator(as_whole)]
-HttpUrl = Annotated[str, BeforeValidator(http_url)]
+HttpUrl = Annotated[str, BeforeValidator(http_url), JsonRule({"pattern": HTTP_URL_PATTERN})]
 Flag = Annotated[bool, BeforeValidator(as_bool)]
 
 

@@ -148,6 +148,41 @@ def test_numbers_are_read_from_their_text(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "cell", "value"),
+    [
+        ("duration", "5.5", 5.5),
+        ("duration", "1e400", float("inf")),
+        ("cfg_scale", "NaN", float("nan")),
+        ("cfg_scale", "Infinity", float("inf")),
+        ("cfg_scale", "-inf", float("-inf")),
+        ("cfg_scale", "2", 2),
+        ("duration", "true", True),
+    ],
+)
+def test_csv_and_json_lines_say_the_same_of_the_same_number(
+    tmp_path: Path, field: str, cell: str, value: object
+) -> None:
+    # Was: a NaN in a CSV was "must be a number (got 'NaN')", in JSON Lines "must be a
+    # finite number (got nan)".
+    csv_file(tmp_path, f"id,prompt,{field}\na,p,{cell}\n")
+    from_csv = one_problem(tmp_path).message
+    jsonl_file(tmp_path, [{"id": "a", "prompt": "p", field: value}])
+    from_jsonl = one_problem(tmp_path, "prompts.jsonl").message
+    expected = from_csv.replace("'true'", "true")  # a CSV cell that is no number stays text
+    assert from_jsonl == expected
+
+
+def test_a_quoted_number_in_json_lines_says_to_drop_the_quotes(tmp_path: Path) -> None:
+    # A CSV cell is text and is read as a number; in JSON a quoted number is text.
+    jsonl_file(tmp_path, [{"id": "a", "prompt": "p", "duration": "5", "cfg_scale": " 0.5"}])
+    messages = sorted(p.message for p in problems(tmp_path, "prompts.jsonl"))
+    assert messages == [
+        "must be a number (got ' 0.5'); write it without quotes (0.5)",
+        "must be a whole number (got '5'); write it without quotes (5)",
+    ]
+
+
+@pytest.mark.parametrize(
     ("header", "row", "field", "message"),
     [
         ("duration", "five", "duration", "must be a whole number (got 'five')"),
@@ -155,7 +190,7 @@ def test_numbers_are_read_from_their_text(tmp_path: Path) -> None:
         ("duration", "5.5", "duration", "must be a whole number (got 5.5)"),
         ("duration", "0x10", "duration", "must be a whole number (got '0x10')"),
         ("cfg_scale", "high", "cfg_scale", "must be a number (got 'high')"),
-        ("cfg_scale", "nan", "cfg_scale", "must be a number (got 'nan')"),
+        ("cfg_scale", "nan", "cfg_scale", "must be a finite number (got nan)"),
         ("cfg_scale", "1e999", "cfg_scale", "must be a finite number"),
         ("cfg_scale", "1.5", "cfg_scale", "must be at most 1 (got 1.5)"),
         ("mode", "turbo", "mode", "must be one of std, pro, 4k (got 'turbo')"),

@@ -46,6 +46,7 @@ _INT_TEXT: Final = re.compile(r"[+-]?\d+")
 #: How a CSV cell spells a boolean (what YAML would read as one); anything else is refused as
 #: text by the field ("must be true or false").
 _CSV_FLAGS: Final = {"true": True, "false": False, "yes": True, "no": False}
+_NOT_FINITE: Final = frozenset(("nan", "inf", "infinity"))
 _FLOAT_TEXT: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 #: One row for the per-item code: where it is (``("items_from", index)``), its plain data, and
@@ -136,7 +137,9 @@ def _csv_number(cell: str) -> Any:
     try:
         if _INT_TEXT.fullmatch(text):
             return int(text)
-        if _FLOAT_TEXT.fullmatch(text):
+        if _FLOAT_TEXT.fullmatch(text) or text.lower().lstrip("+-") in _NOT_FINITE:
+            # NaN and infinities as JSON Lines reads them: refused by the field for the
+            # same reason, in the same words.
             return float(text)
     except ValueError:  # beyond int-to-str's digit limit
         pass
