@@ -27,7 +27,7 @@ from orchestrator.asset_policy import AssetPolicy, host_kind
 from orchestrator.downloads import Downloader, DownloadError
 from orchestrator.errors import Category
 from orchestrator.retry import RetryPolicy
-from orchestrator.simulator.media import fake_mp4
+from orchestrator.simulator.media import video_mp4
 from tests.loopback_server import Exchange, LoopbackServer
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.anyio
 #: Public hosts over plain http: the strict policy's host rules, without TLS on loopback.
 PUBLIC_HTTP = AssetPolicy(allow_http=True)
 EIGHT = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.01)
-MP4 = fake_mp4("t", 0)
+MP4 = video_mp4("t", 0)
 LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
 
 

@@ -32,7 +32,7 @@ from orchestrator.providers.kling import KlingProvider
 from orchestrator.providers.kling.auth import ApiKeyAuth, JwtAuth
 from orchestrator.providers.kling.transport import MAX_ANSWER_BYTES
 from orchestrator.retry import RetryPolicy
-from orchestrator.simulator.media import fake_mp4
+from orchestrator.simulator.media import video_mp4
 from tests.conftest import dedent, request_of
 from tests.loopback_server import Exchange, LoopbackServer, zeros
 
@@ -310,7 +310,7 @@ async def test_e2e_a_gigabyte_api_body_is_refused_having_read_about_the_cap() ->
 
 # --- asset downloads -----------------------------------------------------------------------------
 
-MP4 = fake_mp4("t", 0)
+MP4 = video_mp4("t", 0)
 
 
 def asset_downloader(out: Path, transport: httpx.AsyncBaseTransport | None = None,

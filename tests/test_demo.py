@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import REPO, run_cli, start_cli
+from tests.media_structure import check_asset_file
 
 DEMO_ITEMS = 6
 
@@ -91,3 +92,6 @@ def test_demo_killed_mid_batch_resumes_and_pays_each_item_once(tmp_path: Path) -
         assert by_external[item["external_task_id"]] == item["task_id"]
         for asset in item["assets"]:
             assert (out / asset["path"]).stat().st_size == asset["bytes"]
+            check_asset_file(out / asset["path"])  # a picture or a video a browser shows
+    kinds = Counter(Path(a["path"]).suffix for i in report["items"] for a in i["assets"])
+    assert kinds == {".mp4": 5, ".png": 4}

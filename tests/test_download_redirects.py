@@ -25,7 +25,7 @@ from orchestrator.asset_policy import (
 from orchestrator.downloads import Downloader, DownloadError
 from orchestrator.errors import Category
 from orchestrator.retry import RetryPolicy
-from orchestrator.simulator.media import fake_mp4
+from orchestrator.simulator.media import video_mp4
 from tests.loopback_server import Exchange, LoopbackServer
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +34,7 @@ STRICT = AssetPolicy()
 LOOPBACK = AssetPolicy(allow_private=True, allow_http=True)
 #: As many attempts as production's downloads get: a refusal must not use them.
 EIGHT = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.01)
-MP4 = fake_mp4("t", 0)
+MP4 = video_mp4("t", 0)
 ASSET = "https://cdn.example/v/a.mp4?sig=s3cret"
 
 

@@ -33,7 +33,7 @@ from orchestrator.errors import Category
 from orchestrator.layout import check_item_id
 from orchestrator.retry import RetryPolicy
 from orchestrator.simulator import FaultRule, SimConfig, Simulator
-from orchestrator.simulator.media import fake_mp4, fake_png
+from orchestrator.simulator.media import image_png, video_mp4
 
 pytestmark = pytest.mark.anyio
 
@@ -137,7 +137,7 @@ async def test_video_is_downloaded_verified_and_placed(launch: Any, tmp_path: Pa
     async with Downloader(out, sleep=Sleeps(), asset_policy=LOOPBACK) as dl:
         asset = await dl.download("drone-sunrise", 0, url, "video")
 
-    expected = fake_mp4(task_id, 0)
+    expected = video_mp4(task_id, 0)
     assert asset == DownloadedAsset(
         index=0,
         url=url,
@@ -176,7 +176,7 @@ async def test_images_get_their_own_index_and_extension(launch: Any, tmp_path: P
     assert [a.path for a in assets] == ["mug-stills/0.png", "mug-stills/1.png", "mug-stills/2.png"]
     assert {a.content_type for a in assets} == {"image/png"}
     for i, asset in enumerate(assets):
-        assert (tmp_path / asset.path).read_bytes() == fake_png(task_id, i)
+        assert (tmp_path / asset.path).read_bytes() == image_png(task_id, i)
     assert len({a.sha256 for a in assets}) == 3
 
 
@@ -189,7 +189,7 @@ async def test_truncated_body_is_retried(launch: Any, tmp_path: Path) -> None:
     sleeps = Sleeps()
     async with downloader(tmp_path, sleeps) as dl:
         asset = await dl.download("item", 0, url, "video")
-    assert (tmp_path / asset.path).read_bytes() == fake_mp4(task_id, 0)
+    assert (tmp_path / asset.path).read_bytes() == video_mp4(task_id, 0)
     assert env.sim.stats().asset_answers == {"truncated": 2, "200": 1}
     assert (dl.stats["requests"], dl.stats["retries"]) == (3, 2)
     # Full jitter with rand=0.5: half of base_delay * 2**(retry - 1).
@@ -202,7 +202,7 @@ async def test_wrong_content_type_is_retried(launch: Any, tmp_path: Path) -> Non
     task_id, urls = env.finished("a mug", n=1)
     async with downloader(tmp_path) as dl:
         asset = await dl.download("mug", 0, urls[0], "image")
-    assert (tmp_path / asset.path).read_bytes() == fake_png(task_id, 0)
+    assert (tmp_path / asset.path).read_bytes() == image_png(task_id, 0)
     assert env.sim.stats().asset_answers == {"wrong_type": 1, "200": 1}
     assert dl.stats["retries"] == 1
     assert files(tmp_path) == ["mug/0.png"]
@@ -304,7 +304,7 @@ async def test_expired_url_then_fresh_url_from_a_requery(launch: Any, tmp_path: 
         (fresh,) = env.urls(task_id)
         assert fresh != url
         asset = await dl.download("item", 0, fresh, "video")
-    assert (tmp_path / asset.path).read_bytes() == fake_mp4(task_id, 0)
+    assert (tmp_path / asset.path).read_bytes() == video_mp4(task_id, 0)
     assert asset.url == fresh
     assert env.sim.stats().asset_answers == {"403": 1, "200": 1}
 
@@ -428,7 +428,7 @@ async def test_a_download_writes_a_part_file_named_like_the_stale_ones(
 
     async def body() -> Any:
         seen.append(sorted(p.name for p in folder.iterdir()))
-        yield fake_mp4("T", 0)
+        yield video_mp4("T", 0)
 
     def serve(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body())
@@ -546,7 +546,7 @@ def mock(handler: Any) -> httpx.MockTransport:
 
 async def test_redirects_are_followed_without_credentials(tmp_path: Path) -> None:
     seen: list[httpx.Request] = []
-    body = fake_mp4("t", 0)
+    body = video_mp4("t", 0)
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
@@ -564,7 +564,7 @@ async def test_redirects_are_followed_without_credentials(tmp_path: Path) -> Non
 
 
 async def test_content_length_must_equal_the_bytes_received(tmp_path: Path) -> None:
-    body = fake_mp4("t", 0)
+    body = video_mp4("t", 0)
 
     def handler(request: httpx.Request) -> httpx.Response:
         headers = {"Content-Type": "video/mp4", "Content-Length": str(len(body) + 10)}
@@ -581,18 +581,18 @@ async def test_content_length_must_equal_the_bytes_received(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("declared", "body", "media", "expected"),
     [
-        ("video/mp4", fake_mp4("t", 0), "video", "mp4"),
-        ("application/octet-stream", fake_mp4("t", 0), "video", "mp4"),
+        ("video/mp4", video_mp4("t", 0), "video", "mp4"),
+        ("application/octet-stream", video_mp4("t", 0), "video", "mp4"),
         ("video/mp4", b"\x00\x00\x00\x14ftypqt  " + b"\x00" * 8, "video", "mov"),
         ("", b"\x1a\x45\xdf\xa3" + b"\x00" * 20, "video", "webm"),
         ("video/quicktime", b"\x00\x00\x00\x08wide" + b"\x00" * 20, "video", "mov"),
-        ("image/jpeg", fake_png("t", 0), "image", "png"),
+        ("image/jpeg", image_png("t", 0), "image", "png"),
         ("binary/octet-stream", b"\xff\xd8\xff\xe0" + b"\x00" * 20, "image", "jpg"),
         ("image/webp", b"RIFF\x10\x00\x00\x00WEBPVP8 ", "image", "webp"),
         ("", b"GIF89a" + b"\x00" * 20, "image", "gif"),
         # Refused: the wrong media, a web page whatever its label, an unknown type.
-        ("video/mp4", fake_png("t", 0), "video", None),
-        ("image/png", fake_mp4("t", 0), "image", None),
+        ("video/mp4", image_png("t", 0), "video", None),
+        ("image/png", video_mp4("t", 0), "image", None),
         ("video/mp4", b"  <!DOCTYPE html><html></html>", "video", None),
         ("image/png", b'{"code": 403}', "image", None),
         ("text/html", b"<html></html>", "image", None),
@@ -617,7 +617,7 @@ async def test_empty_body_is_refused(tmp_path: Path) -> None:
 
 
 async def test_oversized_body_is_refused_without_retries(tmp_path: Path) -> None:
-    body = fake_mp4("t", 0)
+    body = video_mp4("t", 0)
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Type": "video/mp4"}, content=body)

@@ -32,7 +32,7 @@ from orchestrator.fingerprint import file_sha256, fingerprint
 from orchestrator.ledger import AssetRecord, ItemState, Ledger
 from orchestrator.providers.base import Asset, Kind, Provider, Task, TaskRequest, TaskStatus
 from orchestrator.retry import RetryPolicy
-from orchestrator.simulator.media import fake_mp4, fake_png
+from orchestrator.simulator.media import image_png, video_mp4
 
 pytestmark = pytest.mark.anyio
 
@@ -551,7 +551,7 @@ async def test_progress_counts_a_failed_download_as_failed(
         def serve(request: httpx.Request) -> httpx.Response:
             if bad_ext in request.url.path:
                 return httpx.Response(500)
-            return httpx.Response(200, content=fake_mp4("T", 0))
+            return httpx.Response(200, content=video_mp4("T", 0))
 
         downloader = Downloader(
             tmp_path / "out",
@@ -579,7 +579,7 @@ def image_manifest(tmp_path: Path, n: int) -> Manifest:
 
 
 def png_server(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, content=fake_png("T1", int(request.url.path[-5])),
+    return httpx.Response(200, content=image_png("T1", int(request.url.path[-5])),
                           headers={"Content-Type": "image/png"})
 
 
@@ -603,7 +603,7 @@ async def test_unusable_asset_indexes_are_renumbered_not_a_crash(
     assert rec.state is ItemState.SUCCEEDED and rec.download_error is None
     assert sorted(str(a.path) for a in rec.assets) == ["mugs/0.png", "mugs/1.png"]
     # Each file holds the asset its URL named, in the provider's order.
-    assert (tmp_path / "mugs" / "1.png").read_bytes() == fake_png("T1", 1)
+    assert (tmp_path / "mugs" / "1.png").read_bytes() == image_png("T1", 1)
 
 
 async def test_an_unexpected_error_downloading_is_classified_not_a_crash(
@@ -659,7 +659,7 @@ async def test_a_url_that_keeps_failing_is_refreshed_once(
     def serve(request: httpx.Request) -> httpx.Response:
         if request.url.host == "gone.test":
             raise httpx.ConnectError("connection refused")
-        return httpx.Response(200, content=fake_mp4("T1", 0))
+        return httpx.Response(200, content=video_mp4("T1", 0))
 
     provider.status = status
     downloader = Downloader(tmp_path, transport=httpx.MockTransport(serve), sleep=clock.sleep)

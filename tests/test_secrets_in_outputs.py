@@ -16,7 +16,7 @@ from orchestrator.engine import Engine
 from orchestrator.errors import Category, ErrorInfo
 from orchestrator.ledger import Ledger
 from orchestrator.providers.base import Asset, Task, TaskStatus
-from orchestrator.simulator.media import fake_mp4
+from orchestrator.simulator.media import video_mp4
 from tests.test_engine import FakeClock, FakeProvider, manifest
 
 pytestmark = pytest.mark.anyio
@@ -47,7 +47,7 @@ async def test_an_echoed_key_is_in_no_output(tmp_path: Path) -> None:
         served.append(str(request.url))
         if SECRET not in str(request.url):  # the proxy needs the key it appended
             return httpx.Response(403)
-        return httpx.Response(200, content=fake_mp4("T", 0))
+        return httpx.Response(200, content=video_mp4("T", 0))
 
     redactor = logs.Redactor()
     redactor.add(SECRET)

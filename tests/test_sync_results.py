@@ -14,7 +14,7 @@ from orchestrator.downloads import Downloader
 from orchestrator.errors import Category, ErrorInfo, ProviderError
 from orchestrator.ledger import ItemState, Ledger
 from orchestrator.providers.base import Asset, Task, TaskRequest, TaskStatus
-from orchestrator.simulator.media import fake_mp4
+from orchestrator.simulator.media import video_mp4
 from tests.test_engine import FakeClock, manifest, run
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +57,7 @@ def done(task_id: str, n: int = 1) -> Task:
 
 
 def serve(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, content=fake_mp4(request.url.path, 0),
+    return httpx.Response(200, content=video_mp4(request.url.path, 0),
                           headers={"Content-Type": "video/mp4"})
 
 
@@ -76,7 +76,7 @@ async def test_a_create_that_answers_with_the_result_is_verified_and_downloaded_
         rec = ledger.get("a")
     assert rec.state is ItemState.SUCCEEDED and rec.download_error is None
     assert rec.task_id == "S1" and rec.assets[0].path == "a/0.mp4"
-    assert (tmp_path / "a" / "0.mp4").read_bytes() == fake_mp4("/S1/0.mp4", 0)
+    assert (tmp_path / "a" / "0.mp4").read_bytes() == video_mp4("/S1/0.mp4", 0)
     assert provider.creates and len(provider.creates) == 1 and provider.queries == 0
     assert outcome.requests["create"] == 1 and "query" not in outcome.requests
     assert "list" not in outcome.requests

@@ -48,7 +48,7 @@ from orchestrator.providers.ltx.simulator.wire import (
     storage_error,
 )
 from orchestrator.simulator.assets import HOTLINK_PAGE, HOTLINK_PAGE_TYPE
-from orchestrator.simulator.media import fake_mp4
+from orchestrator.simulator.media import video_mp4
 
 if TYPE_CHECKING:
     from orchestrator.providers.ltx.simulator.server import LtxHttpServer
@@ -276,7 +276,7 @@ class LtxHandler(BaseHTTPRequestHandler):
         job = state.asset_job(job_id)
         if job is None:
             raise not_found(f"Asset {job_id}.mp4 not found or expired")
-        content = fake_mp4(job.job_id, 0)
+        content = video_mp4(job.job_id, 0)
         rule = server.faults.take("asset", prompt, ASSET_BODY_EFFECTS)
         if rule is None:
             state.note_asset_answer("200")
