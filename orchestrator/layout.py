@@ -3,7 +3,8 @@
 ::
 
     <output.dir>/
-      report.json  report.md  results.jsonl     the report (report.py; --report moves them)
+      report.json  report.md  report.html       the report (report.py; --report moves them)
+      results.jsonl                             one line per item, beside the report
       state.sqlite3  (-wal, -shm, -journal)     the ledger and SQLite's files beside it
       state.sqlite3.lock                        the run lock (ledger.py; --state moves them)
       batch.json  batch.lock                    the batch's identity and the folder's run lock
@@ -33,6 +34,7 @@ STATE_FILE = "state.sqlite3"
 REPORT_FILE = "report.json"
 RESULTS_FILE = "results.jsonl"
 MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
 LOGS_DIR = "logs"
 #: Which batch owns the folder, when it first ran, the ledger its last run used.
 IDENTITY_FILE = "batch.json"
@@ -63,8 +65,13 @@ def state_files(state: Path) -> list[Path]:
 
 
 def report_files(report: Path) -> list[Path]:
-    """report.json (wherever ``--report`` puts it) and the two files written beside it."""
-    return [report, report.with_name(RESULTS_FILE), report.with_name(MARKDOWN_FILE)]
+    """report.json (wherever ``--report`` puts it) and the files written beside it."""
+    return [
+        report,
+        report.with_name(RESULTS_FILE),
+        report.with_name(MARKDOWN_FILE),
+        report.with_name(HTML_FILE),
+    ]
 
 
 def _own_names() -> dict[str, str]:
@@ -73,6 +80,7 @@ def _own_names() -> dict[str, str]:
         REPORT_FILE: "report",
         RESULTS_FILE: "per-item results file",
         MARKDOWN_FILE: "report for people",
+        HTML_FILE: "page of the items",
         LOGS_DIR: "log directory",
         IDENTITY_FILE: "batch identity file",
         OUTPUT_LOCK: "run lock",

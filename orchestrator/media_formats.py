@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MediaFormat", "identify", "sniff"]
+__all__ = ["MediaFormat", "by_extension", "identify", "sniff"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ _DECLARED = {
     "image/webp": _WEBP,
     "image/gif": _GIF,
 }
+#: The formats files are kept in, by the extension the downloader names them with.
+_BY_EXT = {f.ext: f for f in (_MP4, _MOV, _WEBM, _PNG, _JPEG, _WEBP, _GIF)} | {"jpeg": _JPEG}
 #: ISO-BMFF brands of still images (HEIF/AVIF): an ``ftyp`` box does not always mean video.
 _IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"})
 
@@ -80,3 +82,10 @@ def identify(media: str, content_type: str, head: bytes) -> MediaFormat | None:
     if found is None and not _looks_like_text(head):
         found = _DECLARED.get(content_type.split(";", 1)[0].strip().lower())
     return found if found is not None and found.media == media else None
+
+
+def by_extension(name: str) -> MediaFormat | None:
+    """The format of a downloaded file, from its name (the downloader gives each file the
+    extension of its verified format); None for any other name."""
+    _, dot, ext = name.rpartition(".")
+    return _BY_EXT.get(ext.lower()) if dot else None

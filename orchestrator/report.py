@@ -1,18 +1,22 @@
-"""What a batch leaves behind for people and tools.
+"""What a batch leaves behind for people and tools, written in one pass over the items.
 
 - ``report.json`` (the contract in DESIGN.md);
 - ``results.jsonl``: one line per item in the same shape as the report's items, for ``jq``,
   spreadsheets and other tools;
-- ``report.md``: the same report for people (:func:`render_markdown`, :func:`write_markdown`):
-  counts by status and error category, timing, requests and retries, and a table of the failed
-  and partial items with what to do about each;
+- ``report.md``: the same report for people (report_md.py): the counts, the items that need a
+  person with what to do about each, every item's files, then the internals;
+- ``report.html``: a page of cards, one per item, with its media, that works offline from the
+  folder (report_html.py);
 - the short summary printed at the end of a run (:func:`summary`).
 
-A run writes all three with :func:`write_report`, which streams: items go from the ledger to the
-files one at a time, and only small aggregates (:class:`ItemStats`: counts, one float per timed
-item, the first failed/partial items) stay in memory, so a batch of 100,000 items costs no more
-memory at the end than while it runs. :func:`build_report`, :func:`write_json_atomic` and
-:func:`write_results_jsonl` do the same from an in-memory report (small batches, tests).
+An item reads the same in all of them: report_items.py makes its entry, report_stats.py the
+aggregates. A run writes the files with :func:`write_report`, which streams: items go from the
+ledger to the files one at a time, and only small aggregates (:class:`ItemStats`: counts, one
+float per timed item, the first failed/partial items) stay in memory, so a batch of 100,000
+items costs no more memory at the end than while it runs. :func:`build_report`,
+:func:`write_json_atomic`, :func:`write_results_jsonl`, :func:`write_markdown` and
+:func:`~orchestrator.report_html.write_html` do the same from an in-memory report (small
+batches, tests).
 
 Every file is written atomically (atomic_files.py: temp file, fsync, rename): a reader never sees
 half of one. report.json's indented JSON is laid out by json_layout.py.
@@ -20,114 +24,85 @@ half of one. report.json's indented JSON is laid out by json_layout.py.
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import json
-import math
+import os
 import shutil
 import tempfile
-from array import array
+import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
 from orchestrator import layout
 from orchestrator.atomic_files import atomic_file
-from orchestrator.errors import MAX_UNITS, ErrorInfo, is_downloads_pending
+from orchestrator.errors import ErrorInfo
 from orchestrator.json_layout import nested_json
-from orchestrator.ledger import ItemRecord, ItemState
+from orchestrator.ledger import ItemRecord
+from orchestrator.report_html import HtmlSpool, ItemText
+from orchestrator.report_items import (
+    PROBLEM_STATUSES,
+    STATUSES,
+    error_entry,
+    iso_utc,
+    item_entry,
+    item_error,
+    item_status,
+    task_seconds,
+)
+from orchestrator.report_md import (
+    MARKDOWN_MAX_ROWS,
+    MARKDOWN_MAX_RUNS,
+    MarkdownSpool,
+    counts_text,
+    md_cell,
+    render_markdown,
+    stop_cause,
+    write_markdown,
+)
+from orchestrator.report_stats import (
+    ItemStats,
+    format_seconds,
+    percentile,
+    stats_of,
+    timing,
+    wall_seconds,
+)
 
-#: Report statuses. "running" appears only when a batch was interrupted or stopped while tasks
-#: were in flight: a rerun collects them. "unresolved": a create whose outcome this run could
-#: not establish; it is never resent blindly (the rerun looks it up again).
-STATUSES = ("succeeded", "partial", "failed", "not_run", "running", "unresolved")
-#: Statuses that need a person's attention: listed with their hints.
-PROBLEM_STATUSES = ("failed", "partial", "unresolved")
-
-#: Rows of the failed/partial table in report.md; the rest are in results.jsonl.
-MARKDOWN_MAX_ROWS = 500
-
-#: Rows of the runs table in report.md (the most recent); report.json has more (see runs.py).
-MARKDOWN_MAX_RUNS = 20
+__all__ = [
+    "MARKDOWN_MAX_ROWS",
+    "MARKDOWN_MAX_RUNS",
+    "PROBLEM_STATUSES",
+    "STATUSES",
+    "SUMMARY_MAX_PROBLEMS",
+    "ItemStats",
+    "ItemText",
+    "WrittenReport",
+    "build_report",
+    "counts_text",
+    "error_entry",
+    "format_seconds",
+    "iso_utc",
+    "item_entry",
+    "item_error",
+    "item_status",
+    "md_cell",
+    "percentile",
+    "render_markdown",
+    "summary",
+    "task_seconds",
+    "timing",
+    "wall_seconds",
+    "write_json_atomic",
+    "write_markdown",
+    "write_report",
+    "write_results_jsonl",
+]
 
 #: Failed/partial items listed in the end-of-run summary.
 SUMMARY_MAX_PROBLEMS = 20
-
-
-def item_status(rec: ItemRecord) -> str:
-    if rec.download_error is not None and rec.state in (ItemState.SUCCEEDED, ItemState.PARTIAL):
-        if is_downloads_pending(rec.download_error):
-            # Generated, its files not fetched yet (the run was interrupted or killed before):
-            # not done, and nothing failed; the rerun downloads them.
-            return "running"
-        return "failed"  # generated, but its files could not be downloaded; a rerun tries
-    if rec.state is ItemState.SUCCEEDED:
-        return "succeeded"
-    if rec.state is ItemState.PARTIAL:
-        return "partial"
-    if rec.state is ItemState.FAILED:
-        return "failed"
-    if rec.state is ItemState.PENDING:
-        return "not_run"
-    if rec.state in (ItemState.SUBMITTING, ItemState.RUNNING) and rec.error is not None:
-        # Its create's outcome, or its task's answers, could not be established this run: the
-        # rerun looks it up or polls it again, never resends it.
-        return "unresolved"
-    return "running"
-
-
-def item_error(rec: ItemRecord) -> ErrorInfo | None:
-    """The error the report shows: why the files are not on disk outranks the task's verdict
-    (a partial item's asset_mismatch comes back once its files are)."""
-    return rec.download_error or rec.error
-
-
-def iso_utc(ts: float | None) -> str | None:
-    """A Unix time as ISO 8601 UTC (seconds, the same form as the report's started_at)."""
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
-
-
-def task_seconds(rec: ItemRecord) -> float | None:
-    """Seconds from the current attempt's submit intent to the end of its task at the provider
-    (generation: ``finished_at`` is the verdict, written before the files are downloaded).
-
-    None while the item has no finished attempt (never submitted, running, or pending a retry).
-    """
-    if rec.submitted_at is None or rec.finished_at is None:
-        return None
-    return round(max(0.0, rec.finished_at - rec.submitted_at), 3)
-
-
-def item_entry(rec: ItemRecord) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "status": item_status(rec),
-        "kind": rec.kind,
-        "attempts": rec.tasks_created,
-        "task_id": rec.task_id,
-        "external_task_id": rec.external_task_id,
-        "expected_assets": rec.expected_assets,
-        "assets": [
-            {"index": a.index, "url": a.url, "path": a.path, "bytes": a.bytes, "sha256": a.sha256}
-            for a in rec.assets
-        ],
-        "error": error_entry(item_error(rec)),
-        "submitted_at": iso_utc(rec.submitted_at),
-        "finished_at": iso_utc(rec.finished_at),
-        "task_seconds": task_seconds(rec),
-        "charged_units": rec.charged_units,
-    }
-
-
-def error_entry(info: ErrorInfo | None) -> dict[str, Any] | None:
-    if info is None:
-        return None
-    data = info.to_dict()
-    data.pop("scope", None)
-    return data
 
 
 def build_report(
@@ -179,64 +154,6 @@ def _charged_into(head: dict[str, Any], stats: ItemStats) -> None:
         }
 
 
-# -- aggregates -------------------------------------------------------------------------------
-
-
-@dataclass
-class ItemStats:
-    """What report.md and the summary need from the items, gathered one item at a time.
-
-    Memory: one float per timed item and the first ``keep_problems`` failed/partial items;
-    never the items themselves.
-    """
-
-    total: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
-    #: error category -> items whose (last) error has it
-    categories: Counter[str] = field(default_factory=Counter)
-    #: task seconds of the items that have one, in item order
-    durations: array[float] = field(default_factory=lambda: array("d"))
-    #: the first failed/partial items, in item order: {"id", "status", "error"}
-    problems: list[dict[str, Any]] = field(default_factory=list)
-    #: all failed/partial items (``problems`` holds at most ``keep_problems`` of them)
-    problem_count: int = 0
-    #: units the provider says it charged, and for how many items it said so
-    charged_units: float = 0.0
-    items_charged: int = 0
-    keep_problems: int = max(MARKDOWN_MAX_ROWS, SUMMARY_MAX_PROBLEMS)
-
-    def add(self, item: Mapping[str, Any]) -> None:
-        """Count one report item (an :func:`item_entry`)."""
-        self.total += 1
-        status = item.get("status")
-        self.counts[str(status)] += 1
-        error = item.get("error")
-        if error is not None:
-            self.categories[str(error.get("category", "?"))] += 1
-        seconds = item.get("task_seconds")
-        if seconds is not None:
-            self.durations.append(float(seconds))
-        charged = item.get("charged_units")
-        if charged is not None:
-            self.charged_units += float(charged)
-            self.items_charged += 1
-        if status in PROBLEM_STATUSES:
-            self.problem_count += 1
-            if len(self.problems) < self.keep_problems:
-                self.problems.append({"id": item.get("id"), "status": status, "error": error})
-
-    @classmethod
-    def of(cls, items: Iterable[Mapping[str, Any]]) -> ItemStats:
-        stats = cls()
-        for item in items:
-            stats.add(item)
-        return stats
-
-
-def _stats(report: Mapping[str, Any], stats: ItemStats | None) -> ItemStats:
-    return stats if stats is not None else ItemStats.of(report.get("items", []))
-
-
 # -- atomic files -----------------------------------------------------------------------------
 
 
@@ -263,16 +180,6 @@ def write_results_jsonl(path: Path, items: Iterable[dict[str, Any]]) -> None:
         for item in items:
             fh.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
             fh.write("\n")
-
-    _write_atomic(path, write)
-
-
-def write_markdown(path: Path, report: Mapping[str, Any], stats: ItemStats | None = None) -> None:
-    """``stats``: the items' aggregates when ``report`` has no items (see render_markdown)."""
-    text = render_markdown(report, stats)
-
-    def write(fh: IO[str]) -> None:
-        fh.write(text)
 
     _write_atomic(path, write)
 
@@ -309,10 +216,14 @@ def write_report(
     extra: Mapping[str, Any] | None = None,
     results_path: Path | None = None,
     markdown_path: Path | None = None,
+    html_path: Path | None = None,
+    output_dir: Path | None = None,
+    texts: Callable[[str], ItemText | None] | None = None,
     scrub: Callable[[Any], Any] | None = None,
     late: Callable[[ItemStats], Mapping[str, Any]] | None = None,
 ) -> WrittenReport:
-    """Write report.json, results.jsonl and report.md in one pass over ``records``.
+    """Write report.json, results.jsonl, report.md and report.html in one pass over
+    ``records``.
 
     ``late``: called with the items' aggregates once every item is counted, before report.json
     is written; its keys follow ``extra``'s (what depends on the counts: how the run ended).
@@ -321,19 +232,24 @@ def write_report(
     and are read one at a time: memory does not grow with the batch beyond :class:`ItemStats`.
     report.json is byte for byte what ``write_json_atomic(path, build_report(...))`` writes
     (``counts`` comes before ``items``, so the items go to an unnamed temp file beside the
-    report first); results.jsonl and report.md default to files beside report.json. Each file
-    is written atomically; report.json is renamed into place first. ``scrub`` cleans every
-    item and ``extra`` of credentials first (a ledger written by an older version may hold
-    what a server echoed).
+    report first); results.jsonl, report.md and report.html default to files beside
+    report.json. Each file is written atomically; report.json is renamed into place first.
+    ``scrub`` cleans every item, ``extra`` and the texts of credentials first (a ledger written
+    by an older version may hold what a server echoed).
+
+    ``output_dir``: where the items' files are (their paths are relative to it; default: the
+    report's folder): report.md and report.html link them relative to themselves. ``texts``:
+    what the manifest says of an item (its prompt and model), for its card in report.html.
     """
     if scrub is not None:
         extra = scrub(dict(extra)) if extra else extra
         records = (_scrubbed_record(rec, scrub) for rec in records)
     if extra and {"counts", "items"} & extra.keys():
         raise ValueError("extra must not set 'counts' or 'items'")
-    _, default_results, default_markdown = layout.report_files(report_path)
+    _, default_results, default_markdown, default_html = layout.report_files(report_path)
     results_path = results_path or default_results
     markdown_path = markdown_path or default_markdown
+    html_path = html_path or default_html
     head: dict[str, Any] = {
         "batch": batch,
         "manifest": str(manifest),
@@ -345,361 +261,82 @@ def write_report(
     if extra:
         head.update(extra)
     stats = ItemStats()
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryFile("w+", encoding="utf-8", dir=report_path.parent) as spool,
-        atomic_file(results_path) as jsonl,
-    ):
-        for rec in records:
-            entry = item_entry(rec)
-            stats.add(entry)
-            jsonl.write(_COMPACT_JSON.encode(entry))
-            jsonl.write("\n")
-            spool.write(",\n    " if stats.total > 1 else "    ")
-            spool.write(nested_json(entry, "    "))
-        head["counts"] = {status: stats.counts.get(status, 0) for status in STATUSES}
-        _charged_into(head, stats)
-        if late is not None:
-            added = late(stats)
-            if {"counts", "items"} & added.keys():
-                raise ValueError("late must not set 'counts' or 'items'")
-            head.update(added)
-        spool.seek(0)
-        with atomic_file(report_path) as fh:
-            fh.write("{")
-            for n, (key, value) in enumerate(head.items()):
-                fh.write(",\n  " if n else "\n  ")
-                fh.write(json.dumps(key, ensure_ascii=False))
-                fh.write(": ")
-                if key != "items":
-                    fh.write(nested_json(value, "  "))
-                elif stats.total:
-                    fh.write("[\n")
-                    shutil.copyfileobj(spool, fh)
-                    fh.write("\n  ]")
-                else:
-                    fh.write("[]")
-            fh.write("\n}\n")
-    del head["items"]
-    write_markdown(markdown_path, head, stats)
+    folder = report_path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    assets = output_dir if output_dir is not None else folder
+    with contextlib.ExitStack() as stack:
+
+        def temp(directory: Path) -> IO[str]:
+            """An unnamed temp file: nothing is left behind, whatever happens."""
+            return stack.enter_context(
+                tempfile.TemporaryFile("w+", encoding="utf-8", dir=directory)
+            )
+
+        spool = temp(folder)
+        md = MarkdownSpool(
+            temp(markdown_path.parent),
+            temp(markdown_path.parent),
+            _assets_base(assets, markdown_path.parent),
+        )
+        cards = HtmlSpool(temp(html_path.parent), _assets_base(assets, html_path.parent))
+        with atomic_file(results_path) as jsonl:
+            for rec in records:
+                entry = item_entry(rec)
+                stats.add(entry)
+                jsonl.write(_COMPACT_JSON.encode(entry))
+                jsonl.write("\n")
+                spool.write(",\n    " if stats.total > 1 else "    ")
+                spool.write(nested_json(entry, "    "))
+                md.add(entry)
+                text = texts(rec.id) if texts is not None else None
+                if text is not None and scrub is not None:
+                    text = ItemText(prompt=scrub(text.prompt), model=scrub(text.model))
+                cards.add(entry, text)
+            head["counts"] = {status: stats.counts.get(status, 0) for status in STATUSES}
+            _charged_into(head, stats)
+            if late is not None:
+                added = late(stats)
+                if {"counts", "items"} & added.keys():
+                    raise ValueError("late must not set 'counts' or 'items'")
+                head.update(added)
+            _write_head_and_items(report_path, head, spool, stats.total)
+        del head["items"]
+        with atomic_file(markdown_path) as fh:
+            md.write(fh, head, stats)
+        with atomic_file(html_path) as fh:
+            cards.write(fh, head, stats)
     return WrittenReport(head, stats)
 
 
-# -- timing -----------------------------------------------------------------------------------
+def _write_head_and_items(path: Path, head: Mapping[str, Any], items: IO[str], count: int) -> None:
+    """report.json: ``head``'s keys in order, ``items`` (the spooled entries) in its place."""
+    items.seek(0)
+    with atomic_file(path) as fh:
+        fh.write("{")
+        for n, (key, value) in enumerate(head.items()):
+            fh.write(",\n  " if n else "\n  ")
+            fh.write(json.dumps(key, ensure_ascii=False))
+            fh.write(": ")
+            if key != "items":
+                fh.write(nested_json(value, "  "))
+            elif count:
+                fh.write("[\n")
+                shutil.copyfileobj(items, fh)
+                fh.write("\n  ]")
+            else:
+                fh.write("[]")
+        fh.write("\n}\n")
 
 
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """The p-th percentile (0 < p <= 100) by the NEAREST-RANK method: the smallest value with
-    at least p% of the values at or below it (always a value that was observed). None if empty.
-    """
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def wall_seconds(report: Mapping[str, Any]) -> float | None:
-    """Seconds between the report's started_at and finished_at (None if either is unreadable)."""
+def _assets_base(output_dir: Path, folder: Path) -> str:
+    """The output directory as a link from ``folder`` ("" when they are one)."""
     try:
-        start = dt.datetime.fromisoformat(str(report["started_at"]))
-        end = dt.datetime.fromisoformat(str(report["finished_at"]))
-        return (end - start).total_seconds()
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def timing(report: Mapping[str, Any], stats: ItemStats | None = None) -> dict[str, Any]:
-    """p50/p90 task time over the items that have one, and the run's total wall time."""
-    durations = _stats(report, stats).durations
-    return {
-        "items_timed": len(durations),
-        "task_seconds_p50": percentile(durations, 50),
-        "task_seconds_p90": percentile(durations, 90),
-        "task_seconds_max": max(durations) if durations else None,
-        "wall_seconds": wall_seconds(report),
-    }
-
-
-def format_seconds(seconds: float | None) -> str:
-    """``12.3 s``, ``4m 05s``, ``2h 03m 04s``; ``n/a`` for None."""
-    if seconds is None:
-        return "n/a"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    return f"{minutes}m {secs:02d}s"
-
-
-# -- report.md --------------------------------------------------------------------------------
-
-
-def md_cell(value: Any) -> str:
-    """A value made safe for one Markdown table cell: pipes escaped, one line, no raw HTML."""
-    if value is None:
-        return ""
-    text = str(value)
-    text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
-    return text.replace("<", "&lt;").replace(">", "&gt;").strip()
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> list[str]:
-    """A GitHub-flavoured Markdown table; ``align`` has one ``l``/``r`` per column."""
-    marks = ["---:" if a == "r" else "---" for a in align.ljust(len(header), "l")]
-    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "|".join(marks) + "|"]
-    lines.extend("| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows)
-    return lines
-
-
-def _stop_cause(stop: Mapping[str, Any], error_line: str) -> tuple[str, str]:
-    """What stopped the batch, as the summary and report.md name it, and the detail to show:
-    the user's own limits.max_units is not an error of the account."""
-    if stop.get("code") == MAX_UNITS:
-        return "your limits.max_units", str(stop.get("message", ""))
-    return "an account-level error", error_line
-
-
-def counts_text(counts: Mapping[str, int]) -> str:
-    """``3 succeeded, 1 failed``: the non-zero counts, in their order."""
-    return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
-
-
-def _error_line(err: Mapping[str, Any]) -> str:
-    code = f" (code {err['code']})" if err.get("code") is not None else ""
-    http = f" HTTP {err['http_status']}" if err.get("http_status") is not None else ""
-    return f"{err.get('category', '?')}{code}{http}: {err.get('message', '')}"
-
-
-def render_markdown(report: Mapping[str, Any], stats: ItemStats | None = None) -> str:
-    """report.md: deterministic (only values from the report, never the current time).
-
-    The items are read from ``stats`` when given (then ``report`` needs no ``items``: the
-    streamed end-of-run report), else from ``report["items"]``.
-    """
-    stats = _stats(report, stats)
-    counts: Mapping[str, int] = report.get("counts") or stats.counts
-    times = timing(report, stats)
-    out: list[str] = [f"# Batch report: {report.get('batch', '?')}", ""]
-
-    out += [
-        f"- Manifest: `{report.get('manifest', '?')}`",
-        f"- Started: {report.get('started_at', '?')}{_first_of(report)}",
-        f"- Finished: {report.get('finished_at', '?')}",
-        f"- Total wall time: {format_seconds(times['wall_seconds'])}",
-        f"- Items: {stats.total}",
-    ]
-    if report.get("log"):
-        out.append(f"- Log: `{report['log']}`")
-    if report.get("account_warning"):
-        out.append(f"- **Account**: {md_cell(report['account_warning'])}")
-    if report.get("changed_items"):
-        changed = report["changed_items"]
-        out.append(
-            f"- **Changed since their result**: {changed['count']} items "
-            f"({md_cell(', '.join(changed['ids'][:20]))})"
-            + ("; rerun with `--rerun-changed`" if not changed.get("rerun") else "")
-        )
-    out.append("")
-
-    # What ended the run early, if anything: the first thing a reader needs to know.
-    notes: list[str] = []
-    stop = report.get("stopped_by")
-    if stop:
-        cause, detail = _stop_cause(stop, _error_line(stop))
-        notes.append(f"**Stopped by {cause}**: {md_cell(detail)}.")
-        if stop.get("hint"):
-            notes.append(f"What to do: {md_cell(stop['hint'])}")
-        notes.append("Rerun the same command afterwards: finished items are not resubmitted.")
-    if report.get("local_failure"):
-        local = md_cell(report["local_failure"])
-        notes.append(f"**Stopped by a failure of this machine**: {local}.")
-    if report.get("interrupted"):
-        notes.append("**Interrupted**: tasks in flight stay in the ledger; a rerun collects them.")
-
-    if report.get("deadline_reached"):
-        notes.append(
-            f"**Deadline reached**: nothing was submitted after it; "
-            f"{counts.get('not_run', 0)} items not run. Rerun to continue."
-        )
-    if notes:
-        out += ["## Run ended early", ""]
-        out += [f"- {n}" for n in notes]
-        out.append("")
-
-    out += ["## Items by status", ""]
-    statuses = [s for s in STATUSES if s in counts] + [s for s in counts if s not in STATUSES]
-    out += _table(
-        ["status", "items"],
-        [*([s, counts[s]] for s in statuses), ["**total**", f"**{stats.total}**"]],
-        "lr",
-    )
-    out.append("")
-
-    out += ["## Errors by category", ""]
-    categories = stats.categories
-    if categories:
-        out.append("The last error of each item that has one.")
-        out.append("")
-        out += _table(
-            ["category", "items"],
-            sorted(categories.items(), key=lambda kv: (-kv[1], kv[0])),
-            "lr",
-        )
-    else:
-        out.append("No errors.")
-    out.append("")
-
-    # Percentiles by the nearest-rank method (see percentile()): always an observed duration.
-    out += ["## Timing", ""]
-    out += _table(
-        ["measure", "value"],
-        [
-            ["task time p50", format_seconds(times["task_seconds_p50"])],
-            ["task time p90", format_seconds(times["task_seconds_p90"])],
-            ["task time max", format_seconds(times["task_seconds_max"])],
-            ["items timed", times["items_timed"]],
-            ["total wall time", format_seconds(times["wall_seconds"])],
-        ],
-        "lr",
-    )
-    out += [
-        "",
-        "Task time runs from an item's last submission to the end of its task at the provider "
-        "(generation; downloads not included).",
-        "",
-    ]
-
-    units: Mapping[str, Any] = report.get("units") or {}
-    if units:
-        out += ["## Units", ""]
-        estimated = f"{units.get('estimated', 0):g}"
-        if units.get("indicative"):
-            estimated += " (from the built-in INDICATIVE prices)"
-        if units.get("unpriced_tasks"):
-            estimated += f", plus {units['unpriced_tasks']} unpriced tasks"
-        charged = units.get("charged")
-        unit_rows = [
-            ["estimated, for the tasks created", estimated],
-            ["charged, as the provider reports it",
-             "not reported" if charged is None
-             else f"{charged:g} (for {units.get('items_charged', 0)} items)"],
-        ]
-        out += _table(["units", "value"], unit_rows, "lr")
-        out.append("")
-
-    out += ["## Requests", ""]
-    if int(report.get("run_count") or 0) > 1:
-        out += [f"Over all {report['run_count']} runs of the batch (each run: see Runs).", ""]
-    requests: Mapping[str, int] = report.get("requests") or {}
-    if requests:
-        out += _table(
-            ["kind", "sent"],
-            [
-                *([k, requests[k]] for k in sorted(requests)),
-                ["**total**", f"**{sum(requests.values())}**"],
-            ],
-            "lr",
-        )
-    else:
-        out.append("No requests recorded.")
-    out += ["", f"- Retries made: {report.get('retries', 0)}"]
-    if report.get("retries_denied"):
-        out.append(
-            f"- Retries skipped by the retry budget (the provider kept failing): "
-            f"{report['retries_denied']}"
-        )
-    if report.get("peak_slots") is not None:
-        out.append(f"- Peak slots in use: {report['peak_slots']}")
-    out.append("")
-
-    out += _runs_section(report)
-
-    conc: Mapping[str, Any] = report.get("concurrency") or {}
-    if conc:
-        out += ["## Concurrency", ""]
-        labels = [
-            ("configured", "configured (limits.concurrency)"),
-            ("sustained", "sustained by the account"),
-            ("lowest", "lowest cap reached"),
-            ("final", "cap at the end"),
-            ("over_capacity_cuts", "cuts after an over-capacity answer"),
-        ]
-        out += _table(
-            ["measure", "value"],
-            [[label, conc[key]] for key, label in labels if key in conc],
-            "lr",
-        )
-        if conc.get("over_capacity_cuts") and conc.get("sustained"):
-            out += [
-                "",
-                f"The account refused concurrency {conc.get('configured')}: consider "
-                f"`limits.concurrency: {conc['sustained']}`.",
-            ]
-        out.append("")
-
-    out += ["## Failed, partial and unresolved items", ""]
-    if stats.problem_count:
-        shown = stats.problems[:MARKDOWN_MAX_ROWS]
-        rows = []
-        for item in shown:
-            err = item.get("error") or {}
-            rows.append(
-                [
-                    item.get("id"),
-                    item.get("status"),
-                    err.get("category"),
-                    err.get("code"),
-                    err.get("message"),
-                    err.get("hint"),
-                ]
-            )
-        out += _table(["id", "status", "category", "code", "message", "hint"], rows)
-        if stats.problem_count > len(shown):
-            out += [
-                "",
-                f"{stats.problem_count - len(shown)} more failed, partial or unresolved items "
-                "are not shown: see results.jsonl (one JSON line per item).",
-            ]
-    else:
-        out.append("None.")
-    out.append("")
-    return "\n".join(out)
-
-
-def _first_of(report: Mapping[str, Any]) -> str:
-    count = int(report.get("run_count") or 0)
-    return f" (the first of {count} runs)" if count > 1 else ""
-
-
-def _runs_section(report: Mapping[str, Any]) -> list[str]:
-    """The batch's runs, most recent last: when each ran, how it ended, what it sent."""
-    runs: Sequence[Mapping[str, Any]] = report.get("runs") or []
-    if not runs:
-        return []
-    out = ["## Runs", ""]
-    shown = runs[-MARKDOWN_MAX_RUNS:]
-    count = int(report.get("run_count") or len(runs))
-    if count > len(shown):
-        out += [f"The last {len(shown)} of {count} runs (report.json lists more).", ""]
-    rows = [
-        [
-            run.get("run"),
-            run.get("started_at"),
-            run.get("finished_at") or "",
-            run.get("exit"),
-            sum((run.get("requests") or {}).values()),
-            run.get("retries"),
-        ]
-        for run in shown
-    ]
-    out += _table(["run", "started", "finished", "ended", "requests", "retries"], rows, "rlllrr")
-    out.append("")
-    return out
+        rel = os.path.relpath(output_dir.resolve(), folder.resolve())
+    except ValueError:  # another drive (Windows): only an absolute link reaches it
+        return output_dir.resolve().as_uri()
+    return "" if rel == "." else urllib.parse.quote(Path(rel).as_posix(), safe="/")
 
 
 # -- end of run summary -----------------------------------------------------------------------
@@ -713,14 +350,14 @@ def summary(
     stats: ItemStats | None = None,
 ) -> str:
     """``stats``: the items' aggregates when ``report`` has no items (see render_markdown)."""
-    stats = _stats(report, stats)
+    stats = stats_of(report, stats)
     counts = report["counts"]
     total = stats.total
     shown = counts_text(counts)
     lines = [f"Batch '{report['batch']}': {total} items: {shown or 'nothing to do'}."]
     if stop is not None:
         code = f" (code {stop.code})" if stop.code is not None else ""
-        cause, detail = _stop_cause(
+        cause, detail = stop_cause(
             {"code": stop.code, "message": stop.message},
             f"{stop.category}{code}: {stop.message}",
         )

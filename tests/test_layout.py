@@ -19,7 +19,7 @@ def test_files_beside_the_state_and_the_report(tmp_path: Path) -> None:
         "s.db", "s.db-wal", "s.db-shm", "s.db-journal", "s.db.lock",
     ]
     assert [p.name for p in report_files(tmp_path / "r.json")] == [
-        "r.json", "results.jsonl", "report.md",
+        "r.json", "results.jsonl", "report.md", "report.html",
     ]
 
 

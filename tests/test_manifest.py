@@ -1196,7 +1196,7 @@ def test_ids_unsafe_as_directory_names_are_refused_offline(workdir: Path, bad: s
 @pytest.mark.parametrize(
     "bad",
     [
-        "report.json", "REPORT.json", "report.md", "Results.JSONL", "logs", "Logs",
+        "report.json", "REPORT.json", "report.md", "Report.HTML", "Results.JSONL", "logs", "Logs",
         "state.sqlite3", "State.SQLite3-wal", "state.sqlite3-shm", "state.sqlite3-journal",
         "state.sqlite3.lock",
     ],

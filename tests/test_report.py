@@ -59,6 +59,13 @@ def _item(item_id: str, status: str, seconds: float | None, error: Any = None) -
     }
 
 
+def section(lines: list[str], heading: str) -> list[str]:
+    """The lines of one report.md section, its heading included, up to the next heading."""
+    start = lines.index(heading)
+    end = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("## ")), None)
+    return lines[start:end]
+
+
 def mixed_report() -> dict[str, Any]:
     """Ten timed items (10, 20, ... 100 s, shuffled) and two untimed ones."""
     items = [
@@ -196,16 +203,15 @@ def test_markdown_has_counts_categories_timing_requests_and_problems() -> None:
         assert row in lines, row
 
     # counts by error category: only those that occur, most frequent first
-    cat = lines.index("## Errors by category")
-    section = lines[cat : lines.index("## Timing")]
-    cat_rows = [line for line in section if line.startswith("| ") and "category" not in line]
+    categories = section(lines, "## Errors by category")
+    cat_rows = [line for line in categories if line.startswith("| ") and "category" not in line]
     assert cat_rows == [
         "| policy | 2 |",
         "| asset_mismatch | 1 |",
         "| rate_limit | 1 |",
         "| timeout | 1 |",
     ]
-    assert "billing" not in "\n".join(section)
+    assert "billing" not in "\n".join(categories)
 
     # timing: nearest rank over the ten timed items (10..100 s)
     assert "| task time p50 | 50.0 s |" in lines
@@ -236,8 +242,8 @@ def test_markdown_has_counts_categories_timing_requests_and_problems() -> None:
     assert "Interrupted" not in md and "Stopped by" not in md
 
     # the failed and partial items, in report order, each with its hint; pipes escaped
-    start = lines.index("## Failed, partial and unresolved items")
-    table = [line for line in lines[start:] if line.startswith("|")]
+    problems = section(lines, "## Failed, partial and unresolved items")
+    table = [line for line in problems if line.startswith("|")]
     assert table[0] == "| id | status | category | code | message | hint |"
     assert table[2:] == [
         "| mug | partial | asset_mismatch |  | 3 of 4 images returned | Submit a new item. |",
@@ -248,6 +254,64 @@ def test_markdown_has_counts_categories_timing_requests_and_problems() -> None:
     # every table row has the same number of unescaped cell separators as its header
     for row in table:
         assert row.replace("\\|", "").count("|") == 7
+
+
+def test_markdown_leads_with_counts_then_problems_then_files_then_internals() -> None:
+    lines = report.render_markdown(mixed_report()).splitlines()
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings == [
+        "## Items by status",
+        "## Run ended early",
+        "## Failed, partial and unresolved items",
+        "## Errors by category",
+        "## Files",
+        "## Items in detail",
+        "## Batch",
+        "## Timing",
+        "## Requests",
+        "## Concurrency",
+    ]
+    # the counts in a line under the title, before any table
+    assert lines[2] == "12 items: 6 succeeded, 1 partial, 3 failed, 1 not_run, 1 running."
+
+
+def test_markdown_lists_every_items_files_and_internals() -> None:
+    data = mixed_report()
+    mug = data["items"][5]
+    mug["assets"] = [
+        {"index": 0, "url": "https://cdn/0", "path": "mug/0.png", "bytes": 3, "sha256": "a"},
+        {"index": 1, "url": "https://cdn/1", "path": "mug/1.png", "bytes": 3, "sha256": "b"},
+        {"index": 2, "url": "https://cdn/2", "path": None, "bytes": None, "sha256": None},
+    ]
+    mug["expected_assets"] = 4
+    mug["charged_units"] = 2.5
+    mug["external_task_id"] = "orc-mug-1"
+    lines = report.render_markdown(data).splitlines()
+
+    files = section(lines, "## Files")
+    listed = [line for line in files if line.startswith("- ")]
+    assert [line.split("`")[1] for line in listed] == [i["id"] for i in data["items"]]
+    assert (
+        "- `mug` (partial): [mug/0.png](mug/0.png), [mug/1.png](mug/1.png), "
+        "file 2 not downloaded" in listed
+    )
+    assert "- `p1` (failed): no files" in listed
+    assert "https://cdn" not in "\n".join(lines)  # the provider's URLs are not the files
+
+    details = section(lines, "## Items in detail")
+    rows = [line for line in details if line.startswith("| ")]
+    assert rows[0] == (
+        "| id | status | kind | attempts | task id | external task id | files | "
+        "charged units | task time | submitted | finished |"
+    )
+    assert len(rows) == 1 + len(data["items"])
+    mug_row = "| mug | partial | text2video | 1 | T-mug | orc-mug-1 | 2 of 4 | 2.5 | 40.0 s |  |  |"
+    assert mug_row in rows
+    assert "| nr | not_run | text2video | 0 |  |  | 0 of 1 |  |  |  |  |" in rows
+
+    # seen from elsewhere (--report outside the output directory), the links follow
+    moved = report.render_markdown(data, assets_base="../out%20dir").splitlines()
+    assert "[mug/0.png](../out%20dir/mug/0.png)" in "\n".join(section(moved, "## Files"))
 
 
 def test_markdown_is_deterministic_and_does_not_touch_the_report() -> None:
@@ -288,7 +352,11 @@ def test_markdown_clean_batch_has_no_problem_sections() -> None:
     }
     md = report.render_markdown(data)
     assert "No errors." in md
-    assert md.rstrip().endswith("## Failed, partial and unresolved items\n\nNone.")
+    assert section(md.splitlines(), "## Failed, partial and unresolved items")[1:] == [
+        "",
+        "None.",
+        "",
+    ]
     assert "## Concurrency" not in md
     assert "## Run ended early" not in md
     assert "No requests recorded." in md
@@ -309,10 +377,8 @@ def test_markdown_caps_the_problem_table() -> None:
     }
     md = report.render_markdown(data)
     lines = md.splitlines()
-    start = lines.index("## Failed, partial and unresolved items")
-    rows = [
-        line for line in lines[start:] if line.startswith("| i") and not line.startswith("| id ")
-    ]
+    problems = section(lines, "## Failed, partial and unresolved items")
+    rows = [line for line in problems if line.startswith("| i") and not line.startswith("| id ")]
     assert len(rows) == report.MARKDOWN_MAX_ROWS
     assert rows[-1].startswith(f"| i{report.MARKDOWN_MAX_ROWS - 1} |")
     assert "100 more failed, partial or unresolved items are not shown: see results.jsonl" in md

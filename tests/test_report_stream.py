@@ -1,8 +1,8 @@
 """The end-of-run report is streamed from the ledger: same files, memory that does not grow.
 
 ``write_report`` must write exactly what the in-memory path (``build_report`` then
-``write_json_atomic``, ``write_results_jsonl`` and ``write_markdown``) writes, while holding only
-small aggregates: it runs at the end of batches of 100,000 items.
+``write_json_atomic``, ``write_results_jsonl``, ``write_markdown`` and ``write_html``) writes,
+while holding only small aggregates: it runs at the end of batches of 100,000 items.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import report
+from orchestrator import report, report_html
 from orchestrator.errors import Category, ErrorInfo
 from orchestrator.json_layout import nested_json
 from orchestrator.ledger import AssetRecord, ItemRecord, ItemState, Ledger
@@ -137,6 +137,7 @@ def write_in_memory(ledger: Ledger, ids: list[str], out: Path) -> dict[str, Any]
     report.write_json_atomic(out / "report.json", data)
     report.write_results_jsonl(out / "results.jsonl", data["items"])
     report.write_markdown(out / "report.md", data)
+    report_html.write_html(out / "report.html", data)
     return data
 
 
@@ -186,8 +187,14 @@ def test_streamed_report_equals_the_in_memory_report(tmp_path: Path) -> None:
         report.summary(old, report_path=path, stop=stop)
     )
 
+    # report.html: the same page, its cards streamed
+    new_html = (tmp_path / "new" / "report.html").read_text(encoding="utf-8")
+    assert new_html == (tmp_path / "old" / "report.html").read_text(encoding="utf-8")
+    assert new_html.count('<article class="card"') == 3_000
+
     # nothing left behind: no temp file, no spool
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [
+        "report.html",
         "report.json",
         "report.md",
         "results.jsonl",
@@ -198,7 +205,7 @@ def test_streamed_report_of_no_items(tmp_path: Path) -> None:
     with Ledger(tmp_path / "state.sqlite3", "big") as ledger:
         old = write_in_memory(ledger, ["a", "b"], tmp_path / "old")
         new = write_streamed(ledger, ["a", "b"], tmp_path / "new")
-    for name in ("report.json", "results.jsonl", "report.md"):
+    for name in ("report.json", "results.jsonl", "report.md", "report.html"):
         assert (tmp_path / "new" / name).read_text() == (tmp_path / "old" / name).read_text()
     assert json.loads((tmp_path / "new" / "report.json").read_text())["items"] == old["items"] == []
     assert new.stats.total == 0
@@ -206,7 +213,7 @@ def test_streamed_report_of_no_items(tmp_path: Path) -> None:
 
 
 def test_a_failing_stream_leaves_the_previous_report_whole(tmp_path: Path) -> None:
-    names = ("report.json", "results.jsonl", "report.md")
+    names = ("report.json", "results.jsonl", "report.md", "report.html")
     ledger, ids = fill_ledger(tmp_path / "state.sqlite3", 20)
     with ledger:
         write_streamed(ledger, ids, tmp_path)

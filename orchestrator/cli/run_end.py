@@ -148,6 +148,13 @@ def end_run(
             )
     written: report.WrittenReport | None = None
     report_failure: LocalFailure | None = None
+    requests_by_id = {item.id: item.request for item in facts.manifest.items}
+
+    def texts(item_id: str) -> report.ItemText | None:
+        """An item's prompt and model, for its card in report.html."""
+        request = requests_by_id.get(item_id)
+        return None if request is None else report.ItemText.of(request.fields)
+
     try:
         # Streamed item by item from the ledger (manifest order): memory does not grow with
         # the batch at the end of the run.
@@ -179,6 +186,8 @@ def end_run(
                 "log": str(facts.log_path),
             },
             late=late,
+            output_dir=facts.manifest.output_dir,
+            texts=texts,
             scrub=facts.scrub,
         )
     except local_failures.CAUGHT as exc:
