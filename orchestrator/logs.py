@@ -1,9 +1,9 @@
 """structlog configuration: JSON lines to a file, readable lines on a terminal, secrets redacted.
 
-Every event goes to ``<output.dir>/logs/<timestamp>.jsonl`` as one JSON object per line. On a
-terminal the console shows a live progress line and warnings and errors rendered for people
-(every event, if progress is off); under cron (no terminal) it gets only warnings and errors, as
-JSON, so a cron mail stays short.
+Every event goes to ``<output.dir>/logs/<timestamp>.jsonl`` as one JSON object per line. The
+console gets the warnings and errors that need a person, each as one short line (event_lines.py):
+above the live progress view on a terminal, one after another under cron; retries that may
+still succeed only with ``-v``.
 
 The redactor runs before any renderer: registered secrets (secret key, API key, every JWT minted)
 and anything shaped like a JWT are replaced, wherever they appear in an event: in keys as well as
@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from orchestrator.event_lines import VERBOSE_ONLY, human_line
 from orchestrator.layout import LOGS_DIR, owner_only
 from orchestrator.local_failures import is_local_failure
 
@@ -117,26 +118,25 @@ class Redactor:
 
 
 class _Tee:
-    """Final processor: one JSON line to the file, a rendered line to the console."""
+    """Final processor: one JSON line to the file; to the console, the events at or above
+    ``console_level`` as a line for a person (those of what is retried and may still succeed
+    only when ``verbose``)."""
 
     def __init__(
         self,
         file: TextIO | None,
-        console: TextIO,
-        tty: bool,
+        say: Callable[[str], None],
         console_level: int,
-        before_console: Callable[[], None] | None,
+        verbose: bool,
     ) -> None:
         self._file = file
-        self._console = console
-        self._tty = tty
-        self._pretty = structlog.dev.ConsoleRenderer(colors=False) if tty else None
+        self._say = say
         self._console_level = console_level
-        self._before_console = before_console
+        self._verbose = verbose
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        line = json.dumps(event_dict, default=str, separators=(",", ":"))
         if self._file is not None:
+            line = json.dumps(event_dict, default=str, separators=(",", ":"))
             try:
                 self._file.write(line + "\n")
                 self._file.flush()
@@ -147,14 +147,12 @@ class _Tee:
                     raise OSError(exc.errno, exc.strerror, name) from exc
                 raise
         level = logging.getLevelName(str(event_dict.get("level", "info")).upper())
-        if isinstance(level, int) and level >= self._console_level:
-            if self._before_console is not None:
-                self._before_console()
-            if self._pretty is not None:
-                self._console.write(str(self._pretty(logger, method, dict(event_dict))) + "\n")
-            else:
-                self._console.write(line + "\n")
-            self._console.flush()
+        if (
+            isinstance(level, int)
+            and level >= self._console_level
+            and (self._verbose or event_dict.get("event") not in VERBOSE_ONLY)
+        ):
+            self._say(human_line(event_dict))
         raise structlog.DropEvent
 
 
@@ -231,19 +229,25 @@ def configure(
     console: TextIO = sys.stderr,
     tty: bool | None = None,
     progress: bool = False,
-    before_console: Callable[[], None] | None = None,
+    say: Callable[[str], None] | None = None,
     verbosity: int = 0,
 ) -> None:
-    """``progress``: a progress line is shown on the terminal, so only warnings interrupt it
-    (``before_console`` clears the line first). ``verbosity``: -1 (``-q``) errors only on the
-    console, 1 (``-v``) every event; the log file always gets every event."""
+    """The console gets warnings and errors as lines for a person (event_lines.py), at a
+    terminal and under cron alike; on a terminal without a progress view, every event.
+    ``say`` writes a console line (above the progress view when there is one; by default to
+    ``console``). ``verbosity``: -1 (``-q``) errors only, 1 (``-v``) every event, those of
+    retries included; the log file always gets every event."""
     if tty is None:
         tty = console.isatty()
-    console_level = logging.INFO if tty and not progress else logging.WARNING
+    every = (tty and not progress) or verbosity > 0
+    console_level = logging.INFO if every else logging.WARNING
     if verbosity < 0:
         console_level = logging.ERROR
-    elif verbosity > 0:
-        console_level = logging.INFO
+
+    def write(line: str) -> None:
+        console.write(line + "\n")
+        console.flush()
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -252,7 +256,7 @@ def configure(
             _local_failure_without_traceback,
             structlog.processors.format_exc_info,
             redactor,
-            _Tee(file, console, tty, console_level, before_console),
+            _Tee(file, say or write, console_level, verbose=every and verbosity >= 0),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=False,

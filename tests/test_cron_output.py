@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.simulator import Simulator
+from orchestrator.simulator import FaultRule, Simulator
 from tests.conftest import cli_env, run_cli, write_manifest
 
 
@@ -38,7 +38,7 @@ def test_quiet_keeps_stderr_to_errors(tmp_path: Path, sim: Simulator) -> None:
     quiet = run_cli(["run", str(manifest), "-q"], cli_env(sim))
     assert quiet.code == 0 and quiet.stderr == "" and quiet.stdout == ""
     loud = run_cli(["run", str(manifest), "-v"], cli_env(sim))
-    assert loud.code == 0 and '"event":"batch.started"' in loud.stderr
+    assert loud.code == 0 and "batch.started: items=1" in loud.stderr
     logs = list((tmp_path / "out" / "logs").glob("run-*.jsonl"))
     # Each run's log file has every event, the quiet run's too.
     assert len(logs) == 3 and all('"batch.started"' in path.read_text() for path in logs)
@@ -48,3 +48,26 @@ def test_quiet_and_verbose_do_not_go_together(tmp_path: Path, sim: Simulator) ->
     manifest = write_manifest(tmp_path, sim, [{"id": "a", "prompt": "p"}])
     result = run_cli(["run", str(manifest), "-q", "-v"], cli_env(sim))
     assert result.code == 2 and "not allowed with argument" in result.stderr
+
+
+def test_without_a_terminal_stderr_has_failures_as_lines_and_no_retries(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # Was: under cron, every warning reached stderr as a JSON line, a retry that succeeded
+    # included.
+    sim.add_fault(FaultRule(op="create", effect="error", match="windy", times=1,
+                            http_status=429, code=1302, message="request too fast",
+                            retry_after="0"))
+    sim.add_fault(FaultRule(op="create", effect="error", match="forbidden", http_status=400,
+                            code=1301, message="prompt refused by content moderation"))
+    items = [{"id": "ok", "prompt": "a windy lake"}, {"id": "bad", "prompt": "a forbidden lake"}]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 1, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert not any(line.lstrip().startswith("{") for line in lines), result.stderr
+    assert "request too fast" not in result.stderr  # retried, and it succeeded
+    (failed,) = [line for line in lines if line.startswith("bad: failed:")]
+    assert "(code 1301): prompt refused by content moderation. Hint: " in failed
+    logged = "".join(p.read_text() for p in (tmp_path / "out" / "logs").glob("*.jsonl"))
+    assert '"event":"item.create_failed"' in logged  # the log keeps the retry

@@ -52,18 +52,51 @@ def test_short_values_are_not_registered_as_secrets() -> None:
     assert redactor.scrub("about abc") == "about abc"
 
 
-def test_console_without_terminal_gets_only_warnings_as_json() -> None:
+def test_console_without_terminal_gets_what_needs_a_person_as_one_line() -> None:
+    # Was: under cron every warning reached stderr as a raw JSON line, retries that would
+    # succeed included.
     file, console, _ = capture(tty=False)
     log = structlog.get_logger("t")
     log.info("item.submitted", item="a")
-    log.warning("item.failed", item="b")
+    log.warning("item.create_failed", item="b", category="rate_limit", code=1302,
+                reason="too many requests", hint="lower limits.requests_per_minute")
+    log.warning("item.failed", item="c", category="content", code=1301, http_status=400,
+                reason="the prompt was refused\nby the moderation", hint="rephrase the prompt")
     assert [json.loads(line)["event"] for line in file.getvalue().splitlines()] == [
         "item.submitted",
+        "item.create_failed",
         "item.failed",
     ]
-    (line,) = console.getvalue().splitlines()
-    assert json.loads(line)["event"] == "item.failed"
+    assert console.getvalue().splitlines() == [
+        "c: failed: content (code 1301): the prompt was refused by the moderation. "
+        "Hint: rephrase the prompt"
+    ]
     assert "\x1b" not in file.getvalue() + console.getvalue()  # no terminal control codes
+
+
+def test_verbose_console_shows_retries_too() -> None:
+    console = io.StringIO()
+    logs.configure(logs.Redactor(), file=None, console=console, tty=False, verbosity=1)
+    log = structlog.get_logger("t")
+    log.info("item.submitted", item="a", task_id="t1")
+    log.warning("item.create_failed", item="b", category="rate_limit", code=1302,
+                reason="too many requests")
+    assert console.getvalue().splitlines() == [
+        "a: item.submitted: task_id=t1",
+        "b: create refused, to be retried: rate_limit (code 1302): too many requests.",
+    ]
+
+
+def test_quiet_console_shows_errors_only() -> None:
+    console = io.StringIO()
+    logs.configure(logs.Redactor(), file=None, console=console, tty=True, verbosity=-1)
+    log = structlog.get_logger("t")
+    log.warning("item.failed", item="c", category="content", reason="refused")
+    log.error("batch.stopping", category="billing", code=1102, reason="no balance",
+              hint="top up the account")
+    assert console.getvalue().splitlines() == [
+        "Stopping new submissions: billing (code 1102): no balance. Hint: top up the account"
+    ]
 
 
 def test_terminal_gets_readable_lines_and_file_stays_json() -> None:
@@ -157,11 +190,16 @@ def test_a_full_disk_is_logged_in_one_line_and_a_bug_with_its_traceback() -> Non
         raise ValueError("a bug")
     except ValueError:
         log.exception("item.crashed", item="b")
-    full, bug = (json.loads(line) for line in console.getvalue().splitlines())
+    full, bug = (json.loads(line) for line in file.getvalue().splitlines())
     assert "exception" not in full
     assert full["error"] == "OSError: [Errno 28] No space left on device: 'out/state.sqlite3'"
     assert "Traceback" in bug["exception"]  # a bug keeps its traceback, for the report
-    assert file.getvalue().splitlines()[0] == console.getvalue().splitlines()[0]
+    # The console says each in one line for a person; the traceback stays in the file.
+    assert console.getvalue().splitlines() == [
+        "a: stopped: OSError: [Errno 28] No space left on device: 'out/state.sqlite3'",
+        "b: internal error, a bug: see 'item.crashed' in the log; a rerun resumes the item "
+        "safely.",
+    ]
 
 
 def test_a_log_file_that_cannot_be_written_names_itself(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """``run``: a batch set up, driven by the engine beside the signal watcher, the progress
-line and the run's checkpoints, and ended (see :mod:`.run_setup`, :mod:`.run_end`)."""
+view and the run's checkpoints, and ended (see :mod:`.run_setup`, :mod:`.run_end`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -43,11 +42,11 @@ from orchestrator.engine import Engine, RunOutcome
 from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
 from orchestrator.ledger import Ledger, LedgerError, LedgerLocked, LedgerUnreadable
 from orchestrator.local_failures import LocalFailure
-from orchestrator.progress import ProgressLine
 from orchestrator.providers.base import TaskFinder
 from orchestrator.retry import RetryPolicy
+from orchestrator.terminal import Terminal
 
-#: Seconds between two redraws of the progress line.
+#: Seconds between two redraws of the progress view.
 PROGRESS_EVERY = 0.5
 
 
@@ -112,37 +111,34 @@ def summary_json(
     }
 
 
-def resuming(
-    err: TextIO, batch: str, counts: Mapping[str, int], line: ProgressLine | None
-) -> None:
+def resuming(terminal: Terminal, batch: str, counts: Mapping[str, int]) -> None:
     """The first line of a rerun: where the batch stands."""
-    shown = report.counts_text(counts)
-    if line is not None:
-        line.clear()
     with contextlib.suppress(OSError):
-        err.write(f"Resuming batch '{batch}': {shown}.\n")
-        err.flush()
+        terminal.say(f"Resuming batch '{batch}': {report.counts_text(counts)}.")
 
 
 async def _run_engine(
-    engine: Engine, line: ProgressLine | None, checkpoint: Callable[[], None] | None = None
+    engine: Engine, terminal: Terminal, checkpoint: Callable[[], None] | None = None
 ) -> RunOutcome:
-    """Run the engine with the signal watcher, the progress line and ``checkpoint`` (called
+    """Run the engine with the signal watcher, the progress view and ``checkpoint`` (called
     every runs.CHECKPOINT_EVERY seconds: the run's row in the ledger) beside it."""
     async def watch_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 if engine.outcome.interrupted:
+                    terminal.stop()  # the cursor shown again
                     os._exit(Exit.INTERRUPTED)  # second signal: the user insists
-                sys.stderr.write(
-                    "\nInterrupted: no new submissions; tasks in flight stay in the ledger and "
-                    "the next run collects them. Press Ctrl-C again to quit at once.\n"
-                )
+                with contextlib.suppress(OSError):
+                    terminal.say(
+                        "Interrupted: no new submissions; tasks in flight stay in the ledger "
+                        "and the next run collects them. Press Ctrl-C again to quit at once."
+                    )
                 engine.interrupt()
 
-    async def show_progress(line: ProgressLine) -> None:
+    async def show_progress() -> None:
+        terminal.start()
         while True:
-            line.draw(engine.progress.snapshot())
+            terminal.show(engine.snapshot())
             await anyio.sleep(PROGRESS_EVERY)
 
     async def record_run(checkpoint: Callable[[], None]) -> None:
@@ -152,14 +148,15 @@ async def _run_engine(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)
-        if line is not None:
-            tg.start_soon(show_progress, line)
+        if terminal.wants_live:
+            tg.start_soon(show_progress)
         if checkpoint is not None:
             tg.start_soon(record_run, checkpoint)
-        outcome = await engine.run()
+        try:
+            outcome = await engine.run()
+        finally:
+            terminal.stop()
         tg.cancel_scope.cancel()
-    if line is not None:
-        line.clear()
     return outcome
 
 
@@ -239,13 +236,13 @@ def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
         ledger.close()
         output.close()
         raise cannot("create the log file in", out / "logs", exc) from None
-    line = ProgressLine(err) if err.isatty() and not args.no_progress else None
+    terminal = Terminal(err, live=err.isatty() and not args.no_progress and not args.quiet)
     logs.configure(
         redactor,
         file=log_file,
         console=err,
-        progress=line is not None,
-        before_console=line.clear if line is not None else None,
+        progress=terminal.wants_live,
+        say=terminal.say,
         verbosity=-1 if args.quiet else (1 if args.verbose else 0),
     )
     run_started = time.time()
@@ -290,7 +287,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
                 lock_held=output.still_held,
                 on_resume=(
                     None if args.quiet
-                    else lambda counts: resuming(err, manifest.name, counts, line)
+                    else lambda counts: resuming(terminal, manifest.name, counts)
                 ),
             )
 
@@ -302,7 +299,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
 
             async def main() -> RunOutcome:
                 try:
-                    return await _run_engine(engine, line, checkpoint)
+                    return await _run_engine(engine, terminal, checkpoint)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await provider.aclose()

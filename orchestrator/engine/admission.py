@@ -18,6 +18,7 @@ from orchestrator.engine import verdicts
 from orchestrator.engine.batch import Batch, Held
 from orchestrator.limits import PoolClosed, create_rate_limiter
 from orchestrator.pricing import units_for
+from orchestrator.progress import Pressure
 from orchestrator.providers.base import AccountChecker
 
 #: Seconds between commits of the ledger's non-critical writes (intents commit before sending).
@@ -31,6 +32,8 @@ class Admission:
         self._limiter = create_rate_limiter(batch.manifest.limits.requests_per_minute)
         self._units_spent = 0.0
         self._capped = False
+        self._rate_waiting = 0
+        self._slots_waited = False
 
     def open(self) -> None:
         """At the run's start: the create rate starts afresh, and the units cap counts what
@@ -47,10 +50,16 @@ class Admission:
         for item in items:
             if self._b.stopping or self.capped:
                 return
+            slots = self._b.slots
+            self._slots_waited = slots.used + slots.weight(item.request.expected_assets) > (
+                slots.total
+            )
             try:
-                taken = await self._b.slots.acquire(item.request.expected_assets)
+                taken = await slots.acquire(item.request.expected_assets)
             except PoolClosed:
                 return
+            finally:
+                self._slots_waited = False
             if self.capped:  # the cap was reached while this item waited for its slots
                 self._b.slots.release(taken)
                 return
@@ -70,7 +79,28 @@ class Admission:
 
     async def next_create(self) -> None:
         """Wait for the create rate's next turn."""
-        await self._limiter.acquire()
+        if self._limiter.has_capacity():
+            await self._limiter.acquire()
+            return
+        self._rate_waiting += 1
+        try:
+            await self._limiter.acquire()
+        finally:
+            self._rate_waiting -= 1
+
+    def pressure(self) -> Pressure:
+        """What holds the batch back now, for the progress view."""
+        b = self._b
+        return Pressure(
+            slots_used=b.slots.used,
+            slots_total=b.slots.total,
+            slots_configured=b.manifest.limits.concurrency,
+            slots_waiting=self._slots_waited,
+            rate_waiting=self._rate_waiting,
+            requests_per_minute=b.manifest.limits.requests_per_minute,
+            backing_off=b.backing_off,
+            units_capped=self._capped,
+        )
 
     # -- units ----------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ def error_fields(info: ErrorInfo) -> dict[str, Any]:
         "code": info.code,
         "http_status": info.http_status,
         "reason": info.message,
+        "hint": info.hint,
     }
 
 
@@ -96,6 +97,8 @@ class Batch:
         self.adaptive = AdaptiveConcurrency(self.slots, manifest.limits.concurrency)
         self.meter = ConcurrencyMeter()
         self._stop_event: anyio.Event | None = None
+        #: items waiting out a backoff now (what the progress view calls provider backoff)
+        self.backing_off = 0
 
     # -- retries --------------------------------------------------------------------------
 
@@ -126,7 +129,7 @@ class Batch:
     def record_stop(self, cause: ErrorInfo) -> None:
         """What stops the batch, for the report and the exit code (3); logged."""
         self.outcome.stopped_by = cause
-        self.log.error("batch.stopping", hint=cause.hint, **error_fields(cause))
+        self.log.error("batch.stopping", **error_fields(cause))
 
     def stop(self, cause: ErrorInfo | None) -> None:
         """No new submissions from now on; running tasks are still polled to the end."""
@@ -144,12 +147,16 @@ class Batch:
         assert stop is not None
         if stop.is_set():
             return
-        async with anyio.create_task_group() as tg:
+        self.backing_off += 1
+        try:
+            async with anyio.create_task_group() as tg:
 
-            async def until_stop() -> None:
-                await stop.wait()
+                async def until_stop() -> None:
+                    await stop.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until_stop)
+                await self.sleep(delay)
                 tg.cancel_scope.cancel()
-
-            tg.start_soon(until_stop)
-            await self.sleep(delay)
-            tg.cancel_scope.cancel()
+        finally:
+            self.backing_off -= 1

@@ -160,8 +160,7 @@ class Collector:
                     # other writes) would fail the same way. No new submissions; the rerun
                     # downloads what is missing, and the CLI says what to free.
                     if not self._b.stopping:
-                        self._b.log.error("batch.stopping", hint=exc.info.hint,
-                                        **error_fields(exc.info))
+                        self._b.log.error("batch.stopping", **error_fields(exc.info))
                         self._b.stop(None)
                     break
                 continue

@@ -43,7 +43,7 @@ from orchestrator.errors import Category, downloads_pending, is_downloads_pendin
 from orchestrator.fingerprint import FileHashes, fingerprint, needs_files
 from orchestrator.ledger_api import BatchLedger, ItemRecord, ItemState
 from orchestrator.lookups import LookupBatcher
-from orchestrator.progress import Progress
+from orchestrator.progress import Progress, Snapshot
 from orchestrator.providers.base import AccountChecker, Provider, Task, TaskStatus
 from orchestrator.retry import Retry, next_step
 
@@ -177,6 +177,10 @@ class Engine:
     @property
     def progress(self) -> Progress:
         return self._b.progress
+
+    def snapshot(self) -> Snapshot:
+        """Where the batch stands and what limit holds it back, for the progress view."""
+        return self._b.progress.snapshot(self._admission.pressure())
 
     @property
     def stopping(self) -> bool:
