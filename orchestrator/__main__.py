@@ -43,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             table = registry.plugin(args.provider).models
             sys.stdout.write(table() if table is not None else "no catalogue\n")
             return int(Exit.OK)
+        if args.command in ("schema", "init"):
+            from orchestrator.cli.authoring import cmd_init, cmd_schema
+
+            command = cmd_schema if args.command == "schema" else cmd_init
+            return int(command(args, sys.stdout))
         if args.command == "simulate":
             from orchestrator.cli.simulate import cmd_simulate
 

@@ -253,7 +253,70 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help=f"whose models (default: {registry.DEFAULT_PROVIDER})",
     )
 
+    _add_authoring(sub)
+
     from orchestrator.cli.simulate import add_simulate_parser
 
     add_simulate_parser(sub)
     return parser
+
+
+#: What schema's and init's --help end with: they write files, they send nothing.
+WRITER_EXIT_CODES = """exit codes:
+  0    written
+  2    bad arguments, or a file that cannot be written (init: the manifest exists)"""
+
+
+def _add_authoring(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``schema`` and ``init``: what a new user needs to write a manifest."""
+    names = registry.NAMES
+    schema = sub.add_parser(
+        "schema",
+        help="a provider's manifest JSON Schema (for editors), or its field reference",
+        description="Print the JSON Schema (draft 2020-12) of a manifest for the provider, "
+        "made from the models that validate manifests: point an editor at it and it flags "
+        "what validate would (unknown keys, types, ranges, closed sets, model names) as you "
+        "type. --markdown prints the field reference rendered from it instead (the tables of "
+        "docs/fields-<provider>.md).",
+        epilog=WRITER_EXIT_CODES,
+        formatter_class=_Formatter,
+    )
+    schema.add_argument(
+        "--provider", choices=names, default=registry.DEFAULT_PROVIDER,
+        help=f"whose manifest (default: {registry.DEFAULT_PROVIDER})",
+    )
+    schema.add_argument(
+        "--markdown", action="store_true",
+        help="the field reference (Markdown tables) instead of the schema",
+    )
+    schema.add_argument(
+        "--output", type=Path, metavar="FILE", help="write it to FILE (default: stdout)"
+    )
+
+    init = sub.add_parser(
+        "init",
+        help="write a starter manifest, every key explained, and its schema beside it",
+        description="Write a commented starter manifest for the provider: production values "
+        "(the provider's API, poll and retry settings meant for it), a couple of example "
+        "items, and a first line that points editors at the manifest's JSON Schema, written "
+        "beside it (orchestrator-<provider>.schema.json, shared by the folder's manifests). "
+        "Then it says what to do next. An existing manifest is not overwritten without "
+        "--force; the schema file is always written anew.",
+        epilog=WRITER_EXIT_CODES,
+        formatter_class=_Formatter,
+    )
+    init.add_argument(
+        "path", type=Path, nargs="?", default=Path("manifest.yaml"),
+        help="the manifest to write (default: manifest.yaml; a folder: manifest.yaml in it)",
+    )
+    init.add_argument(
+        "--provider", choices=names, default=registry.DEFAULT_PROVIDER,
+        help=f"whose batch (default: {registry.DEFAULT_PROVIDER})",
+    )
+    init.add_argument(
+        "--name",
+        help="the batch's name (default: the file's name; my-batch for manifest.yaml)",
+    )
+    init.add_argument(
+        "--force", action="store_true", help="replace the manifest if it exists"
+    )

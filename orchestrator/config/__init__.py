@@ -13,7 +13,10 @@ concern a module:
 - :mod:`~orchestrator.config.items_file`: ``items_from``, a CSV or JSONL file of items;
 - :mod:`~orchestrator.config.pricing_section`: ``pricing:`` and ``limits.max_units``;
 - :mod:`~orchestrator.config.items`: each item checked through the item schema;
-- :mod:`~orchestrator.config.manifest`: :class:`Manifest` and :func:`load_manifest`.
+- :mod:`~orchestrator.config.manifest`: :class:`Manifest` and :func:`load_manifest`;
+- :mod:`~orchestrator.config.json_schema`: the manifest's JSON Schema, per provider, from the
+  same models; :mod:`~orchestrator.config.field_docs` renders its field reference, and
+  :mod:`~orchestrator.config.starter` the manifest ``init`` writes.
 """
 
 from orchestrator.config.items import Item

@@ -61,6 +61,15 @@ class Item:
 
 
 _ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: What an id may be, in JSON Schema's words (Windows' device names and the tool's own file
+#: names, which check_item_id and own_name_clash refuse, left to validation).
+ID_SCHEMA: Final = {
+    "type": "string",
+    "pattern": f"^{_ID_RE.pattern}$",
+    "not": {"pattern": "\\.$"},
+    "description": f"Unique and stable: results, state and folders are matched by id, never by "
+    f"order. 1-128 {NAME_CHARS}, not ending in a dot; it names the item's folder.",
+}
 
 
 @dataclass(frozen=True)

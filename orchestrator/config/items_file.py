@@ -32,6 +32,7 @@ from typing import Any, Final
 from orchestrator.config.problems import ProblemSink
 from orchestrator.validators import (
     DocPath,
+    any_case,
     choice_message,
     got,
     scalar_hint,
@@ -144,6 +145,54 @@ def _csv_number(cell: str) -> Any:
     except ValueError:  # beyond int-to-str's digit limit
         pass
     return cell
+
+
+def items_from_schema(item_keys: tuple[str, ...]) -> dict[str, Any]:
+    """What ``items_from`` may be, in JSON Schema's words (``orchestrator schema``):
+    ``item_keys`` are the provider's (id, kind and every field). What the file holds only
+    validation can tell."""
+    suffixes = "|".join(any_case(suffix.lstrip(".")) for suffix in _FORMAT_OF_SUFFIX)
+    named = {"pattern": f"\\.({suffixes})$"}
+    path = {
+        "type": "string",
+        "pattern": "\\S",
+        "not": {"anyOf": [{"pattern": "^~"}, {"pattern": "://"}]},
+        "description": "The CSV or JSONL file, relative to the manifest.",
+    }
+    column = {"type": "string", "pattern": "\\S"}
+    return {
+        "anyOf": [
+            {**path, "allOf": [named]},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path"],
+                "properties": {
+                    "path": path,
+                    "columns": {
+                        "type": ["object", "null"],
+                        "propertyNames": {"enum": list(item_keys)},
+                        "additionalProperties": column,
+                        "description": "Item fields read from a column of another name: "
+                        "{field: column}.",
+                    },
+                    "format": {
+                        "enum": [*_ITEMS_FILE_FORMATS, None],
+                        "description": "csv or jsonl; when left out, the path's suffix says "
+                        f"({', '.join(_FORMAT_OF_SUFFIX)}).",
+                    },
+                    "ignore_columns": {
+                        "type": ["array", "null"],
+                        "items": column,
+                        "description": "Columns of the file that are not item fields.",
+                    },
+                },
+                # The format from the path's suffix when the mapping does not say it.
+                "if": {"properties": {"format": {"type": "string"}}, "required": ["format"]},
+                "else": {"properties": {"path": named}},
+            },
+        ]
+    }
 
 
 def read_items_from(

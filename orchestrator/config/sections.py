@@ -26,19 +26,21 @@ from datetime import datetime
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, PlainValidator, create_model
+from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator, create_model
 
 from orchestrator.config.problems import ProblemSink
 from orchestrator.providers import registry
 from orchestrator.providers.plugin import ProviderPlugin
 from orchestrator.validators import (
     DocPath,
+    Flag,
+    JsonRule,
     NonNegative,
     OneOf,
     Positive,
     Strict,
     WholeNumber,
-    as_bool,
+    any_case,
     as_number,
     as_text,
     fail,
@@ -46,6 +48,7 @@ from orchestrator.validators import (
     http_url_problem,
     is_loopback,
     number_text,
+    url_pattern,
     validate,
 )
 
@@ -129,8 +132,23 @@ def _base_url(value: object) -> str:
     return text.rstrip("/")
 
 
+#: _base_url's rule in JSON Schema's words: the simulator, https anywhere, http to this machine.
+_BASE_URL_RULE: Final = JsonRule({"anyOf": [
+    {"const": SIMULATOR_BASE_URL},
+    {"pattern": url_pattern("https")},
+    {"pattern": f"^{any_case('http')}://([^\\s/?#@]*@)?({any_case('localhost')}"
+                "|127\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}|\\[::1\\])(:\\d*)?([/?#]\\S*)?$"},
+]})
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _DURATION_RE = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*[smhd]\s*)+")
+#: _deadline's rule in JSON Schema's words (of the date spellings Python reads, the usual one).
+_DEADLINE_RULE: Final = JsonRule({"anyOf": [
+    {"type": "number", "exclusiveMinimum": 0},
+    {"type": "string", "pattern": f"^{_DURATION_RE.pattern}$"},
+    {"type": "string", "pattern": "^\\s*\\d{4}-\\d{2}-\\d{2}[Tt ]\\d{2}:\\d{2}(:\\d{2}([.,]\\d+)?)?"
+                                  "\\s*([Zz]|[+-]\\d{2}(:?\\d{2})?)\\s*$"},
+]})
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -179,13 +197,21 @@ def _version(value: object) -> int:
     fail(f"must be the number 1 (got {got(value)})")
 
 
-def _batch_name(value: object) -> str:
-    text = as_text(value)
+def batch_name_problem(text: str) -> str | None:
+    """Why ``text`` cannot name a batch; None when it can."""
     if not _NAME_RE.fullmatch(text) or not text.strip("."):
-        fail(
+        return (
             f"must be 1-64 characters of {NAME_CHARS}, and not only dots: it becomes part of "
             f"every external task id and of file names (got {got(text)})"
         )
+    return None
+
+
+def _batch_name(value: object) -> str:
+    text = as_text(value)
+    problem = batch_name_problem(text)
+    if problem is not None:
+        fail(problem)
     return text
 
 
@@ -200,11 +226,27 @@ def _output_dir(value: object) -> str:
 
 
 class ProviderSection(Strict):
-    """The provider section's generic keys; each plug-in's section adds its own options."""
+    """Which provider runs the batch, and how to reach it."""
 
-    name: Annotated[str, BeforeValidator(OneOf(registry.NAMES))] = DEFAULT_PROVIDER
-    base_url: Annotated[str, BeforeValidator(_base_url)] | None = None
-    timeout: Positive = 60.0
+    # The generic keys; each plug-in's section adds its own options (top_level_model).
+    name: Annotated[
+        str, BeforeValidator(OneOf(registry.NAMES)), JsonRule({"enum": list(registry.NAMES)})
+    ] = Field(
+        DEFAULT_PROVIDER,
+        description=f"The provider: {' or '.join(registry.NAMES)} ({DEFAULT_PROVIDER} when "
+        "left out). It decides the item fields and the credentials read from the environment.",
+    )
+    base_url: Annotated[str, BeforeValidator(_base_url), _BASE_URL_RULE] | None = Field(
+        None,
+        description="Where requests go: the provider's API when left out; any https URL (a "
+        "proxy), http only to this machine (localhost), or 'simulator' for the bundled "
+        "simulator, in this process (no account, nothing paid).",
+    )
+    timeout: Positive = Field(
+        60.0,
+        description="Seconds one HTTP request may take in all: connecting, sending and reading "
+        "the whole answer.",
+    )
 
     def settings(self, plugin: ProviderPlugin) -> ProviderSettings:
         options = plugin.schema.options
@@ -220,11 +262,27 @@ class ProviderSection(Strict):
 
 
 class LimitsSection(Strict):
-    #: None: the provider's own (ProviderPlugin.default_concurrency)
-    concurrency: Annotated[WholeNumber, Field(ge=1)] | None = None
-    requests_per_minute: Positive = 60.0
-    deadline: Annotated[Deadline, PlainValidator(_deadline)] | None = None
-    max_units: Positive | None = None
+    """How much of the provider the batch uses at once, and when it stops submitting."""
+
+    concurrency: Annotated[WholeNumber, Field(ge=1)] | None = Field(
+        None,
+        description="Tasks in flight at once (a Kling image task of n images counts n); the "
+        "provider account's usual limit when left out.",
+    )
+    requests_per_minute: Positive = Field(60.0, description="Create requests a minute, at most.")
+    deadline: Annotated[Deadline, PlainValidator(_deadline), _DEADLINE_RULE] | None = Field(
+        None,
+        description="No new submissions after it: seconds or a duration from the start of the "
+        "run (90m, 6h, 1h30m), or a date and time with a timezone (2026-11-22T06:00:00Z). "
+        "Running tasks are still collected; the rest is reported not_run, and a rerun goes on.",
+        examples=["6h"],
+    )
+    max_units: Positive | None = Field(
+        None,
+        description="Stop submitting before what was submitted would cost more than this, in "
+        "the provider's unit (Kling: units; LTX: USD); every task needs a price (pricing).",
+        examples=[1000],
+    )
 
     def settings(self, plugin: ProviderPlugin) -> Limits:
         return Limits(
@@ -238,11 +296,32 @@ class LimitsSection(Strict):
 
 
 class RetrySection(Strict):
-    max_attempts: Annotated[WholeNumber, Field(ge=1, le=100)] = 5
-    base_delay: Positive = 1.0
-    max_delay: Positive = 60.0
-    lookup_grace: NonNegative = 2.0
-    lookup_timeout: Positive = 300.0
+    """What is tried again, and how soon."""
+
+    max_attempts: Annotated[WholeNumber, Field(ge=1, le=100)] = Field(
+        5,
+        description="Attempts per item, each a new task, counting failed generations worth "
+        "retrying.",
+    )
+    base_delay: Positive = Field(
+        1.0,
+        description="Seconds before the first retry; full-jitter exponential backoff doubles "
+        "it at each attempt, up to max_delay.",
+    )
+    max_delay: Positive = Field(
+        60.0, description="The longest wait between two attempts, in seconds (at least "
+        "base_delay)."
+    )
+    lookup_grace: NonNegative = Field(
+        2.0,
+        description="Seconds to wait before looking up a create whose answer was lost, so that "
+        "the provider has recorded it.",
+    )
+    lookup_timeout: Positive = Field(
+        300.0,
+        description="Seconds a task the provider says exists (a create refused as a duplicate) "
+        "is looked for before the item is left unresolved.",
+    )
 
     def settings(self) -> RetrySettings:
         return RetrySettings(
@@ -255,9 +334,18 @@ class RetrySection(Strict):
 
 
 class PollSection(Strict):
-    interval: Positive = 5.0
-    max_interval: Positive = 30.0
-    timeout: Positive = 900.0
+    """How often running tasks are checked."""
+
+    interval: Positive = Field(
+        5.0,
+        description="Seconds before a task's first status check; the wait grows up to "
+        "max_interval.",
+    )
+    max_interval: Positive = Field(
+        30.0, description="The longest wait between two status checks of a task, in seconds "
+        "(at least interval)."
+    )
+    timeout: Positive = Field(900.0, description="Seconds a task may run before it is given up.")
 
     def settings(self) -> PollSettings:
         return PollSettings(
@@ -266,44 +354,114 @@ class PollSection(Strict):
 
 
 class OutputSection(Strict):
-    dir: Annotated[str, BeforeValidator(_output_dir)] | None = None
-    download: Annotated[bool, BeforeValidator(as_bool)] = True
-    download_timeout: Positive = 600.0
+    """Where the results go."""
+
+    dir: Annotated[
+        str, BeforeValidator(_output_dir), JsonRule({"pattern": "\\S", "not": {"pattern": "^~"}})
+    ] | None = Field(
+        None,
+        description="The folder of the report, logs, state and downloaded files, relative to "
+        "the manifest; out/ and the batch's name when left out.",
+        examples=["out/results"],
+    )
+    download: Flag = Field(
+        True, description="Download what the tasks made; false keeps only its URLs in the report."
+    )
+    download_timeout: Positive = Field(
+        600.0, description="Seconds one attempt at one file may take in all."
+    )
+
+
+def _as_written(schema: dict[str, Any]) -> None:
+    """What a manifest may write at the top level, where the model says less: version and name
+    are required (the model lets them be missing only to go on checking), and a section
+    written empty is an empty one."""
+    properties = schema["properties"]
+    for key in ("version", "name"):
+        properties[key] = _not_null(properties[key])
+    schema["required"] = ["version", "name"]
+    for key in _SECTIONS:
+        if "$ref" in properties[key]:
+            ref = {"$ref": properties[key].pop("$ref")}
+            properties[key]["anyOf"] = [ref, {"type": "null"}]
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``X | None``'s schema as X's."""
+    options = [option for option in schema.get("anyOf", ()) if option != {"type": "null"}]
+    if len(options) != 1:
+        return schema
+    rest = {key: value for key, value in schema.items() if key not in ("anyOf", "default")}
+    return {**options[0], **rest}
 
 
 class TopLevel(Strict):
+    """A batch of generation tasks for one provider (manifest version 1)."""
+
+    model_config = ConfigDict(json_schema_extra=_as_written)
+
     # version and name are optional here only so that the other sections still validate when
     # they are missing; their absence is reported separately.
-    version: Annotated[int, BeforeValidator(_version)] | None = None
-    name: Annotated[str, BeforeValidator(_batch_name)] | None = None
+    version: Annotated[int, BeforeValidator(_version), JsonRule({"const": 1})] | None = Field(
+        None, description="The manifest format: 1."
+    )
+    name: Annotated[
+        str,
+        BeforeValidator(_batch_name),
+        JsonRule({"pattern": "^[A-Za-z0-9._-]{1,64}$", "not": {"pattern": "^\\.+$"}}),
+    ] | None = Field(
+        None,
+        description=f"Names the batch: 1-64 {NAME_CHARS}. It is part of every external task "
+        "id and of the state, so keep it stable across reruns.",
+    )
     provider: ProviderSection = Field(default_factory=ProviderSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     retry: RetrySection = Field(default_factory=RetrySection)
     poll: PollSection = Field(default_factory=PollSection)
     output: OutputSection = Field(default_factory=OutputSection)
     # Checked by hand: their rules depend on each other (defaults per kind, located per item),
-    # or their keys are data (model names, durations, column names).
-    defaults: Any = None
-    items: Any = None
-    items_from: Any = None
-    pricing: Any = None
+    # or their keys are data (model names, durations, column names). Their schemas are the
+    # provider's (config/json_schema.py).
+    defaults: Any = Field(
+        None,
+        description="Item fields every item gets unless it sets them itself. A default reaches "
+        "only the kinds that have the field, and 'field: null' on an item opts out of it.",
+    )
+    items: Any = Field(
+        None,
+        description="The batch's items: each one a unique, stable id (results are matched by "
+        "id, never by order), its kind and its provider's fields.",
+    )
+    items_from: Any = Field(
+        None,
+        description="A CSV or JSONL file of more items, read after the manifest's own: its "
+        "path (relative to the manifest), or a mapping of path, columns, format and "
+        "ignore_columns.",
+    )
+    pricing: Any = Field(
+        None,
+        description="Your prices over the provider's built-in, indicative table, for validate "
+        "--estimate and limits.max_units (see the README's Cost section).",
+    )
 
 
 _SECTIONS: Final = ("provider", "limits", "retry", "poll", "output", "defaults", "pricing")
 
 
 @functools.cache
-def _top_level(name: str) -> type[TopLevel]:
+def top_level_model(name: str) -> type[TopLevel]:
     """The top level of a manifest for the provider ``name``: its provider section is the
     generic keys and the plug-in's options."""
     plugin = registry.plugin(name)
     section = create_model(
         f"{plugin.title}ProviderSection",
         __base__=(ProviderSection, plugin.schema.options),
+        __doc__=ProviderSection.__doc__,
     )
     model: type[TopLevel] = create_model(
         f"{plugin.title}TopLevel",
         __base__=TopLevel,
+        __doc__=TopLevel.__doc__,
         provider=(section, Field(default_factory=section)),
     )
     return model
@@ -338,7 +496,7 @@ def read_sections(
             hint = "write 'version: 1'" if key == "version" else "it names the batch"
             sink.report((key,), f"is required: {hint}")
     # No validator of the sections reads the context (only item fields resolve files).
-    model = _top_level(plugin.name if plugin is not None else DEFAULT_PROVIDER)
+    model = top_level_model(plugin.name if plugin is not None else DEFAULT_PROVIDER)
     settings, errors = validate(model, top, {})
     sink.report_errors(errors, model)
     if settings is not None:

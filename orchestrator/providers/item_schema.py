@@ -10,6 +10,7 @@ provider's. A provider hands the manifest an :class:`ItemSchema`:
     csv_*          how an items-file cell (text) is read for a field: number, flag, JSON
     options        the provider section's own keys (Kling: api, allow_unknown_models)
     rules          a factory of the per-model rules for one manifest load (:class:`ItemRules`)
+    open_models    the option that lets any model name through (allow_unknown_models), if any
 
 The manifest runs each item through its kind's field model, then through ``rules.check``, which
 reports problems per field (with the item's own values, its defaults, and the model's catalogue),
@@ -18,6 +19,7 @@ what will be generated, and ``rules.finish`` for the last touches of the fields 
 
 :func:`local_image` is the image-field reader both providers share: a path is resolved against
 the right folder and its header read once per load; the provider adds its own limits.
+:func:`image_rule` says the same in JSON Schema's words.
 """
 
 from __future__ import annotations
@@ -32,9 +34,17 @@ from pydantic import ValidationInfo
 
 from orchestrator.images import ImageError, ImageInfo, read_image_info
 from orchestrator.providers.base import ImageSource, Kind
-from orchestrator.validators import Strict, fail, got, http_url_problem
+from orchestrator.validators import (
+    JsonRule,
+    Strict,
+    any_case,
+    fail,
+    got,
+    http_url_problem,
+    url_pattern,
+)
 
-__all__ = ["Draft", "ItemRules", "ItemSchema", "Report", "local_image"]
+__all__ = ["Draft", "ItemRules", "ItemSchema", "Report", "image_rule", "local_image"]
 
 
 @dataclass(slots=True)
@@ -72,6 +82,11 @@ class ItemRules(Protocol):
         """The message for items of ``kind`` that name no model."""
         ...
 
+    def models(self, kind: Kind) -> tuple[str, ...]:
+        """The model names ``check`` accepts on an item of ``kind`` (aliases included), the
+        catalogue's; any other is refused unless ``ItemSchema.open_models`` is set."""
+        ...
+
     def defaults(self, kind: Kind, name: str) -> Mapping[str, Any]:
         """What the provider assumes for fields an item leaves out, spelled out."""
         ...
@@ -97,6 +112,9 @@ class ItemSchema:
     rules: Callable[[Any, Any], ItemRules]
     #: the provider section's own keys, beside name, base_url and timeout
     options: type[Strict]
+    #: the option of ``options`` (a flag) that lets model names the catalogue does not know
+    #: through, if there is one
+    open_models: str | None = None
     csv_numbers: frozenset[str] = frozenset()
     csv_flags: frozenset[str] = frozenset()
     #: JSON-valued fields, with an example for the message when a cell is not JSON
@@ -106,6 +124,21 @@ class ItemSchema:
     def kind_fields(self) -> Mapping[Kind, tuple[str, ...]]:
         """Fields of each kind, in the order they are written to TaskRequest.fields."""
         return {kind: tuple(model.model_fields) for kind, model in self.field_models.items()}
+
+
+def image_rule(*url_schemes: str) -> JsonRule:
+    """:func:`local_image`'s rule in JSON Schema's words: a path or a URL of ``url_schemes``
+    (the provider's), never a data: URI. Whether the file is there and within the provider's
+    limits only validation can tell."""
+    return JsonRule({
+        "type": "string",
+        "pattern": "\\S",
+        "not": {"pattern": f"^\\s*{any_case('data')}:"},
+        "anyOf": [
+            {"pattern": url_pattern(*url_schemes, padded=True)},
+            {"not": {"pattern": "://"}},
+        ],
+    })
 
 
 def local_image(

@@ -19,6 +19,8 @@
                         no price table, its items then unpriced and ``pricing:`` refused
     simulate            loads the ``simulate --provider NAME`` part (SimulateCommand): the
                         simulator's own options, its fault profiles, how it is served
+    starter             the ``defaults`` and ``items`` of the manifest ``init`` writes: YAML,
+                        commented, that validates as it is
 
 The engine never asks for a provider by name: it asks a Provider what it can do. Only the
 registry names concrete plug-ins.
@@ -30,7 +32,7 @@ import argparse
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -101,3 +103,5 @@ class ProviderPlugin:
     prices: PriceReader | None = None
     #: the ``simulate`` command's part for this provider, loaded when the CLI is built
     simulate: Callable[[], SimulateCommand] | None = None
+    #: top-level key (defaults, items) -> its YAML body in the manifest ``init`` writes
+    starter: Mapping[str, str] = field(default_factory=dict)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import httpx
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from orchestrator.providers.base import Provider
 from orchestrator.providers.item_schema import ItemSchema
@@ -31,8 +31,9 @@ from orchestrator.providers.kling.schema import (
     ItemRules,
     Settings,
 )
+from orchestrator.providers.kling.starter import STARTER
 from orchestrator.providers.plugin import ProviderPlugin, SimulateCommand, SimulatedAccount
-from orchestrator.validators import Flag, OneOf, Strict
+from orchestrator.validators import Flag, JsonRule, OneOf, Strict
 
 DEFAULT_BASE_URL: Final = "https://api-singapore.klingai.com"
 
@@ -40,10 +41,18 @@ DEFAULT_BASE_URL: Final = "https://api-singapore.klingai.com"
 class Options(Strict):
     """The provider section's Kling keys."""
 
-    #: "auto" (legacy /v1 where the model has it, else API 2.0), "v1" or "v2"
-    api: Annotated[str, BeforeValidator(OneOf(API_CHOICES))] = "auto"
-    #: models the catalogue does not know are sent with the generic checks only
-    allow_unknown_models: Flag = False
+    api: Annotated[
+        str, BeforeValidator(OneOf(API_CHOICES)), JsonRule({"enum": list(API_CHOICES)})
+    ] = Field(
+        "auto",
+        description="Which of Kling's APIs a create goes to: auto (the legacy /v1 where the "
+        "model has it, else API 2.0), v1, or v2 (API 2.0 wherever the model has it).",
+    )
+    allow_unknown_models: Flag = Field(
+        False,
+        description="Send a model this version's catalogue does not know (one Kling released "
+        "since) with the generic field checks only: no per-model rules, no defaults filled in.",
+    )
 
 
 def rules(options: Any, cat: Catalogue | None = None) -> ItemRules:
@@ -93,6 +102,7 @@ SCHEMA: Final = ItemSchema(
     image_fields=IMAGE_FIELDS,
     rules=rules,
     options=Options,
+    open_models="allow_unknown_models",
     csv_numbers=CSV_NUMBERS,
     csv_flags=CSV_FLAGS,
     csv_json=CSV_JSON,
@@ -120,4 +130,5 @@ PLUGIN = ProviderPlugin(
     prices=read_pricing,
     keeps_files="Kling keeps generated files for 30 days",
     models=models,
+    starter=STARTER,
 )

@@ -20,11 +20,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Self
 
-from pydantic import BeforeValidator, Field, PlainValidator, ValidationInfo, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    model_validator,
+)
 
 from orchestrator.images import ImageInfo
 from orchestrator.providers.base import ImageSource, Kind
-from orchestrator.providers.item_schema import Draft, Report, local_image
+from orchestrator.providers.item_schema import Draft, Report, image_rule, local_image
 from orchestrator.providers.kling.catalogue import (
     ALL_MODES,
     MAX_SHOT_PROMPT,
@@ -39,6 +46,7 @@ from orchestrator.validators import (
     Flag,
     Fraction,
     HttpUrl,
+    JsonRule,
     OneOf,
     Strict,
     WholeNumber,
@@ -135,30 +143,69 @@ def _image_source(value: object, info: ValidationInfo) -> ImageSource:
     )
 
 
-Prompt = Annotated[str, BeforeValidator(_prompt)]
-ModelName = Annotated[str, BeforeValidator(_model_name)]
+def _text_rule(limit: int) -> JsonRule:
+    return JsonRule({"minLength": 1, "maxLength": limit, "pattern": "\\S"})
+
+
+def _one_of(allowed: tuple[str, ...]) -> JsonRule:
+    return JsonRule({"enum": list(allowed)})
+
+
+Prompt = Annotated[str, BeforeValidator(_prompt), _text_rule(MAX_PROMPT_CHARS)]
+# Which names: the catalogue's (ItemRules.models), said per kind by the manifest's schema.
+ModelName = Annotated[str, BeforeValidator(_model_name), JsonRule({"pattern": "\\S"})]
 CameraAmount = Annotated[float, BeforeValidator(as_number), Field(ge=-10, le=10)]
-ImageInput = Annotated[ImageSource, PlainValidator(_image_source)]
-Mode = Annotated[str, BeforeValidator(OneOf(ALL_MODES))]
-AspectRatio = Annotated[str, BeforeValidator(OneOf(ASPECT_RATIOS))]
+ImageInput = Annotated[ImageSource, PlainValidator(_image_source), image_rule("http", "https")]
+Mode = Annotated[str, BeforeValidator(OneOf(ALL_MODES)), _one_of(ALL_MODES)]
+AspectRatio = Annotated[str, BeforeValidator(OneOf(ASPECT_RATIOS)), _one_of(ASPECT_RATIOS)]
 Seconds = Annotated[WholeNumber, Field(ge=1)]
+
+#: What the field descriptions say of the model's part.
+_PER_MODEL = "which ones the model takes: `orchestrator models`"
+_IMAGE_FILE = (
+    "a local JPEG/PNG (relative to the manifest, sent inline) or an http(s) URL; at most "
+    "10 MB, each side at least 300 px, aspect ratio between 1:2.5 and 2.5:1"
+)
 
 
 # --- Shapes, per kind ------------------------------------------------------------------------
 
 
 class CameraConfig(Strict):
-    horizontal: CameraAmount = 0.0
-    vertical: CameraAmount = 0.0
-    pan: CameraAmount = 0.0
-    tilt: CameraAmount = 0.0
-    roll: CameraAmount = 0.0
-    zoom: CameraAmount = 0.0
+    """A simple camera movement: exactly one axis non-zero, -10 to 10."""
+
+    horizontal: CameraAmount = Field(0.0, description="Moves sideways (negative: left).")
+    vertical: CameraAmount = Field(0.0, description="Moves up or down (negative: down).")
+    pan: CameraAmount = Field(0.0, description="Turns sideways around the vertical axis.")
+    tilt: CameraAmount = Field(0.0, description="Turns up or down around the horizontal axis.")
+    roll: CameraAmount = Field(0.0, description="Rolls around the lens's axis.")
+    zoom: CameraAmount = Field(0.0, description="Zooms (negative: out).")
+
+
+def _camera_rule(schema: dict[str, Any]) -> None:
+    """The model validator's rule in JSON Schema's words."""
+    one_axis = {
+        "oneOf": [
+            {"required": [axis], "properties": {axis: {"not": {"const": 0}}}}
+            for axis in CAMERA_AXES
+        ]
+    }
+    schema["if"] = {"properties": {"type": {"const": "simple"}}}
+    schema["then"] = {"required": ["config"], "properties": {"config": one_axis}}
+    schema["else"] = {"not": {"required": ["config"]}}
 
 
 class CameraControl(Strict):
-    type: Annotated[str, BeforeValidator(OneOf(CAMERA_TYPES))]
-    config: CameraConfig | None = None
+    """A camera movement (models that take one)."""
+
+    model_config = ConfigDict(json_schema_extra=_camera_rule)
+
+    type: Annotated[str, BeforeValidator(OneOf(CAMERA_TYPES)), _one_of(CAMERA_TYPES)] = Field(
+        description="A preset movement, or simple: the one axis config sets."
+    )
+    config: CameraConfig | None = Field(
+        None, description="With type simple (and only then): one axis, non-zero."
+    )
 
     @model_validator(mode="after")
     def _config_fits_type(self) -> Self:
@@ -179,76 +226,168 @@ class CameraControl(Strict):
 
 
 class TrajectoryPoint(Strict):
-    x: WholeNumber
-    y: WholeNumber
+    """A point of a motion path."""
+
+    x: WholeNumber = Field(description="Its x coordinate in the image, in pixels.")
+    y: WholeNumber = Field(description="Its y coordinate in the image, in pixels.")
 
 
 class DynamicMask(Strict):
-    mask: ImageInput
+    """An area of the image and the path it moves along."""
+
+    mask: ImageInput = Field(description="An image marking the area that moves.")
     # A motion path needs a start and an end.
-    trajectories: Annotated[list[TrajectoryPoint], Field(min_length=2)]
+    trajectories: Annotated[list[TrajectoryPoint], Field(min_length=2)] = Field(
+        description="The path it moves along: at least 2 points."
+    )
 
 
 class Shot(Strict):
     """One shot of a multi-shot video."""
 
-    prompt: Annotated[str, BeforeValidator(_shot_prompt)]
-    duration: Seconds
+    prompt: Annotated[str, BeforeValidator(_shot_prompt), _text_rule(MAX_SHOT_PROMPT)] = Field(
+        description=f"What the shot shows, at most {MAX_SHOT_PROMPT} characters."
+    )
+    duration: Seconds = Field(description="The shot's seconds.")
+
+
+_MODEL = Field(
+    None,
+    description="The Kling model: required, here or in defaults (Kling's own default was "
+    "retired). What each model takes: `orchestrator models`.",
+)
+_MODE = Field(None, description=f"std, pro or 4k; {_PER_MODEL} (and its default).")
+_DURATION = Field(None, description=f"Seconds of video; {_PER_MODEL} (and its default).")
+_SOUND = Field(None, description="Generate audio with the video (models with sound).")
+_CALLBACK_URL = Field(None, description="An http(s) URL Kling calls when the task ends.")
+_ASPECT_RATIO = Field(
+    None,
+    description=f'Width:height, in quotes ("16:9": YAML reads 16:9 as a number); {_PER_MODEL} '
+    "(and its default).",
+)
 
 
 class _VideoFields(Strict):
-    model: ModelName | None = None
-    prompt: Prompt | None = None
-    negative_prompt: Prompt | None = None
-    mode: Mode | None = None
-    duration: Seconds | None = None
-    cfg_scale: Fraction | None = None
-    camera_control: CameraControl | None = None
-    sound: Flag | None = None
-    multi_shot: Flag | None = None
-    shot_type: Annotated[str, BeforeValidator(OneOf(SHOT_TYPES))] | None = None
-    multi_prompt: Annotated[list[Shot], Field(min_length=1, max_length=MAX_SHOTS)] | None = None
-    callback_url: HttpUrl | None = None
+    model: ModelName | None = _MODEL
+    prompt: Prompt | None = Field(
+        None,
+        description=f"What to make, at most {MAX_PROMPT_CHARS} characters: required, except on "
+        "image2video and with shot_type customize.",
+    )
+    negative_prompt: Prompt | None = Field(
+        None, description="What to keep out of the video (models that take it)."
+    )
+    mode: Mode | None = _MODE
+    duration: Seconds | None = _DURATION
+    cfg_scale: Fraction | None = Field(
+        None, description="How closely to follow the prompt, 0 to 1 (models that take it)."
+    )
+    camera_control: CameraControl | None = Field(
+        None, description="A camera movement (models that take one)."
+    )
+    sound: Flag | None = _SOUND
+    multi_shot: Flag | None = Field(
+        None, description="A video of several shots (models that make them); needs shot_type."
+    )
+    shot_type: Annotated[
+        str, BeforeValidator(OneOf(SHOT_TYPES)), _one_of(SHOT_TYPES)
+    ] | None = Field(
+        None,
+        description="With multi_shot: customize (your shots, in multi_prompt) or intelligence "
+        "(Kling cuts the shots itself).",
+    )
+    multi_prompt: Annotated[
+        list[Shot], Field(min_length=1, max_length=MAX_SHOTS)
+    ] | None = Field(
+        None,
+        description=f"With shot_type customize: 1 to {MAX_SHOTS} shots, whose durations add up "
+        "to duration.",
+    )
+    callback_url: HttpUrl | None = _CALLBACK_URL
 
 
 class Text2VideoFields(_VideoFields):
-    aspect_ratio: AspectRatio | None = None
+    """A video from a prompt."""
+
+    aspect_ratio: AspectRatio | None = _ASPECT_RATIO
 
 
 class Image2VideoFields(_VideoFields):
-    image: ImageInput | None = None
-    image_tail: ImageInput | None = None
-    static_mask: ImageInput | None = None
-    dynamic_masks: Annotated[list[DynamicMask], Field(min_length=1)] | None = None
+    """A video that starts from an image (and keeps its aspect ratio)."""
+
+    image: ImageInput | None = Field(
+        None, description=f"The first frame, required: {_IMAGE_FILE}."
+    )
+    image_tail: ImageInput | None = Field(
+        None, description="The last frame, as image (models with end frames)."
+    )
+    static_mask: ImageInput | None = Field(
+        None, description="An image marking the area that stays still (models with masks)."
+    )
+    dynamic_masks: Annotated[list[DynamicMask], Field(min_length=1)] | None = Field(
+        None, description="Areas that move, each along its path (models with masks)."
+    )
 
 
 class OmniVideoFields(Strict):
-    model: ModelName | None = None
-    prompt: Prompt | None = None
-    mode: Mode | None = None
-    duration: Seconds | None = None
-    aspect_ratio: AspectRatio | None = None
-    sound: Flag | None = None
-    #: The first and the end frame of the video.
-    image: ImageInput | None = None
-    image_tail: ImageInput | None = None
-    #: Images the prompt refers to as <<<image_1>>>, <<<image_2>>>, ...
-    reference_images: Annotated[list[ImageInput], Field(min_length=1)] | None = None
-    callback_url: HttpUrl | None = None
+    """A video from a prompt that may refer to images: first and end frames, references."""
+
+    model: ModelName | None = _MODEL
+    prompt: Prompt | None = Field(
+        None,
+        description=f"What to make, at most {MAX_PROMPT_CHARS} characters (required); it "
+        "refers to reference_images as <<<image_1>>>, <<<image_2>>>...",
+    )
+    mode: Mode | None = _MODE
+    duration: Seconds | None = _DURATION
+    aspect_ratio: AspectRatio | None = _ASPECT_RATIO
+    sound: Flag | None = _SOUND
+    image: ImageInput | None = Field(None, description=f"The first frame: {_IMAGE_FILE}.")
+    image_tail: ImageInput | None = Field(
+        None, description="The end frame, as image (needs image)."
+    )
+    reference_images: Annotated[list[ImageInput], Field(min_length=1)] | None = Field(
+        None,
+        description="Images the prompt refers to as <<<image_1>>>, <<<image_2>>>... (as "
+        "image; how many: the model's limit).",
+    )
+    callback_url: HttpUrl | None = _CALLBACK_URL
 
 
 class ImageFields(Strict):
-    model: ModelName | None = None
-    prompt: Prompt | None = None
-    negative_prompt: Prompt | None = None
-    image: ImageInput | None = None
-    image_reference: Annotated[str, BeforeValidator(OneOf(IMAGE_REFERENCES))] | None = None
-    image_fidelity: Fraction | None = None
-    human_fidelity: Fraction | None = None
-    resolution: Annotated[str, BeforeValidator(OneOf(RESOLUTIONS))] | None = None
-    n: Annotated[WholeNumber, Field(ge=1, le=MAX_N)] | None = None
-    aspect_ratio: AspectRatio | None = None
-    callback_url: HttpUrl | None = None
+    """Still images."""
+
+    model: ModelName | None = _MODEL
+    prompt: Prompt | None = Field(
+        None, description=f"What to draw, at most {MAX_PROMPT_CHARS} characters (required)."
+    )
+    negative_prompt: Prompt | None = Field(
+        None, description="What to keep out of the images (not together with image)."
+    )
+    image: ImageInput | None = Field(
+        None, description=f"An image to start from (image to image): {_IMAGE_FILE}."
+    )
+    image_reference: Annotated[
+        str, BeforeValidator(OneOf(IMAGE_REFERENCES)), _one_of(IMAGE_REFERENCES)
+    ] | None = Field(
+        None, description="With image: what to keep of it, subject or face (models with it)."
+    )
+    image_fidelity: Fraction | None = Field(
+        None, description="With image: how closely to follow it, 0 to 1 (models with it)."
+    )
+    human_fidelity: Fraction | None = Field(
+        None, description="How closely to keep a person's likeness, 0 to 1 (models with it)."
+    )
+    resolution: Annotated[
+        str, BeforeValidator(OneOf(RESOLUTIONS)), _one_of(RESOLUTIONS)
+    ] | None = Field(None, description=f"1k or 2k; {_PER_MODEL}.")
+    n: Annotated[WholeNumber, Field(ge=1, le=MAX_N)] | None = Field(
+        None,
+        description=f"Images in one task, 1 to {MAX_N} (1 when left out): the report checks "
+        "that as many came back.",
+    )
+    aspect_ratio: AspectRatio | None = _ASPECT_RATIO
+    callback_url: HttpUrl | None = _CALLBACK_URL
 
 
 FIELD_MODELS: Final[Mapping[Kind, type[Strict]]] = {
@@ -397,6 +536,15 @@ class ItemRules:
             # A model named but refused still leaves durations no model takes worth saying.
             refused = draft.ok("model") and name is None
             self._video(draft, rules, report, refused=refused)
+
+    def models(self, kind: Kind) -> tuple[str, ...]:
+        cat = self.catalogue
+        served = [
+            name for name in cat.usable(kind)
+            if cat.api_for(kind, name, self.settings.api) is not None
+        ]
+        aliases = [alias for alias, name in cat.aliases.items() if name in served]
+        return (*served, *aliases)
 
     def missing_model(self, kind: Kind) -> str:
         usable = self.catalogue.usable(kind)

@@ -16,6 +16,7 @@ from orchestrator.providers.ltx.catalogue import markdown_table
 from orchestrator.providers.ltx.client import DEFAULT_BASE_URL, LtxProvider
 from orchestrator.providers.ltx.prices import read_pricing
 from orchestrator.providers.ltx.schema import SCHEMA
+from orchestrator.providers.ltx.starter import STARTER
 from orchestrator.providers.plugin import ProviderPlugin, SimulateCommand, SimulatedAccount
 
 ENV_API_KEY = "LTX_API_KEY"
@@ -75,4 +76,5 @@ PLUGIN = ProviderPlugin(
     prices=read_pricing,
     keeps_files="LTX keeps a job and its video for 24 hours after it ends",
     models=models,
+    starter=STARTER,
 )

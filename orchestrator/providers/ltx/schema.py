@@ -21,9 +21,24 @@ from pydantic import BeforeValidator, Field, PlainValidator, ValidationInfo
 
 from orchestrator.images import ImageInfo
 from orchestrator.providers.base import ImageSource, Kind
-from orchestrator.providers.item_schema import Draft, ItemSchema, Report, local_image
+from orchestrator.providers.item_schema import (
+    Draft,
+    ItemSchema,
+    Report,
+    image_rule,
+    local_image,
+)
 from orchestrator.providers.ltx.catalogue import KINDS, Catalogue, Status, catalogue
-from orchestrator.validators import Flag, OneOf, Strict, WholeNumber, as_text, fail, suggest
+from orchestrator.validators import (
+    Flag,
+    JsonRule,
+    OneOf,
+    Strict,
+    WholeNumber,
+    as_text,
+    fail,
+    suggest,
+)
 
 CAMERA_MOTIONS: Final = (
     "dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static",
@@ -82,25 +97,68 @@ def _image(value: object, info: ValidationInfo) -> ImageSource:
     return source
 
 
-Prompt = Annotated[str, BeforeValidator(_prompt)]
-ModelName = Annotated[str, BeforeValidator(_model_name)]
-Resolution = Annotated[str, BeforeValidator(_resolution)]
-ImageInput = Annotated[ImageSource, PlainValidator(_image)]
+Prompt = Annotated[
+    str,
+    BeforeValidator(_prompt),
+    JsonRule({"minLength": 1, "maxLength": MAX_PROMPT_CHARS, "pattern": "\\S"}),
+]
+# Which names: the catalogue's (ItemRules.models), said per kind by the manifest's schema.
+ModelName = Annotated[str, BeforeValidator(_model_name), JsonRule({"pattern": "\\S"})]
+Resolution = Annotated[
+    str,
+    BeforeValidator(_resolution),
+    JsonRule({"pattern": "^\\s*[1-9][0-9]{1,4}[xX\u00d7][1-9][0-9]{1,4}\\s*$"}),
+]
+ImageInput = Annotated[ImageSource, PlainValidator(_image), image_rule("https")]
+#: What the field descriptions say of the model's part.
+_MATRIX = (
+    "which the model takes depends on resolution, fps and duration together: "
+    "`orchestrator models --provider ltx`"
+)
 
 
 class Text2VideoFields(Strict):
-    model: ModelName | None = None
-    prompt: Prompt | None = None
-    duration: Annotated[WholeNumber, Field(ge=1)] | None = None
-    resolution: Resolution | None = None
-    fps: Annotated[WholeNumber, Field(ge=1, le=120)] | None = None
-    generate_audio: Flag | None = None
-    camera_motion: Annotated[str, BeforeValidator(OneOf(CAMERA_MOTIONS))] | None = None
+    """A video from a prompt."""
+
+    model: ModelName | None = Field(
+        None,
+        description="The LTX model: required, here or in defaults. What each model takes: "
+        "`orchestrator models --provider ltx`.",
+    )
+    prompt: Prompt | None = Field(
+        None, description=f"What to make, at most {MAX_PROMPT_CHARS:,} characters."
+    )
+    duration: Annotated[WholeNumber, Field(ge=1)] | None = Field(
+        None,
+        description=f"Whole seconds of video ({DEFAULTS['duration']} when left out); {_MATRIX}.",
+    )
+    resolution: Resolution | None = Field(
+        None,
+        description=f"Width x height in pixels ({DEFAULTS['resolution']} when left out); "
+        f"{_MATRIX}.",
+    )
+    fps: Annotated[WholeNumber, Field(ge=1, le=120)] | None = Field(
+        None, description=f"Frames per second ({DEFAULTS['fps']} when left out); {_MATRIX}."
+    )
+    generate_audio: Flag | None = Field(
+        None, description="Generate audio with the video (LTX's default: true)."
+    )
+    camera_motion: Annotated[
+        str, BeforeValidator(OneOf(CAMERA_MOTIONS)), JsonRule({"enum": list(CAMERA_MOTIONS)})
+    ] | None = Field(None, description="A camera movement.")
 
 
 class Image2VideoFields(Text2VideoFields):
-    image: ImageInput | None = None
-    last_frame: ImageInput | None = None
+    """A video that starts from an image."""
+
+    image: ImageInput | None = Field(
+        None,
+        description="The first frame, required: a local JPEG/PNG (relative to the manifest; "
+        "sent inline, or uploaded when large) or an https URL.",
+    )
+    last_frame: ImageInput | None = Field(
+        None, description="The last frame, as image (models that take one)."
+    )
 
 
 class Options(Strict):
@@ -157,6 +215,9 @@ class ItemRules:
     def _takes_last_frame(self, name: str) -> bool:
         found = self.catalogue.model(name)
         return found is not None and found.last_frame
+
+    def models(self, kind: Kind) -> tuple[str, ...]:
+        return tuple(self.catalogue.usable(kind))
 
     def missing_model(self, kind: Kind) -> str:
         usable = self.catalogue.usable(kind)
