@@ -348,8 +348,10 @@ def summary(
     report_path: Path,
     stop: ErrorInfo | None,
     stats: ItemStats | None = None,
+    max_problems: int = SUMMARY_MAX_PROBLEMS,
 ) -> str:
-    """``stats``: the items' aggregates when ``report`` has no items (see render_markdown)."""
+    """``stats``: the items' aggregates when ``report`` has no items (see render_markdown).
+    ``max_problems``: the failed, partial and unresolved items listed (the rest are counted)."""
     stats = stats_of(report, stats)
     counts = report["counts"]
     total = stats.total
@@ -392,7 +394,7 @@ def summary(
             f"The provider kept failing: {report['retries_denied']} retries were skipped to "
             "avoid a storm (retry budget). Rerun later: those items are retried."
         )
-    for item in stats.problems[:SUMMARY_MAX_PROBLEMS]:
+    for item in stats.problems[:max_problems]:
         err = item["error"] or {}
         code = f" code {err['code']}" if err.get("code") is not None else ""
         lines.append(
@@ -401,9 +403,10 @@ def summary(
         )
         if err.get("hint"):
             lines.append(f"          -> {err['hint']}")
-    if stats.problem_count > SUMMARY_MAX_PROBLEMS:
+    if stats.problem_count > max_problems:
         lines.append(
-            f"  ... and {stats.problem_count - SUMMARY_MAX_PROBLEMS} more: see the report."
+            f"  ... and {stats.problem_count - max_problems} more: see the report."
         )
-    lines.append(f"Report: {report_path}")
+    _, _, markdown, page = layout.report_files(report_path)
+    lines.append(f"Report: {report_path}; to read: {markdown.name}, {page.name} (with the media)")
     return "\n".join(lines)

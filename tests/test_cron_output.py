@@ -71,3 +71,19 @@ def test_without_a_terminal_stderr_has_failures_as_lines_and_no_retries(
     assert "(code 1301): prompt refused by content moderation. Hint: " in failed
     logged = "".join(p.read_text() for p in (tmp_path / "out" / "logs").glob("*.jsonl"))
     assert '"event":"item.create_failed"' in logged  # the log keeps the retry
+
+
+def test_without_a_terminal_the_summary_stays_short(tmp_path: Path, sim: Simulator) -> None:
+    sim.add_fault(FaultRule(op="create", effect="error", match="forbidden", http_status=400,
+                            code=1301, message="prompt refused by content moderation"))
+    items = [{"id": f"bad{i}", "prompt": f"a forbidden lake {i}"} for i in range(7)]
+    result = run_cli(["run", str(write_manifest(tmp_path, sim, items))], cli_env(sim))
+    assert result.code == 1, result.stderr
+    lines = result.stderr.splitlines()
+    # One line per failure as it happened, then a summary listing five and counting the rest.
+    assert sum(line.startswith("bad") and ": failed: " in line for line in lines) == 7
+    start = next(i for i, line in enumerate(lines) if line.startswith("Batch 'e2e'"))
+    summary = lines[start:]
+    assert sum(line.startswith("  failed ") for line in summary) == 5
+    assert "  ... and 2 more: see the report." in summary
+    assert summary[-1].startswith("Report: ") and "report.html" in summary[-1]

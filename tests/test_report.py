@@ -450,4 +450,16 @@ def test_summary_still_lists_problems_with_hints() -> None:
     assert "-> Reword it." in text
     assert "Deadline reached" in text
     assert "sustained 3 tasks at once" in text
-    assert text.endswith("Report: out/report.json")
+    assert text.endswith(
+        "Report: out/report.json; to read: report.md, report.html (with the media)"
+    )
+
+
+def test_summary_lists_at_most_the_problems_asked_for() -> None:
+    data = mixed_report()
+    short = report.summary(data, report_path=Path("out/report.json"), stop=None,
+                           max_problems=1)
+    listed = [line for line in short.splitlines() if line.startswith("  ") and ": " in line
+              and not line.lstrip().startswith(("->", "..."))]
+    assert len(listed) == 1
+    assert "  ... and 3 more: see the report." in short
