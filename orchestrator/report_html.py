@@ -252,8 +252,12 @@ _SCRIPT = """
       if (e.isIntersecting) { seen.unobserve(e.target); wake(e.target); }
     });
   }, {rootMargin: "600px 0px"});
+  // The first screen's cards at once (layout is synchronous; an observer waits for a frame).
+  var near = window.innerHeight + 600;
   for (var j = 0; j < cards.length; j++) {
-    if (cards[j].querySelector("video")) seen.observe(cards[j]);
+    if (!cards[j].querySelector("video")) continue;
+    if (!cards[j].hidden && cards[j].getBoundingClientRect().top < near) wake(cards[j]);
+    else seen.observe(cards[j]);
   }
 })();
 """
