@@ -13,7 +13,7 @@ settings, it runs the seed documents' approach (benchmarks/baseline.py) for comp
     python -m benchmarks.run --scenario validate-100k
     python -m benchmarks.run --n 500 --concurrency 50 --duration-min 1 --duration-max 3
 
-The Performance section of README.md says what each figure means and what was measured.
+docs/performance.md says what each figure means and what was measured.
 """
 
 from __future__ import annotations

@@ -134,13 +134,15 @@ def test_indicative_units_come_from_the_catalogue() -> None:
     assert units("kling-v9", Kind.TEXT2VIDEO, mode="pro", duration=5) is None
 
 
-def test_the_readmes_model_table_is_the_catalogues() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+def test_the_docs_model_table_is_the_catalogues() -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs" / "providers.md"
+    readme = docs.read_text(encoding="utf-8")
     start = readme.index("<!-- models: generated from the catalogue; a test keeps them equal -->")
     start = readme.index("\n", start) + 1
     end = readme.index("<!-- /models -->", start)
     assert readme[start:end] == markdown_table(), (
-        "README's model table is stale: paste the output of `python -m orchestrator models`"
+        "docs/providers.md's model table is stale: paste the output of "
+        "`python -m orchestrator models`"
     )
 
 

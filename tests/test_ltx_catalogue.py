@@ -1,5 +1,6 @@
 """LTX's model catalogue: the packaged data file, a data file that could mislead validation or
-prices refused where it is wrong, and the table the README and ``models --provider ltx`` show."""
+prices refused where it is wrong, and the table docs/providers.md and ``models --provider ltx``
+show."""
 
 from __future__ import annotations
 
@@ -92,15 +93,15 @@ def test_an_active_model_needs_modes(tmp_path: Path) -> None:
         load_text(tmp_path, text)
 
 
-def test_the_readmes_ltx_table_is_the_catalogues() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_docs_ltx_table_is_the_catalogues() -> None:
+    readme = (REPO / "docs" / "providers.md").read_text(encoding="utf-8")
     marker = "<!-- ltx-models: generated from the catalogue; a test keeps them equal -->"
     start = readme.index(marker)
     start = readme.index("\n", start) + 1
     end = readme.index("<!-- /ltx-models -->", start)
     assert readme[start:end] == markdown_table(), (
-        "README's LTX table is stale: paste the output of `python -m orchestrator models "
-        "--provider ltx`"
+        "docs/providers.md's LTX table is stale: paste the output of "
+        "`python -m orchestrator models --provider ltx`"
     )
 
 

@@ -241,8 +241,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     models = sub.add_parser(
         "models",
-        help="the models this version knows of a provider, and what each takes (the README's "
-        "tables)",
+        help="the models this version knows of a provider, and what each takes (the "
+        "tables of docs/providers.md)",
         description="Print a provider's model catalogue as a Markdown table. Kling: status "
         "(with retirement dates), modes, durations, sound, end frames, multi-shot, image "
         "options and API. LTX: status, kinds, resolutions, fps and durations, last frames and "

@@ -441,7 +441,7 @@ class TopLevel(Strict):
     pricing: Any = Field(
         None,
         description="Your prices over the provider's built-in, indicative table, for validate "
-        "--estimate and limits.max_units (see the README's Cost section).",
+        "--estimate and limits.max_units (see docs/errors-and-limits.md, Cost).",
     )
 
 

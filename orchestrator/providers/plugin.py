@@ -12,8 +12,8 @@
                         (``provider.base_url: simulator``), yielding its URL and credentials
     default_concurrency the account's own limit when the manifest sets none
     keeps_files         how long the provider keeps generated files, as hints say it
-    models              ``models --provider NAME``: the catalogue as a Markdown table (the
-                        README's), and where its facts come from
+    models              ``models --provider NAME``: the catalogue as a Markdown table (that of
+                        docs/providers.md), and where its facts come from
     prices              reads the manifest's ``pricing:`` over the built-in table, in the
                         provider's own unit (pricing.PriceReader); None while the provider has
                         no price table, its items then unpriced and ``pricing:`` refused

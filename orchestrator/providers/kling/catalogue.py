@@ -2,8 +2,9 @@
 
 The data file is the one place that says which models Kling serves, on which API, and with
 which modes, durations, sound, aspect ratios and image inputs; manifest validation, the built-in
-price table, the simulator and the README's model table all read it through this module. A
-model Kling adds, changes or retires is a change to the data file (and a test), not to code.
+price table, the simulator and the model table of docs/providers.md all read it through this
+module. A model Kling adds, changes or retires is a change to the data file (and a test), not
+to code.
 
     Catalogue
       models      name -> Model (aliases resolve to the same Model)
@@ -502,7 +503,7 @@ def catalogue() -> Catalogue:
     return load()
 
 
-# -- the README's table ---------------------------------------------------------------------------
+# -- the docs' table -------------------------------------------------------------------------------
 
 _KIND_LABELS: Final = {
     Kind.TEXT2VIDEO: "text2video",
@@ -542,7 +543,7 @@ def _cell(rules: KindRules) -> Iterator[str]:
 
 
 def markdown_table(cat: Catalogue | None = None) -> str:
-    """The README's model table, generated from the catalogue (a test keeps them equal)."""
+    """docs/providers.md's model table, generated from the catalogue (a test keeps them equal)."""
     cat = cat or catalogue()
     header = ["model", "status", *(_KIND_LABELS[k] for k in Kind)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

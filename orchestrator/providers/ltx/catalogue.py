@@ -265,7 +265,7 @@ def catalogue() -> Catalogue:
 
 
 def markdown_table(cat: Catalogue | None = None) -> str:
-    """The README's LTX model table, generated from the catalogue (a test keeps them equal)."""
+    """docs/providers.md's LTX model table, from the catalogue (a test keeps them equal)."""
     cat = cat or catalogue()
     grades = cat.grades
     header = ["model", "status", "kinds", "resolution, fps: duration (s)", "last frame",
