@@ -112,6 +112,10 @@ ITEM_PROBLEMS = [
     ("camera motion", "{id: a, prompt: p, camera_motion: zoom}", "camera_motion",
      "must be one of dolly_in"),
     ("empty prompt", "{id: a, prompt: ''}", "prompt", "must not be empty"),
+    # Was sent, and LTX answered 400 "prompt: field required".
+    ("no prompt", "{id: a}", "prompt", "is required for kind text2video"),
+    ("no prompt on image2video", "{id: a, kind: image2video, image: cat.png}", "prompt",
+     "is required for kind image2video"),
 ]
 # fmt: on
 

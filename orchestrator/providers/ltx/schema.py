@@ -126,7 +126,8 @@ class Text2VideoFields(Strict):
         "`orchestrator models --provider ltx`.",
     )
     prompt: Prompt | None = Field(
-        None, description=f"What to make, at most {MAX_PROMPT_CHARS:,} characters."
+        None, description=f"What to make, required (here or in defaults), at most "
+        f"{MAX_PROMPT_CHARS:,} characters."
     )
     duration: Annotated[WholeNumber, Field(ge=1)] | None = Field(
         None,
@@ -174,6 +175,9 @@ class ItemRules:
 
     def check(self, draft: Draft, report: Report) -> None:
         values, kind = draft.values, draft.kind
+        if "prompt" not in draft.given:
+            # LTX answers 400 "prompt: field required" for both kinds: refused before sending.
+            report("prompt", f"is required for kind {kind}", False)
         if "model" not in draft.given:
             report("model", self.missing_model(kind), False)
             return
