@@ -23,7 +23,8 @@ def test_a_dry_run_says_where_it_would_send_and_sends_nothing(
     assert lines[0] == "Dry run of batch 'e2e': nothing is sent, nothing is written."
     host = sim.url.split("//")[1].split(":")[0]
     assert lines[1] == (
-        f"provider: Kling, {sim.url} (host {host}), credentials from the environment"
+        f"provider: Kling, {sim.url} (host {host}), credentials from KLING_ACCESS_KEY + "
+        "KLING_SECRET_KEY (JWT)"
     )
     assert lines[2] == "items: 2: 2 text2video kling-v2-5-turbo"
     assert lines[3] == "limits: concurrency 3, 6000 creates a minute, max_units 40"
@@ -56,3 +57,19 @@ def test_a_rerun_starts_by_saying_where_the_batch_stands(tmp_path: Path, sim: Si
     assert result.code == 0, result.stderr
     assert result.stderr.splitlines()[0] == "Resuming batch 'e2e': 2 done, 1 to send."
     assert sim.stats().create_requests == 3
+
+
+def test_validate_says_where_a_run_will_send_and_with_which_credentials(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    manifest = write_manifest(tmp_path, sim, [{"id": "a", "prompt": "p"}])
+    host = sim.url.split("//")[1].split(":")[0]
+    env = {k: v for k, v in cli_env(sim).items() if not k.startswith("KLING_")}
+    with_key = run_cli(["validate", str(manifest)], {**env, "KLING_API_KEY": "k" * 32})
+    assert with_key.code == 0, with_key.stderr
+    assert with_key.stdout.splitlines()[1] == (
+        f"It will send to Kling, {sim.url} (host {host}), credentials from KLING_API_KEY."
+    )
+    assert "k" * 32 not in with_key.stdout + with_key.stderr
+    with_jwt = run_cli(["validate", str(manifest)], cli_env(sim))
+    assert "credentials from KLING_ACCESS_KEY + KLING_SECRET_KEY (JWT)." in with_jwt.stdout

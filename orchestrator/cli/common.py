@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -65,6 +66,17 @@ def credentials(manifest: Manifest, redact: Callable[[str], None]) -> httpx.Auth
             f"no {plugin.title} credentials: {plugin.credentials_help}; nothing was sent."
         )
     return auth
+
+
+def destination(manifest: Manifest, auth: httpx.Auth | None) -> str:
+    """Where a run of ``manifest`` sends, with which credentials (named, never shown)."""
+    title = plugin_of(manifest).title
+    base_url = manifest.provider.base_url
+    if base_url == SIMULATOR_BASE_URL:
+        return f"{title}, the bundled simulator, in this process (no account, nothing paid)"
+    host = urlsplit(base_url).hostname or base_url
+    source = getattr(auth, "source", None) or "the environment"
+    return f"{title}, {base_url} (host {host}), credentials from {source}"
 
 
 class LocalStop(Exception):

@@ -11,7 +11,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
 
 from orchestrator import (
     layout,
@@ -21,20 +20,20 @@ from orchestrator import (
 )
 from orchestrator.cli import common
 from orchestrator.cli.common import Exit, Usage, cannot, credentials, load, recovery_hint
-from orchestrator.config import SIMULATOR_BASE_URL
 from orchestrator.ledger import LedgerError, LedgerUnreadable
 from orchestrator.report import PROBLEM_STATUSES, counts_text
 
 
 def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
     manifest = load(args.manifest, err)
-    credentials(manifest, lambda secret: None)
+    auth = credentials(manifest, lambda secret: None)
     kinds: dict[str, int] = {}
     for item in manifest.items:
         kinds[str(item.request.kind)] = kinds.get(str(item.request.kind), 0) + 1
     detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     out.write(
         f"{args.manifest}: OK: batch '{manifest.name}', {len(manifest.items)} items ({detail}).\n"
+        f"It will send to {common.destination(manifest, auth)}.\n"
     )
     for warning in manifest.warnings:
         err.write(f"{args.manifest}: warning: {warning}\n")
@@ -112,16 +111,9 @@ def cmd_dry_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     """``run --dry-run``: what the run would do and where it would send, from the manifest,
     the environment and the state file alone; nothing is sent, nothing is written."""
     manifest = load(args.manifest, err)
-    credentials(manifest, lambda secret: None)
-    plugin = common.plugin_of(manifest)
+    auth = credentials(manifest, lambda secret: None)
     for warning in manifest.warnings:
         err.write(f"{args.manifest}: warning: {warning}\n")
-    base_url = manifest.provider.base_url
-    if base_url == SIMULATOR_BASE_URL:
-        where = "the bundled simulator, in this process (no account, nothing paid)"
-    else:
-        host = urlsplit(base_url).hostname or base_url
-        where = f"{base_url} (host {host}), credentials from the environment"
     models = Counter(
         f"{item.request.kind} {item.request.fields.get('model', '?')}" for item in manifest.items
     )
@@ -129,7 +121,7 @@ def cmd_dry_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     state_path = args.state or manifest.output_dir / layout.STATE_FILE
     lines = [
         f"Dry run of batch '{manifest.name}': nothing is sent, nothing is written.",
-        f"provider: {plugin.title}, {where}",
+        f"provider: {common.destination(manifest, auth)}",
         f"items: {len(manifest.items)}: "
         + ", ".join(f"{n} {what}" for what, n in sorted(models.items())),
         f"limits: concurrency {limits.concurrency}, {limits.requests_per_minute:g} creates a "

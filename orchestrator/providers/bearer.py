@@ -26,6 +26,9 @@ def check_header_safe(value: str, what: str) -> None:
 class BearerAuth(httpx.Auth):
     """``Authorization: Bearer <key>`` on every request."""
 
+    #: where the key came from, for ``validate`` and ``run --dry-run`` (never the key)
+    source = "an API key"
+
     def __init__(self, api_key: str) -> None:
         check_header_safe(api_key, "the API key")
         self._api_key = api_key

@@ -43,6 +43,8 @@ class JwtAuth(httpx.Auth):
     """
 
     requires_response_body = True
+    #: where the keys came from, for ``validate`` and ``run --dry-run`` (never the keys)
+    source = "KLING_ACCESS_KEY + KLING_SECRET_KEY (JWT)"
 
     def __init__(
         self,
@@ -121,6 +123,8 @@ class JwtAuth(httpx.Auth):
 
 class ApiKeyAuth(BearerAuth):
     """``Authorization: Bearer <API key>``, the console's newer plain keys."""
+
+    source = "KLING_API_KEY"
 
 
 def auth_from_env(

@@ -30,6 +30,7 @@ def credentials(env: Mapping[str, str], redact: Callable[[str], None]) -> httpx.
         auth = BearerAuth(key)
     except ValueError as exc:
         raise ValueError(f"{ENV_API_KEY}: {exc}") from None
+    auth.source = ENV_API_KEY
     redact(key)
     return auth
 
