@@ -8,13 +8,14 @@ resizable at runtime (the knob adaptive concurrency turns).
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
 import anyio
 from aiolimiter import AsyncLimiter
+
+from orchestrator import capacity
 
 
 class PoolClosed(Exception):
@@ -124,50 +125,54 @@ def create_rate_limiter(requests_per_minute: float) -> AsyncLimiter:
 
 
 class AdaptiveConcurrency:
-    """AIMD on the slot pool's size: Kling does not publish an account's concurrency.
+    """The slot pool's size under :mod:`orchestrator.capacity`'s policy: the account's limit
+    found from over-capacity refusals (providers do not publish it), settled on at once, probed
+    above rarely and by one, never above ``ceiling`` (limits.concurrency)."""
 
-    On an over-capacity answer (Kling 1303) the cap is multiplied by ``decrease`` (at least 1),
-    at most once per round: answers to creates sent before the last cut do not cut again (they
-    were decided under the old cap), like TCP's one decrease per round trip. Each accepted create
-    adds ``1/cap`` (one slot per full round of successes), never above ``ceiling``.
-    """
-
-    def __init__(self, pool: SlotPool, ceiling: int, *, decrease: float = 0.5) -> None:
+    def __init__(self, pool: SlotPool, ceiling: int) -> None:
         self._pool = pool
         self.ceiling = ceiling
-        self._decrease = decrease
-        self._credit = 0.0
-        self.epoch = 0
-        self.lowest = pool.total
-        self.cuts = 0
+        self.state = capacity.start(ceiling)
+        pool.total = self.state.cap
 
     @property
     def cap(self) -> int:
         return self._pool.total
 
-    def on_over_capacity(self, sent_in_epoch: int) -> bool:
-        """Returns True when the cap was cut."""
-        if sent_in_epoch < self.epoch:
-            return False
-        total = self._pool.total
-        # Rounded up (3 -> 2, not 1): a cap one above the account's limit must not fall to
-        # half of it, or the cap swings around the limit instead of settling on it.
-        new = max(1, min(total - 1, math.ceil(total * self._decrease)))
-        self.epoch += 1
-        self.cuts += 1
-        self._credit = 0.0
-        if new < total:
-            self._pool.total = new
-            self.lowest = min(self.lowest, new)
-        return True
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
 
-    def on_accepted(self) -> None:
-        if self._pool.total >= self.ceiling:
-            return
-        self._credit += 1.0 / self._pool.total
-        if self._credit >= 1.0:
-            self._credit -= 1.0
-            self._pool.total = min(self.ceiling, self._pool.total + 1)
+    @property
+    def lowest(self) -> int:
+        """The lowest cap a refusal set (the slow start's is not counted)."""
+        return self.state.lowest
+
+    @property
+    def cuts(self) -> int:
+        return self.state.cuts
+
+    @property
+    def limit(self) -> int | None:
+        """The account's limit as the refusals showed it (None: none came)."""
+        return self.state.limit
+
+    def on_over_capacity(self, sent_in_epoch: int, held: int) -> bool:
+        """An over-capacity refusal while ``held`` slots were held by accepted tasks; True
+        when it moved the cap (a refusal of a create sent before the last move does not)."""
+        new = capacity.refused(self.state, held=held, sent_in_epoch=sent_in_epoch)
+        moved = new is not self.state
+        self._apply(new)
+        return moved
+
+    def on_accepted(self, held: int) -> None:
+        """A create accepted; ``held``: slots held by accepted tasks, this one's included."""
+        self._apply(capacity.accepted(self.state, held=held))
+
+    def _apply(self, new: capacity.Capacity) -> None:
+        self.state = new
+        if self._pool.total != new.cap:
+            self._pool.total = new.cap
 
 
 class ConcurrencyMeter:

@@ -384,10 +384,14 @@ def summary(
             "run. Rerun to continue."
         )
     conc = report.get("concurrency") or {}
-    if conc.get("over_capacity_cuts") and conc.get("sustained"):
+    advised = conc.get("limit_found") or conc.get("sustained")
+    if conc.get("over_capacity_cuts") and advised:
+        found = (f"its limit looks like {conc['limit_found']}; "
+                 if conc.get("limit_found") else "")
         lines.append(
-            f"The account refused concurrency {conc['configured']} (over capacity): it sustained "
-            f"{conc['sustained']} tasks at once; consider limits.concurrency: {conc['sustained']}."
+            f"The account refused concurrency {conc['configured']} (over capacity): {found}it "
+            f"sustained {conc.get('sustained')} tasks at once; consider limits.concurrency: "
+            f"{advised}."
         )
     if report.get("retries_denied"):
         lines.append(

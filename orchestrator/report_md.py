@@ -426,6 +426,7 @@ def _concurrency(report: Mapping[str, Any]) -> list[str]:
     labels = [
         ("configured", "configured (limits.concurrency)"),
         ("sustained", "sustained by the account"),
+        ("limit_found", "the account's limit, as its refusals showed it"),
         ("lowest", "lowest cap reached"),
         ("final", "cap at the end"),
         ("over_capacity_cuts", "cuts after an over-capacity answer"),
@@ -435,11 +436,12 @@ def _concurrency(report: Mapping[str, Any]) -> list[str]:
         [[label, conc[key]] for key, label in labels if key in conc],
         "lr",
     )
-    if conc.get("over_capacity_cuts") and conc.get("sustained"):
+    advised = conc.get("limit_found") or conc.get("sustained")
+    if conc.get("over_capacity_cuts") and advised:
         out += [
             "",
             f"The account refused concurrency {conc.get('configured')}: consider "
-            f"`limits.concurrency: {conc['sustained']}`.",
+            f"`limits.concurrency: {advised}`.",
         ]
     out.append("")
     return out

@@ -614,4 +614,7 @@ def test_report_says_what_concurrency_the_account_sustained(tmp_path: Path) -> N
     assert conc["over_capacity_cuts"] >= 1
     assert conc["lowest"] < 8
     assert conc["sustained"] == 2
+    # The refusals showed the limit: the summary advises it.
+    assert conc["limit_found"] == 2
+    assert "its limit looks like 2" in result.stderr
     assert "consider limits.concurrency: 2" in result.stderr

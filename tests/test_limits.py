@@ -7,6 +7,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
+from orchestrator import capacity
 from orchestrator.limits import (
     AdaptiveConcurrency,
     ConcurrencyMeter,
@@ -115,41 +116,76 @@ async def test_take_now_counts_resumed_tasks_beyond_total() -> None:
     assert pool.used == 1
 
 
-# -- adaptive concurrency (AIMD) and the concurrency the account sustained -----------------------
+# -- the account's limit, found from its refusals, and the concurrency it sustained ----------
 
 
-def test_over_capacity_halves_the_cap_once_per_round_rounding_up() -> None:
-    pool = SlotPool(8)
-    aimd = AdaptiveConcurrency(pool, ceiling=8)
-    sent = aimd.epoch
-    assert aimd.on_over_capacity(sent) is True
-    assert aimd.cap == 4
-    # Answers to creates sent before that cut were decided under the old cap: no second cut.
-    assert aimd.on_over_capacity(sent) is False
-    assert aimd.cap == 4
-    assert aimd.on_over_capacity(aimd.epoch) is True
-    assert aimd.cap == 2
-    assert (aimd.lowest, aimd.cuts) == (2, 2)
-    pool.total = 3
-    assert aimd.on_over_capacity(aimd.epoch) and aimd.cap == 2  # 3 -> 2, not 1
-    assert aimd.on_over_capacity(aimd.epoch) and aimd.cap == 1
-    assert aimd.on_over_capacity(aimd.epoch) and aimd.cap == 1  # never below one
+def test_a_refusal_settles_the_cap_on_the_slots_held_when_it_came() -> None:
+    # Was: the cap was halved (20 -> 10 -> 5 ...) and climbed back one slot a round, keeping the
+    # batch below a limit the refusal had already shown.
+    pool = SlotPool(20)
+    adaptive = AdaptiveConcurrency(pool, ceiling=20)
+    sent = adaptive.epoch
+    assert adaptive.on_over_capacity(sent, held=5) is True
+    assert (adaptive.cap, adaptive.limit, adaptive.cuts, adaptive.lowest) == (5, 5, 1, 5)
+    # Answers to creates sent before that move were decided under the old cap: no second move.
+    assert adaptive.on_over_capacity(sent, held=4) is False
+    assert adaptive.cap == 5
+    assert adaptive.on_over_capacity(adaptive.epoch, held=0) is True
+    assert adaptive.cap == 1  # never below one slot
 
 
-def test_cap_grows_back_one_slot_per_round_of_accepted_creates_up_to_the_ceiling() -> None:
-    pool = SlotPool(6)
-    aimd = AdaptiveConcurrency(pool, ceiling=6)
-    aimd.on_over_capacity(aimd.epoch)
-    assert aimd.cap == 3
-    grown = []
-    for _ in range(40):
-        aimd.on_accepted()
-        grown.append(aimd.cap)
-    # 3 accepted creates at cap 3 make it 4, then 4 more make it 5, then 5 make it 6.
-    assert grown[2] == 4 and grown[1] == 3
-    assert grown[6] == 5 and grown[5] == 4
-    assert grown[11] == 6 and grown[10] == 5
-    assert max(grown) == 6 and grown[-1] == 6
+def test_before_any_refusal_the_cap_starts_slow_and_grows_with_each_accepted_create() -> None:
+    c = capacity.start(8)
+    assert c.cap == capacity.SLOW_START
+    caps = []
+    for held in (1, 2, 3, 4, 3, 5, 8, 2):
+        c = capacity.accepted(c, held=held)
+        caps.append(c.cap)
+    # Never more than SLOW_START slots being created beyond the accepted tasks', never back
+    # down when tasks end, never past the configured cap.
+    assert caps == [5, 6, 7, 8, 8, 8, 8, 8]
+    assert (c.limit, capacity.start(2).cap) == (None, 2)
+
+
+def test_the_policy_probes_one_above_the_limit_rarely_and_more_rarely_when_refused() -> None:
+    """A recorded sequence: an account of 5 slots, 20 configured, every create answered while
+    the cap's slots are full (a busy batch)."""
+    true_limit = 5
+    c = capacity.refused(capacity.start(20), held=5, sent_in_epoch=0)
+    caps: list[int] = []
+    refused_at: list[int] = []
+    for step in range(2000):
+        if c.cap > true_limit:  # the probe's extra create is refused, with 5 held
+            c = capacity.refused(c, held=true_limit, sent_in_epoch=c.epoch)
+            refused_at.append(step)
+        else:
+            c = capacity.accepted(c, held=c.cap)
+        caps.append(c.cap)
+    assert max(caps) == true_limit + 1 and min(caps) == true_limit
+    assert c.limit == true_limit
+    # The first probe after 4 rounds of 5 accepted creates, then after 8, 16, 32, then every
+    # 64 rounds: rare, and never by more than one slot.
+    gaps = [b - a - 1 for a, b in zip([-1, *refused_at], refused_at, strict=False)]
+    assert gaps == [20, 40, 80, 160, 320, 320, 320, 320, 320]
+    assert c.probe_rounds == capacity.MAX_PROBE_ROUNDS
+    assert len(refused_at) / len(caps) < 0.01
+
+
+def test_a_probe_accepted_at_full_cap_raises_the_limit_up_to_the_ceiling() -> None:
+    c = capacity.refused(capacity.start(7), held=4, sent_in_epoch=0)
+    for _ in range(500):  # an account whose limit grew (a new resource pack): every probe holds
+        c = capacity.accepted(c, held=c.cap)
+    assert (c.cap, c.limit) == (7, 7)  # never above limits.concurrency
+    # Accepted with room to spare proves nothing about the cap: no change while probing.
+    probe = capacity.refused(capacity.start(10), held=3, sent_in_epoch=0)
+    probe = capacity.Capacity(**{**probe.__dict__, "cap": 4})
+    assert capacity.accepted(probe, held=2).limit == 3
+
+
+def test_image_slots_count_as_their_weight() -> None:
+    # Two image tasks of n=4 held 8 slots when the 9th was refused: the limit is 8 slots.
+    c = capacity.refused(capacity.start(20), held=8, sent_in_epoch=0)
+    assert (c.cap, c.limit) == (8, 8)
 
 
 def test_meter_counts_overlapping_lives_weighted_by_slots() -> None:

@@ -67,7 +67,9 @@ class Admission:
 
     def resume(self, item: Item) -> Held:
         """An item whose task an earlier run left running holds its slots at once."""
-        return Held(self._b.slots.take_now(item.request.expected_assets))
+        held = Held(self._b.slots.take_now(item.request.expected_assets))
+        self._b.task_started(item.id, held.count)
+        return held
 
     async def reacquire(self, item: Item, held: Held) -> bool:
         """Slots again after a wait without them; False when the batch stopped meanwhile."""

@@ -33,7 +33,7 @@ class RunOutcome:
     retries_denied: int = 0
     #: units of the tasks this batch has submitted so far (only with limits.max_units)
     units_submitted: float | None = None
-    concurrency: dict[str, int] = field(default_factory=dict)
+    concurrency: dict[str, int | None] = field(default_factory=dict)
     #: what the provider's account check said before the batch (None: all looked well)
     account_warning: str | None = None
     #: items whose request changed since their result was made (rerun or only reported)
@@ -99,6 +99,22 @@ class Batch:
         self._stop_event: anyio.Event | None = None
         #: items waiting out a backoff now (what the progress view calls provider backoff)
         self.backing_off = 0
+        #: slots of tasks the provider accepted and we have not seen end: the evidence an
+        #: over-capacity refusal gives of the account's limit (capacity.py)
+        self._tasked: dict[str, int] = {}
+        self.tasked_slots = 0
+
+    # -- the provider's slots -------------------------------------------------------------
+
+    def task_started(self, item_id: str, slots: int) -> None:
+        """The provider accepted (or an earlier run left running) this item's task."""
+        if item_id not in self._tasked:
+            self._tasked[item_id] = slots
+            self.tasked_slots += slots
+
+    def task_ended(self, item_id: str) -> None:
+        """The item's task was seen ending (or the item ended): idempotent."""
+        self.tasked_slots -= self._tasked.pop(item_id, 0)
 
     # -- retries --------------------------------------------------------------------------
 

@@ -286,6 +286,7 @@ class Engine:
             "lowest": b.adaptive.lowest,
             "sustained": b.meter.peak(),
             "over_capacity_cuts": b.adaptive.cuts,
+            "limit_found": b.adaptive.limit,
         }
         b.log.info(
             "batch.finished",
@@ -389,6 +390,7 @@ class Engine:
             b.outcome.crashed += 1
             b.ledger.record_unresolved(item.id, verdicts.internal_error(exc))
         finally:
+            b.task_ended(item.id)
             b.slots.release(held.count)
             b.progress.set(item.id, _phase(b.ledger.get(item.id)))
 
@@ -494,6 +496,7 @@ class Engine:
                 return
             if self._collector.verify(item, final, log) and self._collector.downloads:
                 # The task has ended at the provider: its slots are free for others.
+                b.task_ended(item.id)
                 b.slots.release(held.count)
                 held.count = 0
                 await self._collector.download(item, log)

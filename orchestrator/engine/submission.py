@@ -349,7 +349,10 @@ class Submitter:
                 log.info("item.submitted", task_id=task.task_id, request_id=task.request_id,
                          finished=task.status.finished)
                 loop.succeeded()
-                b.adaptive.on_accepted()
+                if not task.status.finished:
+                    b.task_started(item.id, held.count)
+                b.adaptive.on_accepted(b.tasked_slots + (held.count if task.status.finished
+                                                         else 0))
                 return task if task.status.finished else None
             except ProviderError as err:
                 info = err.info
@@ -369,10 +372,11 @@ class Submitter:
                     # exists: it is paid for, and ours. Find it and poll it; never resend.
                     await settlement.exists(item, ext, log, info)
                     return None
-                if over_capacity and b.adaptive.on_over_capacity(epoch):
+                if over_capacity and b.adaptive.on_over_capacity(epoch, b.tasked_slots):
                     log.warning(
                         "limits.concurrency_lowered",
                         cap=b.adaptive.cap,
+                        held=b.tasked_slots,
                         configured=b.manifest.limits.concurrency,
                     )
                 if err.ambiguous:

@@ -123,6 +123,7 @@ class Tracker:
                 last_failure = None
                 if task.status.finished:
                     life.final = task
+                    b.task_ended(item.id)
                     return task
                 life.seen_running = b.clock()
             if b.clock() > deadline:
