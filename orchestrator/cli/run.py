@@ -46,8 +46,8 @@ from orchestrator.providers.base import TaskFinder
 from orchestrator.retry import RetryPolicy
 from orchestrator.terminal import Terminal
 
-#: Problems the end-of-run summary lists at a terminal, and without one (cron mail).
-SUMMARY_MAX_PROBLEMS = report.SUMMARY_MAX_PROBLEMS
+#: Problems the end-of-run summary lists without a terminal (cron mail); at one, the report's
+#: SUMMARY_MAX_PROBLEMS.
 CRON_MAX_PROBLEMS = 5
 
 #: Seconds between two redraws of the progress view.
@@ -361,7 +361,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
                 written.head, report_path=report_path, stop=outcome.stopped_by,
                 stats=written.stats,
                 # Under cron each problem was a line already: the summary stays short.
-                max_problems=SUMMARY_MAX_PROBLEMS if err.isatty() else CRON_MAX_PROBLEMS,
+                max_problems=(
+                    report.SUMMARY_MAX_PROBLEMS if err.isatty() else CRON_MAX_PROBLEMS
+                ),
             )
             + "\n"
         )

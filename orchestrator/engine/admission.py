@@ -80,10 +80,8 @@ class Admission:
         return True
 
     async def next_create(self) -> None:
-        """Wait for the create rate's next turn."""
-        if self._limiter.has_capacity():
-            await self._limiter.acquire()
-            return
+        """Wait for the create rate's next turn (counted while it waits: a turn that is free
+        returns without suspending, so no snapshot sees it)."""
         self._rate_waiting += 1
         try:
             await self._limiter.acquire()

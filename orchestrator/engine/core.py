@@ -496,7 +496,6 @@ class Engine:
                 return
             if self._collector.verify(item, final, log) and self._collector.downloads:
                 # The task has ended at the provider: its slots are free for others.
-                b.task_ended(item.id)
                 b.slots.release(held.count)
                 held.count = 0
                 await self._collector.download(item, log)

@@ -349,10 +349,10 @@ class Submitter:
                 log.info("item.submitted", task_id=task.task_id, request_id=task.request_id,
                          finished=task.status.finished)
                 loop.succeeded()
-                if not task.status.finished:
-                    b.task_started(item.id, held.count)
-                b.adaptive.on_accepted(b.tasked_slots + (held.count if task.status.finished
-                                                         else 0))
+                b.task_started(item.id, held.count)
+                b.adaptive.on_accepted(b.tasked_slots)
+                if task.status.finished:
+                    b.task_ended(item.id)  # a synchronous result: it holds no slot now
                 return task if task.status.finished else None
             except ProviderError as err:
                 info = err.info
