@@ -16,7 +16,13 @@ URLs may be hotlink-protected, so every asset of a succeeded task is fetched pro
    MP4/QuickTime (an ``ftyp`` box at offset 4) or WebM (EBML ``1A45DFA3``), image is
    PNG/JPEG/WebP/GIF; a body that starts like a web page or JSON is never accepted;
 3. ``fsync``-ed, renamed into place (``os.replace``: readers see the old file or the whole new
-   one), then the directory is ``fsync``-ed. Any failure removes the temporary file.
+   one), then the directory is ``fsync``-ed (or, with ``sync_dir=False``, left for the caller
+   to sync once after several files of the item: :meth:`Downloader.sync_item`). Any failure
+   removes the temporary file.
+
+A body up to ``_IN_MEMORY`` bytes (1 MiB: images, short clips) is held in memory and written,
+hashed, fsync-ed and renamed in one trip to a worker thread; a larger one streams to its
+temporary file a chunk at a time, hashed as it is written.
 
 Each attempt has a total deadline (``attempt_timeout``: every hop and the whole body), beside
 httpx's per-read ``timeout``: a server trickling a byte at a time ends at the deadline, a timeout
@@ -47,7 +53,7 @@ import stat
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -70,7 +76,14 @@ from orchestrator.errors import Category, ErrorInfo
 from orchestrator.layout import check_item_id
 from orchestrator.local_failures import LocalFailure, classify
 from orchestrator.media_formats import identify
-from orchestrator.part_files import PART_NAME, PartFile, hash_file, prepare_dir
+from orchestrator.part_files import (
+    PART_NAME,
+    PartFile,
+    fsync_dir,
+    hash_file,
+    place_whole,
+    prepare_dir,
+)
 from orchestrator.retry import GiveUp, Retry, RetryLoop, RetryPolicy, parse_retry_after
 
 __all__ = [
@@ -93,6 +106,8 @@ MEDIA = ("video", "image")
 DEFAULT_ATTEMPT_TIMEOUT = 600.0
 
 _CHUNK = 1024 * 1024
+#: Bodies up to this many bytes are held in memory and placed in one worker-thread call.
+_IN_MEMORY = 1024 * 1024
 _HEAD = 64
 _USER_AGENT = "kling-batch-orchestrator/0.1 (asset download)"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -145,6 +160,8 @@ class DownloadedAsset:
     #: The verified type (from the magic bytes when recognised), e.g. ``video/mp4``.
     content_type: str
     media: str = ""
+    #: The file's modification time when placed (not recorded by ``to_dict``).
+    mtime_ns: int | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -236,9 +253,13 @@ class _Target:
 
 @dataclass
 class _Body:
-    """What one attempt received, filled in as it arrives (a deadline may stop it anywhere)."""
+    """What one attempt received, filled in as it arrives (a deadline may stop it anywhere):
+    held in ``chunks`` up to ``_IN_MEMORY`` bytes, in a part file beyond."""
 
     part: PartFile | None = None
+    chunks: list[bytes] = field(default_factory=list)
+    #: The file's bytes so far.
+    size: int = 0
     head: bytes = b""
     #: Content-Length, when declared.
     length: int | None = None
@@ -335,6 +356,8 @@ class Downloader:
         self._log = log if log is not None else structlog.get_logger("orchestrator")
         # Created in the running event loop, on first use.
         self._limiter: anyio.CapacityLimiter | None = None
+        #: item folders made (or found) by this downloader: not looked at again
+        self._ready: set[Path] = set()
         if transport is None:
             pool = max(concurrency, 10)
             transport = asset_transport(
@@ -460,9 +483,19 @@ class Downloader:
 
     # --- download ------------------------------------------------------------------------
 
-    async def download(self, item_id: str, index: int, url: str, media: str) -> DownloadedAsset:
+    async def sync_item(self, item_id: str) -> None:
+        """Make the names of ``item_id``'s files durable (one fsync of its folder, best effort
+        as every folder sync): call it after downloads made with ``sync_dir=False``, before
+        recording them."""
+        await anyio.to_thread.run_sync(fsync_dir, self.item_dir(item_id))
+
+    async def download(
+        self, item_id: str, index: int, url: str, media: str, *, sync_dir: bool = True
+    ) -> DownloadedAsset:
         """Download asset ``index`` of ``item_id`` from ``url`` and return it, verified and on
-        disk. Every failure is a DownloadError, arguments no file can be made from included
+        disk; with ``sync_dir=False`` its folder is not fsync-ed (call :meth:`sync_item` once
+        after the item's files). Every failure is a DownloadError, arguments no file can be made
+        from included
         (an unsafe item id, an index that is not an int >= 0, an unknown media, a URL that is
         not http(s), or one the asset policy refuses): those are not retryable and send nothing.
         Nothing else escapes: these arguments come from the provider's answers and the ledger,
@@ -497,7 +530,9 @@ class Downloader:
             why = "not a valid URL"
         if why is not None:
             raise _refused(f"{target.describe()}: refused: {why}")
-        await self._local(target, prepare_dir, directory)
+        if directory not in self._ready:
+            await self._local(target, prepare_dir, directory)
+            self._ready.add(directory)
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.concurrency)
         limiter = self._limiter
@@ -506,7 +541,7 @@ class Downloader:
             try:
                 # The slot is held for one attempt, not across backoff sleeps.
                 async with limiter:
-                    return await self._attempt(target)
+                    return await self._attempt(target, sync_dir)
             except DownloadError as error:
                 error.attempts = loop.tries + 1
                 if error.expired:
@@ -535,7 +570,7 @@ class Downloader:
                 )
                 await self._sleep(step.delay)
 
-    async def _attempt(self, target: _Target) -> DownloadedAsset:
+    async def _attempt(self, target: _Target, sync_dir: bool) -> DownloadedAsset:
         body = _Body()
         try:
             # The deadline covers the network only: a file being committed is never cut off.
@@ -548,8 +583,6 @@ class Downloader:
                     f"not downloaded within {self.attempt_timeout:g} s (output.download_timeout; "
                     f"{body.received} bytes received)",
                 )
-            part = body.part
-            assert part is not None
             if body.length is not None and body.received != body.length:
                 raise self._error(
                     target,
@@ -557,20 +590,28 @@ class Downloader:
                     f"truncated body: {body.received} of {body.length} bytes received",
                 )
             head, declared = body.head, body.declared_type
-            found = identify(target.media, declared, head) if part.size else None
+            found = identify(target.media, declared, head) if body.size else None
             if found is None:
                 raise self._error(
                     target,
                     Category.ASSET_MISMATCH,
                     f"not a {target.media} file (Content-Type {declared or 'missing'!r}, "
-                    f"{part.size} bytes, first bytes {head[:8].hex() or 'none'})",
+                    f"{body.size} bytes, first bytes {head[:8].hex() or 'none'})",
                     hint=(
                         f"The server sent something other than a {target.media} (often a "
                         "hotlink-protection or error page). " + self._hint_rerun
                     ),
                 )
             name = f"{target.index}.{found.ext}"
-            await self._local(target, part.commit, target.directory / name)
+            if body.part is None:
+                placed = body.part = await self._local(
+                    target, self._place_whole, target, b"".join(body.chunks), name, sync_dir
+                )
+            else:
+                placed = body.part
+                final = target.directory / name
+                await self._local(target, lambda: placed.commit(final, sync_dir=sync_dir))
+            part = placed
             self.stats["files"] += 1
             self.stats["bytes"] += part.size
             return DownloadedAsset(
@@ -581,6 +622,7 @@ class Downloader:
                 sha256=part.digest.hexdigest(),
                 content_type=found.content_type,
                 media=target.media,
+                mtime_ns=part.mtime_ns,
             )
         except DownloadError:
             raise
@@ -644,11 +686,6 @@ class Downloader:
         body.length = length = _content_length(response)
         if self.max_bytes is not None and length is not None and length > self.max_bytes:
             raise self._too_large(target)
-        # Shielded: a deadline landing while the file is created would lose its name, and the
-        # file would stay behind.
-        with anyio.CancelScope(shield=True):
-            part = await self._local(target, PartFile.create, target.directory, target.index)
-            body.part = part
         # Content-Length counts the bytes on the wire: the file's own, unless the server
         # compressed them in spite of Accept-Encoding: identity.
         encoding = response.headers.get("Content-Encoding", "").strip().lower()
@@ -658,10 +695,35 @@ class Downloader:
             if len(body.head) < _HEAD:
                 body.head += chunk[: _HEAD - len(body.head)]
             # Checked on every chunk, so a body without Content-Length stops here too.
-            if self.max_bytes is not None and part.size + len(chunk) > self.max_bytes:
+            if self.max_bytes is not None and body.size + len(chunk) > self.max_bytes:
                 raise self._too_large(target)
-            await self._local(target, part.write, chunk)
-            body.received = part.size if plain else response.num_bytes_downloaded
+            if body.part is None and body.size + len(chunk) <= _IN_MEMORY:
+                body.chunks.append(chunk)
+            else:
+                await self._spill(target, body, chunk)
+            body.size += len(chunk)
+            body.received = body.size if plain else response.num_bytes_downloaded
+
+    async def _spill(self, target: _Target, body: _Body, chunk: bytes) -> None:
+        """Write ``chunk`` to the attempt's part file, created (with what memory held) on the
+        first chunk past ``_IN_MEMORY``."""
+        if body.part is None:
+            held = b"".join(body.chunks)
+            body.chunks.clear()
+            # Shielded: a deadline landing while the file is created would lose its name, and
+            # the file would stay behind.
+            with anyio.CancelScope(shield=True):
+                body.part = await self._local(
+                    target, PartFile.create, target.directory, target.index
+                )
+            chunk = held + chunk
+        part = body.part
+        assert part is not None
+        await self._local(target, part.write, chunk)
+
+    @staticmethod
+    def _place_whole(target: _Target, data: bytes, name: str, sync_dir: bool) -> PartFile:
+        return place_whole(target.directory, target.index, data, name, sync_dir=sync_dir)
 
     def _check_status(self, target: _Target, response: httpx.Response) -> None:
         status = response.status_code

@@ -2,6 +2,11 @@
 as it is written, then fsync-ed and renamed into place (readers see the old file or the whole
 new one), and the directory entry fsync-ed. A failure removes the temporary file; one a killed
 run left behind is recognised by its name (:data:`PART_NAME`).
+
+A body small enough to hold in memory is placed by :func:`place_whole`: created, written,
+hashed, fsync-ed and renamed in one call (one trip to a worker thread instead of one per step).
+The directory's fsync may be left to the caller (``sync_dir=False``), who then calls
+:func:`fsync_dir` once for several files of one folder, before recording any of them.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 import secrets
 from pathlib import Path
 
-__all__ = ["PART_NAME", "PartFile", "fsync_dir", "hash_file", "prepare_dir"]
+__all__ = ["PART_NAME", "PartFile", "fsync_dir", "hash_file", "place_whole", "prepare_dir"]
 
 #: Our temporary files: ``.<index>.<16 hex digits>.part`` (see :meth:`PartFile.create`).
 PART_NAME = re.compile(r"\.[0-9]+\.[0-9a-f]{16}\.part")
@@ -29,6 +34,8 @@ class PartFile:
         self.size = 0
         self.digest = hashlib.sha256()
         self.committed = False
+        #: The file's modification time once committed (as ``os.stat`` gives it).
+        self.mtime_ns: int | None = None
 
     @classmethod
     def create(cls, directory: Path, index: int) -> PartFile:
@@ -47,15 +54,18 @@ class PartFile:
         self.digest.update(chunk)
         self.size += len(chunk)
 
-    def commit(self, final: Path) -> None:
-        """fsync the data, rename into place, fsync the directory entry."""
+    def commit(self, final: Path, *, sync_dir: bool = True) -> None:
+        """fsync the data, rename into place, fsync the directory entry (unless ``sync_dir`` is
+        False: the caller then syncs the folder before it records the file)."""
         assert self.fd is not None
         os.fsync(self.fd)
+        self.mtime_ns = os.fstat(self.fd).st_mtime_ns  # a rename keeps it
         fd, self.fd = self.fd, None
         os.close(fd)
         os.replace(self.path, final)
         self.committed = True
-        fsync_dir(final.parent)
+        if sync_dir:
+            fsync_dir(final.parent)
 
     def discard(self) -> None:
         if self.fd is not None:
@@ -65,6 +75,20 @@ class PartFile:
         if not self.committed:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+
+
+def place_whole(
+    directory: Path, index: int, data: bytes, name: str, *, sync_dir: bool = True
+) -> PartFile:
+    """``data`` made durable as ``directory/name`` through a part file: the committed part
+    (its size, digest and mtime). Nothing is left behind when it raises."""
+    part = PartFile.create(directory, index)
+    try:
+        part.write(data)
+        part.commit(directory / name, sync_dir=sync_dir)
+    finally:
+        part.discard()
+    return part
 
 
 def fsync_dir(directory: Path) -> None:

@@ -31,6 +31,7 @@ from orchestrator.downloads import (
 )
 from orchestrator.errors import Category
 from orchestrator.layout import check_item_id
+from orchestrator.part_files import PartFile
 from orchestrator.retry import RetryPolicy
 from orchestrator.simulator import FaultRule, SimConfig, Simulator
 from orchestrator.simulator.media import image_png, video_mp4
@@ -419,27 +420,49 @@ def test_stale_part_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
         dl.remove_stale_parts("../out")
 
 
+@pytest.mark.parametrize("size", ["small", "large"])
 async def test_a_download_writes_a_part_file_named_like_the_stale_ones(
-    tmp_path: Path,
+    tmp_path: Path, size: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The cleanup pattern must match what a download writes, or a kill's leftovers stay."""
+    """The cleanup pattern must match what a download writes, or a kill's leftovers stay: a
+    body held in memory and one streamed to disk (past 1 MiB) both go through a part file."""
+    made: list[str] = []
+    create = PartFile.create.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[PartFile], directory: Path, index: int) -> PartFile:
+        part: PartFile = create(cls, directory, index)
+        made.append(part.path.name)
+        return part
+
+    monkeypatch.setattr(PartFile, "create", classmethod(spy))
     seen: list[list[str]] = []
     folder = tmp_path / "item"
+    head = video_mp4("T", 0)
 
     async def body() -> Any:
-        seen.append(sorted(p.name for p in folder.iterdir()))
-        yield video_mp4("T", 0)
+        yield head
+        if size == "large":
+            # Past what memory holds (httpx hands the body on in 1 MiB chunks): the part file
+            # is made with the second chunk, before the last one is sent.
+            yield b"\0" * (2 * 1024 * 1024)
+            seen.append(sorted(p.name for p in folder.iterdir()))
+            yield b"\0"
 
     def serve(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body())
 
     async with downloader(tmp_path, transport=mock(serve)) as dl:
-        await dl.download("item", 3, "https://cdn.test/a.mp4", "video")
-        (name,) = seen[0]
+        asset = await dl.download("item", 3, "https://cdn.test/a.mp4", "video")
+        (name,) = made
         assert re.fullmatch(r"\.3\.[0-9a-f]{16}\.part", name)
+        if size == "large":
+            assert seen == [[name]]  # on disk while the body streams
+            assert asset.bytes == len(head) + 2 * 1024 * 1024 + 1
         (folder / name).write_bytes(b"left by a kill")
         assert dl.remove_stale_parts("item") == 1
     assert sorted(p.name for p in folder.iterdir()) == ["3.mp4"]
+    assert hashlib.sha256((folder / "3.mp4").read_bytes()).hexdigest() == asset.sha256
+    assert asset.mtime_ns == (folder / "3.mp4").stat().st_mtime_ns
 
 
 # --- safety -------------------------------------------------------------------------------------

@@ -612,7 +612,7 @@ async def test_unusable_asset_indexes_are_renumbered_not_a_crash(
 async def test_an_unexpected_error_downloading_is_classified_not_a_crash(
     tmp_path: Path, clock: FakeClock, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*args: object) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
     downloader = Downloader(tmp_path, transport=httpx.MockTransport(png_server))

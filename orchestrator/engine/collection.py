@@ -136,6 +136,7 @@ class Collector:
                 log.info("item.stale_parts_removed", files=removed)
         error: ErrorInfo | None = None
         fetched = 0
+        wanted: list[int] = []  # the records whose files must be downloaded
         for n, asset in enumerate(records):
             if not self._verify_files and _looks_intact(downloader, asset):
                 continue
@@ -145,12 +146,18 @@ class Collector:
                 continue
             if asset.downloaded:
                 log.info("item.file_changed", index=asset.index, path=asset.path)
-            if marked is None:
-                # A recorded file is missing or changed: not done until it is back.
-                marked = downloads_pending()
-                self._b.ledger.record_assets(item.id, records, marked)
+            wanted.append(n)
+        if wanted and marked is None:
+            # A recorded file is missing or changed: not done until it is back.
+            marked = downloads_pending()
+            self._b.ledger.record_assets(item.id, records, marked)
+        unsynced = False  # files placed whose names the item's folder has not synced yet
+        for n in wanted:
+            asset = records[n]
+            # The folder is synced once, with the last file (or below, when that one fails).
+            last = n == wanted[-1]
             try:
-                got = await self._fetch(item, rec, records, n, log)
+                got = await self._fetch(item, rec, records, n, log, sync_dir=last)
             except DownloadError as exc:
                 error = exc.info
                 log.warning("item.download_failed", index=asset.index,
@@ -180,12 +187,15 @@ class Collector:
                 bytes=got.bytes,
                 sha256=got.sha256,
                 content_type=got.content_type,
-                mtime_ns=_mtime_ns(downloader, got.path),
+                mtime_ns=got.mtime_ns if got.mtime_ns is not None
+                else _mtime_ns(downloader, got.path),
             )
             fetched += 1
-            # Recorded per file: a crash mid-item keeps the files already checked (those of
-            # the last second may be fetched again: a cost, not a loss).
-            self._b.ledger.record_assets(item.id, records, marked)
+            unsynced = not last
+        if unsynced:
+            # Recorded only once their names are durable: the file is on disk before the
+            # ledger says so. (A crash mid-item fetches its files again: a cost, not a loss.)
+            await downloader.sync_item(item.id)
         if records != rec.assets or error != rec.download_error:
             self._b.ledger.record_assets(item.id, records, error)
         self._live_urls.pop(item.id, None)
@@ -193,7 +203,8 @@ class Collector:
             log.info("item.downloaded", files=len(records), fetched=fetched)
 
     async def _fetch(
-        self, item: Item, rec: ItemRecord, records: list[AssetRecord], n: int, log: Any
+        self, item: Item, rec: ItemRecord, records: list[AssetRecord], n: int, log: Any,
+        *, sync_dir: bool,
     ) -> DownloadedAsset:
         """Asset ``records[n]``. A URL that is expired or refused, or still failing after the
         downloader's retries (a host that moved: the demo's simulator restarted elsewhere),
@@ -207,7 +218,7 @@ class Collector:
         live = self._live_urls.setdefault(item.id, {})
         url = live.get(index) or asset.url
         try:
-            return await downloader.download(item.id, index, url, media)
+            return await downloader.download(item.id, index, url, media, sync_dir=sync_dir)
         except DownloadError as exc:
             if exc.local or not (exc.expired or exc.info.retryable):
                 raise
@@ -225,7 +236,9 @@ class Collector:
             live[index] = fresh[index]
             records[n] = replace(asset, url=fresh[index])
             self._b.outcome.retries += 1  # the download again, from the fresh URL
-            return await downloader.download(item.id, index, fresh[index], media)
+            return await downloader.download(
+                item.id, index, fresh[index], media, sync_dir=sync_dir
+            )
 
     def counts(self) -> Counter[str]:
         """The downloader's counters now (to count what this run adds to them)."""
