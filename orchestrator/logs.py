@@ -38,6 +38,9 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 _MAX_DEPTH = 32
 #: Distinct keys whose scrubbed form is remembered (keys can be data, e.g. ids: bounded).
 _KEY_CACHE = 1024
+#: Short string values remembered scrubbed (at most this many, of at most this length).
+_VALUE_CACHE = 4096
+_VALUE_CACHE_LENGTH = 120
 
 
 def _text(value: object) -> str:
@@ -59,12 +62,16 @@ class Redactor:
         self._secrets: set[str] = set()
         # Scrubbed keys: events reuse a few dozen field names, and scrubbing is the cost.
         self._keys: dict[str, str] = {}
+        # Scrubbed short values: the batch's name, item ids, event names, states and codes
+        # come back in event after event.
+        self._values: dict[str, str] = {}
 
     def add(self, secret: str | None) -> None:
         # Very short values would redact ordinary words; real keys are long.
         if secret and len(secret) >= 6:
             self._secrets.add(secret)
             self._keys.clear()
+            self._values.clear()
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -90,7 +97,15 @@ class Redactor:
 
     def _walk(self, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):
-            return self.scrub(value)
+            if len(value) > _VALUE_CACHE_LENGTH:
+                return self.scrub(value)
+            scrubbed = self._values.get(value)
+            if scrubbed is None:
+                scrubbed = self.scrub(value)
+                if len(self._values) >= _VALUE_CACHE:
+                    self._values.clear()  # a run's recurring values come back at once
+                self._values[value] = scrubbed
+            return scrubbed
         if value is None or isinstance(value, bool):
             return value
         if isinstance(value, int | float):

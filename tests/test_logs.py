@@ -179,6 +179,17 @@ def test_a_secret_registered_later_is_scrubbed_from_keys_seen_before() -> None:
     assert redactor(None, "info", {key: 1}) == {f"x-{logs.REDACTED}": 1}
 
 
+def test_a_secret_registered_later_is_scrubbed_from_values_seen_before() -> None:
+    # Short values are remembered scrubbed; a secret registered later must reach them too.
+    redactor = logs.Redactor()
+    value = f"id-{SECRET}"
+    assert redactor(None, "info", {"k": value}) == {"k": value}
+    redactor.add(SECRET)
+    assert redactor(None, "info", {"k": value}) == {"k": f"id-{logs.REDACTED}"}
+    long = "x" * 500 + SECRET  # past what is remembered: scrubbed each time
+    assert redactor(None, "info", {"k": long}) == {"k": "x" * 500 + logs.REDACTED}
+
+
 def test_a_full_disk_is_logged_in_one_line_and_a_bug_with_its_traceback() -> None:
     file, console, _ = capture(tty=False)
     log = structlog.get_logger("t")
