@@ -411,9 +411,12 @@ def run_orchestrator(
             module = "benchmarks.whatif"
             env["BENCH_WHATIF"] = whatif
         argv = [sys.executable, "-m", module, "run", str(manifest), "--no-progress"]
-        if profile == "py-spy":
+        if profile in ("py-spy", "py-spy-gil"):
             spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            argv = [spy, "record", "--format", "raw", "--rate", "100",
+            # py-spy-gil: only the thread holding the GIL (Python's own CPU, no waits in
+            # fsync or sleeps of worker threads)
+            gil = ["--gil"] if profile == "py-spy-gil" else []
+            argv = [spy, "record", "--format", "raw", "--rate", "100", *gil,
                     "-o", str(work / "profile.py-spy.txt"), "--", *argv]
         elif profile == "pyinstrument":
             argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all",
@@ -819,7 +822,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--downloads", action=argparse.BooleanOptionalAction, default=None,
                         help="also run with output.download on (default: per scenario)")
-    parser.add_argument("--profile", choices=("py-spy", "pyinstrument"),
+    parser.add_argument("--profile", choices=("py-spy", "py-spy-gil", "pyinstrument"),
                         help="run the orchestrator under a profiler (its CPU figures then "
                         "include the profiler); output in the work directory")
     parser.add_argument("--workdir", type=Path,
@@ -920,18 +923,21 @@ def run_one(
         print(render_validate(result), flush=True)
         return {"scenario": VALIDATE_SCENARIO, **result}, validate_targets(result)
     scenario = scenario_from(args)
-    runs = [run_orchestrator(scenario, workdir, download=False,
+    # A profile is of the run with downloads when the scenario has them (it costs the most).
+    profiled = args.profile is not None and scenario.downloads
+    runs = [run_orchestrator(scenario, workdir, download=profiled,
                              profile=args.profile, log=log, whatif=args.whatif)]
     if not args.skip_baseline:
         runs.append(run_baseline(scenario, workdir, log=log))
     if scenario.downloads and args.profile is None:
         runs.append(run_orchestrator(scenario, workdir, download=True, profile=None, log=log))
     print(render_table(scenario, runs), flush=True)
-    if args.profile == "py-spy":
+    if args.profile in ("py-spy", "py-spy-gil"):
         spied = Path(runs[0]["workdir"]) / "profile.py-spy.txt"
         print("\n" + hotspots.render(spied, 20, None))
     if args.profile is not None:
-        print(f"\nprofile: {runs[0]['workdir']}/profile.{args.profile}.txt"
+        kind = "py-spy" if args.profile.startswith("py-spy") else args.profile
+        print(f"\nprofile: {runs[0]['workdir']}/profile.{kind}.txt"
               + ("" if keep else " (removed at exit: pass --workdir to keep it)"))
     payload = {"scenario": asdict(scenario), "bound_s": scenario.bound(), "runs": runs}
     return payload, scenario_targets(scenario, runs[0])
