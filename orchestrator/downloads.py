@@ -72,6 +72,7 @@ from orchestrator.asset_policy import (
     redirect_target,
     refusal,
 )
+from orchestrator.cookieless import keep_no_cookies
 from orchestrator.errors import Category, ErrorInfo
 from orchestrator.layout import check_item_id
 from orchestrator.local_failures import LocalFailure, classify
@@ -379,6 +380,7 @@ class Downloader:
             },
             event_hooks={"response": [_check_location]},
         )
+        keep_no_cookies(self._client)  # an asset host's cookies are never sent back
 
     async def __aenter__(self) -> Self:
         return self

@@ -586,6 +586,21 @@ async def test_redirects_are_followed_without_credentials(tmp_path: Path) -> Non
         assert request.headers["accept-encoding"] == "identity"
 
 
+async def test_an_asset_hosts_cookies_are_never_sent_back(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    body = video_mp4("t", 0)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = {"Content-Type": "video/mp4", "Set-Cookie": "track=abc; Path=/"}
+        return httpx.Response(200, headers=headers, content=body)
+
+    async with downloader(tmp_path, transport=mock(handler)) as dl:
+        await dl.download("item", 0, "https://cdn.example/a.mp4", "video")
+        await dl.download("item", 1, "https://cdn.example/b.mp4", "video")
+    assert len(seen) == 2 and all("cookie" not in r.headers for r in seen)
+
+
 async def test_content_length_must_equal_the_bytes_received(tmp_path: Path) -> None:
     body = video_mp4("t", 0)
 

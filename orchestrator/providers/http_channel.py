@@ -26,6 +26,7 @@ import anyio
 import httpx
 
 from orchestrator.body_cap import ACCEPT_ENCODING, BodyTooLarge, CappedTransport
+from orchestrator.cookieless import keep_no_cookies
 from orchestrator.errors import (
     Category,
     ErrorInfo,
@@ -38,6 +39,8 @@ from orchestrator.errors import (
 __all__ = ["NOT_JSON", "USER_AGENT", "HttpChannel", "is_utf8", "parse_json", "printable"]
 
 USER_AGENT = "kling-batch-orchestrator/0.1"
+#: Parsed request URLs kept (see HttpChannel._url).
+_URL_CACHE = 256
 #: What :func:`parse_json` returns for a body that is not JSON.
 NOT_JSON = object()
 
@@ -127,6 +130,9 @@ class HttpChannel:
                 "Accept-Encoding": ACCEPT_ENCODING,
             },
         )
+        keep_no_cookies(self._client)
+        #: absolute URLs of the paths requested, parsed once (creates and lists recur)
+        self._urls: dict[str, httpx.URL] = {}
         self.title = title
         self._auth = auth
         self._clock = clock
@@ -137,6 +143,18 @@ class HttpChannel:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def _url(self, path: str) -> httpx.URL:
+        """``path`` under the base URL, parsed once for the paths that recur (a task's own
+        path is asked for a few times only: the cache is bounded)."""
+        url = self._urls.get(path)
+        if url is None:
+            base = self._client.base_url
+            url = base.copy_with(raw_path=base.raw_path + httpx.URL(path).raw_path.lstrip(b"/"))
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
 
     async def send(
         self,
@@ -157,7 +175,7 @@ class HttpChannel:
         budget = min(timeout, self._timeout) if timeout is not None else self._timeout
         try:
             request = self._client.build_request(
-                method, path, content=content, params=params,
+                method, self._url(path), content=content, params=params,
                 headers={"Content-Type": "application/json"} if content is not None else None,
                 timeout=(httpx.Timeout(budget, pool=None)
                          if timeout is not None else httpx.USE_CLIENT_DEFAULT),
