@@ -50,7 +50,14 @@ from orchestrator import ledger_file
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
 from orchestrator.layout import LOCK_SUFFIX, owner_only
-from orchestrator.ledger_api import AssetRecord, ItemRecord, ItemState, RunRecord
+from orchestrator.ledger_api import (
+    AssetRecord,
+    ItemRecord,
+    ItemState,
+    RunRecord,
+    assets_from_text,
+    to_text,
+)
 from orchestrator.ledger_schema import (
     IDENTITY_KEYS,
     OWN_OBJECTS,
@@ -97,15 +104,6 @@ class LedgerUnreadable(LedgerError):
             "still name paid tasks. Nothing was sent."
         )
         self.path = path
-
-
-def _assets(stored: str | None) -> list[AssetRecord]:
-    found = json.loads(stored) if stored else []
-    return [AssetRecord.from_json(a) for a in found] if isinstance(found, list) else []
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 class Ledger:
@@ -428,7 +426,7 @@ class Ledger:
             external_task_id=row[4],
             task_id=row[5],
             expected_assets=row[6],
-            assets=_assets(row[7]),
+            assets=assets_from_text(row[7]),
             error=ErrorInfo.from_dict(json.loads(row[8])) if row[8] else None,
             submitted_at=row[9],
             finished_at=row[10],
@@ -613,7 +611,7 @@ class Ledger:
             )
 
     def _json(self, value: Any) -> str:
-        return _dumps(self._scrub(value))
+        return to_text(self._scrub(value))
 
     def record_charge(self, item_id: str, units: float) -> None:
         """The units the provider says it charged for the current attempt's task."""
@@ -728,7 +726,7 @@ class Ledger:
             db.execute(
                 "UPDATE runs SET requests = ?, retries = ?, finished_at = ?, exit_code = ?, "
                 "exit_reason = ? WHERE run = ?",
-                (_dumps(requests), retries, finished_at, exit_code, exit_reason, run),
+                (to_text(requests), retries, finished_at, exit_code, exit_reason, run),
             )
         if finished_at is not None:
             self.commit()

@@ -7,13 +7,22 @@ durability contract every implementation keeps (an intent is durable before its 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.errors import ErrorInfo
 
-__all__ = ["AssetRecord", "BatchLedger", "ItemRecord", "ItemState", "RunRecord"]
+__all__ = [
+    "AssetRecord",
+    "BatchLedger",
+    "ItemRecord",
+    "ItemState",
+    "RunRecord",
+    "assets_from_text",
+    "to_text",
+]
 
 
 class ItemState(enum.StrEnum):
@@ -86,6 +95,17 @@ class AssetRecord:
             content_type=_typed(fields, "content_type", str),
             mtime_ns=_typed(fields, "mtime_ns", int),
         )
+
+
+def assets_from_text(stored: str | None) -> list[AssetRecord]:
+    """Asset records as a ledger stores them (a JSON array; NULL: none)."""
+    found = json.loads(stored) if stored else []
+    return [AssetRecord.from_json(a) for a in found] if isinstance(found, list) else []
+
+
+def to_text(value: Any) -> str:
+    """JSON as every ledger stores it: compact, keys sorted."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 @dataclass(frozen=True)

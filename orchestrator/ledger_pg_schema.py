@@ -1,0 +1,88 @@
+"""The ledger's PostgreSQL schema: one database holds any number of batches (every row names its
+batch), created on first use, at a version this orchestrator reads and an older one it brings up
+to date; a newer one is refused (a newer orchestrator wrote it).
+
+The tables mirror the SQLite ledger's (ledger_schema.py) column for column, so that a ledger
+moves between the two without a field lost; ``batches`` adds who may write the batch now (see
+ledger_pg.py).
+"""
+
+from __future__ import annotations
+
+#: The version of the tables below; kept in ``orchestrator_schema``.
+PG_SCHEMA_VERSION = 1
+
+#: Every schema statement; each is idempotent, run under a transaction-scoped advisory lock so
+#: that workers starting at once create it once.
+PG_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS orchestrator_schema (
+        version integer NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS batches (
+        batch text PRIMARY KEY,
+        ledger_id text NOT NULL,
+        created_at double precision NOT NULL,
+        -- the token of the worker allowed to write the batch: every flush checks it
+        owner_token bigint NOT NULL DEFAULT 0,
+        owner text
+    )""",
+    """CREATE TABLE IF NOT EXISTS items (
+        batch text NOT NULL REFERENCES batches (batch) ON DELETE CASCADE,
+        id text NOT NULL,
+        kind text NOT NULL,
+        state text NOT NULL,
+        attempt integer NOT NULL DEFAULT 0,
+        external_task_id text,
+        task_id text,
+        expected_assets integer NOT NULL,
+        assets text,
+        error text,
+        download_error text,
+        submitted_at double precision,
+        finished_at double precision,
+        updated_at double precision NOT NULL,
+        fingerprint text,
+        PRIMARY KEY (batch, id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS attempts (
+        batch text NOT NULL REFERENCES batches (batch) ON DELETE CASCADE,
+        item_id text NOT NULL,
+        attempt integer NOT NULL,
+        external_task_id text NOT NULL,
+        task_id text,
+        state text NOT NULL,
+        error text,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        charged_units double precision,
+        fingerprint text,
+        seq integer,
+        PRIMARY KEY (batch, item_id, attempt),
+        UNIQUE (batch, external_task_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS file_hashes (
+        batch text NOT NULL REFERENCES batches (batch) ON DELETE CASCADE,
+        path text NOT NULL,
+        size bigint NOT NULL,
+        mtime_ns bigint NOT NULL,
+        sha256 text NOT NULL,
+        PRIMARY KEY (batch, path)
+    )""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        batch text NOT NULL REFERENCES batches (batch) ON DELETE CASCADE,
+        run integer NOT NULL,
+        started_at double precision NOT NULL,
+        finished_at double precision,
+        exit_code integer,
+        exit_reason text,
+        requests text NOT NULL DEFAULT '{}',
+        retries integer NOT NULL DEFAULT 0,
+        PRIMARY KEY (batch, run)
+    )""",
+)
+
+#: What brings a database of an older schema version to this one, step by step.
+PG_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+#: Serialises schema creation between processes (any constant: ours).
+SCHEMA_LOCK = 0x6B6C696E67  # "kling"
