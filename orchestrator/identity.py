@@ -168,14 +168,19 @@ class OutputDir:
             times += [e.stat().st_mtime for e in os.scandir(self.directory / "logs") if e.is_file()]
         return max(times) if times else None
 
-    def starting(self, ledger_id: str, state: Path, *, runs: int | None = None) -> Identity:
+    def starting(
+        self, ledger_id: str, state: Path | str, *, runs: int | None = None
+    ) -> Identity:
         """Record that a run starts with this ledger; returns the identity written. ``runs``:
         the runs before this one the folder counts from now on (default: those it counted)."""
         now = self._clock()
         previous = self.found or Identity(self.batch, first_run_at=now)
         before = previous.runs if runs is None else runs
         current = replace(
-            previous, ledger_id=ledger_id, state=str(state.resolve()), runs=before + 1
+            previous,
+            ledger_id=ledger_id,
+            state=str(state.resolve()) if isinstance(state, Path) else state,
+            runs=before + 1,
         )
         # The folder's lock is held: no other writer of batch.json runs, so what a killed one
         # left is garbage.

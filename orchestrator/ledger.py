@@ -39,8 +39,8 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ __all__ = [
     "LedgerError",
     "LedgerLocked",
     "LedgerNotStarted",
+    "LedgerUnavailable",
     "LedgerUnreadable",
     "RunRecord",
 ]
@@ -87,6 +88,11 @@ class LedgerError(Exception):
 
 class LedgerLocked(LedgerError):
     pass
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger's database cannot be reached now (down, unreachable, refusing): nothing was
+    sent; a run once it is back resumes."""
 
 
 class LedgerNotStarted(LedgerError):
@@ -247,6 +253,11 @@ class Ledger:
 
     def __enter__(self) -> Ledger:
         return self
+
+    @asynccontextmanager
+    async def attached(self) -> AsyncIterator[Ledger]:
+        """Nothing to open for the event loop: SQLite is in this process."""
+        yield self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -156,6 +157,10 @@ class BatchLedger(Protocol):
     def all(self) -> list[ItemRecord]: ...
     def commit(self) -> None: ...
     async def durable(self) -> None: ...
+    def attached(self) -> AbstractAsyncContextManager[Any]:
+        """Entered by the engine while the event loop runs (a ledger that talks to a server
+        opens its async connections here)."""
+        ...
     def lock_still_held(self) -> bool: ...
 
     # -- identities and what was paid ----------------------------------------------------

@@ -43,7 +43,12 @@ import psycopg_pool
 
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
-from orchestrator.ledger import LedgerError, LedgerLocked
+from orchestrator.ledger import (
+    LedgerError,
+    LedgerLocked,
+    LedgerNotStarted,
+    LedgerUnavailable,
+)
 from orchestrator.ledger_api import (
     AssetRecord,
     ItemRecord,
@@ -180,7 +185,7 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     except psycopg.Error as exc:
-        raise LedgerError(
+        raise LedgerUnavailable(
             f"cannot reach the state database {redact_dsn(url)}: {_reason(exc)}; check --state "
             "(or ORCHESTRATOR_STATE) and that the server is up. Nothing was sent."
         ) from None
@@ -515,7 +520,7 @@ class PgLedger:
                 known = exists is not None and exists[0] and conn.execute(
                     "SELECT 1 FROM batches WHERE batch = %s", (batch,)).fetchone()
                 if not known:
-                    raise LedgerError(
+                    raise LedgerNotStarted(
                         f"no batch '{batch}' in the state database {redact_dsn(url)}: the batch "
                         "has not been run with this --state yet"
                     )

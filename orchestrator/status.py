@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ledger import ItemRecord, ItemState, Ledger, LedgerError, LedgerNotStarted
+from orchestrator.ledger import ItemRecord, ItemState, LedgerError, LedgerNotStarted
 from orchestrator.report import (
     STATUSES,
     counts_text,
@@ -25,6 +25,7 @@ from orchestrator.report import (
     item_status,
     task_seconds,
 )
+from orchestrator.state_location import StateLocation
 
 #: Ledger states, in the order an item goes through them (the order of the totals).
 STATES = tuple(str(s) for s in ItemState)
@@ -35,21 +36,24 @@ MAX_TASK_ID = 36
 MAX_ERROR = 100
 
 
-def load_records(state_path: Path, batch: str) -> list[ItemRecord]:
-    """Every item record in a state file, read-only and without the run lock.
+def load_records(state: StateLocation | Path, batch: str) -> list[ItemRecord]:
+    """Every item record of the batch's ledger, read-only and without taking the batch.
 
-    Raises FileNotFoundError when there is no state file yet, or only a partly created one (a
-    run killed or out of space while creating it): nothing has run; and LedgerError when the
-    file belongs to another batch or cannot be read as a ledger.
+    Raises FileNotFoundError when there is no ledger yet, or only a partly created one (a run
+    killed or out of space while creating it): nothing has run; and LedgerError when the file
+    belongs to another batch or cannot be read as a ledger.
     """
-    if not state_path.is_file():
-        raise FileNotFoundError(f"no state file at {state_path}: nothing has run yet")
+    location = state if isinstance(state, StateLocation) else StateLocation(path=state)
+    if location.path is not None and not location.path.is_file():
+        raise FileNotFoundError(f"no state file at {location.path}: nothing has run yet")
     try:
-        owner, records = Ledger.read_only(state_path)
+        owner, records = location.read_only(batch)
     except LedgerNotStarted as exc:
         raise FileNotFoundError(str(exc)) from None
     if owner != batch:
-        raise LedgerError(f"state file {state_path} belongs to batch '{owner}', not '{batch}'")
+        raise LedgerError(
+            f"state file {location.describe()} belongs to batch '{owner}', not '{batch}'"
+        )
     return records
 
 
@@ -151,7 +155,7 @@ def render_status_text(
     rows: Sequence[Mapping[str, Any]],
     *,
     batch: str,
-    state_path: Path,
+    state_path: Path | str,
     statuses: Collection[str] | None = None,
 ) -> str:
     """The totals first, by report status (what report.json would count now) and by ledger
@@ -193,7 +197,7 @@ def render_status_json(
     rows: Sequence[Mapping[str, Any]],
     *,
     batch: str,
-    state_path: Path,
+    state_path: Path | str,
     statuses: Collection[str] | None = None,
 ) -> str:
     """``totals`` and ``states`` count every item; ``items`` are those of ``statuses``

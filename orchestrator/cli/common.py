@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +16,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from orchestrator import (
+    layout,
     local_failures,
 )
 from orchestrator.config import SIMULATOR_BASE_URL, Manifest, ManifestError, load_manifest
 from orchestrator.providers import registry
 from orchestrator.providers.plugin import ProviderPlugin
+from orchestrator.state_location import StateLocation, locate
 
 
 class Exit(enum.IntEnum):
@@ -84,7 +87,7 @@ class LocalStop(Exception):
     printed, exit 3 (resumable once the cause is fixed)."""
 
 
-def cannot(what: str, path: Path, exc: Exception) -> Exception:
+def cannot(what: str, path: Path | str, exc: Exception) -> Exception:
     """What a failure to set a run up becomes: a full, read-only or failing disk stops the run
     as resumable (exit 3); any other (a path that cannot be, a permission) is the arguments'
     (exit 2). Nothing was sent either way."""
@@ -101,7 +104,24 @@ def cannot(what: str, path: Path, exc: Exception) -> Exception:
     )
 
 
-def recovery_hint(manifest_path: Path, state_arg: Path | None) -> str:
+def state_of(args: argparse.Namespace, manifest: Manifest) -> StateLocation:
+    """The batch's ledger: ``--state``, else ``ORCHESTRATOR_STATE``, else the file in the
+    output folder; a PostgreSQL URL without the driver installed is a usage error."""
+    location = locate(args.state, manifest.output_dir / layout.STATE_FILE)
+    if location.url is not None:
+        try:
+            location.describe()
+            importlib.import_module("orchestrator.ledger_pg")
+        except ImportError:
+            raise Usage(
+                "a PostgreSQL ledger (--state postgresql://...) needs the PostgreSQL driver: "
+                "pip install 'kling-batch-orchestrator[postgres]', then run again. Nothing was "
+                "sent."
+            ) from None
+    return location
+
+
+def recovery_hint(manifest_path: Path, state_arg: str | Path | None) -> str:
     """How to go on from a state file a run refused: the commands, with this run's arguments."""
     where = f" --state {state_arg}" if state_arg is not None else ""
     return (

@@ -13,13 +13,20 @@ from pathlib import Path
 from typing import TextIO
 
 from orchestrator import (
-    layout,
     logs,
     state_check,
     status,
 )
 from orchestrator.cli import common
-from orchestrator.cli.common import Exit, Usage, cannot, credentials, load, recovery_hint
+from orchestrator.cli.common import (
+    Exit,
+    Usage,
+    cannot,
+    credentials,
+    load,
+    recovery_hint,
+    state_of,
+)
 from orchestrator.ledger import LedgerError, LedgerUnreadable
 from orchestrator.report import PROBLEM_STATUSES, counts_text
 
@@ -44,9 +51,9 @@ def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     manifest = load(args.manifest, sys.stderr)
-    state_path = args.state or manifest.output_dir / layout.STATE_FILE
+    state = state_of(args, manifest)
     try:
-        records = status.load_records(state_path, manifest.name)
+        records = status.load_records(state, manifest.name)
     except FileNotFoundError:
         records = []  # nothing has run yet: every item is pending
     except LedgerUnreadable as exc:
@@ -63,13 +70,22 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     if args.failed:
         statuses = (statuses or set()) | set(PROBLEM_STATUSES)
     render = status.render_status_json if args.json else status.render_status_text
-    out.write(render(rows, batch=manifest.name, state_path=state_path, statuses=statuses) + "\n")
+    out.write(
+        render(rows, batch=manifest.name, state_path=state.describe(), statuses=statuses) + "\n"
+    )
     return Exit.OK
 
 
 def cmd_state(args: argparse.Namespace, out: TextIO) -> Exit:
     manifest = load(args.manifest, sys.stderr)
-    state_path = args.state or manifest.output_dir / layout.STATE_FILE
+    state = state_of(args, manifest)
+    if state.path is None:
+        raise Usage(
+            f"state {args.state_command} reads a SQLite state file; {state.describe()} is a "
+            "PostgreSQL database, which keeps its own integrity: `python -m orchestrator status "
+            f"{args.manifest}` shows what it holds."
+        )
+    state_path = state.path
     ids = [item.id for item in manifest.items]
     if args.state_command == "check":
         found = state_check.diagnose(state_path, manifest.name, manifest.output_dir, ids)
@@ -118,7 +134,7 @@ def cmd_dry_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         f"{item.request.kind} {item.request.fields.get('model', '?')}" for item in manifest.items
     )
     limits = manifest.limits
-    state_path = args.state or manifest.output_dir / layout.STATE_FILE
+    state = state_of(args, manifest)
     lines = [
         f"Dry run of batch '{manifest.name}': nothing is sent, nothing is written.",
         f"provider: {common.destination(manifest, auth)}",
@@ -128,10 +144,10 @@ def cmd_dry_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         "minute"
         + (f", max_units {limits.max_units:g}" if limits.max_units is not None else "")
         + (", deadline set" if limits.deadline is not None else ""),
-        f"output: {manifest.output_dir} (state: {state_path})",
+        f"output: {manifest.output_dir} (state: {state.describe()})",
     ]
     try:
-        records = status.load_records(state_path, manifest.name)
+        records = status.load_records(state, manifest.name)
     except FileNotFoundError:
         lines.append("state: none yet: every item would be sent")
     except LedgerError as exc:

@@ -14,6 +14,7 @@ from orchestrator import (
 from orchestrator.cli.common import whole_number
 from orchestrator.providers import registry
 from orchestrator.report import STATUSES
+from orchestrator.state_location import ENV
 
 positive_int = whole_number(1)
 
@@ -33,6 +34,11 @@ DISTRIBUTION = "kling-batch-orchestrator"
 #: The console script pyproject.toml installs.
 CONSOLE_SCRIPT = "orchestrator"
 #: What every command's --help ends with.
+STATE_HELP = (
+    f"the ledger: a file (default: <output.dir>/{layout.STATE_FILE}) or a postgresql:// URL of "
+    f"a database several hosts share (default: ${ENV} when set)"
+)
+
 EXIT_CODES = """exit codes:
   0    every item succeeded
   1    the batch finished with failed or partial items (see the report)
@@ -92,7 +98,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     run.add_argument("manifest", type=Path, help="the batch's manifest (YAML)")
     run.add_argument(
-        "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
+        "--state", help=STATE_HELP
     )
     run.add_argument(
         "--report", type=Path, help=f"report path (default: <output.dir>/{layout.REPORT_FILE})"
@@ -200,7 +206,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     state.add_argument("manifest", type=Path, help="the batch's manifest (YAML)")
     state.add_argument(
-        "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
+        "--state", help=STATE_HELP
     )
     state.add_argument("--json", action="store_true", help="machine-readable output")
     state.add_argument(
@@ -235,7 +241,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         one = state_sub.add_parser(action, help=what)
         one.add_argument("manifest", type=Path, help="the batch's manifest (YAML)")
         one.add_argument(
-            "--state", type=Path, help=f"ledger file (default: <output.dir>/{layout.STATE_FILE})"
+            "--state", help=STATE_HELP
         )
         one.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -26,7 +26,15 @@ from orchestrator import (
     runs,
 )
 from orchestrator.cli import common
-from orchestrator.cli.common import Exit, Usage, cannot, credentials, load, recovery_hint
+from orchestrator.cli.common import (
+    Exit,
+    LocalStop,
+    Usage,
+    cannot,
+    credentials,
+    load,
+    recovery_hint,
+)
 from orchestrator.cli.run_end import RunFacts, close, end_run
 from orchestrator.cli.run_setup import (
     adopting,
@@ -40,7 +48,7 @@ from orchestrator.config import SIMULATOR_BASE_URL, Manifest
 from orchestrator.downloads import AssetPolicy, Downloader
 from orchestrator.engine import Engine, RunOutcome
 from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
-from orchestrator.ledger import Ledger, LedgerError, LedgerLocked, LedgerUnreadable
+from orchestrator.ledger import LedgerError, LedgerLocked, LedgerUnavailable, LedgerUnreadable
 from orchestrator.local_failures import LocalFailure
 from orchestrator.providers.base import TaskFinder
 from orchestrator.retry import RetryPolicy
@@ -181,9 +189,11 @@ def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
     for warning in manifest.warnings:
         err.write(f"{args.manifest}: warning: {warning}\n")
     out = manifest.output_dir
-    state_path = args.state or out / layout.STATE_FILE
+    state = common.state_of(args, manifest)
+    #: the ledger file, or how messages name the database
+    state_path: Path | str = state.path if state.path is not None else state.describe()
     report_path = args.report or out / layout.REPORT_FILE
-    check_own_files(manifest, state_path, report_path)
+    check_own_files(manifest, state.path, report_path)
     try:
         report_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -201,7 +211,7 @@ def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
     # (in an asset URL, an error text) are scrubbed from the ledger and the report as from the
     # logs.
     try:
-        ledger = Ledger(state_path, manifest.name, scrub=redactor.clean)
+        ledger = state.open(manifest.name, scrub=redactor.clean)
     except LedgerLocked as exc:
         output.close()
         err.write(f"Refused: {exc}\n")
@@ -209,6 +219,9 @@ def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
     except LedgerUnreadable as exc:
         output.close()
         raise Usage(f"{exc} {recovery_hint(args.manifest, args.state)}") from None
+    except LedgerUnavailable as exc:
+        output.close()
+        raise LocalStop(str(exc)) from None  # exit 3: resumable once the database is back
     except LedgerError as exc:
         output.close()
         raise Usage(str(exc)) from None

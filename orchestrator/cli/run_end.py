@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
@@ -22,8 +22,11 @@ from orchestrator import (
 from orchestrator.cli.common import Exit
 from orchestrator.config import Manifest
 from orchestrator.engine import RunOutcome
-from orchestrator.ledger import Ledger, RunRecord
+from orchestrator.ledger import RunRecord
 from orchestrator.local_failures import LocalFailure
+
+if TYPE_CHECKING:
+    from orchestrator.state_location import AnyLedger
 
 
 def _changed_entry(outcome: RunOutcome, rerun: bool) -> dict[str, object] | None:
@@ -44,7 +47,7 @@ class RunFacts:
     #: the run's requests by kind and its retries (runs.run_figures)
     figures: tuple[dict[str, int], int]
     started_at: float
-    state_path: Path
+    state_path: Path | str
     report_path: Path
     log_path: Path
     #: cleans what the provider sent of credentials (the log redactor's)
@@ -72,7 +75,7 @@ def _ending(
 
 
 def end_run(
-    ledger: Ledger, run: int | None, facts: RunFacts, failure: LocalFailure | None
+    ledger: AnyLedger, run: int | None, facts: RunFacts, failure: LocalFailure | None
 ) -> tuple[Exit, str, LocalFailure | None, LocalFailure | None, report.WrittenReport | None]:
     """Write the report (if the disk allows) and the run's end into the ledger; the exit code,
     the failure of this machine that ended the run (if one did), the report's own failure (if
@@ -196,7 +199,7 @@ def end_run(
     return ended[0], reasons[0], failure, report_failure, written
 
 
-def close(ledger: Ledger, log_file: TextIO) -> BaseException | None:
+def close(ledger: AnyLedger, log_file: TextIO) -> BaseException | None:
     """Close the ledger (committing what is pending) and the log; a failure of this machine's
     files doing so is returned (the caller says so), anything else raised."""
     failed: BaseException | None = None

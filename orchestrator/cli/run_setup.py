@@ -9,6 +9,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import (
     layout,
@@ -17,15 +18,19 @@ from orchestrator.cli.common import Usage
 from orchestrator.config import Manifest
 from orchestrator.engine import IN_FLIGHT_TIMEOUTS
 from orchestrator.identity import OutputDir
-from orchestrator.ledger import Ledger
+
+if TYPE_CHECKING:
+    from orchestrator.state_location import AnyLedger
 
 
-def check_own_files(manifest: Manifest, state_path: Path, report_path: Path) -> None:
-    """The files of ``--state`` and ``--report`` must not take the place of an item's folder in
-    output.dir (nor of a directory, nor of each other): refused before anything is created or
-    sent. The default names are reserved by the manifest's id rule."""
+def check_own_files(manifest: Manifest, state_path: Path | None, report_path: Path) -> None:
+    """The files of ``--state`` (None: the ledger is in a database) and ``--report`` must not
+    take the place of an item's folder in output.dir (nor of a directory, nor of each other):
+    refused before anything is created or sent. The default names are reserved by the
+    manifest's id rule."""
+    state_files = layout.state_files(state_path) if state_path is not None else []
     own = [
-        *(("--state", p) for p in layout.state_files(state_path)),
+        *(("--state", p) for p in state_files),
         *(("--report", p) for p in layout.report_files(report_path)),
     ]
     for flag, path in own:
@@ -42,9 +47,9 @@ def check_own_files(manifest: Manifest, state_path: Path, report_path: Path) -> 
             f"({manifest.output_dir / item_id}), where that item's files are downloaded; "
             "put it outside the item folders. Nothing was sent."
         )
-    state_files = {p.resolve() for p in layout.state_files(state_path)}
+    resolved = {p.resolve() for p in state_files}
     for path in layout.report_files(report_path):
-        if path.resolve() in state_files:
+        if path.resolve() in resolved:
             raise Usage(
                 f"--report: {path} would overwrite the state file or one of its companions "
                 f"({state_path}); choose another path. Nothing was sent."
@@ -60,7 +65,7 @@ def settled_at(output: OutputDir, manifest: Manifest) -> float | None:
     return last + IN_FLIGHT_TIMEOUTS * manifest.provider.timeout + manifest.retry.lookup_grace
 
 
-def adopting(output: OutputDir, ledger: Ledger) -> bool:
+def adopting(output: OutputDir, ledger: AnyLedger) -> bool:
     """Whether the batch ran before without this ledger: its items are then looked up by their
     external ids before anything is created (nothing is paid for twice)."""
     known = output.found
@@ -77,7 +82,7 @@ def adopting(output: OutputDir, ledger: Ledger) -> bool:
     return output.earlier_runs() and other
 
 
-def adoption_note(output: OutputDir, state_path: Path) -> str:
+def adoption_note(output: OutputDir, state_path: Path | str) -> str:
     known = output.found
     before = f" (it used {known.state})" if known is not None and known.state else ""
     return (
@@ -97,7 +102,7 @@ def _with_results(output_dir: Path, item_ids: Sequence[str]) -> list[str]:
     return found
 
 
-def refuse_new_batch(manifest: Manifest, state_path: Path) -> str:
+def refuse_new_batch(manifest: Manifest, state_path: Path | str) -> str:
     """Why a run is refused over earlier runs it cannot adopt: the items it would pay again."""
     ids = _with_results(manifest.output_dir, [item.id for item in manifest.items])
     shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")

@@ -208,7 +208,7 @@ class Admission:
         transitions, each of which the next run re-establishes from the provider."""
         while True:
             await anyio.sleep(COMMIT_EVERY)  # real time: not part of any timing rule
-            self._b.ledger.commit()
+            await self._b.ledger.durable()
             self.check_locks()
 
     def check_locks(self) -> None:

@@ -204,6 +204,10 @@ class Engine:
     # -- the run --------------------------------------------------------------------------
 
     async def run(self) -> RunOutcome:
+        async with self._b.ledger.attached():
+            return await self._run()
+
+    async def _run(self) -> RunOutcome:
         b, m, ledger = self._b, self._m, self._b.ledger
         outcome = b.outcome
         b.begin()

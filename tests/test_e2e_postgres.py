@@ -1,0 +1,98 @@
+"""End to end with the ledger in PostgreSQL (a real server, started by the test session): the
+CLI as a user runs it, ``--state postgresql://...`` or ``ORCHESTRATOR_STATE``; what was paid for
+is checked from the simulator's own accounting."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from orchestrator.simulator import FaultRule, Simulator
+from tests.conftest import cli_env, run_cli, start_cli, write_manifest
+from tests.test_e2e import assert_each_prompt_paid_once, load_report, text_items, wait_for
+
+
+def test_a_batch_runs_resumes_and_reports_from_a_postgres_ledger(
+    tmp_path: Path, sim: Simulator, pg_url: str
+) -> None:
+    items = text_items(12)
+    manifest = write_manifest(tmp_path, sim, items)
+    env = cli_env(sim)
+    result = run_cli(["run", str(manifest), "--state", pg_url], env)
+    assert result.code == 0, result.stderr
+    assert load_report(tmp_path)["counts"]["succeeded"] == 12
+    assert not (tmp_path / "out" / "state.sqlite3").exists()  # the ledger is in the database
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+
+    # status reads the database, from the environment variable as from --state.
+    status = run_cli(["status", str(manifest), "--json"], {**env, "ORCHESTRATOR_STATE": pg_url})
+    assert status.code == 0, status.stderr
+    rows = json.loads(status.stdout)
+    assert {row["state"] for row in rows["items"]} == {"succeeded"}
+    assert "password" not in status.stdout
+
+    # A rerun knows everything is done: nothing is sent.
+    before = sim.stats()
+    rerun = run_cli(["run", str(manifest)], {**env, "ORCHESTRATOR_STATE": pg_url})
+    assert rerun.code == 0, rerun.stderr
+    after = sim.stats()
+    assert (after.create_requests, after.query_requests) == (
+        before.create_requests, before.query_requests)
+
+
+def test_sigkill_mid_batch_then_rerun_pays_each_item_once(
+    tmp_path: Path, sim: Simulator, pg_url: str
+) -> None:
+    items = text_items(24)
+    sim.add_fault(FaultRule(op="create", effect="delay", match="number 7", delay=1.0, times=1))
+    manifest = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 6, "requests_per_minute": 6000}
+    )
+    env = {**cli_env(sim), "ORCHESTRATOR_STATE": pg_url}
+    proc = start_cli(["run", str(manifest)], env)
+    wait_for(lambda: sim.stats().create_requests >= 9)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    result = run_cli(["run", str(manifest)], env)
+    assert result.code == 0, result.stderr
+    assert load_report(tmp_path)["counts"]["succeeded"] == 24
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+    assert sim.stats().creates_reusing_external_id_without_lookup == 0
+
+
+def test_a_second_run_of_the_batch_on_another_host_is_refused(
+    tmp_path: Path, sim: Simulator, pg_url: str
+) -> None:
+    sim.add_fault(FaultRule(op="create", effect="delay", delay=1.5, times=1))
+    here, there = tmp_path / "host-a", tmp_path / "host-b"
+    here.mkdir()
+    there.mkdir()
+    items = text_items(2)
+    env = {**cli_env(sim), "ORCHESTRATOR_STATE": pg_url}
+    first = start_cli(["run", str(write_manifest(here, sim, items))], env)
+    wait_for(lambda: sim.stats().create_requests >= 1)
+    second = run_cli(["run", str(write_manifest(there, sim, items))], env)
+    assert second.code == 4, second.stderr
+    assert "another run of batch 'e2e' is in progress" in second.stderr
+    first.communicate(timeout=30)
+    assert first.returncode == 0
+    assert sim.stats().tasks_created == 2
+
+
+def test_an_unreachable_database_stops_before_anything_is_sent(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    manifest = write_manifest(tmp_path, sim, text_items(2))
+    url = "postgresql://orch:s3cret-pw@127.0.0.1:9/ledger?connect_timeout=2"
+    result = run_cli(["run", str(manifest), "--state", url], cli_env(sim))
+    assert result.code == 3, result.stderr
+    assert "cannot reach the state database postgresql://orch@127.0.0.1:9/ledger" in (
+        result.stderr)
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert sim.stats().create_requests == 0
+    for log in (tmp_path / "out").rglob("*"):
+        if log.is_file():
+            assert "s3cret-pw" not in log.read_text(errors="replace")
