@@ -33,8 +33,8 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import astuple, dataclass, fields
-from typing import Any
+from dataclasses import astuple
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -43,25 +43,32 @@ import psycopg_pool
 
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
-from orchestrator.ledger import (
-    LedgerError,
-    LedgerLocked,
-    LedgerNotStarted,
-    LedgerUnavailable,
+from orchestrator.ledger import LedgerError, LedgerLocked, LedgerNotStarted
+from orchestrator.ledger_api import AssetRecord, ItemRecord, ItemState, RunRecord, to_text
+from orchestrator.ledger_pg_rows import (
+    ATTEMPT_COLUMNS,
+    FENCE,
+    INSERT_RUN,
+    ITEM_COLUMNS,
+    UPDATE_RUN,
+    UPSERT_ATTEMPT,
+    UPSERT_HASH,
+    UPSERT_ITEM,
+    AttemptRow,
+    Flush,
+    ItemRow,
+    record_of,
 )
-from orchestrator.ledger_api import (
-    AssetRecord,
-    ItemRecord,
-    ItemState,
-    RunRecord,
-    assets_from_text,
-    to_text,
-)
+
+if TYPE_CHECKING:
+    from orchestrator.state_migrate import Exported
 from orchestrator.ledger_pg_schema import (
-    PG_MIGRATIONS,
-    PG_SCHEMA,
-    PG_SCHEMA_VERSION,
-    SCHEMA_LOCK,
+    CONNECT_TIMEOUT,
+    connect,
+    ensure_schema,
+    is_postgres_url,
+    reason,
+    redact_dsn,
 )
 
 __all__ = ["PgLedger", "is_postgres_url", "redact_dsn"]
@@ -70,154 +77,6 @@ __all__ = ["PgLedger", "is_postgres_url", "redact_dsn"]
 #: a flush only upserts whole rows, so sending one again is harmless.
 FLUSH_TRIES = 3
 _FLUSH_BACKOFF = (0.2, 1.0)
-CONNECT_TIMEOUT = 10
-
-
-def is_postgres_url(value: object) -> bool:
-    text = str(value)
-    return text.startswith(("postgresql://", "postgres://"))
-
-
-def redact_dsn(url: str) -> str:
-    """``url`` without its password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://<unparseable URL>"
-    user = info.get("user")
-    host = info.get("host") or "localhost"
-    if isinstance(host, str) and host.startswith("/"):
-        host = f"(socket {host})"
-    port = f":{info['port']}" if info.get("port") else ""
-    who = f"{user}@" if user else ""
-    return f"postgresql://{who}{host}{port}/{info.get('dbname') or ''}"
-
-
-@dataclass
-class _Item:
-    id: str
-    kind: str
-    state: str
-    attempt: int
-    external_task_id: str | None
-    task_id: str | None
-    expected_assets: int
-    assets: str | None
-    error: str | None
-    download_error: str | None
-    submitted_at: float | None
-    finished_at: float | None
-    updated_at: float
-    fingerprint: str | None
-
-
-@dataclass
-class _Attempt:
-    item_id: str
-    attempt: int
-    external_task_id: str
-    task_id: str | None
-    state: str
-    error: str | None
-    created_at: float
-    updated_at: float
-    charged_units: float | None
-    fingerprint: str | None
-    seq: int | None
-
-
-def _upsert(table: str, columns: list[str], key: tuple[str, ...]) -> str:
-    names = ", ".join(["batch", *columns])
-    marks = ", ".join(["%s"] * (len(columns) + 1))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
-    conflict = ", ".join(["batch", *key])
-    return (f"INSERT INTO {table} ({names}) VALUES ({marks}) "
-            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}")
-
-
-_ITEM_COLUMNS = [f.name for f in fields(_Item)]
-_ATTEMPT_COLUMNS = [f.name for f in fields(_Attempt)]
-_UPSERT_ITEM = _upsert("items", _ITEM_COLUMNS, ("id",))
-_UPSERT_ATTEMPT = _upsert("attempts", _ATTEMPT_COLUMNS, ("item_id", "attempt"))
-_UPSERT_HASH = _upsert("file_hashes", ["path", "size", "mtime_ns", "sha256"], ("path",))
-_UPDATE_RUN = (
-    "UPDATE runs SET requests = %s, retries = %s, finished_at = %s, exit_code = %s, "
-    "exit_reason = %s WHERE batch = %s AND run = %s"
-)
-_FENCE = "SELECT owner_token FROM batches WHERE batch = %s FOR SHARE"
-
-
-class _Flush:
-    """What one flush sends: the statements and their rows, taken when it starts."""
-
-    def __init__(self, groups: list[tuple[str, list[tuple[Any, ...]]]], gen: int,
-                 items: set[str], attempts: set[tuple[str, int]]) -> None:
-        self.groups = groups
-        self.gen = gen
-        self.items = items
-        self.attempts = attempts
-
-
-def _record(row: _Item, attempts: list[_Attempt]) -> ItemRecord:
-    charges = [a.charged_units for a in attempts if a.charged_units is not None]
-    return ItemRecord(
-        id=row.id,
-        kind=row.kind,
-        state=ItemState(row.state),
-        attempt=row.attempt,
-        external_task_id=row.external_task_id,
-        task_id=row.task_id,
-        expected_assets=row.expected_assets,
-        assets=assets_from_text(row.assets),
-        error=ErrorInfo.from_dict(json.loads(row.error)) if row.error else None,
-        submitted_at=row.submitted_at,
-        finished_at=row.finished_at,
-        tasks_created=sum(1 for a in attempts if a.task_id is not None),
-        download_error=(
-            ErrorInfo.from_dict(json.loads(row.download_error)) if row.download_error else None
-        ),
-        charged_units=sum(charges) if charges else None,
-        fingerprint=row.fingerprint,
-    )
-
-
-def _connect(url: str) -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
-    except psycopg.Error as exc:
-        raise LedgerUnavailable(
-            f"cannot reach the state database {redact_dsn(url)}: {_reason(exc)}; check --state "
-            "(or ORCHESTRATOR_STATE) and that the server is up. Nothing was sent."
-        ) from None
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
-
-
-def _ensure_schema(conn: psycopg.Connection[Any], where: str) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        for statement in PG_SCHEMA:
-            conn.execute(statement)
-        row = conn.execute("SELECT version FROM orchestrator_schema").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO orchestrator_schema (version) VALUES (%s)",
-                         (PG_SCHEMA_VERSION,))
-            return
-        version = int(row[0])
-        if version > PG_SCHEMA_VERSION:
-            raise LedgerError(
-                f"the state database {where} has ledger schema version {version}, newer than "
-                f"this orchestrator's ({PG_SCHEMA_VERSION}): a newer version wrote it. Upgrade "
-                "the orchestrator on this host; nothing was changed or sent."
-            )
-        while version in PG_MIGRATIONS:
-            for statement in PG_MIGRATIONS[version]:
-                conn.execute(statement)
-            version += 1
-            conn.execute("UPDATE orchestrator_schema SET version = %s", (version,))
 
 
 class PgLedger:
@@ -245,9 +104,9 @@ class PgLedger:
         self._write_gen = 0
         self._committed_gen = 0
         self._broken: str | None = None
-        self._items: dict[str, _Item] = {}
-        self._attempts: dict[str, list[_Attempt]] = {}
-        self._by_external: dict[str, _Attempt] = {}
+        self._items: dict[str, ItemRow] = {}
+        self._attempts: dict[str, list[AttemptRow]] = {}
+        self._by_external: dict[str, AttemptRow] = {}
         self._dirty_items: set[str] = set()
         self._dirty_attempts: set[tuple[str, int]] = set()
         self._other: list[tuple[str, tuple[Any, ...]]] = []
@@ -255,7 +114,7 @@ class PgLedger:
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._flush_lock: anyio.Lock | None = None
         self._flushing = False
-        self._conn = _connect(url)
+        self._conn = connect(url)
         try:
             self._open()
         except BaseException:
@@ -267,7 +126,7 @@ class PgLedger:
     def _open(self) -> None:
         conn = self._conn
         try:
-            _ensure_schema(conn, self.path)
+            ensure_schema(conn, self.path)
             row = conn.execute(
                 "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                 ("orchestrator-batch:" + self.batch,),
@@ -299,23 +158,23 @@ class PgLedger:
             self._load()
         except psycopg.Error as exc:
             raise LedgerError(
-                f"cannot use the state database {self.path}: {_reason(exc)}. Nothing was sent."
+                f"cannot use the state database {self.path}: {reason(exc)}. Nothing was sent."
             ) from None
 
     def _load(self) -> None:
         items = self._conn.execute(
-            f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE batch = %s", (self.batch,)
+            f"SELECT {', '.join(ITEM_COLUMNS)} FROM items WHERE batch = %s", (self.batch,)
         )
-        self._items = {row[0]: _Item(*row) for row in items}
+        self._items = {row[0]: ItemRow(*row) for row in items}
         attempts = self._conn.execute(
-            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE batch = %s "
+            f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM attempts WHERE batch = %s "
             "ORDER BY item_id, attempt",
             (self.batch,),
         )
         self._attempts = {}
         self._by_external = {}
         for row in attempts:
-            attempt = _Attempt(*row)
+            attempt = AttemptRow(*row)
             self._attempts.setdefault(attempt.item_id, []).append(attempt)
             self._by_external[attempt.external_task_id] = attempt
 
@@ -374,7 +233,7 @@ class PgLedger:
         """Writes made and not yet flushed (lost by a crash now)."""
         return self._write_gen - self._committed_gen
 
-    def _wrote(self, item_id: str | None = None, attempt: _Attempt | None = None) -> None:
+    def _wrote(self, item_id: str | None = None, attempt: AttemptRow | None = None) -> None:
         self._check_usable()
         if item_id is not None:
             self._dirty_items.add(item_id)
@@ -382,7 +241,7 @@ class PgLedger:
             self._dirty_attempts.add((attempt.item_id, attempt.attempt))
         self._write_gen += 1
 
-    def _take(self) -> _Flush | None:
+    def _take(self) -> Flush | None:
         """The pending writes as statements, the changed rows as they are now."""
         if self._committed_gen == self._write_gen:
             return None
@@ -390,28 +249,28 @@ class PgLedger:
         groups: list[tuple[str, list[tuple[Any, ...]]]] = []
         if self._dirty_items:
             rows = [(b, *astuple(self._items[i])) for i in sorted(self._dirty_items)]
-            groups.append((_UPSERT_ITEM, rows))
+            groups.append((UPSERT_ITEM, rows))
         if self._dirty_attempts:
             attempts = []
             for item_id, number in sorted(self._dirty_attempts):
                 found = next(a for a in self._attempts[item_id] if a.attempt == number)
                 attempts.append((b, *astuple(found)))
-            groups.append((_UPSERT_ATTEMPT, attempts))
+            groups.append((UPSERT_ATTEMPT, attempts))
         for sql, params in self._other:
             if groups and groups[-1][0] == sql:
                 groups[-1][1].append(params)
             else:
                 groups.append((sql, [params]))
-        taken = _Flush(groups, self._write_gen, self._dirty_items, self._dirty_attempts)
+        taken = Flush(groups, self._write_gen, self._dirty_items, self._dirty_attempts)
         self._dirty_items, self._dirty_attempts, self._other = set(), set(), []
         return taken
 
-    def _restore(self, taken: _Flush) -> None:
+    def _restore(self, taken: Flush) -> None:
         """A flush failed: its rows are pending again (their state now, which is newer)."""
         self._dirty_items |= taken.items
         self._dirty_attempts |= taken.attempts
         others = [(sql, p) for sql, rows in taken.groups
-                  if sql not in (_UPSERT_ITEM, _UPSERT_ATTEMPT) for p in rows]
+                  if sql not in (UPSERT_ITEM, UPSERT_ATTEMPT) for p in rows]
         self._other = others + self._other
 
     def _fenced(self, token: int | None) -> None:
@@ -435,7 +294,7 @@ class PgLedger:
         for tries in range(1, FLUSH_TRIES + 1):
             try:
                 with self._conn.transaction():
-                    row = self._conn.execute(_FENCE, (self.batch,)).fetchone()
+                    row = self._conn.execute(FENCE, (self.batch,)).fetchone()
                     self._fenced(None if row is None else int(row[0]))
                     with self._conn.cursor() as cursor:
                         for sql, rows in taken.groups:
@@ -444,7 +303,7 @@ class PgLedger:
             except psycopg.Error as exc:
                 if tries == FLUSH_TRIES or self._conn.closed:
                     self._restore(taken)
-                    self._broken = f"flush failed: {_reason(exc)}"
+                    self._broken = f"flush failed: {reason(exc)}"
                     self._check_usable()
                 self._sleep(_FLUSH_BACKOFF[min(tries, len(_FLUSH_BACKOFF)) - 1])
         self.commits += 1
@@ -481,7 +340,7 @@ class PgLedger:
                 except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
                     if tries == FLUSH_TRIES:
                         self._restore(taken)
-                        self._broken = f"flush failed: {_reason(exc)}"
+                        self._broken = f"flush failed: {reason(exc)}"
                         self._check_usable()
                     await anyio.sleep(_FLUSH_BACKOFF[min(tries, len(_FLUSH_BACKOFF)) - 1])
         finally:
@@ -489,9 +348,9 @@ class PgLedger:
         self.commits += 1
         self._committed_gen = max(self._committed_gen, taken.gen)
 
-    async def _send(self, pool: psycopg_pool.AsyncConnectionPool, taken: _Flush) -> None:
+    async def _send(self, pool: psycopg_pool.AsyncConnectionPool, taken: Flush) -> None:
         async with pool.connection(timeout=CONNECT_TIMEOUT) as conn, conn.transaction():
-            cursor = await conn.execute(_FENCE, (self.batch,))
+            cursor = await conn.execute(FENCE, (self.batch,))
             row = await cursor.fetchone()
             self._fenced(None if row is None else int(row[0]))
             async with conn.cursor() as many:
@@ -512,7 +371,7 @@ class PgLedger:
     def read_only(cls, url: str, batch: str) -> tuple[str, list[ItemRecord]]:
         """(batch name, every item record) without taking the batch: ``status`` works from
         any host while runs are in progress. LedgerError when the batch is not there."""
-        conn = _connect(url)
+        conn = connect(url)
         try:
             try:
                 exists = conn.execute(
@@ -525,22 +384,22 @@ class PgLedger:
                         "has not been run with this --state yet"
                     )
                 items = conn.execute(
-                    f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE batch = %s "
+                    f"SELECT {', '.join(ITEM_COLUMNS)} FROM items WHERE batch = %s "
                     "ORDER BY id", (batch,)).fetchall()
-                attempts: dict[str, list[_Attempt]] = {}
+                attempts: dict[str, list[AttemptRow]] = {}
                 for row in conn.execute(
-                    f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE batch = %s",
+                    f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM attempts WHERE batch = %s",
                     (batch,),
                 ):
-                    attempt = _Attempt(*row)
+                    attempt = AttemptRow(*row)
                     attempts.setdefault(attempt.item_id, []).append(attempt)
             except psycopg.Error as exc:
                 raise LedgerError(
-                    f"cannot read the state database {redact_dsn(url)}: {_reason(exc)}"
+                    f"cannot read the state database {redact_dsn(url)}: {reason(exc)}"
                 ) from None
         finally:
             conn.close()
-        return batch, [_record(_Item(*row), attempts.get(row[0], [])) for row in items]
+        return batch, [record_of(ItemRow(*row), attempts.get(row[0], [])) for row in items]
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -576,7 +435,7 @@ class PgLedger:
         known = self.file_hashes()
         for path, ((size, mtime), sha) in learnt.items():
             known[path] = ((size, mtime), sha)
-            self._other.append((_UPSERT_HASH, (self.batch, path, size, mtime, sha)))
+            self._other.append((UPSERT_HASH, (self.batch, path, size, mtime, sha)))
         self._hashes = known
         self._wrote()
 
@@ -586,7 +445,7 @@ class PgLedger:
         row = self._items.get(item_id)
         if row is None:
             raise KeyError(item_id)
-        return _record(row, self._attempts.get(item_id, []))
+        return record_of(row, self._attempts.get(item_id, []))
 
     def all(self) -> list[ItemRecord]:
         return [self.get(i) for i in sorted(self._items)]
@@ -629,18 +488,18 @@ class PgLedger:
     def _json(self, value: Any) -> str:
         return to_text(self._scrub(value))
 
-    def _row(self, item_id: str) -> _Item:
+    def _row(self, item_id: str) -> ItemRow:
         self._check_usable()
         return self._items[item_id]
 
-    def _current(self, row: _Item) -> _Attempt:
+    def _current(self, row: ItemRow) -> AttemptRow:
         return next(a for a in self._attempts[row.id] if a.attempt == row.attempt)
 
     def sync_items(self, items: Iterable[tuple[str, str, int]]) -> None:
         now = self._clock()
         for item_id, kind, expected in items:
             if item_id not in self._items:
-                self._items[item_id] = _Item(item_id, kind, "pending", 0, None, None, expected,
+                self._items[item_id] = ItemRow(item_id, kind, "pending", 0, None, None, expected,
                                              None, None, None, None, None, now, None)
                 self._wrote(item_id)
         self.commit()
@@ -662,7 +521,7 @@ class PgLedger:
             if other is not None:
                 raise LedgerError(f"external task id {external_task_id} is already used by "
                                   f"item {other.item_id} attempt {other.attempt}")
-            found = _Attempt(item_id, attempt, external_task_id, None, "submitting", None,
+            found = AttemptRow(item_id, attempt, external_task_id, None, "submitting", None,
                              now, now, None, fingerprint, seq)
             attempts.append(found)
             self._by_external[external_task_id] = found
@@ -759,6 +618,49 @@ class PgLedger:
         self._wrote(item_id)
         self.commit()
 
+    # -- a whole ledger moved in (state migrate) ------------------------------------------------
+
+    def import_whole(self, exported: Exported) -> None:
+        """Take over a whole ledger of this batch (its rows and its id) in one transaction;
+        refused when this database already knows the batch's items or runs."""
+        if exported.batch != self.batch:
+            raise ValueError(f"a ledger of batch {exported.batch!r}, not {self.batch!r}")
+        self.commit()
+        b = self.batch
+        try:
+            with self._conn.transaction():
+                row = self._conn.execute(FENCE, (b,)).fetchone()
+                self._fenced(None if row is None else int(row[0]))
+                used = self._conn.execute(
+                    "SELECT (SELECT COUNT(*) FROM items WHERE batch = %s) + "
+                    "(SELECT COUNT(*) FROM runs WHERE batch = %s)", (b, b)).fetchone()
+                if used is not None and used[0]:
+                    raise LedgerError(
+                        f"the state database {self.path} already has a ledger of batch "
+                        f"'{b}': nothing was moved (the two are never merged)"
+                    )
+                self._conn.execute(
+                    "UPDATE batches SET ledger_id = %s, created_at = %s WHERE batch = %s",
+                    (exported.ledger_id, exported.created_at, b))
+                with self._conn.cursor() as cursor:
+                    for sql, rows in (
+                        (UPSERT_ITEM, exported.items),
+                        (UPSERT_ATTEMPT, exported.attempts),
+                        (UPSERT_HASH, exported.file_hashes),
+                        (INSERT_RUN, exported.runs),
+                    ):
+                        if rows:
+                            cursor.executemany(sql, [(b, *r) for r in rows])
+        except psycopg.Error as exc:
+            raise LedgerError(
+                f"cannot move the ledger into the state database {self.path}: {reason(exc)}; "
+                "nothing was moved"
+            ) from None
+        self.ledger_id = exported.ledger_id
+        self.created = False
+        self._hashes = None
+        self._load()
+
     # -- runs -------------------------------------------------------------------------------
 
     def start_run(self, started_at: float) -> int:
@@ -766,7 +668,7 @@ class PgLedger:
         self.commit()
         try:
             with self._conn.transaction():
-                row = self._conn.execute(_FENCE, (self.batch,)).fetchone()
+                row = self._conn.execute(FENCE, (self.batch,)).fetchone()
                 self._fenced(None if row is None else int(row[0]))
                 got = self._conn.execute(
                     "INSERT INTO runs (batch, run, started_at) SELECT %s, "
@@ -775,7 +677,7 @@ class PgLedger:
                 ).fetchone()
         except psycopg.Error as exc:
             raise LedgerError(
-                f"cannot record the run in the state database {self.path}: {_reason(exc)}"
+                f"cannot record the run in the state database {self.path}: {reason(exc)}"
             ) from None
         assert got is not None
         return int(got[0])
@@ -790,7 +692,7 @@ class PgLedger:
         exit_code: int | None = None,
         exit_reason: str | None = None,
     ) -> None:
-        self._other.append((_UPDATE_RUN, (to_text(requests), retries, finished_at, exit_code,
+        self._other.append((UPDATE_RUN, (to_text(requests), retries, finished_at, exit_code,
                                           exit_reason, self.batch, run)))
         self._wrote()
         if finished_at is not None and not self._flushing and self._pool is None:

@@ -1,6 +1,6 @@
-"""The ledger's PostgreSQL schema: one database holds any number of batches (every row names its
-batch), created on first use, at a version this orchestrator reads and an older one it brings up
-to date; a newer one is refused (a newer orchestrator wrote it).
+"""The ledger's PostgreSQL schema and connections: one database holds any number of batches
+(every row names its batch), created on first use, at a version this orchestrator reads and an
+older one it brings up to date; a newer one is refused (a newer orchestrator wrote it).
 
 The tables mirror the SQLite ledger's (ledger_schema.py) column for column, so that a ledger
 moves between the two without a field lost; ``batches`` adds who may write the batch now (see
@@ -8,6 +8,15 @@ ledger_pg.py).
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from orchestrator.ledger import LedgerError, LedgerUnavailable
+
+#: Seconds a connection may take to open.
+CONNECT_TIMEOUT = 10
 
 #: The version of the tables below; kept in ``orchestrator_schema``.
 PG_SCHEMA_VERSION = 1
@@ -86,3 +95,64 @@ PG_MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
 #: Serialises schema creation between processes (any constant: ours).
 SCHEMA_LOCK = 0x6B6C696E67  # "kling"
+
+
+def is_postgres_url(value: object) -> bool:
+    text = str(value)
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def redact_dsn(url: str) -> str:
+    """``url`` without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://<unparseable URL>"
+    user = info.get("user")
+    host = info.get("host") or "localhost"
+    if isinstance(host, str) and host.startswith("/"):
+        host = f"(socket {host})"
+    port = f":{info['port']}" if info.get("port") else ""
+    who = f"{user}@" if user else ""
+    return f"postgresql://{who}{host}{port}/{info.get('dbname') or ''}"
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    except psycopg.Error as exc:
+        raise LedgerUnavailable(
+            f"cannot reach the state database {redact_dsn(url)}: {reason(exc)}; check --state "
+            "(or ORCHESTRATOR_STATE) and that the server is up. Nothing was sent."
+        ) from None
+
+
+def reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def ensure_schema(conn: psycopg.Connection[Any], where: str) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        for statement in PG_SCHEMA:
+            conn.execute(statement)
+        row = conn.execute("SELECT version FROM orchestrator_schema").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO orchestrator_schema (version) VALUES (%s)",
+                         (PG_SCHEMA_VERSION,))
+            return
+        version = int(row[0])
+        if version > PG_SCHEMA_VERSION:
+            raise LedgerError(
+                f"the state database {where} has ledger schema version {version}, newer than "
+                f"this orchestrator's ({PG_SCHEMA_VERSION}): a newer version wrote it. Upgrade "
+                "the orchestrator on this host; nothing was changed or sent."
+            )
+        while version in PG_MIGRATIONS:
+            for statement in PG_MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+            conn.execute("UPDATE orchestrator_schema SET version = %s", (version,))
+
+

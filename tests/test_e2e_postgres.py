@@ -96,3 +96,41 @@ def test_an_unreachable_database_stops_before_anything_is_sent(
     for log in (tmp_path / "out").rglob("*"):
         if log.is_file():
             assert "s3cret-pw" not in log.read_text(errors="replace")
+
+
+def test_a_batch_stopped_mid_way_moves_to_postgres_with_its_intents(
+    tmp_path: Path, sim: Simulator, pg_url: str
+) -> None:
+    items = text_items(24)
+    # The kill lands while a create is held by the server: its intent is in the file only.
+    sim.add_fault(FaultRule(op="create", effect="delay", match="number 9", delay=1.5, times=1))
+    manifest = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 6, "requests_per_minute": 6000}
+    )
+    env = cli_env(sim)
+    proc = start_cli(["run", str(manifest)], env)
+    wait_for(lambda: sim.stats().create_requests >= 11)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    state = tmp_path / "out" / "state.sqlite3"
+
+    moved = run_cli(["state", "migrate", "--from", str(state), "--to", pg_url], env)
+    assert moved.code == 0, moved.stderr
+    assert "Moved batch 'e2e'" in moved.stdout and "24 items" in moved.stdout
+    assert not state.exists() and list((tmp_path / "out").glob("state.sqlite3.migrated-*"))
+
+    # The same batch (its identity moved too): nothing to adopt, the intent is looked up.
+    result = run_cli(["run", str(manifest), "--state", pg_url], env)
+    assert result.code == 0, result.stderr
+    assert "adopt" not in result.stderr
+    assert load_report(tmp_path)["counts"]["succeeded"] == 24
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+    assert sim.stats().creates_reusing_external_id_without_lookup == 0
+
+    # A database that has the batch already takes nothing more: never merged.
+    again = run_cli(["run", str(manifest)], env)  # a new file ledger; tasks adopted
+    assert again.code == 0, again.stderr
+    refused = run_cli(["state", "migrate", "--from", str(state), "--to", pg_url], env)
+    assert refused.code == 2
+    assert "already has a ledger of batch 'e2e'" in refused.stderr
+    assert state.exists()

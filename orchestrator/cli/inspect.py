@@ -27,8 +27,9 @@ from orchestrator.cli.common import (
     recovery_hint,
     state_of,
 )
-from orchestrator.ledger import LedgerError, LedgerUnreadable
+from orchestrator.ledger import LedgerError, LedgerLocked, LedgerUnreadable
 from orchestrator.report import PROBLEM_STATUSES, counts_text
+from orchestrator.state_location import locate
 
 
 def cmd_validate(args: argparse.Namespace, err: TextIO, out: TextIO) -> Exit:
@@ -76,7 +77,37 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> Exit:
     return Exit.OK
 
 
+def cmd_migrate(args: argparse.Namespace, out: TextIO) -> Exit:
+    """``state migrate --from FILE --to URL``."""
+    target = locate(args.target, args.source)
+    if target.url is None:
+        raise Usage(f"--to {args.target}: give a postgresql:// URL. Nothing was moved.")
+    try:
+        from orchestrator.state_migrate import migrate
+    except ImportError:
+        raise Usage(
+            "a PostgreSQL ledger needs the PostgreSQL driver: pip install "
+            "'kling-batch-orchestrator[postgres]'. Nothing was moved."
+        ) from None
+    try:
+        done = migrate(args.source, target.url)
+    except LedgerLocked as exc:
+        sys.stderr.write(f"Refused: {exc}\n")
+        return Exit.LOCKED
+    except LedgerError as exc:
+        raise Usage(str(exc)) from None
+    out.write(
+        f"Moved batch '{done.batch}' into {target.describe()}: {done.items} items, "
+        f"{done.attempts} attempts, {done.runs} runs. The file is kept as {done.moved_to}.\n"
+        f"Run it with --state {target.describe()} (or ORCHESTRATOR_STATE); the password, "
+        "if any, as you gave it.\n"
+    )
+    return Exit.OK
+
+
 def cmd_state(args: argparse.Namespace, out: TextIO) -> Exit:
+    if args.state_command == "migrate":
+        return cmd_migrate(args, out)
     manifest = load(args.manifest, sys.stderr)
     state = state_of(args, manifest)
     if state.path is None:

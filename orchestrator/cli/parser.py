@@ -244,6 +244,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             "--state", help=STATE_HELP
         )
         one.add_argument("--json", action="store_true", help="machine-readable output")
+    move = state_sub.add_parser(
+        "migrate",
+        help="move a batch's SQLite ledger into a PostgreSQL database (whole: every intent)",
+        description="Move the ledger at --from (a state file) into the database at --to, "
+        "whole: items, attempts with their external ids, charges, file digests, runs and the "
+        "ledger's id. A batch stopped mid-way moves with its intents (a create in flight is "
+        "looked up on the next run). The file is renamed aside, kept. Then run the batch with "
+        "--state URL (or ORCHESTRATOR_STATE).",
+    )
+    move.add_argument("--from", dest="source", type=Path, required=True,
+                      help="the SQLite state file")
+    move.add_argument("--to", dest="target", required=True,
+                      help="the postgresql:// URL of the database")
 
     models = sub.add_parser(
         "models",
