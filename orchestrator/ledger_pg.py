@@ -77,6 +77,10 @@ __all__ = ["PgLedger", "is_postgres_url", "redact_dsn"]
 #: a flush only upserts whole rows, so sending one again is harmless.
 FLUSH_TRIES = 3
 _FLUSH_BACKOFF = (0.2, 1.0)
+#: The server's TCP keepalives on the connection that holds the batch (idle, interval, count:
+#: a silent peer is dropped after about 30 + 3 x 10 seconds).
+KEEPALIVES = (("tcp_keepalives_idle", 30), ("tcp_keepalives_interval", 10),
+              ("tcp_keepalives_count", 3))
 
 
 class PgLedger:
@@ -126,6 +130,11 @@ class PgLedger:
     def _open(self) -> None:
         conn = self._conn
         try:
+            # This connection holds the batch: a host that vanishes without closing it (power
+            # lost, network cut) must free the batch in about a minute, not after the server's
+            # default two hours of TCP silence.
+            for setting, seconds in KEEPALIVES:
+                conn.execute(f"SET {setting} = {seconds}")
             ensure_schema(conn, self.path)
             row = conn.execute(
                 "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
