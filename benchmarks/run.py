@@ -377,8 +377,12 @@ def run_orchestrator(
     profile: str | None,
     log: Any,
     whatif: str | None = None,
+    extra_args: Sequence[str] = (),
+    tag: str = "",
 ) -> dict[str, Any]:
-    label = "orchestrator" + ("+downloads" if download else "")
+    """One run of the orchestrator on the scenario; ``extra_args`` go to ``run`` (e.g. a
+    ``--state`` URL) and ``tag`` into the label."""
+    label = "orchestrator" + tag + ("+downloads" if download else "")
     if whatif:
         label += f"[whatif {whatif}]"
     work = workdir / label
@@ -410,7 +414,8 @@ def run_orchestrator(
             # Experimental in-memory patches (benchmarks/whatif.py): not the orchestrator as is.
             module = "benchmarks.whatif"
             env["BENCH_WHATIF"] = whatif
-        argv = [sys.executable, "-m", module, "run", str(manifest), "--no-progress"]
+        argv = [sys.executable, "-m", module, "run", str(manifest), "--no-progress",
+                *extra_args]
         if profile in ("py-spy", "py-spy-gil"):
             spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             # py-spy-gil: only the thread holding the GIL (Python's own CPU, no waits in
