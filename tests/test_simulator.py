@@ -337,21 +337,33 @@ def test_unknown_routes_answer_1202(launch: Launch) -> None:
 def test_concurrency_slots_reject_with_1303_until_tasks_finish(
     launch: Launch, clock: FakeClock
 ) -> None:
+    # Kling counts each resource-pack type apart: image tasks hold n slots of the image
+    # pack, video tasks one of the video pack (kling-api.md, Limits).
     sim, client = launch(concurrency_slots=3)
     create(client, IMG, n=2)
-    create(client)
-    rejected = client.post(T2V, json=body_for(T2V))
+    create(client, IMG, n=1)
+    rejected = client.post(IMG, json=body_for(IMG, n=1))
     assert error_of(rejected) == (429, 1303)
     assert rejected.json()["message"] == "parallel task over resource pack limit"
-    assert error_of(client.post(IMG, json=body_for(IMG, n=1))) == (429, 1303)
+    for _ in range(3):
+        create(client)  # the video pack is not the image pack's
+    assert error_of(client.post(T2V, json=body_for(T2V))) == (429, 1303)
     stats = sim.stats()
-    assert (stats.tasks_created, stats.peak_slots, stats.slots_in_use) == (2, 3, 3)
+    assert (stats.tasks_created, stats.peak_slots, stats.slots_in_use) == (5, 6, 6)
 
     clock.advance(1.0)  # finished tasks, failed ones included, give their slots back
     create(client, IMG, n=3)
     stats = sim.stats()
-    assert (stats.tasks_created, stats.peak_slots) == (3, 3)
-    assert stats.create_answers == {"0": 3, "1303": 2}
+    assert (stats.tasks_created, stats.peak_slots) == (6, 6)
+    assert stats.create_answers == {"0": 6, "1303": 2}
+
+
+def test_the_image_pack_may_have_a_limit_of_its_own(launch: Launch) -> None:
+    _, client = launch(concurrency_slots=1, image_concurrency_slots=4)
+    create(client, IMG, n=4)
+    create(client)
+    assert error_of(client.post(T2V, json=body_for(T2V))) == (429, 1303)
+    assert error_of(client.post(IMG, json=body_for(IMG, n=1))) == (429, 1303)
 
 
 def test_billing_after_k_creates(launch: Launch) -> None:

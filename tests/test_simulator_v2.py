@@ -426,18 +426,20 @@ def test_read_lag_on_v2_hides_reads_by_external_id_and_the_list_only(
 
 
 def test_slots_are_shared_by_both_apis(launch: Launch, clock: FakeClock) -> None:
+    # One video pack for both APIs; the image pack is counted apart.
     sim, client = launch(concurrency_slots=3)
     data_of(client.post(T2V, json=v1_video()))
     create(client)
-    data_of(client.post("/v1/images/generations",
-                        json={"model_name": "kling-v2-1", "prompt": "x"}))
+    data_of(client.post(T2V, json=v1_video()))
     assert refusal(client.post(KLING_26, json=pro())) == (
         429, 1303, "parallel task over resource pack limit")
     assert refusal(client.post(T2V, json=v1_video()))[:2] == (429, 1303)
-    assert sim.stats().peak_slots == 3
+    data_of(client.post("/v1/images/generations",
+                        json={"model_name": "kling-v2-1", "prompt": "x"}))
+    assert sim.stats().peak_slots == 4
     clock.advance(1.0)
     create(client)
-    assert sim.stats().create_answers == {"0": 4, "1303": 2}
+    assert sim.stats().create_answers == {"0": 5, "1303": 2}
 
 
 def test_billing_and_rate_are_shared_by_both_apis(launch: Launch, clock: FakeClock) -> None:

@@ -26,8 +26,12 @@ class SimConfig:
     seed: int = 0
     #: Seconds from creation to the final status, drawn uniformly per task.
     task_duration: tuple[float, float] = (0.3, 0.8)
-    #: Account slot limit (images hold n slots, videos 1); None means unlimited.
+    #: Account slot limit of each resource-pack type, counted apart as Kling counts them
+    #: (video tasks hold 1 slot of the video pack, image tasks n of the image pack); None
+    #: means unlimited.
     concurrency_slots: int | None = None
+    #: The image pack's own limit, when it differs (None: ``concurrency_slots``).
+    image_concurrency_slots: int | None = None
     #: Create requests admitted per sliding second; None means unlimited.
     requests_per_second: float | None = None
     #: What a query for an unknown id answers: what live probes saw, or what the docs say.
@@ -81,6 +85,8 @@ class SimConfig:
             raise ValueError("task_duration must be (low, high) with 0 <= low <= high")
         if self.concurrency_slots is not None and self.concurrency_slots < 0:
             raise ValueError("concurrency_slots must be >= 0 or None")
+        if self.image_concurrency_slots is not None and self.image_concurrency_slots < 0:
+            raise ValueError("image_concurrency_slots must be >= 0 or None")
         if self.requests_per_second is not None and self.requests_per_second <= 0:
             raise ValueError("requests_per_second must be > 0 or None")
         ttl = self.asset_url_ttl

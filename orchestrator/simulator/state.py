@@ -220,9 +220,11 @@ class SimState:
         self._by_family: dict[str, list[TaskRecord]] = {}
         #: API 2.0 tasks in creation order: POST /tasks pages through them by position.
         self._v2_tasks: list[TaskRecord] = []
-        # (finish time, slots) of tasks that may still hold slots.
-        self._holding: list[tuple[float, int]] = []
+        # (finish time, slots, resource-pack type) of tasks that may still hold slots.
+        self._holding: list[tuple[float, int, str]] = []
         self._slots_in_use = 0
+        #: slots in use per resource-pack type ("video", "image"): each has its own limit
+        self._pack_in_use: Counter[str] = Counter()
         self._peak_slots = 0
         self._recent_creates: deque[float] = deque()
         self._requests: Counter[str] = Counter()
@@ -321,8 +323,11 @@ class SimState:
                     self._external_counts[external] += 1
                     raise ApiError(1201, f"External_task_id {external} already exists")
             self._release_finished(now)
+            pack = family.media
             limit = self._config.concurrency_slots
-            if limit is not None and self._slots_in_use + spec.slots > limit:
+            if pack == "image" and self._config.image_concurrency_slots is not None:
+                limit = self._config.image_concurrency_slots
+            if limit is not None and self._pack_in_use[pack] + spec.slots > limit:
                 raise ApiError(1303, "parallel task over resource pack limit")
             outcome_rule = self._faults.take("create", spec.prompt, OUTCOME_EFFECTS)
             answer_rule = self._faults.take("create", spec.prompt, AFTER_COMMIT_EFFECTS)
@@ -533,8 +538,9 @@ class SimState:
 
     def _release_finished(self, now: float) -> None:
         while self._holding and self._holding[0][0] <= now:
-            _, slots = heapq.heappop(self._holding)
+            _, slots, pack = heapq.heappop(self._holding)
             self._slots_in_use -= slots
+            self._pack_in_use[pack] -= slots
 
     def _new_task(
         self, family: Family, spec: CreateSpec, now: float, rule: FaultRule | None
@@ -569,8 +575,9 @@ class SimState:
         self._by_family.setdefault(task.family.path, []).append(task)
         if task.family.api == V2:
             self._v2_tasks.append(task)
-        heapq.heappush(self._holding, (task.finishes, task.spec.slots))
+        heapq.heappush(self._holding, (task.finishes, task.spec.slots, task.family.media))
         self._slots_in_use += task.spec.slots
+        self._pack_in_use[task.family.media] += task.spec.slots
         self._peak_slots = max(self._peak_slots, self._slots_in_use)
         external = task.spec.external_task_id
         if external is None:
