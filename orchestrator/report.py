@@ -57,6 +57,7 @@ from orchestrator.report_md import (
     MARKDOWN_MAX_RUNS,
     MarkdownSpool,
     counts_text,
+    group_limits_line,
     md_cell,
     render_markdown,
     stop_cause,
@@ -385,7 +386,9 @@ def summary(
         )
     conc = report.get("concurrency") or {}
     advised = conc.get("limit_found") or conc.get("sustained")
-    if conc.get("over_capacity_cuts") and advised:
+    if conc.get("groups") and conc.get("over_capacity_cuts"):
+        lines.append(group_limits_line(conc))
+    elif conc.get("over_capacity_cuts") and advised:
         found = (f"its limit looks like {conc['limit_found']}; "
                  if conc.get("limit_found") else "")
         lines.append(

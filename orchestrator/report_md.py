@@ -418,6 +418,22 @@ def _runs_section(report: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def group_limits_line(conc: Mapping[str, Any]) -> str:
+    """What the refusals showed of each capacity group's limit (Kling's resource packs)."""
+    found = []
+    for key, group in sorted((conc.get("groups") or {}).items()):
+        if group.get("limit_found"):
+            found.append(f"{key} tasks: limit looks like {group['limit_found']}")
+        else:
+            found.append(f"{key} tasks: limit not reached")
+    return (
+        "The account refused some tasks over capacity; it counts each resource pack apart ("
+        + "; ".join(found) + ")"
+        + f". limits.concurrency ({conc.get('configured')}) caps them together; each pack's "
+        "limit is found again by every run."
+    )
+
+
 def _concurrency(report: Mapping[str, Any]) -> list[str]:
     conc: Mapping[str, Any] = report.get("concurrency") or {}
     if not conc:
@@ -437,7 +453,16 @@ def _concurrency(report: Mapping[str, Any]) -> list[str]:
         "lr",
     )
     advised = conc.get("limit_found") or conc.get("sustained")
-    if conc.get("over_capacity_cuts") and advised:
+    if conc.get("groups"):
+        out += ["", *_table(
+            ["capacity group", "limit found", "lowest cap", "cap at the end", "cuts"],
+            [[key, g.get("limit_found") or "not reached", g.get("lowest"), g.get("final"),
+              g.get("over_capacity_cuts")] for key, g in sorted(conc["groups"].items())],
+            "lrrrr",
+        )]
+        if conc.get("over_capacity_cuts"):
+            out += ["", group_limits_line(conc)]
+    elif conc.get("over_capacity_cuts") and advised:
         out += [
             "",
             f"The account refused concurrency {conc.get('configured')}: consider "

@@ -618,3 +618,35 @@ def test_report_says_what_concurrency_the_account_sustained(tmp_path: Path) -> N
     assert conc["limit_found"] == 2
     assert "its limit looks like 2" in result.stderr
     assert "consider limits.concurrency: 2" in result.stderr
+
+
+def test_each_resource_pack_has_its_own_limit(tmp_path: Path) -> None:
+    """Kling counts video and image tasks against different packs: refusals of image tasks
+    (a pack of 2) cut only the image tasks' cap; video tasks keep the configured 10."""
+    config = SimConfig(task_duration=(0.2, 0.4), concurrency_slots=50, image_concurrency_slots=2)
+    with Simulator(config) as packs:
+        items: list[dict[str, Any]] = [
+            *text_items(20, "video"),
+            *({"id": f"still-{i:02d}", "kind": "image", "model": "kling-v2-1",
+               "prompt": f"still number {i}"} for i in range(10)),
+        ]
+        manifest = write_manifest(
+            tmp_path, packs, items,
+            limits={"concurrency": 10, "requests_per_minute": 6000},
+            retry={"max_attempts": 30},
+        )
+        result = run_cli(["run", str(manifest)], cli_env(packs))
+        assert result.code == 0, result.stderr
+        stats = packs.stats()
+    conc = load_report(tmp_path)["concurrency"]
+    groups = conc["groups"]
+    assert groups["image"]["limit_found"] == 2
+    assert groups["image"]["over_capacity_cuts"] >= 1
+    assert groups["video"]["over_capacity_cuts"] == 0 and groups["video"]["final"] == 10
+    assert conc["limit_found"] is None  # no one number to advise
+    assert "image tasks: limit looks like 2; video tasks: limit not reached" in result.stderr
+    assert "consider limits.concurrency" not in result.stderr
+    assert stats.peak_slots <= 10
+    assert_each_prompt_paid_once(packs, [i["prompt"] for i in items])
+    page = (tmp_path / "out" / "report.md").read_text()
+    assert "| capacity group |" in page and "| image " in page

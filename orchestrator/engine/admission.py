@@ -33,7 +33,8 @@ class Admission:
         self._units_spent = 0.0
         self._capped = False
         self._rate_waiting = 0
-        self._slots_waited = False
+        #: items waiting for slots now (one per group's admission at most)
+        self._slots_waited = 0
 
     def open(self) -> None:
         """At the run's start: the create rate starts afresh, and the units cap counts what
@@ -46,37 +47,52 @@ class Admission:
     async def admit(
         self, items: Iterable[Item], start: Callable[[Item, Held], Awaitable[None]]
     ) -> None:
-        """Start each item once it has its slots, in order, until the batch stops."""
+        """Start each item once it has its slots, in order within its capacity group, until
+        the batch stops. Groups are admitted side by side: one at its limit (Kling's image
+        pack) does not hold back the items of another (its video pack)."""
+        queues: dict[str, list[Item]] = {}
+        for item in items:
+            queues.setdefault(self._b.group_of(item.request), []).append(item)
+        if len(queues) <= 1:
+            for queue in queues.values():
+                await self._admit(queue, start)
+            return
+        async with anyio.create_task_group() as tg:
+            for queue in queues.values():
+                tg.start_soon(self._admit, queue, start)
+
+    async def _admit(
+        self, items: list[Item], start: Callable[[Item, Held], Awaitable[None]]
+    ) -> None:
         for item in items:
             if self._b.stopping or self.capped:
                 return
-            slots = self._b.slots
-            self._slots_waited = slots.used + slots.weight(item.request.expected_assets) > (
-                slots.total
-            )
+            waiting = int(self._b.waits_for_slots(item.request))
+            self._slots_waited += waiting
             try:
-                taken = await slots.acquire(item.request.expected_assets)
+                held = await self._b.acquire(item.request)
             except PoolClosed:
                 return
             finally:
-                self._slots_waited = False
+                self._slots_waited -= waiting
             if self.capped:  # the cap was reached while this item waited for its slots
-                self._b.slots.release(taken)
+                self._b.release(held)
                 return
-            await start(item, Held(taken))
+            await start(item, held)
 
     def resume(self, item: Item) -> Held:
         """An item whose task an earlier run left running holds its slots at once."""
-        held = Held(self._b.slots.take_now(item.request.expected_assets))
-        self._b.task_started(item.id, held.count)
+        held = self._b.take_now(item.request)
+        self._b.task_started(item.id, held)
         return held
 
     async def reacquire(self, item: Item, held: Held) -> bool:
         """Slots again after a wait without them; False when the batch stopped meanwhile."""
         try:
-            held.count = await self._b.slots.acquire(item.request.expected_assets)
+            again = await self._b.acquire(item.request)
         except PoolClosed:
             return False
+        held.count, held.group = again.count, again.group
         return True
 
     async def next_create(self) -> None:
@@ -95,7 +111,7 @@ class Admission:
             slots_used=b.slots.used,
             slots_total=b.slots.total,
             slots_configured=b.manifest.limits.concurrency,
-            slots_waiting=self._slots_waited,
+            slots_waiting=self._slots_waited > 0,
             rate_waiting=self._rate_waiting,
             requests_per_minute=b.manifest.limits.requests_per_minute,
             backing_off=b.backing_off,

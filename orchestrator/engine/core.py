@@ -284,14 +284,7 @@ class Engine:
         outcome.retries_denied = b.budget.denied
         if m.limits.max_units is not None:
             outcome.units_submitted = self._admission.units_spent
-        outcome.concurrency = {
-            "configured": m.limits.concurrency,
-            "final": b.adaptive.cap,
-            "lowest": b.adaptive.lowest,
-            "sustained": b.meter.peak(),
-            "over_capacity_cuts": b.adaptive.cuts,
-            "limit_found": b.adaptive.limit,
-        }
+        outcome.concurrency = b.concurrency_figures()
         b.log.info(
             "batch.finished",
             interrupted=outcome.interrupted,
@@ -395,7 +388,7 @@ class Engine:
             b.ledger.record_unresolved(item.id, verdicts.internal_error(exc))
         finally:
             b.task_ended(item.id)
-            b.slots.release(held.count)
+            b.release(held)
             b.progress.set(item.id, _phase(b.ledger.get(item.id)))
 
     async def _download_task(self, item: Item) -> None:
@@ -500,7 +493,6 @@ class Engine:
                 return
             if self._collector.verify(item, final, log) and self._collector.downloads:
                 # The task has ended at the provider: its slots are free for others.
-                b.slots.release(held.count)
-                held.count = 0
+                b.release(held)
                 await self._collector.download(item, log)
             return

@@ -338,7 +338,8 @@ class Submitter:
             b.progress.set(item.id, "submitting")
             log.info("item.submit", resend=resend)
             b.outcome.requests["create"] += 1
-            epoch = b.adaptive.epoch
+            group = b.group(held.group)
+            epoch = group.adaptive.epoch
             try:
                 # A create in flight is allowed to finish and be recorded even on SIGINT:
                 # cancelling it would leave a paid task we know nothing about.
@@ -349,8 +350,8 @@ class Submitter:
                 log.info("item.submitted", task_id=task.task_id, request_id=task.request_id,
                          finished=task.status.finished)
                 loop.succeeded()
-                b.task_started(item.id, held.count)
-                b.adaptive.on_accepted(b.tasked_slots)
+                b.task_started(item.id, held)
+                group.adaptive.on_accepted(group.tasked_slots)
                 if task.status.finished:
                     b.task_ended(item.id)  # a synchronous result: it holds no slot now
                 return task if task.status.finished else None
@@ -372,11 +373,12 @@ class Submitter:
                     # exists: it is paid for, and ours. Find it and poll it; never resend.
                     await settlement.exists(item, ext, log, info)
                     return None
-                if over_capacity and b.adaptive.on_over_capacity(epoch, b.tasked_slots):
+                if over_capacity and group.adaptive.on_over_capacity(epoch, group.tasked_slots):
                     log.warning(
                         "limits.concurrency_lowered",
-                        cap=b.adaptive.cap,
-                        held=b.tasked_slots,
+                        cap=group.adaptive.cap,
+                        held=group.tasked_slots,
+                        **({"group": held.group} if held.group else {}),
                         configured=b.manifest.limits.concurrency,
                     )
                 if err.ambiguous:
@@ -407,8 +409,7 @@ class Submitter:
             if over_capacity:
                 # Wait for a slot under the (lowered) cap like everyone else, so that the cut
                 # takes effect instead of every holder hammering the provider again.
-                b.slots.release(held.count)
-                held.count = 0
+                b.release(held)
             await b.pause(step.delay)
             if held.count == 0 and not await self._admission.reacquire(item, held):
                 ledger.record_not_created(item.id, last_error)

@@ -206,6 +206,17 @@ class BatchReader(Protocol):
 
 
 @runtime_checkable
+class CapacityGroups(Protocol):
+    """A provider whose account counts tasks against separate limits (Kling: one per
+    resource-pack type, video and image): the engine finds and keeps each group's limit apart
+    (``limits.concurrency`` still caps them together)."""
+
+    def capacity_group(self, request: TaskRequest) -> str:
+        """The group a task of ``request`` counts against (a short name, for the report)."""
+        ...
+
+
+@runtime_checkable
 class AccountChecker(Protocol):
     """A provider that can tell, before a batch starts, that the account looks unable to pay."""
 

@@ -320,6 +320,13 @@ class KlingProvider:
         except Malformed as exc:
             raise self._channel.malformed(op, answer, str(exc)) from None
 
+    # -- capacity: one limit per resource-pack type ---------------------------------------------
+
+    def capacity_group(self, request: TaskRequest) -> str:
+        """Kling counts concurrency per resource-pack type: video tasks and image tasks hold
+        slots of different packs (an image task ``n`` of its pack's)."""
+        return request.kind.media
+
     # -- API 2.0: the BatchReader protocol -----------------------------------------------------
 
     def batch_key(self, request: TaskRequest) -> Hashable | None:
