@@ -14,12 +14,13 @@ from typing import Any
 import psycopg
 
 from orchestrator.ledger import LedgerError, LedgerUnavailable
+from orchestrator.ledger_pg_leases import LEASE_SCHEMA
 
 #: Seconds a connection may take to open.
 CONNECT_TIMEOUT = 10
 
 #: The version of the tables below; kept in ``orchestrator_schema``.
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 
 #: Every schema statement; each is idempotent, run under a transaction-scoped advisory lock so
 #: that workers starting at once create it once.
@@ -88,10 +89,12 @@ PG_SCHEMA = (
         retries integer NOT NULL DEFAULT 0,
         PRIMARY KEY (batch, run)
     )""",
+    *LEASE_SCHEMA,
 )
 
-#: What brings a database of an older schema version to this one, step by step.
-PG_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+#: What brings a database of an older schema version to this one, step by step (the statements
+#: are idempotent and also part of PG_SCHEMA). 1 -> 2: item leases, the account's slots and rate.
+PG_MIGRATIONS: dict[int, tuple[str, ...]] = {1: LEASE_SCHEMA}
 
 #: Serialises schema creation between processes (any constant: ours).
 SCHEMA_LOCK = 0x6B6C696E67  # "kling"
