@@ -50,6 +50,7 @@ from orchestrator.engine import Engine, RunOutcome
 from orchestrator.identity import OutputDir, OutputLocked, OutputRefused
 from orchestrator.ledger import LedgerError, LedgerLocked, LedgerUnavailable, LedgerUnreadable
 from orchestrator.local_failures import LocalFailure
+from orchestrator.memory import release_freed
 from orchestrator.providers.base import TaskFinder
 from orchestrator.retry import RetryPolicy
 from orchestrator.terminal import Terminal
@@ -174,6 +175,7 @@ async def _run_engine(
 
 def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
     manifest = load(args.manifest, err)
+    release_freed()  # what parsing a big manifest left free, before the run holds on to it
     if args.concurrency is not None or args.rpm is not None:
         manifest = replace(
             manifest,

@@ -216,12 +216,14 @@ class Engine:
         ledger.sync_items(
             (item.id, str(item.request.kind), item.request.expected_assets) for item in m.items
         )
-        records = {r.id: r for r in ledger.all()}
+        # Streamed into one dict (100,000 records are tens of MB: never two copies at once).
+        records = {r.id: r for r in ledger.iter_items()}
         self._hashes = FileHashes(ledger.file_hashes())
         await self._known_fingerprints(records)
         self._admission.open()
         self._reopen(records)
-        records = {r.id: r for r in ledger.all()}
+        del records
+        records = {r.id: r for r in ledger.iter_items()}
         for item in m.items:
             b.progress.set(item.id, _phase(records[item.id]), initial=True)
         if self._on_resume is not None:
