@@ -136,22 +136,31 @@ def reason(exc: BaseException) -> str:
 
 
 def ensure_schema(conn: psycopg.Connection[Any], where: str) -> None:
+    """The tables at this version: created on first use, an older version brought up to date
+    (both under a transaction-scoped lock, so workers starting at once do it once); a newer
+    one refused before anything is changed. A database already at this version is only read
+    (no DDL, no table lock)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        for statement in PG_SCHEMA:
-            conn.execute(statement)
-        row = conn.execute("SELECT version FROM orchestrator_schema").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO orchestrator_schema (version) VALUES (%s)",
-                         (PG_SCHEMA_VERSION,))
-            return
-        version = int(row[0])
-        if version > PG_SCHEMA_VERSION:
+        exists = conn.execute("SELECT to_regclass('orchestrator_schema') IS NOT NULL").fetchone()
+        row = None
+        if exists is not None and exists[0]:
+            row = conn.execute("SELECT version FROM orchestrator_schema").fetchone()
+        version = int(row[0]) if row is not None else None
+        if version is not None and version > PG_SCHEMA_VERSION:
             raise LedgerError(
                 f"the state database {where} has ledger schema version {version}, newer than "
                 f"this orchestrator's ({PG_SCHEMA_VERSION}): a newer version wrote it. Upgrade "
                 "the orchestrator on this host; nothing was changed or sent."
             )
+        if version == PG_SCHEMA_VERSION:
+            return
+        for statement in PG_SCHEMA:
+            conn.execute(statement)
+        if version is None:
+            conn.execute("INSERT INTO orchestrator_schema (version) VALUES (%s)",
+                         (PG_SCHEMA_VERSION,))
+            return
         while version in PG_MIGRATIONS:
             for statement in PG_MIGRATIONS[version]:
                 conn.execute(statement)
