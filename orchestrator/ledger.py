@@ -55,6 +55,7 @@ from orchestrator.ledger_api import (
     ItemRecord,
     ItemState,
     RunRecord,
+    Verdicts,
     assets_from_text,
     to_text,
 )
@@ -112,7 +113,7 @@ class LedgerUnreadable(LedgerError):
         self.path = path
 
 
-class Ledger:
+class Ledger(Verdicts):
     def __init__(
         self,
         path: Path,
@@ -633,26 +634,6 @@ class Ledger:
                 "attempt = (SELECT attempt FROM items WHERE id = ?)",
                 (units, now, item_id, item_id),
             )
-
-    def record_retry(self, item_id: str, error: ErrorInfo) -> None:
-        """The attempt's task failed retryably: pending again; the next attempt is a new task."""
-        self._end_attempt(item_id, ItemState.PENDING, error, None)
-
-    def finish(
-        self,
-        item_id: str,
-        state: ItemState,
-        *,
-        assets: list[AssetRecord] | None = None,
-        error: ErrorInfo | None = None,
-        download_error: ErrorInfo | None = None,
-    ) -> None:
-        """The attempt's verdict. ``download_error``: why the files of a finished task are not
-        on disk yet (written with the verdict, so no crash can leave a succeeded item whose
-        files are silently missing); every verdict replaces the previous one."""
-        if not state.terminal:
-            raise ValueError(f"finish() needs a terminal state, got {state}")
-        self._end_attempt(item_id, state, error, assets, download_error)
 
     def _end_attempt(
         self,

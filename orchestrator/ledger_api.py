@@ -21,6 +21,7 @@ __all__ = [
     "ItemRecord",
     "ItemState",
     "RunRecord",
+    "Verdicts",
     "assets_from_text",
     "to_text",
 ]
@@ -146,6 +147,41 @@ class RunRecord:
     requests: dict[str, int]
     retries: int
 
+
+
+class Verdicts:
+    """An attempt's end, as every ledger records it: on top of the backend's ``_end_attempt``
+    (the attempt's state and error, the item's state, error, assets and download error)."""
+
+    def _end_attempt(
+        self,
+        item_id: str,
+        state: ItemState,
+        error: ErrorInfo | None,
+        assets: list[AssetRecord] | None,
+        download_error: ErrorInfo | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    def record_retry(self, item_id: str, error: ErrorInfo) -> None:
+        """The attempt's task failed retryably: pending again; the next attempt is a new task."""
+        self._end_attempt(item_id, ItemState.PENDING, error, None)
+
+    def finish(
+        self,
+        item_id: str,
+        state: ItemState,
+        *,
+        assets: list[AssetRecord] | None = None,
+        error: ErrorInfo | None = None,
+        download_error: ErrorInfo | None = None,
+    ) -> None:
+        """The attempt's verdict. ``download_error``: why the files of a finished task are not
+        on disk yet (written with the verdict, so no crash can leave a succeeded item whose
+        files are silently missing); every verdict replaces the previous one."""
+        if not state.terminal:
+            raise ValueError(f"finish() needs a terminal state, got {state}")
+        self._end_attempt(item_id, state, error, assets, download_error)
 
 
 class BatchLedger(Protocol):

@@ -44,7 +44,14 @@ import psycopg_pool
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
 from orchestrator.ledger import LedgerError, LedgerLocked, LedgerNotStarted
-from orchestrator.ledger_api import AssetRecord, ItemRecord, ItemState, RunRecord, to_text
+from orchestrator.ledger_api import (
+    AssetRecord,
+    ItemRecord,
+    ItemState,
+    RunRecord,
+    Verdicts,
+    to_text,
+)
 from orchestrator.ledger_pg_rows import (
     ATTEMPT_COLUMNS,
     FENCE,
@@ -83,7 +90,7 @@ KEEPALIVES = (("tcp_keepalives_idle", 30), ("tcp_keepalives_interval", 10),
               ("tcp_keepalives_count", 3))
 
 
-class PgLedger:
+class PgLedger(Verdicts):
     """The batch ``batch``'s ledger in the PostgreSQL database at ``url`` (created on first
     use). Same methods and contract as :class:`orchestrator.ledger.Ledger`."""
 
@@ -573,22 +580,6 @@ class PgLedger:
             return  # as the SQLite UPDATE: no attempt, nothing charged to record
         found.charged_units, found.updated_at = units, self._clock()
         self._wrote(None, found)
-
-    def record_retry(self, item_id: str, error: ErrorInfo) -> None:
-        self._end_attempt(item_id, ItemState.PENDING, error, None)
-
-    def finish(
-        self,
-        item_id: str,
-        state: ItemState,
-        *,
-        assets: list[AssetRecord] | None = None,
-        error: ErrorInfo | None = None,
-        download_error: ErrorInfo | None = None,
-    ) -> None:
-        if not state.terminal:
-            raise ValueError(f"finish() needs a terminal state, got {state}")
-        self._end_attempt(item_id, state, error, assets, download_error)
 
     def _end_attempt(
         self,
