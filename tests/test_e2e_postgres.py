@@ -134,3 +134,22 @@ def test_a_batch_stopped_mid_way_moves_to_postgres_with_its_intents(
     assert refused.code == 2
     assert "already has a ledger of batch 'e2e'" in refused.stderr
     assert state.exists()
+
+
+def test_without_the_driver_a_postgres_url_says_what_to_install(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # psycopg shadowed by a module that cannot be imported: as on a host without the extra.
+    blocker = tmp_path / "no-driver"
+    blocker.mkdir()
+    (blocker / "psycopg.py").write_text("raise ImportError('no psycopg here')\n")
+    manifest = write_manifest(tmp_path, sim, text_items(2))
+    env = cli_env(sim)
+    env["PYTHONPATH"] = f"{blocker}:{env['PYTHONPATH']}"
+    url = "postgresql://orch:pw@127.0.0.1:9/ledger"
+    for command in (["run", str(manifest), "--state", url], ["status", str(manifest)]):
+        result = run_cli(command, {**env, "ORCHESTRATOR_STATE": url})
+        assert result.code == 2, result.stderr
+        assert "pip install 'kling-batch-orchestrator[postgres]'" in result.stderr
+        assert "Traceback" not in result.stderr and "pw@" not in result.stderr
+    assert sim.stats().create_requests == 0
