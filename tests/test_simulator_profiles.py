@@ -157,6 +157,8 @@ def test_make_config_overrides_and_unknown_names() -> None:
     assert (config.port, config.task_duration, config.concurrency_slots) == (8123, (0.1, 0.2), 7)
     assert {r.delay for r in config.faults if r.effect == "delay"} == {0.5}
     assert make_config("clean", seed=0).task_duration == SimConfig().task_duration
+    packs = make_config("clean", seed=0, concurrency_slots=1, image_concurrency_slots=4)
+    assert (packs.concurrency_slots, packs.image_concurrency_slots) == (1, 4)
     with pytest.raises(ValueError, match=r"unknown simulator profile 'nope'.*clean.*chaos"):
         make_config("nope", seed=0)
     with pytest.raises(ValueError, match="slow_reply"):
@@ -610,6 +612,15 @@ def test_cmd_simulate_in_a_thread_serves_until_stopped() -> None:
     assert result == [0]
     assert "tasks created: 1;" in out.getvalue()
     assert "peak slots: 1" in out.getvalue()
+
+
+def test_simulate_gives_the_image_pack_a_limit_of_its_own() -> None:
+    from orchestrator.simulator.cli import _config
+
+    args = parse("simulate", "--concurrency-slots", "1", "--image-concurrency-slots", "4")
+    config = _config(args)
+    assert (config.concurrency_slots, config.image_concurrency_slots) == (1, 4)
+    assert _config(parse("simulate")).image_concurrency_slots is None
 
 
 def test_simulate_on_a_busy_port_reports_and_returns_2() -> None:

@@ -22,6 +22,7 @@ OPTIONS: dict[str, tuple[object, str]] = {
     "read_lag": (0.0, "--read-lag"),
     "extra_models": ([], "--accept-model"),
     "resource_packs": (True, "--no-resource-packs"),
+    "image_concurrency_slots": (None, "--image-concurrency-slots"),
 }
 
 
@@ -76,6 +77,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="(kling) GET /account/costs answers as an account without resource packs "
         "(default: one video pack, its units falling as tasks are committed)",
+    )
+    parser.add_argument(
+        "--image-concurrency-slots",
+        type=int,
+        default=None,
+        metavar="N",
+        help="(kling) the image pack's own slot limit (Kling counts each resource-pack type "
+        "apart; default: the same as --concurrency-slots, each pack its own)",
     )
 
 
@@ -166,4 +175,5 @@ def _config(args: argparse.Namespace) -> SimConfig:
         read_lag=getattr(args, "read_lag", 0.0),
         extra_models=tuple(getattr(args, "extra_models", ())),
         resource_packs=getattr(args, "resource_packs", True),
+        image_concurrency_slots=getattr(args, "image_concurrency_slots", None),
     )

@@ -81,6 +81,7 @@ class Profile:
         read_lag: float = 0.0,
         extra_models: tuple[str, ...] = (),
         resource_packs: bool = True,
+        image_concurrency_slots: int | None = None,
     ) -> SimConfig:
         """The SimConfig serving this profile; keyword arguments override the profile's."""
         faults = self.faults
@@ -107,6 +108,7 @@ class Profile:
             read_lag=read_lag,
             extra_models=extra_models,
             resource_packs=resource_packs,
+            image_concurrency_slots=image_concurrency_slots,
         )
 
 
@@ -127,6 +129,7 @@ def make_config(
     read_lag: float = 0.0,
     extra_models: tuple[str, ...] = (),
     resource_packs: bool = True,
+    image_concurrency_slots: int | None = None,
 ) -> SimConfig:
     """The SimConfig for a named profile. Unknown names raise ValueError listing the known ones."""
     profile = PROFILES.get(profile_name)
@@ -145,6 +148,7 @@ def make_config(
         read_lag=read_lag,
         extra_models=extra_models,
         resource_packs=resource_packs,
+        image_concurrency_slots=image_concurrency_slots,
     )
 
 
