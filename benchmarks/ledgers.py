@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import SCENARIOS, run_orchestrator
+from benchmarks.run import run_orchestrator
+from benchmarks.scenarios import SCENARIOS
 
 LEDGERS = ("sqlite", "postgres")
 
