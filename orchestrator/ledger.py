@@ -170,6 +170,9 @@ class Ledger(Verdicts):
     def _release_lock(self) -> None:
         self._lock.release()
 
+    #: What losing the run lock means, for the log and the console.
+    lock_lost_reason = "the run lock's file was removed and another run of this batch took it"
+
     def lock_still_held(self) -> bool:
         """Whether the run lock beside the state file is still this run's (see RunLock)."""
         return self._lock.still_held()

@@ -43,7 +43,7 @@ import psycopg_pool
 
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
-from orchestrator.ledger import LedgerError, LedgerLocked, LedgerNotStarted
+from orchestrator.ledger import LedgerError, LedgerLocked, LedgerNotStarted, LedgerUnavailable
 from orchestrator.ledger_api import (
     AssetRecord,
     ItemRecord,
@@ -194,9 +194,24 @@ class PgLedger(Verdicts):
             self._attempts.setdefault(attempt.item_id, []).append(attempt)
             self._by_external[attempt.external_task_id] = attempt
 
+    #: What losing the batch means, for the log and the console.
+    lock_lost_reason = (
+        "the connection holding the batch in the state database dropped, so another run may "
+        "take it over"
+    )
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The plain connection, opened again if the server dropped it: the batch's lock went
+        with it (``lock_still_held`` says so and the run stops), but what the run did is still
+        flushed and reported, each flush fenced by the owner token (another run that took the
+        batch over has replaced it: then nothing is written)."""
+        if self._conn.closed or self._conn.broken:
+            self._conn = connect(self.url)
+        return self._conn
+
     def lock_still_held(self) -> bool:
         """Whether the batch's lock is still this process's (its connection is alive)."""
-        if self._conn.closed:
+        if self._conn.closed or self._conn.broken:
             return False
         try:
             self._conn.execute("SELECT 1")
@@ -207,7 +222,7 @@ class PgLedger(Verdicts):
     def close(self) -> None:
         """Flush what is pending, then close (which releases the batch's lock)."""
         try:
-            if self._broken is None and not self._conn.closed:
+            if self._broken is None:
                 self.commit()
         finally:
             self._conn.close()
@@ -309,15 +324,16 @@ class PgLedger(Verdicts):
             return
         for tries in range(1, FLUSH_TRIES + 1):
             try:
-                with self._conn.transaction():
-                    row = self._conn.execute(FENCE, (self.batch,)).fetchone()
+                conn = self._connection()
+                with conn.transaction():
+                    row = conn.execute(FENCE, (self.batch,)).fetchone()
                     self._fenced(None if row is None else int(row[0]))
-                    with self._conn.cursor() as cursor:
+                    with conn.cursor() as cursor:
                         for sql, rows in taken.groups:
                             cursor.executemany(sql, rows)
                 break
-            except psycopg.Error as exc:
-                if tries == FLUSH_TRIES or self._conn.closed:
+            except (psycopg.Error, LedgerUnavailable) as exc:
+                if tries == FLUSH_TRIES:
                     self._restore(taken)
                     self._broken = f"flush failed: {reason(exc)}"
                     self._check_usable()
@@ -436,7 +452,7 @@ class PgLedger(Verdicts):
 
     def file_hashes(self) -> dict[str, tuple[tuple[int, int], str]]:
         if self._hashes is None:
-            rows = self._conn.execute(
+            rows = self._connection().execute(
                 "SELECT path, size, mtime_ns, sha256 FROM file_hashes WHERE batch = %s",
                 (self.batch,),
             )
@@ -628,10 +644,11 @@ class PgLedger(Verdicts):
         self.commit()
         b = self.batch
         try:
-            with self._conn.transaction():
-                row = self._conn.execute(FENCE, (b,)).fetchone()
+            conn = self._connection()
+            with conn.transaction():
+                row = conn.execute(FENCE, (b,)).fetchone()
                 self._fenced(None if row is None else int(row[0]))
-                used = self._conn.execute(
+                used = conn.execute(
                     "SELECT (SELECT COUNT(*) FROM items WHERE batch = %s) + "
                     "(SELECT COUNT(*) FROM runs WHERE batch = %s)", (b, b)).fetchone()
                 if used is not None and used[0]:
@@ -639,10 +656,10 @@ class PgLedger(Verdicts):
                         f"the state database {self.path} already has a ledger of batch "
                         f"'{b}': nothing was moved (the two are never merged)"
                     )
-                self._conn.execute(
+                conn.execute(
                     "UPDATE batches SET ledger_id = %s, created_at = %s WHERE batch = %s",
                     (exported.ledger_id, exported.created_at, b))
-                with self._conn.cursor() as cursor:
+                with conn.cursor() as cursor:
                     for sql, rows in (
                         (UPSERT_ITEM, exported.items),
                         (UPSERT_ATTEMPT, exported.attempts),
@@ -667,10 +684,11 @@ class PgLedger(Verdicts):
         """Record that a run starts (in the database at once); its number."""
         self.commit()
         try:
-            with self._conn.transaction():
-                row = self._conn.execute(FENCE, (self.batch,)).fetchone()
+            conn = self._connection()
+            with conn.transaction():
+                row = conn.execute(FENCE, (self.batch,)).fetchone()
                 self._fenced(None if row is None else int(row[0]))
-                got = self._conn.execute(
+                got = conn.execute(
                     "INSERT INTO runs (batch, run, started_at) SELECT %s, "
                     "COALESCE(MAX(run), 0) + 1, %s FROM runs WHERE batch = %s RETURNING run",
                     (self.batch, started_at, self.batch),
@@ -701,7 +719,7 @@ class PgLedger(Verdicts):
     def runs(self) -> list[RunRecord]:
         if not self._flushing and self._pool is None:
             self.commit()
-        rows = self._conn.execute(
+        rows = self._connection().execute(
             "SELECT run, started_at, finished_at, exit_code, exit_reason, requests, retries "
             "FROM runs WHERE batch = %s ORDER BY run",
             (self.batch,),

@@ -153,3 +153,33 @@ def test_without_the_driver_a_postgres_url_says_what_to_install(
         assert "pip install 'kling-batch-orchestrator[postgres]'" in result.stderr
         assert "Traceback" not in result.stderr and "pw@" not in result.stderr
     assert sim.stats().create_requests == 0
+
+
+def test_a_run_whose_database_connection_drops_stops_and_the_rerun_resumes(
+    tmp_path: Path, sim: Simulator, pg_url: str
+) -> None:
+    import psycopg
+
+    items = text_items(16)
+    sim.add_fault(FaultRule(op="create", effect="delay", match="number 5", delay=2.0, times=1))
+    manifest = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 4, "requests_per_minute": 6000}
+    )
+    env = {**cli_env(sim), "ORCHESTRATOR_STATE": pg_url}
+    proc = start_cli(["run", str(manifest)], env)
+    wait_for(lambda: sim.stats().create_requests >= 6)
+    # The server drops the connection that holds the batch (a restart, a network cut).
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        dropped = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert dropped == [(True,)]
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 4, stderr
+    assert "the connection holding the batch in the state database dropped" in stderr
+    assert "Traceback" not in stderr
+    result = run_cli(["run", str(manifest)], env)
+    assert result.code == 0, result.stderr
+    assert load_report(tmp_path)["counts"]["succeeded"] == 16
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])

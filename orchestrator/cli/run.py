@@ -386,8 +386,8 @@ def cmd_run(args: argparse.Namespace, err: TextIO, stdout: TextIO) -> Exit:
         err.write(failure.line(report=report_failure) + "\n")
     elif outcome.lock_lost:
         err.write(
-            "Stopped: the run lock's file was removed and another run of this batch took it; "
-            "nothing more was sent. Let that run finish.\n"
+            f"Stopped: {ledger.lock_lost_reason}; nothing more was sent. If another run has "
+            "the batch, let it finish; otherwise run it again: it resumes.\n"
         )
     elif report_failure is not None:
         err.write(report_failure.line() + "\n")

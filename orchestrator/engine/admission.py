@@ -238,6 +238,6 @@ class Admission:
             outcome.lock_lost = True
             self._b.log.error(
                 "batch.lock_lost",
-                reason="the run lock's file was removed and another run took it: stopping",
+                reason=f"{self._b.ledger.lock_lost_reason}: stopping",
             )
             self._b.stop(None)
