@@ -78,6 +78,7 @@ __all__ = [
     "LedgerError",
     "LedgerLocked",
     "LedgerNotStarted",
+    "LedgerTakenOver",
     "LedgerUnavailable",
     "LedgerUnreadable",
     "RunRecord",
@@ -89,6 +90,11 @@ class LedgerError(Exception):
 
 class LedgerLocked(LedgerError):
     pass
+
+
+class LedgerTakenOver(LedgerError):
+    """Another run took the batch over while this one worked (its lock was lost): this run
+    writes nothing more."""
 
 
 class LedgerUnavailable(LedgerError):

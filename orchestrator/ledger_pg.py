@@ -43,7 +43,13 @@ import psycopg_pool
 
 from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
-from orchestrator.ledger import LedgerError, LedgerLocked, LedgerNotStarted, LedgerUnavailable
+from orchestrator.ledger import (
+    LedgerError,
+    LedgerLocked,
+    LedgerNotStarted,
+    LedgerTakenOver,
+    LedgerUnavailable,
+)
 from orchestrator.ledger_api import (
     AssetRecord,
     ItemRecord,
@@ -66,9 +72,6 @@ from orchestrator.ledger_pg_rows import (
     ItemRow,
     record_of,
 )
-
-if TYPE_CHECKING:
-    from orchestrator.state_migrate import Exported
 from orchestrator.ledger_pg_schema import (
     CONNECT_TIMEOUT,
     connect,
@@ -78,7 +81,13 @@ from orchestrator.ledger_pg_schema import (
     redact_dsn,
 )
 
+if TYPE_CHECKING:
+    from orchestrator.state_migrate import Exported
+
 __all__ = ["PgLedger", "is_postgres_url", "redact_dsn"]
+
+#: Why a ledger is broken when another run took its batch over.
+_TAKEN_OVER = "another run took the batch over"
 
 #: Tries of a flush before the ledger gives up (the database restarting, a dropped connection);
 #: a flush only upserts whole rows, so sending one again is harmless.
@@ -306,8 +315,8 @@ class PgLedger(Verdicts):
 
     def _fenced(self, token: int | None) -> None:
         if token != self._token:
-            self._broken = "another run took the batch over"
-            raise LedgerError(
+            self._broken = _TAKEN_OVER
+            raise LedgerTakenOver(
                 f"batch '{self.batch}' was taken over by another run in the state database "
                 f"{self.path} (this run's lock was lost): this run stops and writes nothing "
                 "more; the other run carries on from what is in the database."
@@ -391,7 +400,8 @@ class PgLedger(Verdicts):
 
     def _check_usable(self) -> None:
         if self._broken is not None:
-            raise LedgerError(
+            error = LedgerTakenOver if self._broken == _TAKEN_OVER else LedgerUnavailable
+            raise error(
                 f"the state database {self.path} did not take writes that were not flushed yet "
                 f"({self._broken}); stop this run: a new run reconciles from what is in the "
                 "database."

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from orchestrator.ledger import LedgerError
+from orchestrator.ledger import LedgerError, LedgerTakenOver, LedgerUnavailable
 
 __all__ = ["CAUGHT", "Cause", "LocalFailure", "classify", "find", "is_local_failure"]
 
@@ -83,6 +83,13 @@ _SQLITE_CAUSES = MappingProxyType(
     }
 )
 
+#: The ledger's database stopped answering (PostgreSQL down, the network to it cut).
+_DATABASE_DOWN = Cause(
+    "the state database stopped answering", "check the database server and the network to it",
+    everywhere=True,
+)
+#: Another run took the batch over in the ledger's database while this one worked.
+_TAKEN_OVER = Cause("another run took the batch over", "let that run finish", everywhere=True)
 #: A ledger that lost uncommitted writes, with no error left to say why.
 _LOST_WRITES = Cause("a failed write", "check the disk and its free space", everywhere=True)
 
@@ -136,6 +143,10 @@ def classify(
         code = getattr(exc, "sqlite_errorcode", None)
         cause = _SQLITE_CAUSES.get(code & 0xFF) if isinstance(code, int) else None
         return LocalFailure(cause, ledger) if cause is not None else None
+    if isinstance(exc, LedgerTakenOver):
+        return LocalFailure(_TAKEN_OVER, ledger)
+    if isinstance(exc, LedgerUnavailable):
+        return LocalFailure(_DATABASE_DOWN, ledger)
     if isinstance(exc, LedgerError):
         return LocalFailure(_LOST_WRITES, ledger)
     return None

@@ -8,6 +8,8 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from orchestrator.simulator import FaultRule, Simulator
 from tests.conftest import cli_env, run_cli, start_cli, write_manifest
 from tests.test_e2e import assert_each_prompt_paid_once, load_report, text_items, wait_for
@@ -183,3 +185,38 @@ def test_a_run_whose_database_connection_drops_stops_and_the_rerun_resumes(
     assert result.code == 0, result.stderr
     assert load_report(tmp_path)["counts"]["succeeded"] == 16
     assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+
+
+def test_the_database_going_down_mid_run_stops_it_resumably_and_nothing_is_paid_twice(
+    tmp_path: Path, sim: Simulator, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A server of its own, stopped while the batch runs (creates in flight), then started
+    again on the same data: the run ends with exit 3 and what to check, the rerun finishes."""
+    pgserver = pytest.importorskip("pgserver")
+    data = tmp_path_factory.mktemp("pg-own")
+    server = pgserver.get_server(data, cleanup_mode="stop")
+    url = str(server.get_uri())
+    items = text_items(20)
+    sim.add_fault(FaultRule(op="create", effect="delay", match="number 6", delay=1.5, times=1))
+    manifest = write_manifest(
+        tmp_path, sim, items, limits={"concurrency": 4, "requests_per_minute": 6000}
+    )
+    env = {**cli_env(sim), "ORCHESTRATOR_STATE": url}
+    try:
+        proc = start_cli(["run", str(manifest)], env)
+        wait_for(lambda: sim.stats().create_requests >= 7)
+        server.cleanup()  # the database stops: every connection goes
+        _, stderr = proc.communicate(timeout=90)
+        assert proc.returncode == 3, stderr
+        assert "the state database stopped answering" in stderr
+        assert "check the database server and the network to it" in stderr
+        assert "Traceback" not in stderr
+        server = pgserver.get_server(data, cleanup_mode="stop")  # back, with its data
+        result = run_cli(["run", str(manifest)], {**env, "ORCHESTRATOR_STATE": str(
+            server.get_uri())})
+        assert result.code == 0, result.stderr
+    finally:
+        server.cleanup()
+    assert load_report(tmp_path)["counts"]["succeeded"] == 20
+    assert_each_prompt_paid_once(sim, [i["prompt"] for i in items])
+    assert sim.stats().creates_reusing_external_id_without_lookup == 0
