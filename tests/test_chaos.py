@@ -65,7 +65,11 @@ def wait_for_creates(sim: Simulator, at_least: int, timeout: float = 60.0) -> No
         time.sleep(0.01)
 
 
-def test_chaos_with_kills_keeps_every_invariant(tmp_path: Path, chaos_sim: Simulator) -> None:
+@pytest.mark.parametrize("ledger", ["sqlite", "postgres"])
+def test_chaos_with_kills_keeps_every_invariant(
+    tmp_path: Path, chaos_sim: Simulator, ledger: str, request: pytest.FixtureRequest
+) -> None:
+    """Run with the ledger in the output folder's SQLite file, and in PostgreSQL."""
     sim = chaos_sim
     items = chaos_items()
     manifest = write_manifest(
@@ -79,6 +83,8 @@ def test_chaos_with_kills_keeps_every_invariant(tmp_path: Path, chaos_sim: Simul
         poll={"interval": 0.05, "max_interval": 0.2, "timeout": 60},
     )
     env = cli_env(sim)
+    if ledger == "postgres":
+        env["ORCHESTRATOR_STATE"] = request.getfixturevalue("pg_url")
     outputs: list[str] = []
 
     for kill_at in (40, 110, 190):
@@ -132,9 +138,17 @@ def test_chaos_with_kills_keeps_every_invariant(tmp_path: Path, chaos_sim: Simul
     assert stats.peak_slots <= CAP
 
     # Nothing is lost: every task the server created is known to the ledger.
-    db = sqlite3.connect(tmp_path / "out" / "state.sqlite3")
-    ledger_ext_ids = {row[0] for row in db.execute("SELECT external_task_id FROM attempts")}
-    db.close()
+    if ledger == "postgres":
+        import psycopg
+
+        with psycopg.connect(env["ORCHESTRATOR_STATE"]) as conn:
+            rows = conn.execute("SELECT external_task_id FROM attempts").fetchall()
+        ledger_ext_ids = {row[0] for row in rows}
+        assert not (tmp_path / "out" / "state.sqlite3").exists()
+    else:
+        db = sqlite3.connect(tmp_path / "out" / "state.sqlite3")
+        ledger_ext_ids = {row[0] for row in db.execute("SELECT external_task_id FROM attempts")}
+        db.close()
     assert {t["external_task_id"] for t in stats.tasks} <= ledger_ext_ids
 
     for item_id, entry in by_id.items():
