@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(cmd_status(args, sys.stdout))
         if args.command == "state":
             return int(cmd_state(args, sys.stdout))
+        if args.command == "report":
+            from orchestrator.cli.reporting import cmd_report
+
+            return int(cmd_report(args, sys.stdout, sys.stderr))
         if args.command == "models":
             table = registry.plugin(args.provider).models
             sys.stdout.write(table() if table is not None else "no catalogue\n")

@@ -51,12 +51,14 @@ from orchestrator.errors import ErrorInfo
 from orchestrator.identity import external_task_id
 from orchestrator.layout import LOCK_SUFFIX, owner_only
 from orchestrator.ledger_api import (
+    RUN_COLUMNS,
     AssetRecord,
     ItemRecord,
     ItemState,
     RunRecord,
     Verdicts,
     assets_from_text,
+    run_record,
     to_text,
 )
 from orchestrator.ledger_schema import (
@@ -734,19 +736,20 @@ class Ledger(Verdicts):
 
     def runs(self) -> list[RunRecord]:
         """Every run of the batch, oldest first."""
-        rows = self._db.execute(
-            "SELECT run, started_at, finished_at, exit_code, exit_reason, requests, retries "
-            "FROM runs ORDER BY run"
-        ).fetchall()
-        return [
-            RunRecord(
-                run=row[0],
-                started_at=row[1],
-                finished_at=row[2],
-                exit_code=row[3],
-                exit_reason=row[4],
-                requests={str(k): int(v) for k, v in json.loads(row[5] or "{}").items()},
-                retries=int(row[6] or 0),
-            )
-            for row in rows
-        ]
+        rows = self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY run").fetchall()
+        return [run_record(row) for row in rows]
+
+    @staticmethod
+    def read_runs(path: Path) -> list[RunRecord]:
+        """Every run recorded in the state file at ``path``, read-only and without the run
+        lock (``report`` works while a run is in progress)."""
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                db.execute("PRAGMA busy_timeout=5000")
+                rows = db.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY run").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the state file {path}: {exc}") from None
+        return [run_record(row) for row in rows]

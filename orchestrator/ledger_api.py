@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from orchestrator.errors import ErrorInfo
 
 __all__ = [
+    "RUN_COLUMNS",
     "AssetRecord",
     "BatchLedger",
     "ItemRecord",
@@ -23,6 +24,7 @@ __all__ = [
     "RunRecord",
     "Verdicts",
     "assets_from_text",
+    "run_record",
     "to_text",
 ]
 
@@ -97,6 +99,23 @@ class AssetRecord:
             content_type=_typed(fields, "content_type", str),
             mtime_ns=_typed(fields, "mtime_ns", int),
         )
+
+
+#: The columns of a run's row, in the order :func:`run_record` reads them.
+RUN_COLUMNS = "run, started_at, finished_at, exit_code, exit_reason, requests, retries"
+
+
+def run_record(row: Sequence[Any]) -> RunRecord:
+    """A run's row (``RUN_COLUMNS``) as a record."""
+    return RunRecord(
+        run=row[0],
+        started_at=row[1],
+        finished_at=row[2],
+        exit_code=row[3],
+        exit_reason=row[4],
+        requests={str(k): int(v) for k, v in json.loads(row[5] or "{}").items()},
+        retries=int(row[6] or 0),
+    )
 
 
 def assets_from_text(stored: str | None) -> list[AssetRecord]:

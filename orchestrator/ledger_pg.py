@@ -51,11 +51,13 @@ from orchestrator.ledger import (
     LedgerUnavailable,
 )
 from orchestrator.ledger_api import (
+    RUN_COLUMNS,
     AssetRecord,
     ItemRecord,
     ItemState,
     RunRecord,
     Verdicts,
+    run_record,
     to_text,
 )
 from orchestrator.ledger_pg_rows import (
@@ -730,19 +732,22 @@ class PgLedger(Verdicts):
         if not self._flushing and self._pool is None:
             self.commit()
         rows = self._connection().execute(
-            "SELECT run, started_at, finished_at, exit_code, exit_reason, requests, retries "
-            "FROM runs WHERE batch = %s ORDER BY run",
-            (self.batch,),
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE batch = %s ORDER BY run", (self.batch,)
         ).fetchall()
-        return [
-            RunRecord(
-                run=row[0],
-                started_at=row[1],
-                finished_at=row[2],
-                exit_code=row[3],
-                exit_reason=row[4],
-                requests={str(k): int(v) for k, v in json.loads(row[5] or "{}").items()},
-                retries=int(row[6] or 0),
-            )
-            for row in rows
-        ]
+        return [run_record(row) for row in rows]
+
+    @staticmethod
+    def read_runs(url: str, batch: str) -> list[RunRecord]:
+        """Every run of ``batch`` in the database, without taking the batch."""
+        conn = connect(url)
+        try:
+            rows = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE batch = %s ORDER BY run", (batch,)
+            ).fetchall()
+        except psycopg.Error as exc:
+            raise LedgerError(
+                f"cannot read the state database {redact_dsn(url)}: {reason(exc)}"
+            ) from None
+        finally:
+            conn.close()
+        return [run_record(row) for row in rows]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.ledger import Ledger
-from orchestrator.ledger_api import ItemRecord
+from orchestrator.ledger_api import ItemRecord, RunRecord
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -71,6 +71,15 @@ class StateLocation:
             return Ledger.read_only(self.path)
         assert self.url is not None
         found: tuple[str, list[ItemRecord]] = _pg().PgLedger.read_only(self.url, batch)
+        return found
+
+
+    def read_runs(self, batch: str) -> list[RunRecord]:
+        """Every run of the batch, oldest first, without taking the batch."""
+        if self.path is not None:
+            return Ledger.read_runs(self.path)
+        assert self.url is not None
+        found: list[RunRecord] = _pg().PgLedger.read_runs(self.url, batch)
         return found
 
 

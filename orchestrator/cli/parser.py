@@ -224,6 +224,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "several",
     )
 
+    again = command(
+        "report", "write the batch's report from its ledger now; no network",
+        "Write report.json, results.jsonl, report.md and report.html from the ledger alone, as "
+        "a run writes them at its end (marked snapshot), from any host that reaches it: while "
+        "a run is going, or after one. Nothing is sent.",
+    )
+    again.add_argument("manifest", type=Path, help="the batch's manifest (YAML)")
+    again.add_argument("--state", help=STATE_HELP)
+    again.add_argument(
+        "--report", type=Path, help=f"report path (default: <output.dir>/{layout.REPORT_FILE})"
+    )
+
     state_cmd = sub.add_parser(
         "state",
         help="check a batch's state file, or move an unreadable one aside; no network",
